@@ -1,0 +1,67 @@
+"""The ``raftkv`` command: ``node``, ``cluster``, ``shell``, ``up``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import RaftKVError
+
+
+def _add_node(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="run one node (what docker-compose and deployments run)")
+    p.add_argument("--id", required=True, help="this node's id, as named in --nodes")
+    p.add_argument("--data-dir", required=True, help="directory for this node's Raft logs and LevelDB stores")
+    p.add_argument("--nodes", required=True, help="every node: id=host:client_port:peer_port,...")
+    p.add_argument("--shards", type=int, default=8, help="initial shard count (default 8)")
+    p.add_argument("--replication", type=int, default=3, help="replicas per shard (default 3)")
+    p.add_argument("--bind", default=None, help="listen on this host instead of the one in --nodes")
+    p.add_argument("--secret-file", default=None, help="file holding the cluster secret for peer links")
+    p.add_argument("--raft", default=None,
+                   help='JSON of Raft options, e.g. {"compact_entries": 1000} (heartbeat, election_min, ...)')
+    p.set_defaults(func=_cmd_node)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from .server.config import NodeConfig, parse_nodes
+    from .server.node import run_node
+
+    secret = None
+    if args.secret_file:
+        with open(args.secret_file, "rb") as f:
+            secret = f.read().strip()
+    raft = json.loads(args.raft) if args.raft else json.loads(os.environ.get("RAFTKV_RAFT", "{}"))
+    config = NodeConfig(node_id=args.id, data_dir=args.data_dir, nodes=parse_nodes(args.nodes),
+                        shards=args.shards, replication=args.replication, bind_host=args.bind,
+                        secret=secret, raft=raft)
+    config.me()
+    run_node(config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="raftkv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_node(sub)
+    try:
+        from .cluster.cli import add_commands
+    except ImportError:
+        add_commands = None
+    if add_commands is not None:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``raftkv`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RaftKVError as exc:
+        print(f"raftkv: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

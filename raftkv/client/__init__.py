@@ -1,0 +1,1 @@
+"""The Python client: :class:`Client` (sync, thread-safe) and :class:`AsyncClient` (asyncio)."""

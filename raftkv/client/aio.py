@@ -1,0 +1,456 @@
+"""The asyncio client.
+
+It caches the shard map, sends each request straight to the shard's leader
+(one hop), and on a cluster condition -- not leader, stale route, lost
+connection, election in progress -- follows the hint or refreshes the map and
+retries with jittered backoff until the operation's deadline, then raises
+:class:`raftkv.errors.Unavailable`.  Caller mistakes are refused before
+anything is sent.
+
+Scans stream: each shard is read in pages bounded by keys *and* bytes; the
+next page of the current shard and the first pages of the next few shards are
+fetched while the caller consumes the current one, so a scan spanning many
+shards proceeds in parallel while rows still come out in key order and at most
+a few pages sit in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from .. import errors
+from ..errors import InvalidArgument, NotLeader, RaftKVError, StaleRoute, Unavailable
+from ..keys import KEY_SPACE_END, check_key, check_limit, check_range, check_value
+from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..routing.ranges import inclusive_to_half_open
+from ..routing.shardmap import Shard, ShardMap
+from ..server.config import parse_hostport
+
+T = TypeVar("T")
+Row = tuple[int, bytes]
+
+BATCH_KEYS = 5000
+BATCH_BYTES = 2 << 20
+SCAN_PREFETCH_SHARDS = 4
+
+
+def _split_seeds(seeds: str | Iterable[str]) -> list[str]:
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    out = [s.strip() for s in items if s and s.strip()]
+    if not out:
+        raise InvalidArgument("at least one seed address (host:port) is needed")
+    for s in out:
+        parse_hostport(s)
+    return out
+
+
+class _Connection:
+    """One TCP connection to one node, with pipelined requests matched by id."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self.closed = False
+
+    async def open(self, timeout: float) -> None:
+        host, port = parse_hostport(self.address)
+        reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=DEFAULT_MAX_FRAME), timeout)
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        error: Exception = Unavailable(f"connection to {self.address} closed")
+        try:
+            while data := await reader.read(1 << 20):
+                decoder.receive_data(data)
+                while (msg := decoder.next_message()) is not NEED_DATA:
+                    fut = self._pending.pop(msg.get("id"), None) if isinstance(msg, dict) else None
+                    if fut is None or fut.done():
+                        continue
+                    if "err" in msg:
+                        fut.set_exception(errors.from_wire(msg["err"]))
+                    else:
+                        fut.set_result(msg.get("ok"))
+        except (OSError, errors.ProtocolError) as exc:
+            error = Unavailable(f"connection to {self.address} failed: {exc}")
+        finally:
+            self.closed = True
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self._pending.clear()
+
+    async def request(self, msg: dict[str, Any], timeout: float) -> Any:
+        if self.closed or self._writer is None:
+            raise Unavailable(f"connection to {self.address} is closed")
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write(encode({**msg, "id": rid}))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise errors.Timeout(f"{self.address} did not answer within {timeout:.1f}s") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+class AsyncClient:
+    """raftkv client for asyncio code.  All methods are coroutines (``scan`` is an async iterator).
+
+    ``seeds``: any live node(s), ``"host:port,host:port"`` or a list.  ``timeout``:
+    seconds an operation may take, retries included, before :class:`Unavailable`.
+    ``consistency``: ``"linearizable"`` (default: a read sees every write
+    acknowledged before it started) or ``"serializable"`` (the leader's local state,
+    no ReadIndex round: faster, may miss the very latest writes after a failover).
+    """
+
+    def __init__(self, seeds: str | Iterable[str], *, timeout: float = 10.0,
+                 consistency: str = "linearizable", page_keys: int = 1000, page_bytes: int = 1 << 20) -> None:
+        self._seeds = _split_seeds(seeds)
+        if consistency not in ("linearizable", "serializable"):
+            raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
+        if not 0 < page_keys <= 10_000 or not 0 < page_bytes <= 4 << 20:
+            raise InvalidArgument("page_keys must be 1..10000 and page_bytes 1..4 MiB")
+        self.timeout = timeout
+        self.consistency = consistency
+        self.page_keys = page_keys
+        self.page_bytes = page_bytes
+        self._conns: dict[str, _Connection] = {}
+        self._connecting: dict[str, asyncio.Task] = {}
+        self._map: ShardMap | None = None
+        self._leaders: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}
+        self._refreshing: asyncio.Task | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Fetch the shard map from a seed (done lazily by every call if not done here)."""
+        await self._refresh_map(time.monotonic() + self.timeout)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        conns, self._conns = list(self._conns.values()), {}
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+    # --- the API ------------------------------------------------------------------------------
+
+    async def put(self, key: int, value: bytes | str) -> None:
+        """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
+        key, value = check_key(key), check_value(value)
+        await self._on_key(key, "put", {"pairs": [[key, value]]})
+
+    async def get(self, key: int) -> bytes | None:
+        """The value under ``key``, or None."""
+        key = check_key(key)
+        return await self._on_key(key, "get", {"key": key, "consistency": self.consistency})
+
+    async def delete(self, key: int) -> bool:
+        """Delete ``key``; True if it existed."""
+        key = check_key(key)
+        return bool(await self._on_key(key, "delete", {"keys": [key]}))
+
+    async def put_many(self, pairs: Iterable[tuple[int, bytes | str]]) -> int:
+        """Store many pairs: batched per shard, shards written in parallel.
+
+        Each batch (same shard, up to a few thousand keys / 2 MiB) is atomic; the whole
+        call is not.  Every pair is validated before anything is sent.  Returns the count.
+        """
+        clean = [(check_key(k), check_value(v)) for k, v in pairs]
+        if not clean:
+            return 0
+        await self._put_batches(clean, time.monotonic() + self.timeout)
+        return len(clean)
+
+    async def range_query(self, start: int, end: int) -> list[Row]:
+        """Every ``(key, value)`` with ``start <= key <= end``, ascending (``start > end``: [])."""
+        return [row async for row in self.scan(start, end)]
+
+    async def scan(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+                   reverse: bool = False, filter: Any = None) -> AsyncIterator[Row]:
+        """Stream rows with ``start <= key <= end`` in key order (descending if ``reverse``)."""
+        async for page in self.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter):
+            for row in page:
+                yield row
+
+    async def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+                         reverse: bool = False, filter: Any = None) -> AsyncIterator[list[Row]]:
+        """Like :meth:`scan`, a page (list of rows) at a time."""
+        start, end = check_range(start, end)
+        limit = check_limit(limit)
+        span = inclusive_to_half_open(start, end)
+        if span is None or limit == 0:
+            return
+        remaining = limit
+        async for page in self._pages(span[0], span[1], reverse, filter):
+            if remaining is not None:
+                page = page[:remaining]
+                remaining -= len(page)
+            if page:
+                yield page
+            if remaining == 0:
+                return
+
+    async def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
+        """Delete every key in ``[start, end]`` (matching ``filter``); returns how many went."""
+        start, end = check_range(start, end)
+        span = inclusive_to_half_open(start, end)
+        if span is None:
+            return 0
+        deadline = time.monotonic() + self.timeout
+        total = 0
+        cursor = span[0]
+        while cursor < span[1]:
+            shard = (await self._shard_map(deadline)).shard_for_key(cursor)
+            stop = min(shard.end, span[1])
+            fields = {"start": cursor, "end": None if stop == KEY_SPACE_END else stop, "filter": filter}
+            reply = await self._with_retry(lambda s=shard, f=fields: self._send(s, "delete_range", f, deadline),
+                                           deadline)
+            total += reply["deleted"]
+            cursor = reply["resume"] if reply["resume"] is not None else stop
+        return total
+
+    async def shard_map(self) -> ShardMap:
+        """The cached shard map (fetched if needed)."""
+        return await self._shard_map(time.monotonic() + self.timeout)
+
+    def leader_hints(self) -> dict[str, str]:
+        """Cached shard leaders (shard id -> node id)."""
+        return dict(self._leaders)
+
+    def node_addresses(self) -> dict[str, str]:
+        """Client addresses of the cluster's nodes (node id -> host:port)."""
+        return dict(self._nodes)
+
+    async def node_status(self, address: str) -> dict[str, Any]:
+        """One node's own view of its replicas (the ``status`` operation)."""
+        conn = await self._conn(address, time.monotonic() + self.timeout)
+        return await conn.request({"op": "status"}, self.timeout)
+
+    # --- routing and retries -----------------------------------------------------------------
+
+    async def _shard_map(self, deadline: float) -> ShardMap:
+        if self._map is None:
+            await self._refresh_map(deadline)
+        assert self._map is not None
+        return self._map
+
+    async def _refresh_map(self, deadline: float) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._fetch_map(deadline))
+        await asyncio.shield(self._refreshing)
+
+    async def _fetch_map(self, deadline: float) -> None:
+        last: Exception | None = None
+        for attempt in itertools.count():
+            candidates = list(dict.fromkeys([*self._nodes.values(), *self._seeds]))
+            random.shuffle(candidates)
+            for address in candidates:
+                try:
+                    conn = await self._conn(address, deadline)
+                    reply = await conn.request({"op": "map"}, max(0.05, min(2.0, deadline - time.monotonic())))
+                except (Unavailable, OSError) as exc:
+                    last = exc
+                    continue
+                fresh = ShardMap.from_dict(reply["map"])
+                if self._map is None or fresh.epoch >= self._map.epoch:
+                    self._map = fresh
+                self._nodes.update(reply["nodes"])
+                self._leaders.update({k: v for k, v in reply["leaders"].items() if v})
+                return
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"no node answered among {candidates}: {last}")
+            await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
+
+    async def _conn(self, address: str, deadline: float) -> _Connection:
+        conn = self._conns.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        task = self._connecting.get(address)
+        if task is None or task.done():
+            task = self._connecting[address] = asyncio.create_task(self._open(address, deadline))
+        return await asyncio.shield(task)
+
+    async def _open(self, address: str, deadline: float) -> _Connection:
+        conn = _Connection(address)
+        try:
+            await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"cannot connect to {address}: {exc}") from None
+        self._conns[address] = conn
+        return conn
+
+    def _target(self, shard: Shard, attempt: int) -> str:
+        leader = self._leaders.get(shard.id)
+        if leader is None or leader not in shard.replicas:
+            leader = shard.replicas[attempt % len(shard.replicas)]
+        return self._nodes.get(leader) or self._seeds[attempt % len(self._seeds)]
+
+    async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float) -> Any:
+        """One attempt at the shard's believed leader."""
+        address = self._target(shard, 0)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.Timeout("deadline passed")
+        conn = await self._conn(address, deadline)
+        try:
+            return await conn.request({"op": op, "shard": shard.id, "timeout": remaining, **fields}, remaining + 0.5)
+        except NotLeader as exc:
+            if exc.leader and exc.leader in shard.replicas and exc.leader != self._leaders.get(shard.id):
+                self._leaders[shard.id] = exc.leader
+                raise _Redirect() from None
+            self._forget_leader(shard)
+            raise
+        except Unavailable:
+            self._forget_leader(shard)
+            raise
+
+    def _forget_leader(self, shard: Shard) -> None:
+        """Try the next replica next time (rotate through them while no one knows the leader)."""
+        current = self._leaders.get(shard.id)
+        idx = shard.replicas.index(current) if current in shard.replicas else -1
+        self._leaders[shard.id] = shard.replicas[(idx + 1) % len(shard.replicas)]
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[T]], deadline: float) -> T:
+        last: Exception | None = None
+        for n in itertools.count():
+            try:
+                return await attempt()
+            except _Redirect:
+                continue  # a named leader: go there at once
+            except StaleRoute as exc:
+                last = exc
+                await self._refresh_map(deadline)
+            except Unavailable as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"cluster could not serve the request in {self.timeout:.1f}s: {last}")
+            pause = min(0.5, 0.01 * 2 ** min(n, 6)) * (0.5 + random.random())
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            if n % 4 == 3:
+                await self._refresh_map(deadline)  # leaders may have moved while we backed off
+        raise AssertionError("unreachable")
+
+    async def _on_key(self, key: int, op: str, fields: dict[str, Any]) -> Any:
+        deadline = time.monotonic() + self.timeout
+
+        async def attempt() -> Any:
+            shard = (await self._shard_map(deadline)).shard_for_key(key)
+            return await self._send(shard, op, fields, deadline)
+
+        return await self._with_retry(attempt, deadline)
+
+    async def _put_batches(self, pairs: list[tuple[int, bytes]], deadline: float) -> None:
+        smap = await self._shard_map(deadline)
+        by_shard: dict[str, list[list[Any]]] = {}
+        for k, v in pairs:
+            by_shard.setdefault(smap.shard_for_key(k).id, []).append([k, v])
+        batches = []
+        for shard_pairs in by_shard.values():
+            batch: list[list[Any]] = []
+            size = 0
+            for pair in shard_pairs:
+                if batch and (len(batch) >= BATCH_KEYS or size + len(pair[1]) > BATCH_BYTES):
+                    batches.append(batch)
+                    batch, size = [], 0
+                batch.append(pair)
+                size += len(pair[1]) + 16
+            batches.append(batch)
+        sem = asyncio.Semaphore(8)
+
+        async def one(batch: list[list[Any]]) -> None:
+            async with sem:
+                async def attempt() -> Any:
+                    m = await self._shard_map(deadline)
+                    shard = m.shard_for_key(batch[0][0])
+                    if any(not shard.start <= k < shard.end for k, _ in batch):
+                        raise _Resplit()
+                    return await self._send(shard, "put", {"pairs": batch}, deadline)
+
+                try:
+                    await self._with_retry(attempt, deadline)
+                except _Resplit:
+                    await self._put_batches([(k, v) for k, v in batch], deadline)
+
+        results = await asyncio.gather(*(one(b) for b in batches), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any,
+                    deadline: float) -> tuple[list[Row], int | None]:
+        fields = {"start": lo, "end": None if hi == KEY_SPACE_END else hi, "reverse": reverse,
+                  "limit": self.page_keys, "max_bytes": self.page_bytes, "filter": filter,
+                  "consistency": self.consistency}
+        reply = await self._with_retry(lambda: self._send(shard, "scan", fields, deadline), deadline)
+        return [(k, v) for k, v in reply["rows"]], reply["resume"]
+
+    async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any) -> AsyncIterator[list[Row]]:
+        """Pages of ``[lo, hi)`` in order, prefetching ahead; bounded memory."""
+        smap = await self._shard_map(time.monotonic() + self.timeout)
+        segments = smap.shards_for_range(lo, hi)
+        if reverse:
+            segments.reverse()
+        pending: list[tuple[Shard, int, int, asyncio.Task]] = []
+
+        def launch(seg: tuple[Shard, int, int]) -> None:
+            shard, s_lo, s_hi = seg
+            task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
+                                                  time.monotonic() + self.timeout))
+            pending.append((shard, s_lo, s_hi, task))
+
+        queue = list(segments)
+        task: asyncio.Task | None = None
+        try:
+            while queue or pending:
+                while queue and len(pending) < SCAN_PREFETCH_SHARDS:
+                    launch(queue.pop(0))
+                shard, s_lo, s_hi, task = pending.pop(0)
+                while True:
+                    rows, resume = await task
+                    if resume is not None:
+                        nxt = (shard, s_lo, resume) if reverse else (shard, resume, s_hi)
+                        s_lo, s_hi = nxt[1], nxt[2]
+                        task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
+                                                              time.monotonic() + self.timeout))
+                    if rows:
+                        yield rows
+                    if resume is None:
+                        break
+        finally:
+            for t in [task, *(p[3] for p in pending)]:
+                if t is not None and not t.done():
+                    t.cancel()
+
+
+class _Redirect(RaftKVError):
+    """Internal: the leader moved and we know where."""
+
+
+class _Resplit(RaftKVError):
+    """Internal: a batch no longer falls in one shard after a map change."""

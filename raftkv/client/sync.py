@@ -1,0 +1,119 @@
+"""The blocking, thread-safe client: an :class:`AsyncClient` on a private event-loop thread.
+
+Every method hands a coroutine to that loop and waits for it, so any number of
+threads may share one :class:`Client`; their requests are pipelined over the
+same connections.  ``scan`` moves a page (not a row) per thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+from ..keys import KEY_SPACE_END
+from ..routing.shardmap import ShardMap
+from .aio import AsyncClient, Row
+
+T = TypeVar("T")
+
+
+class Client:
+    """raftkv client for ordinary (threaded) code; same arguments and methods as :class:`AsyncClient`.
+
+    >>> with Client("127.0.0.1:7401") as db:          # doctest: +SKIP
+    ...     db.put(42, b"reading"); db.get(42)
+    b'reading'
+    """
+
+    def __init__(self, seeds: str | Iterable[str], **options: Any) -> None:
+        self._aio = AsyncClient(seeds, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Fetch the shard map now (otherwise the first call does)."""
+        self._run(self._aio.connect())
+
+    def close(self) -> None:
+        """Close connections and stop the client's thread."""
+        if self._closed:
+            return
+        self._run(self._aio.close())
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    @property
+    def timeout(self) -> float:
+        """Per-operation deadline in seconds."""
+        return self._aio.timeout
+
+    def put(self, key: int, value: bytes | str) -> None:
+        """Store ``value`` under ``key``; returns once committed on a majority."""
+        self._run(self._aio.put(key, value))
+
+    def get(self, key: int) -> bytes | None:
+        """The value under ``key``, or None."""
+        return self._run(self._aio.get(key))
+
+    def delete(self, key: int) -> bool:
+        """Delete ``key``; True if it existed."""
+        return self._run(self._aio.delete(key))
+
+    def put_many(self, pairs: Iterable[tuple[int, bytes | str]]) -> int:
+        """Store many pairs, batched per shard and sent in parallel; returns the count."""
+        return self._run(self._aio.put_many(list(pairs)))
+
+    def range_query(self, start: int, end: int) -> list[Row]:
+        """Every ``(key, value)`` with ``start <= key <= end``, ascending."""
+        return [row for page in self.scan_pages(start, end) for row in page]
+
+    def scan(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+             reverse: bool = False, filter: Any = None) -> Iterator[Row]:
+        """Stream rows in key order; pages are bounded by keys and bytes."""
+        for page in self.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter):
+            yield from page
+
+    def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+                   reverse: bool = False, filter: Any = None) -> Iterator[list[Row]]:
+        """Like :meth:`scan`, a page at a time."""
+        agen = self._aio.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter)
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(agen.aclose())
+
+    def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
+        """Delete every key in ``[start, end]``; returns how many went."""
+        return self._run(self._aio.delete_range(start, end, filter=filter))
+
+    def shard_map(self) -> ShardMap:
+        """The cached shard map."""
+        return self._run(self._aio.shard_map())
+
+    def node_status(self, address: str) -> dict[str, Any]:
+        """One node's view of its replicas."""
+        return self._run(self._aio.node_status(address))

@@ -1,0 +1,1 @@
+"""The client wire protocol: length-prefixed msgpack frames (sans-IO)."""

@@ -1,0 +1,1 @@
+"""Replication: Raft groups (pysyncobj) made durable, multiplexed and readable linearizably."""

@@ -1,0 +1,162 @@
+"""Replicated commands: what goes into a Raft log entry, and what applying one does.
+
+A command is msgpack ``[op, ...]``, prefixed in the log by pysyncobj's
+"regular command" byte.  Decoding validates everything, because a log entry
+can originate from a client request forwarded by any replica.
+
+``apply`` is deterministic: given the same store state and the same entry,
+every replica computes the same effect and the same reply.  It is the only
+place that turns a command into storage writes.
+
+Ops:
+
+* ``["put", [[key, value], ...]]`` -- one or many puts, atomically.
+* ``["del", [key, ...]]`` -- reply: how many of the keys existed.
+* ``["delr", start, end|None, filter|None, max_keys]`` -- delete up to
+  ``max_keys`` keys of ``[start, end)`` matching ``filter`` (a query-language
+  wire filter); reply ``{"deleted": n, "resume": key|None}`` so a large range
+  is deleted in bounded steps, none of which stalls the Raft loop for long.
+* ``["map", shard_map_dict, expected_epoch]`` -- meta group only: compare
+  and set the shard map.  Reply: the epoch now stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from ..errors import InvalidArgument
+from ..keys import MAX_KEY, MAX_VALUE_BYTES
+from ..storage.leveldb import ShardStore
+
+REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR
+MAP_KEY = b"shard_map"
+MAX_DELETE_STEP = 10_000
+
+
+def encode(op: list[Any]) -> bytes:
+    """The log-entry bytes of a command."""
+    return REGULAR + msgpack.packb(op, use_bin_type=True)
+
+
+def put(pairs: list[tuple[int, bytes]]) -> bytes:
+    """Command putting every ``(key, value)`` pair atomically."""
+    return encode(["put", [[k, v] for k, v in pairs]])
+
+
+def delete(keys: list[int]) -> bytes:
+    """Command deleting ``keys``."""
+    return encode(["del", list(keys)])
+
+
+def delete_range(start: int, end: int | None, filter_wire: Any = None, max_keys: int = MAX_DELETE_STEP) -> bytes:
+    """Command deleting (a bounded step of) ``[start, end)``; ``end`` None means to the end of the key space."""
+    return encode(["delr", start, end, filter_wire, max_keys])
+
+
+def set_map(shard_map: dict[str, Any], expected_epoch: int) -> bytes:
+    """Meta command: store ``shard_map`` if the stored epoch is ``expected_epoch``."""
+    return encode(["map", shard_map, expected_epoch])
+
+
+def _key(k: Any) -> int:
+    if type(k) is not int or not 0 <= k <= MAX_KEY:
+        raise InvalidArgument("bad key in command")
+    return k
+
+
+def decode(payload: bytes) -> list[Any]:
+    """Validate and decode a command body (without the type byte)."""
+    try:
+        op = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise InvalidArgument(f"undecodable command: {exc}") from None
+    if not isinstance(op, list) or not op or not isinstance(op[0], str):
+        raise InvalidArgument("malformed command")
+    name = op[0]
+    if name == "put" and len(op) == 2 and isinstance(op[1], list):
+        for pair in op[1]:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], bytes)
+                    and len(pair[1]) <= MAX_VALUE_BYTES):
+                raise InvalidArgument("malformed put")
+            _key(pair[0])
+    elif name == "del" and len(op) == 2 and isinstance(op[1], list):
+        for k in op[1]:
+            _key(k)
+    elif name == "delr" and len(op) == 5:
+        _key(op[1])
+        if op[2] is not None:
+            _key(op[2])
+        if type(op[4]) is not int or not 0 < op[4] <= MAX_DELETE_STEP:
+            raise InvalidArgument("bad delete step")
+    elif name == "map" and len(op) == 3 and isinstance(op[1], dict) and type(op[2]) is int:
+        pass
+    else:
+        raise InvalidArgument(f"unknown or malformed command {name!r:.40}")
+    return op
+
+
+def apply(store: ShardStore, index: int, payload: bytes) -> Any:
+    """Apply the command in log entry ``index`` to ``store``; returns the reply.
+
+    An entry at or below the store's applied index was applied before a restart:
+    its effect is already there, so it is skipped (and replies None).
+    A malformed command is recorded as applied (so the index stays contiguous)
+    and replies with an error dict instead of crashing the replica.
+    """
+    if index <= store.applied_index:
+        return None
+    try:
+        op = decode(payload)
+    except InvalidArgument as exc:
+        store.apply(index)
+        return {"error": str(exc)}
+    name = op[0]
+    if name == "put":
+        store.apply(index, puts=[(k, v) for k, v in op[1]])
+        return None
+    if name == "del":
+        keys = op[1]
+        existed = sum(1 for k in keys if store.get(k) is not None)
+        store.apply(index, deletes=keys)
+        return existed
+    if name == "delr":
+        return _apply_delete_range(store, index, op)
+    return _apply_map(store, index, op)
+
+
+def _apply_delete_range(store: ShardStore, index: int, op: list[Any]) -> dict[str, Any]:
+    _, start, end, filter_wire, max_keys = op
+    end_excl = 2**64 if end is None else end
+    match = None
+    if filter_wire is not None:
+        from ..query.predicate import compile_filter  # the query layer is optional for plain deletes
+
+        try:
+            match = compile_filter(filter_wire)
+        except Exception as exc:
+            store.apply(index)
+            return {"error": f"bad filter: {exc}"}
+    rows, resume = store.scan(start, end_excl, limit=max_keys, max_bytes=1 << 62, filter=match,
+                              max_examined=max_keys * 10)
+    store.apply(index, deletes=[k for k, _ in rows])
+    return {"deleted": len(rows), "resume": resume}
+
+
+def _apply_map(store: ShardStore, index: int, op: list[Any]) -> int:
+    _, new_map, expected = op
+    raw = store.get_system(MAP_KEY)
+    current = msgpack.unpackb(raw, raw=False) if raw else None
+    epoch = current["epoch"] if current else 0
+    if epoch != expected:
+        store.apply(index)
+        return epoch
+    store.apply_system(index, MAP_KEY, msgpack.packb(new_map, use_bin_type=True))
+    return int(new_map.get("epoch", 0))
+
+
+def stored_map(store: ShardStore) -> dict[str, Any] | None:
+    """The shard map held by a meta-group store, or None before bootstrap."""
+    raw = store.get_system(MAP_KEY)
+    return msgpack.unpackb(raw, raw=False) if raw else None

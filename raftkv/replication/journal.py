@@ -1,0 +1,261 @@
+"""A Raft log that is on disk before anyone hears of it.
+
+pysyncobj's own ``FileJournal`` writes into an mmap and never flushes it, and
+writes the term/vote file without fsync.  This journal keeps the same duck
+interface (``add``, ``clear``, ``deleteEntriesFrom``, ``deleteEntriesTo``,
+indexing, term/vote/commit accessors) but only *stages* changes; the Raft loop
+calls :meth:`DurableJournal.sync` -- one ``write`` + ``fdatasync`` for every
+entry staged since the last call, plus an atomic, fsynced rewrite of the
+term/vote file when it changed -- **before** it lets any message out of the
+process.  So:
+
+* a follower's ``success`` reply to AppendEntries leaves only after the
+  entries it acknowledges are on disk;
+* a vote, or any reply carrying a new term, leaves only after term and vote
+  are on disk;
+* the leader's own entries are on disk before the next tick counts the
+  leader's copy toward a majority (the commit check runs at the start of the
+  next tick, after the sync).
+
+Many client writes appended in one loop iteration share one fdatasync (group
+commit).
+
+**Truncate only on conflict.**  pysyncobj's follower deletes every entry after
+``prevLogIdx`` whenever it holds more, even when they match the leader's -- so
+a duplicate or re-sent AppendEntries can drop entries the follower already
+acknowledged (and the leader already counted toward a commit).  Raft deletes
+only from the first *conflicting* entry.  So :meth:`deleteEntriesFrom` is
+lazy: it only marks a position, each following :meth:`add` that repeats the
+entry already there just moves the mark on, and the first differing entry
+truncates for real.  The transport calls :meth:`end_message` after each
+delivered message, so a mark never outlives the message that set it.
+
+Record format: ``len(cmd) u32 | crc32 u32 | index u64 | term u64 | cmd``.  On
+load, the first record that is short or fails its checksum ends the log (a torn
+write from a crash); the file is truncated there.
+
+Invariant: ``_offsets[i]`` is the file offset of ``_entries[i]``; ``_written``
+<= offset of the first staged record; every entry below ``_written`` is on disk
+once :meth:`sync` has returned.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+
+from ..storage.leveldb import write_file_atomic
+
+_REC = struct.Struct(">IIQQ")
+Entry = tuple[bytes, int, int]  # (command, index, term) -- pysyncobj's entry shape
+
+
+def _crc(index: int, term: int, command: bytes) -> int:
+    return zlib.crc32(command, zlib.crc32(struct.pack(">QQ", index, term)))
+
+
+def encode_record(command: bytes, index: int, term: int) -> bytes:
+    """One on-disk record."""
+    return _REC.pack(len(command), _crc(index, term, command), index, term) + command
+
+
+def decode_records(data: bytes) -> tuple[list[Entry], list[int], int]:
+    """Entries, their offsets, and the length of the valid prefix of ``data``."""
+    entries: list[Entry] = []
+    offsets: list[int] = []
+    pos = 0
+    while pos + _REC.size <= len(data):
+        length, crc, index, term = _REC.unpack_from(data, pos)
+        end = pos + _REC.size + length
+        if end > len(data):
+            break
+        command = bytes(data[pos + _REC.size:end])
+        if _crc(index, term, command) != crc:
+            break
+        entries.append((command, index, term))
+        offsets.append(pos)
+        pos = end
+    return entries, offsets, pos
+
+
+class DurableJournal:
+    """pysyncobj-compatible journal with staged writes and explicit :meth:`sync`."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._meta_path = path + ".meta"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+        self._entries, self._offsets, valid = decode_records(data)
+        if valid < len(data):
+            os.ftruncate(fd, valid)
+            os.fsync(fd)
+        self._fd = fd
+        self._end = valid  # offset after the last (staged or written) record
+        self._written = valid
+        self._staged: list[bytes] = []
+        self._bytes = sum(len(e[0]) for e in self._entries)
+        self._meta = self._load_meta()
+        self._meta_dirty = False
+        self._commit_dirty = False
+        self._truncated = False  # an ftruncate awaits its fsync
+        self._lazy_from: int | None = None  # position marked by deleteEntriesFrom, see module doc
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            with open(self._meta_path, "rb") as f:
+                meta = msgpack.unpackb(f.read(), raw=False)
+            return meta if isinstance(meta, dict) else {}
+        except (FileNotFoundError, ValueError, msgpack.ExtraData):
+            return {}
+
+    # --- the pysyncobj Journal interface -----------------------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        """Stage an entry; it reaches disk at the next :meth:`sync`."""
+        command = bytes(command)
+        if self._lazy_from is not None:
+            pos = self._lazy_from
+            if pos < len(self._entries) and self._entries[pos] == (command, idx, term):
+                self._lazy_from = pos + 1  # the entry is already here: keep it, keep what follows
+                return
+            self._lazy_from = None
+            if pos < len(self._entries):
+                self._truncate_to(pos)  # first conflicting entry: now, and only now, truncate
+        rec = encode_record(command, idx, term)
+        self._entries.append((command, idx, term))
+        self._offsets.append(self._end)
+        self._staged.append(rec)
+        self._end += len(rec)
+        self._bytes += len(command)
+
+    def clear(self) -> None:
+        """Drop every entry (pysyncobj does this before installing a snapshot's two entries)."""
+        self._lazy_from = None
+        self._truncate_to(0)
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802 (pysyncobj's name)
+        """Mark entries at list position >= ``entryFrom`` for deletion on the first conflict (lazy)."""
+        if entryFrom < len(self._entries):
+            self._lazy_from = entryFrom
+
+    def end_message(self) -> None:
+        """Forget a lazy truncation mark: the message that set it has been handled."""
+        self._lazy_from = None
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
+        """Drop entries at list position < ``entryTo`` (compaction), rewriting the file durably."""
+        keep = self._entries[entryTo:]
+        self._lazy_from = None
+        self.sync()
+        blob = bytearray()
+        offsets = []
+        for command, idx, term in keep:
+            offsets.append(len(blob))
+            blob += encode_record(command, idx, term)
+        os.close(self._fd)
+        write_file_atomic(self._path, bytes(blob))
+        self._fd = os.open(self._path, os.O_RDWR)
+        self._entries, self._offsets = keep, offsets
+        self._end = self._written = len(blob)
+        self._bytes = sum(len(e[0]) for e in keep)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802
+        """Remember the commit index; it is saved lazily (only a restart hint, never needed for safety)."""
+        if self._meta.get("commit") != raftCommitIndex:
+            self._meta["commit"] = raftCommitIndex
+            self._commit_dirty = True
+
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return int(self._meta.get("commit", 1))
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802
+        """Record term and vote; they are fsynced by the next :meth:`sync`, before any reply leaves."""
+        self._meta["term"] = term
+        self._meta["vote"] = votedForNodeId
+        self._meta_dirty = True
+
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return int(self._meta.get("term", 0))
+
+    def getVotedForNodeId(self) -> Any:  # noqa: N802
+        return self._meta.get("vote")
+
+    def onOneSecondTimer(self) -> None:  # noqa: N802
+        """Persist a changed commit index (not fsynced: it is a replay hint only)."""
+        if self._commit_dirty and not self._meta_dirty:
+            tmp = self._meta_path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(msgpack.packb(self._meta, use_bin_type=True))
+            os.replace(tmp, self._meta_path)
+            self._commit_dirty = False
+
+    def flush(self) -> None:
+        """pysyncobj's name for making the log durable."""
+        self.sync()
+
+    def _destroy(self) -> None:
+        self.sync()
+        os.close(self._fd)
+        self._fd = -1
+
+    # --- durability ---------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """Whether something staged still needs :meth:`sync`."""
+        return bool(self._staged) or self._meta_dirty or self._truncated
+
+    @property
+    def size_bytes(self) -> int:
+        """Total command bytes held (the log lives in RAM too; compaction keeps this bounded)."""
+        return self._bytes
+
+    def sync(self) -> None:
+        """Write staged records and fdatasync; fsync term/vote if they changed."""
+        if self._staged:
+            data = b"".join(self._staged)
+            self._staged.clear()
+            view = memoryview(data)
+            pos = self._written
+            while view:
+                n = os.pwrite(self._fd, view, pos)
+                view = view[n:]
+                pos += n
+            self._written = pos
+            os.fdatasync(self._fd)
+            self._truncated = False
+        elif self._truncated:
+            os.fsync(self._fd)
+            self._truncated = False
+        if self._meta_dirty:
+            write_file_atomic(self._meta_path, msgpack.packb(self._meta, use_bin_type=True))
+            self._meta_dirty = self._commit_dirty = False
+
+    def _truncate_to(self, position: int) -> None:
+        new_end = self._offsets[position] if position < len(self._offsets) else self._end
+        for command, _, _ in self._entries[position:]:
+            self._bytes -= len(command)
+        del self._entries[position:]
+        del self._offsets[position:]
+        if new_end >= self._written:
+            # only staged records go: rebuild the staged list from what remains staged
+            self._staged = [encode_record(c, i, t) for (c, i, t), off
+                            in zip(self._entries, self._offsets, strict=True) if off >= self._written]
+        else:
+            self._staged.clear()
+            os.ftruncate(self._fd, new_end)
+            self._written = new_end
+            self._truncated = True
+        self._end = new_end

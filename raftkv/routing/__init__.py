@@ -1,0 +1,1 @@
+"""Routing: which shard owns a key, where its replicas live (pure, no I/O)."""

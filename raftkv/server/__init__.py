@@ -1,0 +1,1 @@
+"""The node process: Raft groups plus the asyncio client server."""

@@ -1,0 +1,101 @@
+"""Node and cluster configuration: parsing and validation (pure)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """Where a node listens: its client address and its peer (Raft) address."""
+
+    id: str
+    client: tuple[str, int]
+    peer: tuple[str, int]
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``"host:port"`` as a tuple."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InvalidArgument(f"bad address {text!r}: expected host:port")
+    return host, int(port)
+
+
+def format_hostport(addr: tuple[str, int]) -> str:
+    """Inverse of :func:`parse_hostport`."""
+    return f"{addr[0]}:{addr[1]}"
+
+
+def parse_nodes(spec: str) -> list[NodeAddress]:
+    """``"n1=host:cport:pport,n2=..."`` as node addresses (ids unique, at least one)."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        node_id, sep, rest = part.partition("=")
+        host, _, ports = rest.partition(":")
+        cport, _, pport = ports.partition(":")
+        if not sep or not node_id or not host or not cport.isdigit() or not pport.isdigit():
+            raise InvalidArgument(f"bad node spec {part!r}: expected id=host:client_port:peer_port")
+        out.append(NodeAddress(node_id, (host, int(cport)), (host, int(pport))))
+    ids = [n.id for n in out]
+    if not out or len(set(ids)) != len(ids):
+        raise InvalidArgument("node list is empty or repeats an id")
+    return out
+
+
+def format_nodes(nodes: list[NodeAddress]) -> str:
+    """Inverse of :func:`parse_nodes`."""
+    return ",".join(f"{n.id}={n.client[0]}:{n.client[1]}:{n.peer[1]}" for n in nodes)
+
+
+@dataclass
+class NodeConfig:
+    """Everything one node needs to start."""
+
+    node_id: str
+    data_dir: str
+    nodes: list[NodeAddress]
+    shards: int = 8
+    replication: int = 3
+    bind_host: str | None = None  # listen here instead of the advertised host (containers)
+    secret: bytes | None = None
+    raft: dict[str, Any] = field(default_factory=dict)
+
+    def me(self) -> NodeAddress:
+        """This node's own addresses."""
+        for n in self.nodes:
+            if n.id == self.node_id:
+                return n
+        raise InvalidArgument(f"node id {self.node_id!r} is not in the node list")
+
+    def cluster_identity(self) -> dict[str, Any]:
+        """What must not change across restarts of a data directory."""
+        return {"nodes": sorted(n.id for n in self.nodes), "shards": self.shards, "replication": self.replication}
+
+
+def check_data_dir(config: NodeConfig) -> None:
+    """Refuse to start a data dir with a different cluster identity; record it on first start."""
+    os.makedirs(config.data_dir, exist_ok=True)
+    path = os.path.join(config.data_dir, "cluster-identity.json")
+    ident = config.cluster_identity()
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored != ident:
+            raise InvalidArgument(f"data dir {config.data_dir} belongs to cluster {stored}, not {ident}")
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(ident, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def addresses_json(nodes: list[NodeAddress]) -> list[dict[str, Any]]:
+    """Node addresses in JSON form."""
+    return [{**asdict(n), "client": format_hostport(n.client), "peer": format_hostport(n.peer)} for n in nodes]

@@ -1,0 +1,419 @@
+"""A raftkv node: its Raft groups, the Raft loop thread, and the asyncio client server.
+
+Threads: the asyncio loop (client connections, request validation, LevelDB
+reads) and the Raft loop (``replication/loop.py``: peers, ticks, applies,
+fsyncs).  They meet in three places only: ``RaftGroup.submit`` (a locked
+queue), ``RaftLoop.call_soon`` / ``read_index``, and :class:`Mailbox`, which
+carries completions back to asyncio with one wake-up per Raft iteration rather
+than one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pysyncobj.config import FAIL_REASON
+
+from .. import errors
+from ..errors import (
+    InvalidArgument,
+    NotLeader,
+    Overloaded,
+    RaftKVError,
+    ShardNotHere,
+    StaleRoute,
+    Timeout,
+    UnknownOperation,
+)
+from ..keys import KEY_SPACE_END, MAX_VALUE_BYTES, check_key, check_value
+from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..replication import commands
+from ..replication.group import RaftGroup, RaftOptions
+from ..replication.loop import RaftLoop
+from ..routing.shardmap import META_GROUP, ShardMap, initial_map, meta_replicas
+from ..storage.leveldb import ShardStore
+from .config import NodeConfig, check_data_dir, format_hostport
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_KEYS = 10_000
+MAX_PAGE_BYTES = 4 << 20
+MAX_BATCH_KEYS = 10_000
+MAX_INFLIGHT_PER_CONN = 1024
+DEFAULT_OP_TIMEOUT = 10.0
+MAX_OP_TIMEOUT = 60.0
+
+_FAIL_TO_ERROR = {
+    FAIL_REASON.QUEUE_FULL: Overloaded,
+    FAIL_REASON.MISSING_LEADER: NotLeader,
+    FAIL_REASON.DISCARDED: NotLeader,
+    FAIL_REASON.NOT_LEADER: NotLeader,
+    FAIL_REASON.LEADER_CHANGED: NotLeader,
+    FAIL_REASON.REQUEST_DENIED: NotLeader,
+    FAIL_REASON.UNKNOWN_OUTCOME: Timeout,
+}
+
+
+class Mailbox:
+    """Callables posted from the Raft thread, run on the asyncio loop in one batch per Raft iteration."""
+
+    def __init__(self, aloop: asyncio.AbstractEventLoop) -> None:
+        self._aloop = aloop
+        self._items: list[Callable[[], None]] = []
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Queue ``fn`` (Raft thread)."""
+        self._items.append(fn)
+
+    def flush(self) -> None:
+        """Hand what was posted to asyncio with a single wake-up (Raft thread, end of iteration)."""
+        if self._items:
+            items, self._items = self._items, []
+            self._aloop.call_soon_threadsafe(_run_all, items)
+
+
+def _run_all(items: list[Callable[[], None]]) -> None:
+    for fn in items:
+        fn()
+
+
+def _resolve(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if not fut.done():
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+
+class Node:
+    """One node process's state."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.me = config.me()
+        check_data_dir(config)
+        ids = [n.id for n in config.nodes]
+        self.initial_map = initial_map(ids, config.shards, replication=config.replication)
+        self.meta_nodes = meta_replicas(ids, config.replication)
+        self.options = RaftOptions(**config.raft)
+        bind_host = config.bind_host or self.me.peer[0]
+        self.loop = RaftLoop(self.me.id, (bind_host, self.me.peer[1]),
+                             {n.id: n.peer for n in config.nodes}, config.secret)
+        self.stores: dict[str, ShardStore] = {}
+        self._meta_bootstrapping = False
+        self._map_cache: tuple[int, ShardMap] | None = None
+        self.mailbox: Mailbox | None = None
+        self.started = time.time()
+
+    # --- groups -------------------------------------------------------------------------------
+
+    def _open_group(self, group_id: str, replicas: list[str]) -> None:
+        directory = os.path.join(self.config.data_dir, "groups", group_id)
+        store = ShardStore(os.path.join(directory, "store"))
+        self.stores[group_id] = store
+        group = RaftGroup(group_id, self.me.id, list(replicas), store, directory, self.loop.hub, self.options)
+        self.loop.add_group(group)
+
+    def open_groups(self) -> None:
+        """Open every replica this node hosts: the meta group (if placed here) and its shards."""
+        if self.me.id in self.meta_nodes:
+            self._open_group(META_GROUP, self.meta_nodes)
+        for shard in self.current_map().shards:
+            if self.me.id in shard.replicas:
+                self._open_group(shard.id, list(shard.replicas))
+        self.loop.every_tick(self._bootstrap_meta)
+
+    def current_map(self) -> ShardMap:
+        """The replicated shard map if the meta group holds one here, else the deterministic initial map."""
+        store = self.stores.get(META_GROUP)
+        if store is None:
+            return self.initial_map
+        version = store.applied_index  # the map can only change when the meta store applies an entry
+        if self._map_cache is None or self._map_cache[0] != version:
+            stored = commands.stored_map(store)
+            self._map_cache = (version, ShardMap.from_dict(stored) if stored else self.initial_map)
+        return self._map_cache[1]
+
+    def _bootstrap_meta(self) -> None:
+        """Meta leader, on the Raft thread: write the initial map once, through the log."""
+        meta = self.loop.groups.get(META_GROUP)
+        if meta is None or self._meta_bootstrapping or not meta.leader_ready:
+            return
+        if commands.stored_map(meta.store) is not None:
+            return
+        self._meta_bootstrapping = True
+
+        def done(result: Any, err: int) -> None:
+            self._meta_bootstrapping = False
+
+        meta.submit(commands.set_map(self.initial_map.to_dict(), 0), done)
+
+    def leaders(self) -> dict[str, str | None]:
+        """The leader each local group believes in."""
+        return {gid: g.leader_id for gid, g in self.loop.groups.items()}
+
+    # --- request handling ---------------------------------------------------------------------
+
+    def _group(self, req: dict[str, Any]) -> RaftGroup:
+        sid = req.get("shard")
+        if not isinstance(sid, str):
+            raise InvalidArgument("request needs a 'shard' id")
+        g = self.loop.groups.get(sid)
+        if g is None or sid == META_GROUP:
+            raise ShardNotHere(f"node {self.me.id} hosts no replica of shard {sid!r}", epoch=self.current_map().epoch)
+        return g
+
+    def _check_in_shard(self, g: RaftGroup, key: int) -> None:
+        shard = self.current_map().shard_by_id(g.group_id)
+        if shard is None or not shard.start <= key < shard.end:
+            raise StaleRoute(f"key {key} is not in shard {g.group_id}", epoch=self.current_map().epoch)
+
+    def _leader(self, g: RaftGroup) -> None:
+        if not g.is_leader:
+            raise NotLeader(f"shard {g.group_id}: node {self.me.id} is not the leader", leader=g.leader_id)
+
+    @staticmethod
+    def _timeout(req: dict[str, Any]) -> float:
+        t = req.get("timeout", DEFAULT_OP_TIMEOUT)
+        if not isinstance(t, (int, float)) or t <= 0:
+            raise InvalidArgument("timeout must be a positive number of seconds")
+        return min(float(t), MAX_OP_TIMEOUT)
+
+    async def _replicate(self, g: RaftGroup, command: bytes, timeout: float) -> Any:
+        self._leader(g)
+        aloop = asyncio.get_running_loop()
+        fut = aloop.create_future()
+        mailbox = self.mailbox
+        assert mailbox is not None
+
+        def done(result: Any, err: int) -> None:
+            if err == FAIL_REASON.SUCCESS:
+                mailbox.post(lambda: _resolve(fut, result))
+            else:
+                exc = _FAIL_TO_ERROR.get(err, Timeout)(
+                    f"shard {g.group_id}: write not committed (pysyncobj code {err})", leader=g.leader_id)
+                mailbox.post(lambda: _resolve(fut, error=exc))
+
+        g.submit(command, done)
+        self.loop.poke(g.group_id)
+        try:
+            result = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout(f"shard {g.group_id}: write not acknowledged within {timeout:.1f}s; "
+                          "its outcome is unknown", leader=g.leader_id) from None
+        if isinstance(result, dict) and "error" in result:
+            raise InvalidArgument(str(result["error"]))
+        return result
+
+    async def _readable(self, g: RaftGroup, req: dict[str, Any]) -> None:
+        """Wait until a local read of ``g`` is allowed at the requested consistency."""
+        level = req.get("consistency", "linearizable")
+        if level == "serializable":
+            return  # any replica's applied state: possibly stale, never torn
+        if level != "linearizable":
+            raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
+        self._leader(g)
+        aloop = asyncio.get_running_loop()
+        fut = aloop.create_future()
+        mailbox = self.mailbox
+        assert mailbox is not None
+        timeout = self._timeout(req)
+        self.loop.read_index(g.group_id, lambda err: mailbox.post(lambda: _resolve(fut, error=err)), timeout)
+        await asyncio.wait_for(fut, timeout + 1.0)
+
+    async def op_map(self, req: dict[str, Any]) -> Any:
+        """The shard map, this node's leader hints, and every node's client address."""
+        return {"map": self.current_map().to_dict(), "leaders": self.leaders(), "node": self.me.id,
+                "nodes": {n.id: format_hostport(n.client) for n in self.config.nodes}}
+
+    async def op_get(self, req: dict[str, Any]) -> Any:
+        g = self._group(req)
+        key = check_key(req.get("key"))
+        self._check_in_shard(g, key)
+        await self._readable(g, req)
+        return g.store.get(key)
+
+    async def op_put(self, req: dict[str, Any]) -> Any:
+        g = self._group(req)
+        pairs = req.get("pairs")
+        if not isinstance(pairs, list) or not 0 < len(pairs) <= MAX_BATCH_KEYS:
+            raise InvalidArgument(f"'pairs' must be a list of 1..{MAX_BATCH_KEYS} [key, value] pairs")
+        shard = self.current_map().shard_by_id(g.group_id)
+        assert shard is not None
+        clean = []
+        for pair in pairs:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise InvalidArgument("each pair must be [key, value]")
+            key, value = check_key(pair[0]), check_value(pair[1])
+            if not shard.start <= key < shard.end:
+                raise StaleRoute(f"key {key} is not in shard {g.group_id}", epoch=self.current_map().epoch)
+            clean.append((key, value))
+        await self._replicate(g, commands.put(clean), self._timeout(req))
+        return len(clean)
+
+    async def op_delete(self, req: dict[str, Any]) -> Any:
+        g = self._group(req)
+        keys = req.get("keys")
+        if not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH_KEYS:
+            raise InvalidArgument(f"'keys' must be a list of 1..{MAX_BATCH_KEYS} keys")
+        for k in keys:
+            self._check_in_shard(g, check_key(k))
+        return await self._replicate(g, commands.delete(keys), self._timeout(req))
+
+    def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
+        shard = self.current_map().shard_by_id(g.group_id)
+        assert shard is not None
+        start = check_key(req.get("start", shard.start), "start")
+        end = req.get("end")
+        end = KEY_SPACE_END if end is None else check_key(end, "end")
+        if start < shard.start or end > shard.end:
+            raise StaleRoute(f"range is not inside shard {g.group_id}", epoch=self.current_map().epoch)
+        return start, end
+
+    @staticmethod
+    def _filter(req: dict[str, Any]) -> Any:
+        wire = req.get("filter")
+        if wire is None:
+            return None, None
+        from ..query.predicate import compile_filter
+
+        return wire, compile_filter(wire)
+
+    async def op_scan(self, req: dict[str, Any]) -> Any:
+        """One page of ``[start, end)`` in one shard; ``resume`` continues it."""
+        g = self._group(req)
+        start, end = self._bounds(g, req)
+        limit = req.get("limit", 1000)
+        max_bytes = req.get("max_bytes", 1 << 20)
+        if type(limit) is not int or not 0 < limit <= MAX_PAGE_KEYS:
+            raise InvalidArgument(f"page limit must be 1..{MAX_PAGE_KEYS}")
+        if type(max_bytes) is not int or not 0 < max_bytes <= MAX_PAGE_BYTES:
+            raise InvalidArgument(f"page max_bytes must be 1..{MAX_PAGE_BYTES}")
+        _, match = self._filter(req)
+        await self._readable(g, req)
+        rows, resume = g.store.scan(start, end, reverse=bool(req.get("reverse")), limit=limit,
+                                    max_bytes=max_bytes, filter=match)
+        return {"rows": [[k, v] for k, v in rows], "resume": resume}
+
+    async def op_delete_range(self, req: dict[str, Any]) -> Any:
+        """Delete one bounded step of ``[start, end)`` (matching ``filter``); ``resume`` continues it."""
+        g = self._group(req)
+        start, end = self._bounds(g, req)
+        wire, _ = self._filter(req)  # compiled here only to refuse a bad filter at the door
+        command = commands.delete_range(start, None if end == KEY_SPACE_END else end, wire)
+        return await self._replicate(g, command, self._timeout(req))
+
+    async def op_status(self, req: dict[str, Any]) -> Any:
+        """This node's view of its groups."""
+        groups = []
+        names = {0: "follower", 1: "candidate", 2: "leader"}
+        for gid, g in sorted(self.loop.groups.items()):
+            groups.append({"id": gid, "state": names.get(g._SyncObj__raftState, "?"), "leader": g.leader_id,
+                           "term": g.term, "commit": g.raftCommitIndex, "applied": g.store.applied_index,
+                           "log_entries": len(g.journal), "log_bytes": g.journal.size_bytes,
+                           "snapshots_installed": g.serializer.installs})
+        return {"node": self.me.id, "pid": os.getpid(), "uptime": time.time() - self.started,
+                "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
+                "peers_up": self.loop.hub.up_peers()}
+
+    async def op_compact(self, req: dict[str, Any]) -> Any:
+        """Ask a local replica to compact its log now (operations and tests)."""
+        g = self._group(req)
+        self.loop.call_soon(g.forceLogCompaction)
+        self.loop.poke(g.group_id)
+        return True
+
+    OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
+                           "scan": "op_scan", "delete_range": "op_delete_range", "status": "op_status",
+                           "compact": "op_compact"}
+
+    # --- connections --------------------------------------------------------------------------
+
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one client connection: pipelined requests, answered as they complete."""
+        decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        inflight = asyncio.Semaphore(MAX_INFLIGHT_PER_CONN)
+        tasks: set[asyncio.Task] = set()
+        try:
+            while True:
+                data = await reader.read(256 * 1024)
+                if not data:
+                    break
+                decoder.receive_data(data)
+                while (msg := decoder.next_message()) is not NEED_DATA:
+                    await inflight.acquire()
+                    task = asyncio.create_task(self._answer(msg, writer))
+                    tasks.add(task)
+                    task.add_done_callback(lambda t: (tasks.discard(t), inflight.release()))
+        except errors.ProtocolError as exc:
+            # a malformed frame: tell the client why, then hang up (the stream can't be resynchronised)
+            writer.write(encode({"id": None, "err": errors.to_wire(exc)}))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+            writer.close()
+
+    async def _answer(self, msg: Any, writer: asyncio.StreamWriter) -> None:
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        try:
+            if not isinstance(msg, dict):
+                raise InvalidArgument("a request must be a map")
+            op = msg.get("op")
+            name = self.OPS.get(op) if isinstance(op, str) else None
+            if name is None:
+                raise UnknownOperation(f"unknown operation {op!r:.40}; known: {', '.join(sorted(self.OPS))}")
+            handler: Callable[[dict[str, Any]], Awaitable[Any]] = getattr(self, name)
+            reply = {"id": rid, "ok": await handler(msg)}
+        except RaftKVError as exc:
+            reply = {"id": rid, "err": errors.to_wire(exc)}
+        except TimeoutError:
+            reply = {"id": rid, "err": errors.to_wire(Timeout("request timed out"))}
+        except Exception as exc:  # a bug: report it, keep serving
+            log.exception("request %r failed", msg.get("op") if isinstance(msg, dict) else msg)
+            reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
+        if not writer.is_closing():
+            writer.write(encode(reply))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def serve(self, ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT, then shut down cleanly (journals fsynced, stores closed)."""
+        aloop = asyncio.get_running_loop()
+        self.mailbox = Mailbox(aloop)
+        self.loop.after_iteration(self.mailbox.flush)
+        self.open_groups()
+        self.loop.start()
+        host = self.config.bind_host or self.me.client[0]
+        server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
+                                            limit=DEFAULT_MAX_FRAME, backlog=256)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aloop.add_signal_handler(sig, stop.set)
+        log.info("node %s serving clients on %s, peers on %s", self.me.id, format_hostport(self.me.client),
+                 format_hostport(self.loop.hub.address))
+        if ready:
+            ready()
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            self.loop.stop()
+            for store in self.stores.values():
+                store.close()
+
+
+def run_node(config: NodeConfig) -> None:
+    """Entry point of ``raftkv node``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(Node(config).serve())
+
+
+__all__ = ["Node", "run_node", "MAX_VALUE_BYTES"]

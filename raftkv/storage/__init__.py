@@ -1,0 +1,1 @@
+"""Storage: one LevelDB state machine per shard replica (the only plyvel user)."""

@@ -1,0 +1,277 @@
+"""A shard replica's state, kept in LevelDB.
+
+Rules this module keeps:
+
+* **Applied index in the same batch.**  Every write carries the Raft index it
+  applies, stored under a system key in the *same* ``WriteBatch`` as the data,
+  so after any crash LevelDB holds a prefix of the applied log and says exactly
+  how long that prefix is.  Re-applying an entry at or below it is a no-op,
+  which makes log replay idempotent.
+* **Writes are not fsynced one by one.**  The Raft journal is the durable
+  record; LevelDB state can always be rebuilt from it down to the last
+  snapshot.  :meth:`ShardStore.make_durable` (a ``sync=True`` write, which
+  LevelDB turns into an fsync of its log after all earlier writes) is called
+  before the journal is compacted past what LevelDB holds.
+* **Snapshots install atomically.**  A snapshot is loaded into a fresh
+  ``db-<gen>`` directory; a fsynced ``CURRENT`` file then names it.  A crash
+  leaves either the old state or the new one, never a mixture.
+* **One open per directory per process.**  LevelDB 1.22 drops its lock file
+  descriptor after a failed second open in the same process, which silently
+  lets another process in.  A process-wide registry refuses the second open
+  before LevelDB sees it.
+
+Keys: user data under ``b"k" + 8-byte big-endian key``; system entries under
+``b"s" + name``.  The prefix keeps system keys out of every user scan.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import plyvel
+
+from ..errors import StorageError
+
+DATA = b"k"
+SYSTEM = b"s"
+_DATA_END = b"l"  # first prefix after DATA
+_APPLIED = SYSTEM + b"applied"
+_KEY = struct.Struct(">Q")
+_PREFIXED = struct.Struct(">cQ")
+
+_open_paths: set[str] = set()
+_open_lock = threading.Lock()
+
+Row = tuple[int, bytes]
+Filter = Callable[[int, bytes], bool]
+
+
+def _dkey(key: int) -> bytes:
+    return DATA + _KEY.pack(key)
+
+
+def _bound(key: int) -> bytes:
+    """Encoded lower/upper bound for a half-open key range end; 2**64 maps past all data."""
+    return _DATA_END if key >= 2**64 else _dkey(key)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so a rename or create inside it survives power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` durably: temp file, fsync, rename, fsync the directory."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _open_db(path: str) -> plyvel.DB:
+    return plyvel.DB(path, create_if_missing=True, bloom_filter_bits=10, max_open_files=256,
+                     lru_cache_size=8 << 20, write_buffer_size=4 << 20)
+
+
+class ShardStore:
+    """The LevelDB state of one replica.  Writes come from the Raft thread only; reads from anywhere."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.realpath(path)
+        with _open_lock:
+            if self.path in _open_paths:
+                raise StorageError(f"{self.path} is already open in this process")
+            _open_paths.add(self.path)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self._gen = self._read_current()
+            self._db = _open_db(self._gen_dir(self._gen))
+        except plyvel.Error as exc:
+            self._release()
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        except BaseException:
+            self._release()
+            raise
+        self._lock = threading.RLock()  # guards self._db against a snapshot swap
+        self._applied = self._load_applied()
+        self._drop_stale_generations()
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def _gen_dir(self, gen: int) -> str:
+        return os.path.join(self.path, f"db-{gen}")
+
+    def _read_current(self) -> int:
+        try:
+            with open(os.path.join(self.path, "CURRENT"), "rb") as f:
+                return int(f.read().strip() or b"0")
+        except FileNotFoundError:
+            return 0
+
+    def _drop_stale_generations(self) -> None:
+        for name in os.listdir(self.path):
+            if name.startswith("db-") and name != f"db-{self._gen}":
+                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+
+    def _load_applied(self) -> int:
+        raw = self._db.get(_APPLIED)
+        return _KEY.unpack(raw)[0] if raw else 0
+
+    def _release(self) -> None:
+        with _open_lock:
+            _open_paths.discard(self.path)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        """Raft index of the last entry reflected in this store (0 when empty)."""
+        return self._applied
+
+    def get(self, key: int) -> bytes | None:
+        """The value under ``key``, or None."""
+        with self._lock:
+            return self._db.get(_dkey(key))
+
+    def scan(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000,
+             max_bytes: int = 1 << 20, filter: Filter | None = None,
+             max_examined: int = 200_000) -> tuple[list[Row], int | None]:
+        """Rows with ``start <= key < end`` in key order (descending if ``reverse``).
+
+        Stops after ``limit`` rows or once ``max_bytes`` of keys+values are collected
+        (at least one row is always returned when one exists, so a 1 MiB value still
+        moves), or after examining ``max_examined`` rows, so a selective ``filter``
+        cannot pin the store for a whole shard (such a page may hold no rows).  Returns ``(rows, resume)``: ``resume`` is the ``start`` (or, reversed,
+        the exclusive ``end``) to pass for the next page, or None when the range is done.
+        """
+        rows: list[Row] = []
+        size = examined = 0
+        unpack = _PREFIXED.unpack
+        with self._lock:
+            it = self._db.iterator(start=_bound(start), stop=_bound(end), reverse=reverse)
+            try:
+                for raw, value in it:
+                    key = unpack(raw)[1]
+                    if (len(rows) >= limit or (rows and size + len(value) + 8 > max_bytes)
+                            or examined >= max_examined):
+                        return rows, key + 1 if reverse else key
+                    examined += 1
+                    if filter is None or filter(key, value):
+                        rows.append((key, value))
+                        size += len(value) + 8
+            finally:
+                it.close()
+        return rows, None
+
+    # --- writes (Raft thread only) ----------------------------------------------------------
+
+    def apply(self, index: int, puts: list[tuple[int, bytes]] = (), deletes: list[int] = ()) -> bool:
+        """Apply one Raft entry's effect atomically with its index; False if already applied."""
+        if index <= self._applied:
+            return False
+        with self._lock:
+            with self._db.write_batch() as wb:
+                for key, value in puts:
+                    wb.put(_dkey(key), value)
+                for key in deletes:
+                    wb.delete(_dkey(key))
+                wb.put(_APPLIED, _KEY.pack(index))
+        self._applied = index
+        return True
+
+    def get_system(self, name: bytes) -> bytes | None:
+        """A system entry (e.g. the meta group's shard map)."""
+        with self._lock:
+            return self._db.get(SYSTEM + name)
+
+    def apply_system(self, index: int, name: bytes, value: bytes) -> bool:
+        """Set a system entry as the effect of Raft entry ``index``; False if already applied."""
+        if index <= self._applied:
+            return False
+        with self._lock:
+            with self._db.write_batch() as wb:
+                wb.put(SYSTEM + name, value)
+                wb.put(_APPLIED, _KEY.pack(index))
+        self._applied = index
+        return True
+
+    def make_durable(self) -> None:
+        """fsync everything written so far (LevelDB syncs its log, which holds all earlier writes)."""
+        with self._lock:
+            self._db.put(_APPLIED, _KEY.pack(self._applied), sync=True)
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_items(self) -> tuple[int, Iterator[tuple[bytes, bytes]]]:
+        """A consistent view: its applied index and an iterator of every raw (key, value), system keys included."""
+        with self._lock:
+            snap = self._db.snapshot()
+            applied = snap.get(_APPLIED)
+        index = _KEY.unpack(applied)[0] if applied else 0
+
+        def items() -> Iterator[tuple[bytes, bytes]]:
+            it = snap.iterator()
+            try:
+                for k, v in it:
+                    if k != _APPLIED:
+                        yield k, v
+            finally:
+                it.close()
+                snap.close()
+
+        return index, items()
+
+    def install(self, items: Iterator[tuple[bytes, bytes]], index: int) -> None:
+        """Replace the whole state with ``items`` (raw pairs from :meth:`snapshot_items`) at ``index``."""
+        gen = self._gen + 1
+        new_dir = self._gen_dir(gen)
+        shutil.rmtree(new_dir, ignore_errors=True)
+        db = _open_db(new_dir)
+        try:
+            wb = db.write_batch()
+            n = 0
+            for k, v in items:
+                if not (k.startswith(DATA) or k.startswith(SYSTEM)) or k == _APPLIED:
+                    raise StorageError("snapshot holds a key outside the known prefixes")
+                wb.put(k, v)
+                n += 1
+                if n % 10000 == 0:
+                    wb.write()
+                    wb = db.write_batch()
+            wb.put(_APPLIED, _KEY.pack(index))
+            wb.write()
+            db.put(_APPLIED, _KEY.pack(index), sync=True)
+        except BaseException:
+            db.close()
+            shutil.rmtree(new_dir, ignore_errors=True)
+            raise
+        write_file_atomic(os.path.join(self.path, "CURRENT"), str(gen).encode())
+        with self._lock:
+            old, self._db, self._gen = self._db, db, gen
+            self._applied = index
+            old.close()
+        self._drop_stale_generations()
+
+    def approximate_size(self) -> int:
+        """LevelDB's on-disk size estimate of the user data (0 for data still in the memtable)."""
+        with self._lock:
+            return self._db.approximate_size(DATA, _DATA_END)
+
+    def close(self) -> None:
+        """Close the database and release the directory for another open."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        self._release()

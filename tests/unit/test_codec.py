@@ -1,0 +1,61 @@
+import pytest
+
+from raftkv import errors
+from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode, pack
+
+pytestmark = pytest.mark.timeout(30)
+
+CASES = [None, 0, 2**64 - 1, -1, 1.5, "text", b"\x00\xff", [1, [2, b"x"]], {"op": "put", "pairs": [[1, b"v"]]}]
+
+
+@pytest.mark.parametrize("obj", CASES)
+def test_round_trip_byte_by_byte(obj):
+    frame = encode(obj)
+    dec = FrameDecoder()
+    for i in range(len(frame) - 1):
+        dec.receive_data(frame[i:i + 1])
+        assert dec.next_message() is NEED_DATA
+    dec.receive_data(frame[-1:])
+    assert dec.next_message() == obj
+    assert dec.buffered == 0
+
+
+def test_many_frames_in_one_chunk():
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(encode(i) for i in range(1000)))
+    assert [dec.next_message() for _ in range(1000)] == list(range(1000))
+    assert dec.next_message() is NEED_DATA
+
+
+def test_oversized_frame_refused_before_body_arrives():
+    dec = FrameDecoder(max_frame=100)
+    dec.receive_data((101).to_bytes(4, "big"))
+    with pytest.raises(errors.FrameTooLarge):
+        dec.next_message()
+
+
+def test_encode_refuses_what_peer_would_refuse():
+    with pytest.raises(errors.LocalProtocolError):
+        encode(b"x" * 200, max_frame=100)
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01", b"\xd4\x01\x02"])  # reserved byte, short array, ext type
+def test_malformed_or_extension_payload_is_a_protocol_error(body):
+    dec = FrameDecoder()
+    dec.receive_data(len(body).to_bytes(4, "big") + body)
+    with pytest.raises(errors.RemoteProtocolError):
+        dec.next_message()
+
+
+def test_bytes_and_text_stay_distinct():
+    dec = FrameDecoder()
+    dec.receive_data(encode([b"a", "a"]))
+    assert dec.next_message() == [b"a", "a"]
+    assert pack(b"a") != pack("a")
+
+
+def test_errors_round_trip_through_wire():
+    err = errors.from_wire(errors.to_wire(errors.NotLeader("moved", leader="n2")))
+    assert isinstance(err, errors.NotLeader) and err.leader == "n2" and err.retryable
+    assert isinstance(errors.from_wire({"code": "nonsense"}), errors.RaftKVError)
+    assert isinstance(errors.from_wire("junk"), errors.RemoteProtocolError)

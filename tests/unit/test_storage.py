@@ -1,0 +1,116 @@
+"""The LevelDB state machine: applied index atomic with data, scans, snapshots, the lock trap."""
+
+import io
+import random
+
+import pytest
+
+from raftkv.errors import StorageError
+from raftkv.replication import commands
+from raftkv.replication.snapshot import encode_stream, read_stream
+from raftkv.storage.leveldb import ShardStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ShardStore(str(tmp_path / "store"))
+    yield s
+    s.close()
+
+
+def test_applied_index_makes_replay_idempotent(tmp_path):
+    path = str(tmp_path / "s")
+    s = ShardStore(path)
+    assert commands.apply(s, 3, commands.put([(1, b"a")])[1:]) is None
+    assert commands.apply(s, 4, commands.put([(1, b"b")])[1:]) is None
+    s.close()
+    s = ShardStore(path)  # restart: replaying entries 3 and 4 must change nothing
+    assert s.applied_index == 4
+    commands.apply(s, 3, commands.put([(1, b"OLD")])[1:])
+    assert s.get(1) == b"b"
+    s.close()
+
+
+def test_second_open_in_process_refused_without_touching_leveldb_lock(tmp_path):
+    path = str(tmp_path / "s")
+    s = ShardStore(path)
+    with pytest.raises(StorageError):
+        ShardStore(path)
+    s.apply(1, puts=[(5, b"x")])  # the first handle still works and still holds the lock
+    assert s.get(5) == b"x"
+    s.close()
+    ShardStore(path).close()  # released on close
+
+
+def test_scan_pages_by_keys_and_bytes(store):
+    store.apply(1, puts=[(k, bytes(100)) for k in range(1000)])
+    rows, resume = store.scan(0, 2**64, limit=10)
+    assert [k for k, _ in rows] == list(range(10)) and resume == 10
+    rows, resume = store.scan(0, 2**64, limit=1000, max_bytes=1080)
+    assert len(rows) == 10 and resume == 10
+    rows, resume = store.scan(0, 1000, reverse=True, limit=3)
+    assert [k for k, _ in rows] == [999, 998, 997] and resume == 997
+    rows, resume = store.scan(0, 997, reverse=True, limit=1000)
+    assert len(rows) == 997 and resume is None
+    big = bytes(1 << 20)
+    store.apply(2, puts=[(5000, big)])
+    rows, _ = store.scan(5000, 5001, max_bytes=10)  # one oversized row still moves
+    assert rows == [(5000, big)]
+
+
+def test_selective_filter_is_bounded_per_page(store):
+    store.apply(1, puts=[(k, b"x") for k in range(5000)])
+    rows, resume = store.scan(0, 2**64, filter=lambda k, v: k == 4999, max_examined=1000)
+    assert rows == [] and resume == 1000  # gave up after 1000 rows examined, says where to go on
+
+
+def test_delete_range_command_steps(store):
+    store.apply(1, puts=[(k, b"odd" if k % 2 else b"even") for k in range(100)])
+    reply = commands.apply(store, 2, commands.delete_range(0, None, None, max_keys=30)[1:])
+    assert reply == {"deleted": 30, "resume": 30}
+    assert store.scan(0, 2**64)[0][0][0] == 30
+
+
+def test_snapshot_stream_round_trip_and_atomic_install(tmp_path):
+    src = ShardStore(str(tmp_path / "src"))
+    rng = random.Random(3)
+    data = {rng.randrange(2**64): rng.randbytes(rng.randrange(0, 3000)) for _ in range(3000)}
+    src.apply(7, puts=list(data.items()))
+    index, items = src.snapshot_items()
+    src.apply(8, puts=[(1, b"after snapshot")])  # isolated from the snapshot
+    header = {"index": index, "last": [b"", 7, 1], "prev": [b"", 6, 1]}
+    blob = b"".join(encode_stream(header, items, chunk_size=4096))
+    dst = ShardStore(str(tmp_path / "dst"))
+    dst.apply(1, puts=[(2, b"stale")])
+    hdr, rows = read_stream(io.BytesIO(blob))
+    dst.install(rows, hdr["index"])
+    assert dst.applied_index == 7
+    got, _ = dst.scan(0, 2**64, limit=10_000, max_bytes=1 << 40)
+    assert dict(got) == data
+    # a truncated stream must not install, and must leave the old state whole
+    hdr, rows = read_stream(io.BytesIO(blob[: len(blob) // 2]))
+    with pytest.raises(StorageError):
+        dst.install(rows, hdr["index"])
+    assert dst.applied_index == 7 and len(dst.scan(0, 2**64, limit=10_000, max_bytes=1 << 40)[0]) == len(data)
+    path = dst.path
+    dst.close()
+    reopened = ShardStore(path)
+    assert reopened.applied_index == 7
+    reopened.close()
+    src.close()
+
+
+def test_malformed_commands_do_not_break_the_replica(store):
+    assert "error" in commands.apply(store, 1, b"\xc1")
+    assert "error" in commands.apply(store, 2, commands.encode(["put", [[-1, b"x"]]])[1:])
+    assert "error" in commands.apply(store, 3, commands.encode(["drop_everything"])[1:])
+    assert store.applied_index == 3  # indexes stay contiguous
+
+
+def test_meta_map_compare_and_set(store):
+    assert commands.stored_map(store) is None
+    assert commands.apply(store, 1, commands.set_map({"epoch": 1, "shards": []}, 0)[1:]) == 1
+    assert commands.apply(store, 2, commands.set_map({"epoch": 2, "shards": []}, 0)[1:]) == 1  # lost the race
+    assert commands.stored_map(store)["epoch"] == 1
