@@ -74,6 +74,8 @@ class RaftOptions:
         self.compact_bytes = compact_bytes
         self.compact_seconds = compact_seconds
         self.snapshot_chunk = snapshot_chunk
+        if not heartbeat * 3 < election_min <= election_max:
+            raise ValueError("need heartbeat * 3 < election_min <= election_max")
 
 
 class GroupTransport(Transport):
@@ -265,6 +267,7 @@ class RaftGroup(SyncObj):
             raftMinTimeout=options.election_min,
             raftMaxTimeout=options.election_max,
             leaderFallbackTimeout=options.election_min,
+            connectionTimeout=max(3.5, options.election_max),  # unused by our transport; pysyncobj checks it
             logCompactionMinEntries=options.compact_entries,
             logCompactionMinTime=options.compact_seconds,
             logCompactionBatchSize=options.snapshot_chunk,

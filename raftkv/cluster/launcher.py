@@ -1,0 +1,582 @@
+"""Local cluster manager: start, inspect and stop N raftkv nodes as detached processes on 127.0.0.1.
+
+A cluster directory looks like this::
+
+    DATA_DIR/cluster.json   node ids and ports, shard count, replication, Raft options (fixed at first start)
+    DATA_DIR/.lock          serialises launcher commands on this directory
+    DATA_DIR/nX/            node nX's ``--data-dir``
+    DATA_DIR/nX/pid         PID of node nX while it runs
+    DATA_DIR/nX/node.log    node nX's stdout and stderr, appended across restarts
+
+Everything here is keyed by that directory, so ``raftkv cluster start/status/stop`` can run in
+separate processes, and nodes outlive the command that started them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..client.rpc import call
+from ..errors import InvalidArgument, RaftKVError, Unavailable
+from ..keys import KEY_SPACE_END
+from ..routing.shardmap import META_GROUP
+from ..server.config import NodeAddress, format_hostport, format_nodes, parse_hostport, parse_nodes
+
+CLUSTER_FILE = "cluster.json"
+PID_FILE = "pid"
+LOG_FILE = "node.log"
+LOCK_FILE = ".lock"
+HOST = "127.0.0.1"
+PEER_PORT_OFFSET = 100  # with --base-port P: client ports P.., peer ports P+100..
+PROBE_TIMEOUT = 1.0  # per RPC; a live node on loopback answers in milliseconds
+_FORMAT_VERSION = 1
+
+# Popen objects of nodes this process spawned: kept so that a node that exits is reaped (not left a
+# zombie until we exit) and so that Popen does not warn about a child still running when collected.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """A local cluster's layout (from ``cluster.json``) and the PIDs of its running nodes."""
+
+    data_dir: str
+    nodes: tuple[NodeAddress, ...]
+    shards: int
+    replication: int
+    raft: dict[str, Any] = field(default_factory=dict)
+    pids: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Client addresses ("host:port"), in node order."""
+        return [format_hostport(n.client) for n in self.nodes]
+
+    @property
+    def seeds(self) -> str:
+        """Client addresses joined by commas, as clients take them."""
+        return ",".join(self.addresses)
+
+    @property
+    def nodes_spec(self) -> str:
+        """The ``--nodes`` argument every node of this cluster runs with."""
+        return format_nodes(list(self.nodes))
+
+    def node(self, node_id: str) -> NodeAddress:
+        """The addresses of node ``node_id``."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise InvalidArgument(f"no node {node_id!r} in the cluster at {self.data_dir} "
+                              f"(nodes: {', '.join(n.id for n in self.nodes)})")
+
+    def node_dir(self, node_id: str) -> str:
+        """Node ``node_id``'s own data directory."""
+        return os.path.join(self.data_dir, node_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``cluster.json`` holds."""
+        return {"version": _FORMAT_VERSION,
+                "nodes": [{"id": n.id, "client": format_hostport(n.client), "peer": format_hostport(n.peer)}
+                          for n in self.nodes],
+                "shards": self.shards, "replication": self.replication, "raft": dict(self.raft)}
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def _root(data_dir: str | os.PathLike[str]) -> str:
+    # realpath: node processes are recognised by the --data-dir in their command line, so every
+    # call must spell the directory the same way whatever the caller passed
+    return os.path.realpath(os.fspath(data_dir))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a torn one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(root: str) -> Iterator[None]:
+    """Hold an exclusive lock on the cluster directory (two concurrent starts must not both spawn n1)."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, LOCK_FILE), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _read_config(root: str) -> ClusterInfo | None:
+    path = os.path.join(root, CLUSTER_FILE)
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc}") from None
+    try:
+        nodes = tuple(NodeAddress(str(n["id"]), parse_hostport(n["client"]), parse_hostport(n["peer"]))
+                      for n in raw["nodes"])
+        return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{path} is malformed: {exc!r}") from None
+
+
+def load(data_dir: str | os.PathLike[str]) -> ClusterInfo:
+    """The cluster in ``data_dir`` with the PIDs of its live nodes; InvalidArgument if there is none."""
+    root = _root(data_dir)
+    info = _read_config(root)
+    if info is None:
+        raise InvalidArgument(f"no cluster in {root} (no {CLUSTER_FILE}); create one with `raftkv cluster start`")
+    return replace(info, pids={n.id: _live_pid(info, n.id) for n in info.nodes})
+
+
+def addresses(data_dir: str | os.PathLike[str]) -> list[str]:
+    """Client addresses of the cluster in ``data_dir``."""
+    info = _read_config(_root(data_dir))
+    if info is None:
+        raise InvalidArgument(f"no cluster in {_root(data_dir)} (no {CLUSTER_FILE})")
+    return info.addresses
+
+
+# --- ports ----------------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free on 127.0.0.1 right now (the kernel's choice for port 0)."""
+    socks = []
+    try:
+        # hold every socket until all are bound, so the kernel cannot hand out the same port twice
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_busy(port: int) -> bool:
+    # SO_REUSEADDR as the node's own listeners use it: a port left in TIME_WAIT by a previous run is
+    # fine, one with a live listener is not
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _new_layout(root: str, nodes: int, base_port: int | None, shards: int, replication: int,
+                raft: dict[str, Any]) -> ClusterInfo:
+    if nodes < 1:
+        raise InvalidArgument(f"a cluster needs at least one node, not {nodes}")
+    if shards < 1:
+        raise InvalidArgument(f"a cluster needs at least one shard, not {shards}")
+    if not 1 <= replication <= nodes:
+        raise InvalidArgument(f"replication must be between 1 and the node count ({nodes}), not {replication}")
+    if base_port is None:
+        ports = _free_ports(2 * nodes)
+        client, peer = ports[:nodes], ports[nodes:]
+    else:
+        if nodes > PEER_PORT_OFFSET:
+            raise InvalidArgument(f"--base-port supports at most {PEER_PORT_OFFSET} nodes")
+        if not 1024 <= base_port or base_port + PEER_PORT_OFFSET + nodes - 1 > 65535:
+            raise InvalidArgument(f"base port {base_port} out of range: needs ports {base_port}.."
+                                  f"{base_port + PEER_PORT_OFFSET + nodes - 1} within 1024..65535")
+        client = [base_port + i for i in range(nodes)]
+        peer = [base_port + PEER_PORT_OFFSET + i for i in range(nodes)]
+        busy = [p for p in client + peer if _port_busy(p)]
+        if busy:
+            raise InvalidArgument(f"ports already in use on {HOST}: {', '.join(map(str, busy))}; "
+                                  "choose another --base-port (or omit it to pick free ports)")
+    spec = ",".join(f"n{i + 1}={HOST}:{client[i]}:{peer[i]}" for i in range(nodes))
+    return ClusterInfo(root, tuple(parse_nodes(spec)), shards, replication, dict(raft))
+
+
+def _check_same_layout(info: ClusterInfo, nodes: int | None, base_port: int | None, shards: int | None,
+                       replication: int | None) -> None:
+    """Refuse to silently ignore a layout argument that contradicts the existing cluster.json."""
+    stored = {"nodes": len(info.nodes), "shards": info.shards, "replication": info.replication}
+    asked = {"nodes": nodes, "shards": shards, "replication": replication}
+    diff = [f"{k}={asked[k]} (it has {stored[k]})" for k in stored if asked[k] is not None and asked[k] != stored[k]]
+    if base_port is not None:
+        expected = [(base_port + i, base_port + PEER_PORT_OFFSET + i) for i in range(len(info.nodes))]
+        if [(n.client[1], n.peer[1]) for n in info.nodes] != expected:
+            diff.append(f"base_port={base_port} (it uses client ports "
+                        f"{', '.join(str(n.client[1]) for n in info.nodes)})")
+    if diff:
+        raise InvalidArgument(f"{info.data_dir} already holds a cluster that differs: {'; '.join(diff)}. "
+                              "Omit these options to restart it as it is, or use another data dir.")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _pid_file(info: ClusterInfo, node_id: str) -> str:
+    return os.path.join(info.node_dir(node_id), PID_FILE)
+
+
+def _read_pid(info: ClusterInfo, node_id: str) -> int | None:
+    try:
+        with open(_pid_file(info, node_id)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _pid_is_node(pid: int, node_dir: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) raftkv node process running on ``node_dir``.
+
+    A PID file can outlive its process and the PID be reused, so existence alone proves nothing:
+    on Linux the command line must name raftkv and this node's data dir.
+    """
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]  # our own child exited; poll() reaped it
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process: our nodes run as us
+    if not os.path.isdir("/proc"):
+        return True  # no /proc to look deeper: trust the signal probe
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+    except OSError:
+        return False  # exited between the probes
+    state = stat[stat.rfind(b")") + 2:][:1]
+    if state in (b"Z", b"X"):
+        return False
+    return any("raftkv" in a for a in argv) and node_dir in argv
+
+
+def _live_pid(info: ClusterInfo, node_id: str) -> int | None:
+    """PID of node ``node_id`` if its PID file names a live node process, else None."""
+    pid = _read_pid(info, node_id)
+    return pid if pid is not None and _pid_is_node(pid, info.node_dir(node_id)) else None
+
+
+def _remove_pid_file(info: ClusterInfo, node_id: str, pid: int | None = None) -> None:
+    # only the file naming ``pid`` (if given): never clobber the PID of a node started meanwhile
+    if pid is None or _read_pid(info, node_id) == pid:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_pid_file(info, node_id))
+
+
+def _spawn(info: ClusterInfo, node_id: str) -> int:
+    """Start node ``node_id`` detached from us; record and return its PID."""
+    node = info.node(node_id)
+    node_dir = info.node_dir(node_id)
+    os.makedirs(node_dir, exist_ok=True)
+    argv = [sys.executable, "-m", "raftkv", "node", "--id", node.id, "--data-dir", node_dir,
+            "--nodes", info.nodes_spec, "--shards", str(info.shards), "--replication", str(info.replication),
+            # always explicit, so that cluster.json and not an inherited RAFTKV_RAFT decides
+            "--raft", json.dumps(info.raft, sort_keys=True)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log shows what happened up to a crash
+    with open(os.path.join(node_dir, LOG_FILE), "ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} launcher: starting {node.id}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, env=env)
+    _CHILDREN[proc.pid] = proc
+    _write_atomic(_pid_file(info, node_id), f"{proc.pid}\n")
+    return proc.pid
+
+
+def _wait_dead(info: ClusterInfo, pids: dict[str, int], deadline: float) -> dict[str, int]:
+    """Poll until the given nodes' processes are gone or ``deadline``; return those still alive."""
+    alive = dict(pids)
+    while alive:
+        alive = {nid: pid for nid, pid in alive.items() if _pid_is_node(pid, info.node_dir(nid))}
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return alive
+
+
+def _log_tail(info: ClusterInfo, node_id: str, lines: int = 3) -> str:
+    try:
+        with open(os.path.join(info.node_dir(node_id), LOG_FILE), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+# --- probing a running cluster --------------------------------------------------------------------
+
+
+@dataclass
+class _View:
+    """What the nodes that answered say about the cluster."""
+
+    status: dict[str, dict[str, Any]]  # address -> its `status` reply
+    shard_map: dict[str, Any] | None  # the newest (highest epoch) map any node returned
+    leaders: dict[str, str]  # group id -> node id, from the nodes' own claims
+
+    def groups(self) -> list[str]:
+        shards = [s["id"] for s in self.shard_map["shards"]] if self.shard_map else []
+        return [*shards, META_GROUP]
+
+    def leaderless(self) -> list[str]:
+        return [g for g in self.groups() if g not in self.leaders]
+
+
+def _ask(address: str, timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    try:
+        st = call(address, "status", timeout=timeout)
+    except RaftKVError:
+        return None, None
+    try:
+        mp = call(address, "map", timeout=timeout)
+    except RaftKVError:
+        mp = None
+    return st, mp
+
+
+def _probe(addrs: Sequence[str], expect: dict[str, tuple[str, int | None]] | None = None,
+           timeout: float = PROBE_TIMEOUT) -> _View:
+    """Ask every address for ``status`` and ``map`` in parallel.
+
+    ``expect`` maps address -> (node id, pid): a reply from a different node or process (a stray
+    process on a reused port) does not count as that node answering.
+    """
+    if not addrs:
+        return _View({}, None, {})
+    with ThreadPoolExecutor(max_workers=len(addrs)) as pool:
+        replies = dict(zip(addrs, pool.map(lambda a: _ask(a, timeout), addrs), strict=True))
+    status: dict[str, dict[str, Any]] = {}
+    best_map: dict[str, Any] | None = None
+    for addr, (st, mp) in replies.items():
+        if not isinstance(st, dict):
+            continue
+        if expect is not None:
+            node_id, pid = expect[addr]
+            if st.get("node") != node_id or (pid is not None and st.get("pid") != pid):
+                continue
+        status[addr] = st
+        shard_map = mp.get("map") if isinstance(mp, dict) else None
+        if isinstance(shard_map, dict) and (best_map is None or shard_map["epoch"] > best_map["epoch"]):
+            best_map = shard_map
+    # a group's leader is the node that says it leads it: a follower's hint may still name a node that
+    # just died; if an old leader has not noticed it was replaced yet, the higher term wins
+    claims: dict[str, tuple[int, str]] = {}
+    for st in status.values():
+        for g in st.get("groups", []):
+            if g.get("state") == "leader" and (g["id"] not in claims or g["term"] > claims[g["id"]][0]):
+                claims[g["id"]] = (g["term"], st["node"])
+    return _View(status, best_map, {gid: node for gid, (_, node) in claims.items()})
+
+
+def wait_ready(addrs: Sequence[str], timeout: float = 30.0) -> dict[str, str]:
+    """Wait until every address answers ``status`` and every shard and the meta group has a leader.
+
+    Returns group id -> leader node id.  Raises :class:`Unavailable` after ``timeout`` seconds,
+    naming the nodes that do not answer and the groups without a leader.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        view = _probe(addrs)
+        silent = [a for a in addrs if a not in view.status]
+        if not silent and view.shard_map is not None and not view.leaderless():
+            return dict(view.leaders)
+        if time.monotonic() >= deadline:
+            problems = []
+            if silent:
+                problems.append(f"not answering: {', '.join(silent)}")
+            if view.shard_map is None:
+                problems.append("no node returned the shard map")
+            elif view.leaderless():
+                problems.append(f"no leader for: {', '.join(view.leaderless())}")
+            raise Unavailable(f"cluster not ready after {timeout:g}s: {'; '.join(problems)}")
+        time.sleep(0.1)
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: int | None = None,
+          shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
+          wait: float = 30.0) -> ClusterInfo:
+    """Start the cluster in ``data_dir`` (creating it on first use) and wait until it is ready.
+
+    The first start fixes the layout in ``cluster.json``: ``nodes`` nodes n1..nN, client ports
+    ``base_port``.. and peer ports ``base_port+100``.. (or free ports if ``base_port`` is None),
+    ``shards`` shards with ``replication`` replicas, and ``raft`` options.  Later starts reuse it
+    and only start nodes that are not running; a layout argument that contradicts it raises
+    :class:`InvalidArgument` (pass None to accept the stored value).  A ``raft`` given on a
+    later start replaces the stored options for nodes started from then on.
+
+    Waits up to ``wait`` seconds for every node to answer and every shard and the meta group to
+    have a leader, else raises :class:`Unavailable` saying what is missing (the nodes are left
+    running: call :func:`stop`).
+    """
+    root = _root(data_dir)
+    with _locked(root):
+        info = _read_config(root)
+        if info is None:
+            info = _new_layout(root, 3 if nodes is None else nodes, base_port, 8 if shards is None else shards,
+                               3 if replication is None else replication, raft or {})
+            _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+        else:
+            _check_same_layout(info, nodes, base_port, shards, replication)
+            if raft is not None and raft != info.raft:
+                info = replace(info, raft=dict(raft))
+                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+        for node in info.nodes:
+            if _live_pid(info, node.id) is None:
+                _spawn(info, node.id)
+    _wait_started(info, wait)
+    return load(root)
+
+
+def _wait_started(info: ClusterInfo, wait: float) -> None:
+    try:
+        wait_ready(info.addresses, timeout=wait)
+    except Unavailable as exc:
+        # say why, per node: an exited node's log usually names the cause (port taken, bad data dir)
+        notes = []
+        for node in info.nodes:
+            if _live_pid(info, node.id) is None:
+                notes.append(f"{node.id} exited; log {os.path.join(info.node_dir(node.id), LOG_FILE)}: "
+                             f"{_log_tail(info, node.id)}")
+        raise Unavailable(exc.message + ("\n" + "\n".join(notes) if notes else "")) from None
+
+
+def start_node(data_dir: str | os.PathLike[str], node_id: str, wait: float = 30.0) -> int:
+    """Start one node of an existing cluster if it is not running; return its PID once it answers.
+
+    Raises :class:`Unavailable` if it does not answer ``status`` within ``wait`` seconds.
+    """
+    root = _root(data_dir)
+    with _locked(root):
+        info = load(root)
+        info.node(node_id)  # validates the id
+        pid = _live_pid(info, node_id) or _spawn(info, node_id)
+    address = format_hostport(info.node(node_id).client)
+    deadline = time.monotonic() + wait
+    while not _probe([address], {address: (node_id, pid)}).status:
+        if _live_pid(info, node_id) is None:
+            raise Unavailable(f"node {node_id} exited: {_log_tail(info, node_id)}")
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"node {node_id} (pid {pid}) does not answer on {address} after {wait:g}s")
+        time.sleep(0.1)
+    return pid
+
+
+def kill_node(data_dir: str | os.PathLike[str], node_id: str, sig: int = signal.SIGKILL,
+              timeout: float = 10.0) -> int | None:
+    """Send ``sig`` to node ``node_id`` (for fault tests); return its PID, or None if it was not running.
+
+    For signals that end a process (KILL, TERM, INT) waits up to ``timeout`` seconds for it to
+    exit and then removes its PID file; for others (e.g. SIGSTOP) returns at once.
+    """
+    info = load(data_dir)
+    info.node(node_id)
+    pid = info.pids.get(node_id)
+    if pid is None:
+        return None
+    os.kill(pid, sig)
+    if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+        if not _wait_dead(info, {node_id: pid}, time.monotonic() + timeout):
+            _remove_pid_file(info, node_id, pid)
+    return pid
+
+
+def stop(data_dir: str | os.PathLike[str], timeout: float = 10.0) -> dict[str, str]:
+    """Stop every node: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; remove PID files.
+
+    Idempotent.  Returns node id -> "stopped", "killed", "not running" or "still running"
+    (a process that survived SIGKILL for 5 s, e.g. stuck in the kernel).
+    """
+    root = _root(data_dir)
+    if not os.path.isdir(root):
+        raise InvalidArgument(f"no cluster in {root}: no such directory")
+    with _locked(root):
+        info = _read_config(root)
+        if info is None:
+            # no cluster.json (e.g. a start that failed early): still stop whatever PID files name
+            ids = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, PID_FILE)))
+            if not ids:
+                raise InvalidArgument(f"no cluster in {root} (no {CLUSTER_FILE})")
+            info = ClusterInfo(root, tuple(NodeAddress(i, (HOST, 0), (HOST, 0)) for i in ids), 0, 0)
+        result = {n.id: "not running" for n in info.nodes}
+        running = {n.id: pid for n in info.nodes if (pid := _live_pid(info, n.id)) is not None}
+        for pid in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        stragglers = _wait_dead(info, running, time.monotonic() + timeout)
+        for pid in stragglers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        survivors = _wait_dead(info, stragglers, time.monotonic() + 5.0)
+        for node_id in running:
+            result[node_id] = ("still running" if node_id in survivors
+                               else "killed" if node_id in stragglers else "stopped")
+        for n in info.nodes:
+            if n.id not in survivors:
+                _remove_pid_file(info, n.id)
+    return result
+
+
+def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict[str, Any]:
+    """The cluster as its processes and nodes report it.
+
+    ``{"nodes": [{"id", "address", "pid", "up"}], "shards": [{"id", "start", "end", "replicas",
+    "leader"}]}``: ``up`` means the process is alive and answers ``status``; shards come from the
+    newest map any live node returns (empty if none answers), ``end`` is exclusive (2**64 for the
+    last shard), ``leader`` is a node id or None.  ``include_meta`` adds ``"meta": {"leader"}``,
+    the shard map's own Raft group.
+    """
+    info = load(data_dir)
+    expect = {format_hostport(n.client): (n.id, info.pids[n.id]) for n in info.nodes if info.pids[n.id]}
+    view = _probe(list(expect), expect)
+    up_ids = {st["node"] for st in view.status.values()}
+    out: dict[str, Any] = {
+        "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids}
+                  for n in info.nodes],
+        "shards": [],
+    }
+    for s in (view.shard_map or {}).get("shards", []):
+        out["shards"].append({"id": s["id"], "start": int(s["start"]),
+                              "end": KEY_SPACE_END if s["end"] is None else int(s["end"]),
+                              "replicas": list(s["replicas"]), "leader": view.leaders.get(s["id"])})
+    if include_meta:
+        out["meta"] = {"leader": view.leaders.get(META_GROUP)}
+    return out

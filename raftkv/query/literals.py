@@ -1,0 +1,118 @@
+"""Decoding of literal tokens: numbers, strings, byte strings, timestamps and intervals.
+
+Each function takes the token text and returns the Python value or raises :class:`QueryError`
+with a sentence saying what is wrong; the parser adds the position.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+from fractions import Fraction
+
+from ..errors import QueryError
+
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]+")
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_NS_PER_S = 10**9
+
+_TIMESTAMP = re.compile(
+    r"""(\d{4})-(\d{2})-(\d{2})
+        (?:[Tt\ ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?
+           (?:([Zz])|([+-])(\d{2}):?(\d{2}))?
+        )?""",
+    re.VERBOSE,
+)
+
+_UNIT_NS = {
+    **dict.fromkeys(("ns", "nanosecond", "nanoseconds"), 1),
+    **dict.fromkeys(("us", "microsecond", "microseconds"), 10**3),
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 10**6),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _NS_PER_S),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60 * _NS_PER_S),
+    **dict.fromkeys(("h", "hour", "hours"), 3600 * _NS_PER_S),
+    **dict.fromkeys(("d", "day", "days"), 86400 * _NS_PER_S),
+    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400 * _NS_PER_S),
+}
+_INTERVAL_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*,?")
+
+
+def parse_number(text: str) -> int | float:
+    """A NUMBER token: decimal int, ``0x`` hex int, or float (``1.5``, ``.5``, ``1e9``)."""
+    if text[:2] in ("0x", "0X"):
+        digits = text[2:]
+        if not _HEX_DIGITS.fullmatch(digits):
+            raise QueryError(f"bad hex literal {text}: expected hex digits 0-9, a-f after 0x")
+        return int(digits, 16)
+    if any(c in text for c in ".eE"):
+        value = float(text)
+        if not math.isfinite(value):
+            raise QueryError(f"number {text} is too large")
+        return value
+    return int(text)
+
+
+def parse_string(text: str) -> str:
+    """A STRING token ``'...'`` with ``''`` standing for one quote."""
+    return text[1:-1].replace("''", "'")
+
+
+def parse_bytes(text: str) -> bytes:
+    """A BYTES token ``x'00ff'``: an even number of hex digits."""
+    digits = text[2:-1]
+    if len(digits) % 2 or (digits and not _HEX_DIGITS.fullmatch(digits)):
+        raise QueryError(f"bad byte string {text}: expected an even number of hex digits 0-9, a-f")
+    return bytes.fromhex(digits)
+
+
+def parse_timestamp(text: str) -> int:
+    """ISO 8601 date or date-time → nanoseconds since the Unix epoch (UTC when no offset is given).
+
+    Accepts ``2026-11-21``, ``2026-11-21T10:00Z``, ``2026-11-21 10:00:00.123456789+02:00`` and the
+    like; nanosecond fractions are kept exactly (``datetime`` would round to microseconds).
+    """
+    m = _TIMESTAMP.fullmatch(text.strip())
+    if not m:
+        raise QueryError(f"bad timestamp '{text}': expected ISO 8601 such as '2026-11-21T10:00:00Z', "
+                         "'2026-11-21 10:00:00.5+02:00' or '2026-11-21'")
+    year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = m.groups()
+    try:
+        day_number = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+    except ValueError as e:
+        raise QueryError(f"bad timestamp '{text}': {e}") from None
+    h, mi, s = int(hour or 0), int(minute or 0), int(second or 0)
+    if h > 23 or mi > 59 or s > 59:
+        raise QueryError(f"bad timestamp '{text}': time of day out of range")
+    offset = 0
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise QueryError(f"bad timestamp '{text}': UTC offset out of range")
+        offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
+    seconds = day_number * 86400 + h * 3600 + mi * 60 + s - offset
+    return seconds * _NS_PER_S + int((frac or "").ljust(9, "0"))
+
+
+def parse_interval(text: str) -> int:
+    """``'5 minutes'``, ``'1 hour 30 minutes'``, ``'1.5h'``, ``'250ms'`` → nanoseconds (exact)."""
+    total = Fraction(0)
+    pos, parts = 0, 0
+    while pos < len(text):
+        m = _INTERVAL_PART.match(text, pos)
+        if not m:
+            if text[pos:].strip() == "":
+                break
+            raise QueryError(f"bad interval '{text}': expected amounts with units such as '5 minutes' "
+                             "or '1 hour 30 minutes'")
+        amount, unit = m.groups()
+        ns = _UNIT_NS.get(unit.lower())
+        if ns is None:
+            raise QueryError(f"bad interval '{text}': unknown unit '{unit}'; use ns, us, ms, s, "
+                             "minutes, hours, days or weeks")
+        total += Fraction(amount) * ns
+        pos, parts = m.end(), parts + 1
+    if parts == 0:
+        raise QueryError(f"bad interval '{text}': it is empty; write e.g. INTERVAL '5 minutes'")
+    if total.denominator != 1:
+        raise QueryError(f"bad interval '{text}': not a whole number of nanoseconds")
+    return int(total)

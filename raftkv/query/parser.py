@@ -1,0 +1,345 @@
+"""Query text → checked AST, with error messages that point at the offending token.
+
+This is the only module that imports lark. The grammar lives in ``grammar/query.lark`` at the
+top of the repository.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+
+from ..errors import QueryError
+from . import ast
+from .check import check
+from .literals import parse_bytes, parse_interval, parse_number, parse_string, parse_timestamp
+
+GRAMMAR_PATH = Path(__file__).resolve().parents[2] / "grammar" / "query.lark"
+
+# Human names for the grammar's regex terminals; string terminals are named after their text.
+_TERMINAL_NAMES = {
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "BYTES": "a byte string",
+    "NAME": "a name",
+    "COMP_OP": "a comparison operator",
+    "$END": "end of input",
+}
+# Terminals that can start an expression; when most of them are expected we just say so.
+_EXPRESSION_START = {"NUMBER", "STRING", "BYTES", "NAME", "KEY", "VALUE", "NOT", "LPAR", "MINUS", "TRUE",
+                     "FALSE", "NULL", "TIMESTAMP", "INTERVAL"}
+
+
+@functools.cache
+def _lark() -> Lark:
+    # LALR(1): the grammar has no conflicts, so we get a linear-time parser whose errors name the
+    # exact tokens acceptable at the failure point; Earley's generality would buy nothing here.
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", start=["one", "script"],
+                maybe_placeholders=True, propagate_positions=True)
+
+
+def parse(text: str) -> ast.Statement:
+    """Parse and check one statement (an optional trailing ``;`` is allowed)."""
+    return _parse(text, "one")
+
+
+def parse_script(text: str) -> list[ast.Statement]:
+    """Parse and check a ``;``-separated script; empty statements are skipped."""
+    return _parse(text, "script")
+
+
+def _parse(text: str, start: str):
+    try:
+        tree = _lark().parse(text, start=start)
+    except UnexpectedInput as e:
+        raise _syntax_error(text, e) from None
+    try:
+        result = _Builder().transform(tree)
+        for statement in result if start == "script" else [result]:
+            check(statement)
+    except VisitError as e:
+        if isinstance(e.orig_exc, QueryError):
+            raise _locate(text, e.orig_exc) from None
+        raise
+    except QueryError as e:
+        raise _locate(text, e) from None
+    return result
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def _snippet(text: str, line: int, column: int) -> str:
+    """The source line and a caret under ``column``; tabs are copied so the caret lines up."""
+    lines = text.splitlines() or [""]
+    src = lines[min(line, len(lines)) - 1]
+    pad = "".join(c if c == "\t" else " " for c in src[: column - 1])
+    return f"  {src}\n  {pad}^"
+
+
+def _located_error(text: str, line: int, column: int, message: str) -> QueryError:
+    return QueryError(f"line {line}, column {column}: {message}\n{_snippet(text, line, column)}",
+                      line=line, column=column)
+
+
+def _locate(text: str, err: QueryError) -> QueryError:
+    """Add the caret display to a semantic error raised with ``line``/``column`` details."""
+    line, column = err.details.get("line"), err.details.get("column")
+    if line is None or column is None:
+        return err
+    return _located_error(text, line, column, err.message)
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    """Line and column just after the last non-blank character (where more input was needed)."""
+    body = text.rstrip()
+    line = body.count("\n") + 1
+    return line, len(body) - (body.rfind("\n") + 1) + 1
+
+
+def _terminal_name(name: str) -> str:
+    if name in _TERMINAL_NAMES:
+        return _TERMINAL_NAMES[name]
+    term = next((t for t in _lark().terminals if t.name == name), None)
+    if term is not None and isinstance(term.pattern, PatternStr):
+        value = term.pattern.value
+        return value.upper() if value.isalpha() else f"'{value}'"
+    return name.lower()
+
+
+def _expected(names: set[str]) -> str:
+    names = set(names)
+    friendly = set()
+    if {"NUMBER", "STRING", "LPAR"} <= names:
+        names -= _EXPRESSION_START
+        friendly.add("an expression")
+    friendly |= {_terminal_name(n) for n in names}
+    ordered = sorted(friendly, key=lambda s: (not s[0].islower(), s))
+    if not ordered:
+        return ""
+    return "; expected " + (ordered[0] if len(ordered) == 1 else "one of: " + ", ".join(ordered))
+
+
+def _describe_token(token: Token) -> str:
+    if token.type == "$END":
+        return "end of input"
+    if token.type in ("NUMBER", "STRING", "BYTES", "COMP_OP"):
+        return f"{_TERMINAL_NAMES[token.type].removeprefix('a ')} {token}"
+    if token.type == "NAME":
+        return f"name '{token}'"
+    return _terminal_name(token.type)
+
+
+def _syntax_error(text: str, e: UnexpectedInput) -> QueryError:
+    if isinstance(e, UnexpectedCharacters):
+        line, column, char = e.line, e.column, e.char
+        if char == "'":
+            if e.pos_in_stream and text[e.pos_in_stream - 1] in "xX":
+                return _located_error(text, line, column - 1, "unterminated byte string: the closing ' is missing")
+            return _located_error(text, line, column, "unterminated string: the closing ' is missing")
+        if char == '"':
+            return _located_error(text, line, column, "unexpected character '\"'; strings use single quotes")
+        return _located_error(text, line, column, f"unexpected character {char!r}{_expected(e.allowed or set())}")
+    if isinstance(e, UnexpectedToken):
+        expected = e.accepts or e.expected
+        if e.token.type == "$END":
+            line, column = _end_position(text)
+            return _located_error(text, line, column, f"unexpected end of input{_expected(expected)}")
+        return _located_error(text, e.line, e.column, f"unexpected {_describe_token(e.token)}{_expected(expected)}")
+    if isinstance(e, UnexpectedEOF):
+        line, column = _end_position(text)
+        return _located_error(text, line, column, f"unexpected end of input{_expected(set(e.expected))}")
+    return QueryError(str(e))
+
+
+def _error_at(where: Token | object, message: str) -> QueryError:
+    """A QueryError carrying the position of a token or lark ``meta``; :func:`_locate` renders it."""
+    return QueryError(message, line=where.line, column=where.column)
+
+
+# --- tree → AST -----------------------------------------------------------------------------------
+
+
+def _pos(meta) -> ast.Pos:
+    return meta.line, meta.column
+
+
+def _literal_from(token: Token, decode, spelling: str | None = None) -> ast.Literal:
+    try:
+        value = decode(token)
+    except QueryError as e:
+        raise _error_at(token, e.message) from None
+    return ast.Literal(value, text=spelling, pos=(token.line, token.column))
+
+
+@v_args(meta=True, inline=True)
+class _Builder(Transformer):
+    """Builds AST nodes bottom-up; structural rules (table name, ORDER BY, LIMIT) are enforced here."""
+
+    def one(self, meta, statement):
+        return statement
+
+    def script(self, meta, *statements):
+        return [s for s in statements if s is not None]
+
+    # statements
+
+    def select(self, meta, items, _table, where, group_by, order, limit):
+        return ast.Select(items, where, group_by, order, limit, pos=_pos(meta))
+
+    def select_list(self, meta, *items):
+        return items
+
+    def star_item(self, meta):
+        return ast.SelectItem(ast.Star(pos=_pos(meta)), pos=_pos(meta))
+
+    def expr_item(self, meta, expr, alias):
+        return ast.SelectItem(expr, str(alias) if alias is not None else None, pos=_pos(meta))
+
+    def table(self, meta, name):
+        if name.lower() != "kv":
+            raise _error_at(name, f"unknown table '{name}': the only table is kv")
+        return name
+
+    def where(self, meta, expr):
+        return expr
+
+    def group_by(self, meta, expr):
+        return expr
+
+    def order_by(self, meta, expr, direction):
+        if expr != ast.Column("key"):
+            raise _error_at(meta, f"cannot ORDER BY {ast.render(expr)}: rows can only be ordered by key")
+        return direction.lower() if direction is not None else "asc"
+
+    def limit(self, meta, expr):
+        value = expr.value if isinstance(expr, ast.Literal) else None
+        if isinstance(expr, ast.Neg) and isinstance(expr.operand, ast.Literal):
+            raise _error_at(meta, f"LIMIT must not be negative (got {ast.render(expr)})")
+        if type(value) is not int or value >= 2**63:
+            raise _error_at(meta, f"LIMIT must be a whole number from 0 to 2**63-1, got {ast.render(expr)}")
+        return value
+
+    def delete(self, meta, _table, where):
+        return ast.Delete(where, pos=_pos(meta))
+
+    def insert(self, meta, _table, *rows):
+        return ast.Insert(rows, pos=_pos(meta))
+
+    def row(self, meta, key, value):
+        return key, value
+
+    def put(self, meta, key, value):
+        return ast.Insert(((key, value),), pos=_pos(meta))
+
+    def get(self, meta, key):
+        return ast.Get(key, pos=_pos(meta))
+
+    def explain(self, meta, statement):
+        return ast.Explain(statement, pos=_pos(meta))
+
+    def show(self, meta, what):
+        return ast.Show(what.lower(), pos=_pos(meta))
+
+    # conditions
+
+    def or_expr(self, meta, *items):
+        return ast.Or(items, pos=_pos(meta))
+
+    def and_expr(self, meta, *items):
+        return ast.And(items, pos=_pos(meta))
+
+    def not_(self, meta, _not, operand):
+        return ast.Not(operand, pos=_pos(meta))
+
+    def compare(self, meta, left, op, right):
+        return ast.Compare("!=" if op == "<>" else str(op), left, right, pos=_pos(meta))
+
+    def between(self, meta, operand, negated, low, high):
+        return ast.Between(operand, low, high, negated is not None, pos=_pos(meta))
+
+    def in_list(self, meta, operand, negated, *items):
+        return ast.InList(operand, items, negated is not None, pos=_pos(meta))
+
+    def like(self, meta, operand, negated, pattern):
+        return ast.Match("like", operand, pattern, negated is not None, pos=_pos(meta))
+
+    def starts_with(self, meta, operand, pattern):
+        return ast.Match("starts", operand, pattern, pos=_pos(meta))
+
+    def contains(self, meta, operand, pattern):
+        return ast.Match("contains", operand, pattern, pos=_pos(meta))
+
+    def is_null(self, meta, operand, negated):
+        return ast.IsNull(operand, negated is not None, pos=_pos(meta))
+
+    # values
+
+    def add(self, meta, left, right):
+        return ast.Arith("+", left, right, pos=_pos(meta))
+
+    def sub(self, meta, left, right):
+        return ast.Arith("-", left, right, pos=_pos(meta))
+
+    def mul(self, meta, left, right):
+        return ast.Arith("*", left, right, pos=_pos(meta))
+
+    def div(self, meta, left, right):
+        return ast.Arith("/", left, right, pos=_pos(meta))
+
+    def neg(self, meta, operand):
+        return ast.Neg(operand, pos=_pos(meta))
+
+    def column(self, meta, name):
+        return ast.Column(name.lower(), pos=_pos(meta))
+
+    def json_field(self, meta, _value, *steps):
+        return ast.JsonField(steps, pos=_pos(meta))
+
+    def path_step(self, meta, token):
+        if token.type == "STRING":
+            return parse_string(token)
+        step = _literal_from(token, parse_number).value
+        if type(step) is not int:
+            raise _error_at(token, f"bad JSON path step {token}: use a member name like 'temp' "
+                                   "or an array index like 0")
+        return step
+
+    def call(self, meta, name, args):
+        return ast.Call(name.lower(), args or (), pos=_pos(meta))
+
+    def star_args(self, meta):
+        return (ast.Star(pos=_pos(meta)),)
+
+    def expr_args(self, meta, *args):
+        return args
+
+    # literals
+
+    def number(self, meta, token):
+        return _literal_from(token, parse_number, spelling=str(token))
+
+    def string(self, meta, token):
+        return _literal_from(token, parse_string)
+
+    def bytes_(self, meta, token):
+        return _literal_from(token, parse_bytes)
+
+    def true(self, meta):
+        return ast.Literal(True, pos=_pos(meta))
+
+    def false(self, meta):
+        return ast.Literal(False, pos=_pos(meta))
+
+    def null(self, meta):
+        return ast.Literal(None, pos=_pos(meta))
+
+    def timestamp(self, meta, token):
+        return _literal_from(token, lambda t: parse_timestamp(parse_string(t)), spelling=f"TIMESTAMP {token}")
+
+    def interval(self, meta, token):
+        return _literal_from(token, lambda t: parse_interval(parse_string(t)), spelling=f"INTERVAL {token}")

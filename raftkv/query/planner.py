@@ -1,0 +1,457 @@
+"""Statement → plan: the key ranges to visit, the shards owning them, and what runs on the shards.
+
+Pure: no network, no disk, no clock except the injectable ``now_ns``. Plans are frozen
+dataclasses; filters and aggregate specs inside them are already in wire form (predicate.py,
+aggregate.py) so the executor can put them straight into shard requests.
+
+How WHERE becomes ranges: every condition maps to a key set (keyset.py) that contains every key
+it can be true for, plus a flag saying whether the set is *exact* (the condition is true for
+precisely those keys, whatever the value). Key comparisons, BETWEEN and IN are exact; value
+predicates give the full key space, inexact. AND intersects, OR unions, and NOT complements --
+but only an exact set, since the complement of an over-approximation is not one. Top-level
+conjuncts that are exact are fully enforced by the ranges and are dropped from the residual
+filter; everything else stays in it and is evaluated on the shards per row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields, replace
+
+from ..errors import InvalidArgument, QueryError
+from ..keys import MAX_KEY, MIN_KEY, check_key, check_value
+from ..routing.shardmap import ShardMap
+from . import ast, keyset
+from .aggregate import Aggregates
+from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render
+from .keyset import EMPTY, FULL, KeySet
+from .predicate import compile_filter, expr_to_wire, to_wire
+
+_KEY = Column("key")
+_FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_EXPLAIN_LIST_MAX = 8  # ranges / shards listed one per line before "... and N more"
+
+
+@dataclass(frozen=True)
+class ShardScan:
+    """One shard to contact and the inclusive key ranges to scan there, in visiting order."""
+
+    shard_id: str
+    replicas: tuple[str, ...]
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class SelectPlan:
+    """A SELECT.
+
+    Plain rows: visit ``scans`` in order, each scanning its ranges in order (descending keys when
+    ``reverse_scan``), keeping rows passing ``filter``, at most ``shard_limit`` per shard; the
+    concatenation is already in output order -- stop after ``limit`` rows and project ``fields``
+    (``"key"``/``"value"`` per output column).
+
+    Aggregates (``aggregates`` is not None): each shard folds its matching rows into
+    ``Aggregates(aggregates, bucket_ns)`` partials; merge them and ``finalize(partials,
+    descending)`` gives the output rows (with no scans, finalize ``new()``), then apply ``limit``.
+    """
+
+    columns: tuple[str, ...]
+    fields: tuple[str, ...]
+    ranges: KeySet
+    scans: tuple[ShardScan, ...]
+    total_shards: int
+    filter: list | None
+    filter_text: str | None
+    dropped: tuple[str, ...]
+    reverse_scan: bool
+    descending: bool
+    limit: int | None
+    shard_limit: int | None
+    aggregates: list | None
+    bucket_ns: int | None
+
+
+@dataclass(frozen=True)
+class DeletePlan:
+    """A DELETE: on each shard, delete the keys in its ranges whose rows pass ``filter``."""
+
+    ranges: KeySet
+    scans: tuple[ShardScan, ...]
+    total_shards: int
+    filter: list | None
+    filter_text: str | None
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShardWrite:
+    """The rows of an INSERT that one shard owns, in statement order."""
+
+    shard_id: str
+    replicas: tuple[str, ...]
+    rows: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True)
+class InsertPlan:
+    """An INSERT or PUT: every row validated, grouped by owning shard."""
+
+    rows: tuple[tuple[int, bytes], ...]
+    writes: tuple[ShardWrite, ...]
+
+
+@dataclass(frozen=True)
+class GetPlan:
+    """A GET of one key from the shard owning it."""
+
+    key: int
+    shard_id: str
+    replicas: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShowPlan:
+    """SHOW SHARDS / NODES / STATUS: answered by the executor from cluster state."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class ExplainPlan:
+    """EXPLAIN: describe ``plan`` with :func:`explain` instead of running it."""
+
+    plan: SelectPlan | DeletePlan
+
+
+Plan = SelectPlan | DeletePlan | InsertPlan | GetPlan | ShowPlan | ExplainPlan
+
+
+def plan(statement: ast.Statement, shard_map: ShardMap, now_ns: int | None = None) -> Plan:
+    """Plan a statement from :func:`raftkv.query.parser.parse`.
+
+    ``now()`` is read once per statement: ``now_ns`` if given, else the system clock.
+    """
+    now = time.time_ns() if now_ns is None else now_ns
+    match statement:
+        case ast.Select():
+            return _plan_select(statement, shard_map, now)
+        case ast.Delete(where=where):
+            ranges, filter_wire, filter_text, dropped = _plan_where(where, now)
+            return DeletePlan(ranges, _scans(shard_map, ranges, False), len(shard_map.shards), filter_wire,
+                              filter_text, dropped)
+        case ast.Insert(rows=rows):
+            return _plan_insert(rows, shard_map, now)
+        case ast.Get(key=key):
+            k = _key_constant(key, now, "the key for GET")
+            shard = shard_map.shard_for_key(k)
+            return GetPlan(k, shard.id, shard.replicas)
+        case ast.Explain(statement=inner):
+            return ExplainPlan(plan(inner, shard_map, now))
+        case ast.Show(what=what):
+            return ShowPlan(what)
+    raise QueryError(f"cannot plan {statement!r:.80}")
+
+
+def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
+    ranges, filter_wire, filter_text, dropped = _plan_where(s.where, now)
+    columns = tuple(name for item in s.items for name in _column_names(item))
+    grouped = s.group_by is not None
+    is_aggregate = grouped or any(isinstance(i.expr, ast.Call) and i.expr.name in AGGREGATES for i in s.items)
+    descending = s.order == "desc"
+    specs = bucket_ns = None
+    if is_aggregate:
+        specs = [["bucket"] if grouped and item.expr == s.group_by else _aggregate_spec(item.expr, now)
+                 for item in s.items]
+        bucket_ns = _bucket_width(s.group_by, now) if grouped else None
+        Aggregates(specs, bucket_ns)  # validate now, with the message the shards would give
+        fields_ = ()
+    else:
+        fields_ = tuple(name for item in s.items for name in _field_names(item))
+    # Aggregates scan forward even for DESC: shards then append groups in order (aggregate.py).
+    reverse_scan = descending and not is_aggregate
+    # LIMIT 0 needs no data; otherwise each shard can stop at LIMIT rows (not for aggregates,
+    # whose LIMIT counts output rows, not scanned ones).
+    scans = () if s.limit == 0 else _scans(shard_map, ranges, reverse_scan)
+    shard_limit = None if is_aggregate else s.limit
+    return SelectPlan(columns, fields_, ranges, scans, len(shard_map.shards), filter_wire, filter_text,
+                      dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns)
+
+
+def _column_names(item: ast.SelectItem) -> tuple[str, ...]:
+    if isinstance(item.expr, ast.Star):
+        return ("key", "value")
+    return (item.alias or render(item.expr),)
+
+
+def _field_names(item: ast.SelectItem) -> tuple[str, ...]:
+    return ("key", "value") if isinstance(item.expr, ast.Star) else (item.expr.name,)
+
+
+def _aggregate_spec(call: ast.Call, now: int) -> list:
+    if call.name == "count":
+        return ["count"]
+    return [call.name, expr_to_wire(_fold(call.args[0], now))]
+
+
+def _bucket_width(group: ast.Call, now: int) -> int:
+    width = _evaluate(group.args[0], now)
+    if isinstance(width, float) and width.is_integer():
+        width = int(width)
+    if type(width) is not int or not 0 < width <= MAX_KEY:
+        raise QueryError(f"{_at(group)}the time_bucket width must be a positive whole number of "
+                         f"nanoseconds, such as INTERVAL '1 minute'; got {render(group.args[0])}")
+    return width
+
+
+def _plan_insert(rows: tuple[tuple[Expr, Expr], ...], shard_map: ShardMap, now: int) -> InsertPlan:
+    checked = []
+    for key_expr, value_expr in rows:
+        key = _key_constant(key_expr, now, "the key to insert")
+        try:
+            value = check_value(value_expr.value)
+        except InvalidArgument as e:
+            raise QueryError(f"{_at(value_expr)}{e.message}") from None
+        checked.append((key, value))
+    by_shard: dict[str, tuple] = {}
+    for key, value in checked:
+        shard = shard_map.shard_for_key(key)
+        by_shard.setdefault(shard.id, (shard, []))[1].append((key, value))
+    writes = tuple(ShardWrite(shard.id, shard.replicas, tuple(rs)) for shard, rs in by_shard.values())
+    return InsertPlan(tuple(checked), writes)
+
+
+def _key_constant(expr: Expr, now: int, what: str) -> int:
+    value = _evaluate(expr, now)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise QueryError(f"{_at(expr)}{what} must be a whole number, got {render(expr)}")
+        value = int(value)
+    try:
+        return check_key(value, what)
+    except InvalidArgument as e:
+        raise QueryError(f"{_at(expr)}{e.message}") from None
+
+
+# --- WHERE → ranges + residual filter -------------------------------------------------------------
+
+
+def _plan_where(where: Expr | None, now: int) -> tuple[KeySet, list | None, str | None, tuple[str, ...]]:
+    """Key ranges, residual filter (wire and text) and the dropped key predicates."""
+    if where is None:
+        return FULL, None, None, ()
+    ranges, _exact = _derive(where, now)
+    residual, dropped = _split(where, now)
+    if residual is None:
+        return ranges, None, None, tuple(dropped)
+    folded = _fold(residual, now)
+    wire = to_wire(folded)
+    compile_filter(wire)  # refuse here what the shards would refuse (e.g. too many nodes)
+    return ranges, wire, render(folded), tuple(dropped)
+
+
+def _derive(e: Expr, now: int) -> tuple[KeySet, bool]:
+    """The keys ``e`` can be true for, and whether ``e`` is true for exactly those keys."""
+    match e:
+        case Literal(value=bool() as b):
+            return (FULL if b else EMPTY), True
+        case ast.And(items=items):
+            ranges, exact = FULL, True
+            for item in items:
+                r, x = _derive(item, now)
+                ranges, exact = keyset.intersect(ranges, r), exact and x
+            return ranges, exact
+        case ast.Or(items=items):
+            ranges, exact = EMPTY, True
+            for item in items:
+                r, x = _derive(item, now)
+                ranges, exact = keyset.union(ranges, r), exact and x
+            return ranges, exact
+        case ast.Not(operand=x):
+            r, exact = _derive(x, now)
+            return (keyset.complement(r), True) if exact else (FULL, False)
+        case ast.Compare(op=op, left=left, right=right):
+            if left == _KEY and is_constant(right):
+                return _key_compare(op, right, now), True
+            if right == _KEY and is_constant(left):
+                return _key_compare(_FLIP[op], left, now), True
+        case ast.Between(operand=x, low=low, high=high, negated=negated) if (
+                x == _KEY and is_constant(low) and is_constant(high)):
+            r = keyset.intersect(_key_compare(">=", low, now), _key_compare("<=", high, now))
+            return (keyset.complement(r) if negated else r), True
+        case ast.InList(operand=x, items=items, negated=negated) if x == _KEY:
+            r = keyset.normalize(rng for item in items for rng in _key_compare("=", item, now))
+            return (keyset.complement(r) if negated else r), True
+    if _operands_constant(e):
+        # e.g. 1 = 1 or now() > 0: evaluate once with the shards' own semantics.
+        return (FULL if compile_filter(to_wire(_fold(e, now)))(0, b"") else EMPTY), True
+    return FULL, False
+
+
+def _operands_constant(e: Expr) -> bool:
+    match e:
+        case ast.Compare(left=left, right=right):
+            return is_constant(left) and is_constant(right)
+        case ast.Between(operand=x, low=low, high=high):
+            return is_constant(x) and is_constant(low) and is_constant(high)
+        case ast.InList(operand=x):
+            return is_constant(x)
+    return False
+
+
+def _key_compare(op: str, bound: Expr, now: int) -> KeySet:
+    """Keys ``k`` with ``k op bound``; the bound must lie in the key range."""
+    c = _evaluate(bound, now)
+    if not MIN_KEY <= c <= MAX_KEY:  # also false for NaN
+        shown = "" if render(bound) == str(c) else f"{render(bound)} = "
+        raise QueryError(f"{_at(bound)}key bound {shown}{c} is outside the key range [0, 2**64-1]")
+    # Exact for float bounds too: math.floor/ceil of a finite float are exact ints.
+    low, high = math.ceil(c), math.floor(c)
+    ranges = {
+        "=": [(low, high)],
+        "!=": [(MIN_KEY, low - 1), (high + 1, MAX_KEY)] if low == high else [(MIN_KEY, MAX_KEY)],
+        "<": [(MIN_KEY, low - 1)],
+        "<=": [(MIN_KEY, high)],
+        ">": [(high + 1, MAX_KEY)],
+        ">=": [(low, MAX_KEY)],
+    }[op]
+    return keyset.normalize(ranges)
+
+
+def _split(e: Expr, now: int) -> tuple[Expr | None, list[str]]:
+    """The residual filter of ``e`` and the texts of conjuncts dropped because ranges enforce them."""
+    if isinstance(e, ast.And):
+        kept, dropped = [], []
+        for item in e.items:
+            residual, d = _split(item, now)
+            dropped += d
+            if residual is not None:
+                kept.append(residual)
+        if not kept:
+            return None, dropped
+        return (kept[0] if len(kept) == 1 else ast.And(tuple(kept), pos=e.pos)), dropped
+    if _derive(e, now)[1]:
+        return None, [render(e)]
+    return e, []
+
+
+# --- constants ------------------------------------------------------------------------------------
+
+
+def _fold(e: Expr, now: int) -> Expr:
+    """``e`` with every constant sub-expression (``now()``, arithmetic on literals) evaluated."""
+    if is_constant(e):
+        return e if isinstance(e, Literal) else Literal(_evaluate(e, now), pos=e.pos)
+    changes = {}
+    for f in fields(e):
+        v = getattr(e, f.name)
+        if isinstance(v, ast.Node):
+            changes[f.name] = _fold(v, now)
+        elif isinstance(v, tuple) and v and isinstance(v[0], ast.Node):
+            changes[f.name] = tuple(_fold(x, now) for x in v)
+    return replace(e, **changes)
+
+
+def _evaluate(e: Expr, now: int) -> object:
+    """The value of a constant expression: ints stay exact, ``/`` is true division."""
+    match e:
+        case Literal(value=v):
+            return v
+        case ast.Call(name="now"):
+            return now
+        case ast.Neg(operand=x):
+            return -_evaluate(x, now)
+        case ast.Arith(op=op, left=left, right=right):
+            a, b = _evaluate(left, now), _evaluate(right, now)
+            try:
+                return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
+            except ZeroDivisionError:
+                raise QueryError(f"{_at(e)}division by zero in {render(e)}") from None
+            except OverflowError:
+                raise QueryError(f"{_at(e)}{render(e)} is too large") from None
+    raise QueryError(f"{_at(e)}{render(e)} is not a constant")
+
+
+def _at(node: ast.Node) -> str:
+    return f"line {node.pos[0]}, column {node.pos[1]}: " if node.pos else ""
+
+
+# --- shards ---------------------------------------------------------------------------------------
+
+
+def _scans(shard_map: ShardMap, ranges: KeySet, reverse: bool) -> tuple[ShardScan, ...]:
+    """The shards owning ``ranges`` with their clipped sub-ranges, in visiting order."""
+    by_shard: dict[str, tuple] = {}
+    for lo, hi in ranges:
+        for shard, start, end in shard_map.shards_for_range(lo, hi + 1):  # half-open there
+            by_shard.setdefault(shard.id, (shard, []))[1].append((start, end - 1))
+    scans = [ShardScan(shard.id, shard.replicas, tuple(rs)) for shard, rs in by_shard.values()]
+    if reverse:
+        return tuple(replace(s, ranges=s.ranges[::-1]) for s in reversed(scans))
+    return tuple(scans)
+
+
+# --- EXPLAIN --------------------------------------------------------------------------------------
+
+
+def explain(plan: Plan, leaders: dict[str, str] | None = None) -> list[str]:
+    """Human-readable lines describing a SELECT or DELETE plan (``leaders``: shard id → node id)."""
+    if isinstance(plan, ExplainPlan):
+        plan = plan.plan
+    if isinstance(plan, SelectPlan):
+        head = f"SELECT {', '.join(plan.columns)}"
+    elif isinstance(plan, DeletePlan):
+        head = "DELETE"
+    else:
+        raise QueryError("EXPLAIN describes SELECT and DELETE only")
+    lines = [head, *_explain_ranges(plan.ranges)]
+    if plan.filter_text:
+        lines.append(f"  filter on shards: {plan.filter_text}")
+    if plan.dropped:
+        lines.append(f"  dropped from filter (enforced by key ranges): {'; '.join(plan.dropped)}")
+    if isinstance(plan, SelectPlan):
+        lines += _explain_select(plan)
+    lines += _explain_scans(plan.scans, plan.total_shards, leaders or {})
+    return lines
+
+
+def _explain_ranges(ranges: KeySet) -> list[str]:
+    if not ranges:
+        return ["  key ranges: none (the WHERE clause matches no key)"]
+    n = len(ranges)
+    lines = [f"  key ranges: {n} range{'s' if n > 1 else ''}, {keyset.size(ranges)} keys"]
+    lines += [f"    [{lo} .. {hi}]" for lo, hi in ranges[:_EXPLAIN_LIST_MAX]]
+    if n > _EXPLAIN_LIST_MAX:
+        lines.append(f"    ... and {n - _EXPLAIN_LIST_MAX} more")
+    return lines
+
+
+def _explain_select(plan: SelectPlan) -> list[str]:
+    lines = [f"  order: key {'descending' if plan.descending else 'ascending'}"
+             + ("; shards scan in reverse" if plan.reverse_scan else "")]
+    if plan.limit is not None:
+        per_shard = f"{plan.shard_limit} rows per shard, " if plan.shard_limit is not None else ""
+        lines.append(f"  limit: {per_shard}{plan.limit} in total")
+    if plan.aggregates is not None:
+        how = {"count": "count", "min": "min", "max": "max", "sum": "sum", "avg": "sum and count",
+               "bucket": "group key"}
+        parts = [f"{name}: {how[spec[0]]}" for name, spec in zip(plan.columns, plan.aggregates, strict=True)]
+        lines.append(f"  partial aggregates on shards: {'; '.join(parts)}")
+        if plan.bucket_ns is not None:
+            lines.append(f"  grouped by time_bucket of {plan.bucket_ns} ns over key")
+    return lines
+
+
+def _explain_scans(scans: tuple[ShardScan, ...], total: int, leaders: dict[str, str]) -> list[str]:
+    if not scans:
+        return [f"  shards: none of {total} contacted"]
+    lines = [f"  shards: {len(scans)} of {total} ({total - len(scans)} pruned)"]
+    for scan in scans[:_EXPLAIN_LIST_MAX]:
+        shown = ", ".join(f"[{lo} .. {hi}]" for lo, hi in scan.ranges[:3])
+        if len(scan.ranges) > 3:
+            shown += f", ... ({len(scan.ranges)} ranges)"
+        leader = f", leader {leaders[scan.shard_id]}" if scan.shard_id in leaders else ""
+        lines.append(f"    {scan.shard_id} {shown} on {', '.join(scan.replicas)}{leader}")
+    if len(scans) > _EXPLAIN_LIST_MAX:
+        lines.append(f"    ... and {len(scans) - _EXPLAIN_LIST_MAX} more shards")
+    return lines
