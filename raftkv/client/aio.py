@@ -116,13 +116,15 @@ class AsyncClient:
     """raftkv client for asyncio code.  All methods are coroutines (``scan`` is an async iterator).
 
     ``seeds``: any live node(s), ``"host:port,host:port"`` or a list.  ``timeout``:
-    seconds an operation may take, retries included, before :class:`Unavailable`.
+    seconds an operation may take, retries included, before :class:`Unavailable`;
+    ``attempt_timeout``: seconds one attempt at one node may take before the client
+    tries another replica (a frozen or partitioned leader keeps its socket open).
     ``consistency``: ``"linearizable"`` (default: a read sees every write
     acknowledged before it started) or ``"serializable"`` (the leader's local state,
     no ReadIndex round: faster, may miss the very latest writes after a failover).
     """
 
-    def __init__(self, seeds: str | Iterable[str], *, timeout: float = 10.0,
+    def __init__(self, seeds: str | Iterable[str], *, timeout: float = 10.0, attempt_timeout: float = 3.0,
                  consistency: str = "linearizable", page_keys: int = 1000, page_bytes: int = 1 << 20) -> None:
         self._seeds = _split_seeds(seeds)
         if consistency not in ("linearizable", "serializable"):
@@ -130,6 +132,7 @@ class AsyncClient:
         if not 0 < page_keys <= 10_000 or not 0 < page_bytes <= 4 << 20:
             raise InvalidArgument("page_keys must be 1..10000 and page_bytes 1..4 MiB")
         self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
         self.consistency = consistency
         self.page_keys = page_keys
         self.page_bytes = page_bytes
@@ -314,7 +317,7 @@ class AsyncClient:
     async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float) -> Any:
         """One attempt at the shard's believed leader."""
         address = self._target(shard, 0)
-        remaining = deadline - time.monotonic()
+        remaining = min(deadline - time.monotonic(), self.attempt_timeout)
         if remaining <= 0:
             raise errors.Timeout("deadline passed")
         conn = await self._conn(address, deadline)

@@ -270,8 +270,8 @@ class Node:
         shard = self.current_map().shard_by_id(g.group_id)
         assert shard is not None
         start = check_key(req.get("start", shard.start), "start")
-        end = req.get("end")
-        end = KEY_SPACE_END if end is None else check_key(end, "end")
+        end = req.get("end", shard.end if shard.end < KEY_SPACE_END else None)
+        end = KEY_SPACE_END if end is None else check_key(end, "end")  # None: to the end of the key space
         if start < shard.start or end > shard.end:
             raise StaleRoute(f"range is not inside shard {g.group_id}", epoch=self.current_map().epoch)
         return start, end
