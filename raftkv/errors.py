@@ -122,6 +122,12 @@ class ShardNotHere(StaleRoute):
     code = "shard_not_here"
 
 
+class CursorExpired(Unavailable):
+    """The scan cursor is gone (idle too long, evicted, or on another node); restart the page without it."""
+
+    code = "cursor_expired"
+
+
 class Timeout(Unavailable):
     """The request did not complete in time; a write's outcome is unknown."""
 

@@ -405,13 +405,21 @@ class AsyncClient:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any,
-                    deadline: float) -> tuple[list[Row], int | None]:
+    async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any, deadline: float,
+                    cursor: Any = None) -> tuple[list[Row], int | None, Any]:
         fields = {"start": lo, "end": None if hi == KEY_SPACE_END else hi, "reverse": reverse,
                   "limit": self.page_keys, "max_bytes": self.page_bytes, "filter": filter,
-                  "consistency": self.consistency}
-        reply = await self._with_retry(lambda: self._send(shard, "scan", fields, deadline), deadline)
-        return [(k, v) for k, v in reply["rows"]], reply["resume"]
+                  "consistency": self.consistency, "cursor": cursor}
+
+        async def attempt() -> Any:
+            try:
+                return await self._send(shard, "scan", fields, deadline)
+            except errors.CursorExpired:
+                fields["cursor"] = None  # a fresh (linearizable) snapshot from where we are
+                raise
+
+        reply = await self._with_retry(attempt, deadline)
+        return list(map(tuple, reply["rows"])), reply["resume"], reply.get("cursor")
 
     async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any) -> AsyncIterator[list[Row]]:
         """Pages of ``[lo, hi)`` in order, prefetching ahead; bounded memory."""
@@ -435,12 +443,11 @@ class AsyncClient:
                     launch(queue.pop(0))
                 shard, s_lo, s_hi, task = pending.pop(0)
                 while True:
-                    rows, resume = await task
+                    rows, resume, cursor = await task
                     if resume is not None:
-                        nxt = (shard, s_lo, resume) if reverse else (shard, resume, s_hi)
-                        s_lo, s_hi = nxt[1], nxt[2]
+                        s_lo, s_hi = (s_lo, resume) if reverse else (resume, s_hi)
                         task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
-                                                              time.monotonic() + self.timeout))
+                                                              time.monotonic() + self.timeout, cursor))
                     if rows:
                         yield rows
                     if resume is None:

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -253,12 +253,8 @@ def _read_pid(info: ClusterInfo, node_id: str) -> int | None:
     return pid if pid > 0 else None
 
 
-def _pid_is_node(pid: int, node_dir: str) -> bool:
-    """Whether ``pid`` is a live (not zombie) raftkv node process running on ``node_dir``.
-
-    A PID file can outlive its process and the PID be reused, so existence alone proves nothing:
-    on Linux the command line must name raftkv and this node's data dir.
-    """
+def _pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has exited)."""
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
         del _CHILDREN[pid]  # our own child exited; poll() reaped it
@@ -268,18 +264,36 @@ def _pid_is_node(pid: int, node_dir: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return False  # someone else's process: our nodes run as us
-    if not os.path.isdir("/proc"):
-        return True  # no /proc to look deeper: trust the signal probe
+        return True  # exists, though not ours
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+    except FileNotFoundError:
+        return not os.path.isdir("/proc")  # without /proc the signal probe is all we have
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def _pid_is_node(pid: int, node_dir: str) -> bool:
+    """Whether ``pid`` is a live raftkv node process running on ``node_dir``.
+
+    A PID file can outlive its process and the PID be reused, so existence alone proves nothing:
+    the process must be ours and (where /proc exists) its command line must name raftkv and this
+    node's data dir.
+    """
+    if not _pid_exists(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False  # gone meanwhile, or someone else's process: our nodes run as us
+    if not os.path.isdir("/proc"):
+        return True
+    try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
     except OSError:
-        return False  # exited between the probes
-    state = stat[stat.rfind(b")") + 2:][:1]
-    if state in (b"Z", b"X"):
         return False
     return any("raftkv" in a for a in argv) and node_dir in argv
 
@@ -317,11 +331,15 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
     return proc.pid
 
 
-def _wait_dead(info: ClusterInfo, pids: dict[str, int], deadline: float) -> dict[str, int]:
-    """Poll until the given nodes' processes are gone or ``deadline``; return those still alive."""
+def _wait_dead(pids: dict[str, int], deadline: float) -> dict[str, int]:
+    """Poll until the given (already verified) node processes have exited or ``deadline``.
+
+    Returns those still alive.  Only existence is checked here, not identity: an exiting process
+    drops its command line before it becomes a zombie, and it is not gone until then.
+    """
     alive = dict(pids)
     while alive:
-        alive = {nid: pid for nid, pid in alive.items() if _pid_is_node(pid, info.node_dir(nid))}
+        alive = {nid: pid for nid, pid in alive.items() if _pid_exists(pid)}
         if not alive or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
@@ -404,19 +422,28 @@ def _probe(addrs: Sequence[str], expect: dict[str, tuple[str, int | None]] | Non
     return _View(status, best_map, {gid: node for gid, (_, node) in claims.items()})
 
 
-def wait_ready(addrs: Sequence[str], timeout: float = 30.0) -> dict[str, str]:
+def wait_ready(addrs: Sequence[str], timeout: float = 30.0,
+               expect: dict[str, tuple[str, int | None]] | None = None) -> dict[str, str]:
     """Wait until every address answers ``status`` and every shard and the meta group has a leader.
 
-    Returns group id -> leader node id.  Raises :class:`Unavailable` after ``timeout`` seconds,
-    naming the nodes that do not answer and the groups without a leader.
+    ``expect`` (address -> (node id, pid or None)) makes a reply count only if it comes from that
+    node (and process).  Returns group id -> leader node id.  Raises :class:`Unavailable` after
+    ``timeout`` seconds, naming the nodes that do not answer and the groups without a leader.
     """
+    return _wait_ready(addrs, timeout, expect)
+
+
+def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[str, int | None]] | None,
+                hopeless: Callable[[], bool] = lambda: False) -> dict[str, str]:
+    """:func:`wait_ready`, giving up early once ``hopeless()`` says waiting longer cannot help."""
     deadline = time.monotonic() + timeout
     while True:
-        view = _probe(addrs)
+        view = _probe(addrs, expect)
         silent = [a for a in addrs if a not in view.status]
         if not silent and view.shard_map is not None and not view.leaderless():
             return dict(view.leaders)
-        if time.monotonic() >= deadline:
+        given_up = hopeless()
+        if given_up or time.monotonic() >= deadline:
             problems = []
             if silent:
                 problems.append(f"not answering: {', '.join(silent)}")
@@ -424,7 +451,8 @@ def wait_ready(addrs: Sequence[str], timeout: float = 30.0) -> dict[str, str]:
                 problems.append("no node returned the shard map")
             elif view.leaderless():
                 problems.append(f"no leader for: {', '.join(view.leaderless())}")
-            raise Unavailable(f"cluster not ready after {timeout:g}s: {'; '.join(problems)}")
+            when = "" if given_up else f" after {timeout:g}s"
+            raise Unavailable(f"cluster not ready{when}: {'; '.join(problems)}")
         time.sleep(0.1)
 
 
@@ -467,8 +495,15 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
 
 
 def _wait_started(info: ClusterInfo, wait: float) -> None:
+    # only our own processes count: a stray node of another cluster could hold one of our ports
+    # (-1 for a node already dead, so that nothing can stand in for it)
+    expect = {format_hostport(n.client): (n.id, _live_pid(info, n.id) or -1) for n in info.nodes}
+    # a node that exited will not come back by itself: say so now rather than after ``wait``
+    def some_exited() -> bool:
+        return any(_live_pid(info, n.id) is None for n in info.nodes)
+
     try:
-        wait_ready(info.addresses, timeout=wait)
+        _wait_ready(info.addresses, wait, expect, some_exited)
     except Unavailable as exc:
         # say why, per node: an exited node's log usually names the cause (port taken, bad data dir)
         notes = []
@@ -514,7 +549,7 @@ def kill_node(data_dir: str | os.PathLike[str], node_id: str, sig: int = signal.
         return None
     os.kill(pid, sig)
     if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-        if not _wait_dead(info, {node_id: pid}, time.monotonic() + timeout):
+        if not _wait_dead({node_id: pid}, time.monotonic() + timeout):
             _remove_pid_file(info, node_id, pid)
     return pid
 
@@ -541,11 +576,12 @@ def stop(data_dir: str | os.PathLike[str], timeout: float = 10.0) -> dict[str, s
         for pid in running.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        stragglers = _wait_dead(info, running, time.monotonic() + timeout)
+                os.kill(pid, signal.SIGCONT)  # a node paused by a fault test must run to see the TERM
+        stragglers = _wait_dead(running, time.monotonic() + timeout)
         for pid in stragglers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        survivors = _wait_dead(info, stragglers, time.monotonic() + 5.0)
+        survivors = _wait_dead(stragglers, time.monotonic() + 5.0)
         for node_id in running:
             result[node_id] = ("still running" if node_id in survivors
                                else "killed" if node_id in stragglers else "stopped")

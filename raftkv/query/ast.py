@@ -20,6 +20,10 @@ class Node:
 
     pos: Pos | None = field(default=None, compare=False, repr=False, kw_only=True)
 
+    def at(self) -> str:
+        """``"line L, column C: "`` to prefix an error message, or "" when the position is unknown."""
+        return f"line {self.pos[0]}, column {self.pos[1]}: " if self.pos else ""
+
 
 # --- expressions ----------------------------------------------------------------------------------
 

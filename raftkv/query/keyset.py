@@ -29,11 +29,6 @@ def normalize(ranges: Iterable[Range]) -> KeySet:
     return tuple(out)
 
 
-def points(keys: Iterable[int]) -> KeySet:
-    """The set of the given keys (runs of consecutive keys become one range)."""
-    return normalize((k, k) for k in keys)
-
-
 def union(a: KeySet, b: KeySet) -> KeySet:
     """Keys in ``a`` or ``b``."""
     return normalize((*a, *b))

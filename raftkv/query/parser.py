@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
 from ..errors import QueryError
@@ -38,8 +38,10 @@ _EXPRESSION_START = {"NUMBER", "STRING", "BYTES", "NAME", "KEY", "VALUE", "NOT",
 def _lark() -> Lark:
     # LALR(1): the grammar has no conflicts, so we get a linear-time parser whose errors name the
     # exact tokens acceptable at the failure point; Earley's generality would buy nothing here.
-    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", start=["one", "script"],
-                maybe_placeholders=True, propagate_positions=True)
+    # The basic (not contextual) lexer keeps keywords reserved everywhere, so a misplaced keyword
+    # is reported as itself ("unexpected FROM") instead of being quietly read as a name.
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="basic",
+                start=["one", "script"], maybe_placeholders=True, propagate_positions=True)
 
 
 def parse(text: str) -> ast.Statement:
@@ -102,6 +104,7 @@ def _end_position(text: str) -> tuple[int, int]:
 
 
 def _terminal_name(name: str) -> str:
+    """``FROM``, ``'('`` or ``a number``: how a terminal is called in messages."""
     if name in _TERMINAL_NAMES:
         return _TERMINAL_NAMES[name]
     term = next((t for t in _lark().terminals if t.name == name), None)
@@ -125,8 +128,6 @@ def _expected(names: set[str]) -> str:
 
 
 def _describe_token(token: Token) -> str:
-    if token.type == "$END":
-        return "end of input"
     if token.type in ("NUMBER", "STRING", "BYTES", "COMP_OP"):
         return f"{_TERMINAL_NAMES[token.type].removeprefix('a ')} {token}"
     if token.type == "NAME":
@@ -143,17 +144,15 @@ def _syntax_error(text: str, e: UnexpectedInput) -> QueryError:
             return _located_error(text, line, column, "unterminated string: the closing ' is missing")
         if char == '"':
             return _located_error(text, line, column, "unexpected character '\"'; strings use single quotes")
-        return _located_error(text, line, column, f"unexpected character {char!r}{_expected(e.allowed or set())}")
+        # The basic lexer does not know the parser state, so there is no useful "expected" list.
+        return _located_error(text, line, column, f"unexpected character {char!r}")
     if isinstance(e, UnexpectedToken):
         expected = e.accepts or e.expected
         if e.token.type == "$END":
             line, column = _end_position(text)
             return _located_error(text, line, column, f"unexpected end of input{_expected(expected)}")
         return _located_error(text, e.line, e.column, f"unexpected {_describe_token(e.token)}{_expected(expected)}")
-    if isinstance(e, UnexpectedEOF):
-        line, column = _end_position(text)
-        return _located_error(text, line, column, f"unexpected end of input{_expected(set(e.expected))}")
-    return QueryError(str(e))
+    return QueryError(str(e))  # other lark errors belong to parsers we do not use
 
 
 def _error_at(where: Token | object, message: str) -> QueryError:

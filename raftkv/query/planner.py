@@ -199,7 +199,7 @@ def _bucket_width(group: ast.Call, now: int) -> int:
     if isinstance(width, float) and width.is_integer():
         width = int(width)
     if type(width) is not int or not 0 < width <= MAX_KEY:
-        raise QueryError(f"{_at(group)}the time_bucket width must be a positive whole number of "
+        raise QueryError(f"{group.at()}the time_bucket width must be a positive whole number of "
                          f"nanoseconds, such as INTERVAL '1 minute'; got {render(group.args[0])}")
     return width
 
@@ -211,7 +211,7 @@ def _plan_insert(rows: tuple[tuple[Expr, Expr], ...], shard_map: ShardMap, now: 
         try:
             value = check_value(value_expr.value)
         except InvalidArgument as e:
-            raise QueryError(f"{_at(value_expr)}{e.message}") from None
+            raise QueryError(f"{value_expr.at()}{e.message}") from None
         checked.append((key, value))
     by_shard: dict[str, tuple] = {}
     for key, value in checked:
@@ -225,12 +225,12 @@ def _key_constant(expr: Expr, now: int, what: str) -> int:
     value = _evaluate(expr, now)
     if isinstance(value, float):
         if not value.is_integer():
-            raise QueryError(f"{_at(expr)}{what} must be a whole number, got {render(expr)}")
+            raise QueryError(f"{expr.at()}{what} must be a whole number, got {render(expr)}")
         value = int(value)
     try:
         return check_key(value, what)
     except InvalidArgument as e:
-        raise QueryError(f"{_at(expr)}{e.message}") from None
+        raise QueryError(f"{expr.at()}{e.message}") from None
 
 
 # --- WHERE → ranges + residual filter -------------------------------------------------------------
@@ -304,7 +304,7 @@ def _key_compare(op: str, bound: Expr, now: int) -> KeySet:
     c = _evaluate(bound, now)
     if not MIN_KEY <= c <= MAX_KEY:  # also false for NaN
         shown = "" if render(bound) == str(c) else f"{render(bound)} = "
-        raise QueryError(f"{_at(bound)}key bound {shown}{c} is outside the key range [0, 2**64-1]")
+        raise QueryError(f"{bound.at()}key bound {shown}{c} is outside the key range [0, 2**64-1]")
     # Exact for float bounds too: math.floor/ceil of a finite float are exact ints.
     low, high = math.ceil(c), math.floor(c)
     ranges = {
@@ -366,14 +366,10 @@ def _evaluate(e: Expr, now: int) -> object:
             try:
                 return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
             except ZeroDivisionError:
-                raise QueryError(f"{_at(e)}division by zero in {render(e)}") from None
+                raise QueryError(f"{e.at()}division by zero in {render(e)}") from None
             except OverflowError:
-                raise QueryError(f"{_at(e)}{render(e)} is too large") from None
-    raise QueryError(f"{_at(e)}{render(e)} is not a constant")
-
-
-def _at(node: ast.Node) -> str:
-    return f"line {node.pos[0]}, column {node.pos[1]}: " if node.pos else ""
+                raise QueryError(f"{e.at()}{render(e)} is too large") from None
+    raise QueryError(f"{e.at()}{render(e)} is not a constant")
 
 
 # --- shards ---------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def to_wire(expr: ast.Expr) -> list:
         case ast.IsNull(operand=x, negated=negated):
             w = ["isnull", expr_to_wire(x)]
             return ["not", w] if negated else w
-    raise QueryError(f"cannot send {ast.render(expr)} to the shards as a filter")
+    raise QueryError(f"{expr.at()}cannot send {ast.render(expr)} to the shards as a filter")
 
 
 def expr_to_wire(expr: ast.Expr) -> list | int | float | str | bool:
@@ -105,9 +105,10 @@ def expr_to_wire(expr: ast.Expr) -> list | int | float | str | bool:
             if isinstance(v, bytes):
                 return ["bytes", v.hex()]
             if type(v) is int and not _INT_MIN <= v <= _INT_MAX:
-                raise QueryError(f"the number {v} does not fit in 64 bits")
+                raise QueryError(f"{expr.at()}the number {v} does not fit in 64 bits; "
+                                 "write it as a float such as 1e23")
             if v is None:
-                raise QueryError("NULL cannot be used as an operand; use IS NULL")
+                raise QueryError(f"{expr.at()}NULL cannot be used as an operand; use IS NULL")
             return v
         case ast.Column(name=name):
             return [name]
@@ -119,7 +120,7 @@ def expr_to_wire(expr: ast.Expr) -> list | int | float | str | bool:
             return [op, expr_to_wire(left), expr_to_wire(right)]
         case ast.Neg(operand=x):
             return ["neg", expr_to_wire(x)]
-    raise QueryError(f"cannot send {ast.render(expr)} to the shards as an operand")
+    raise QueryError(f"{expr.at()}cannot send {ast.render(expr)} to the shards as an operand")
 
 
 # --- wire → closures ------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class _Compiler:
             return lambda k, v, d: result
         if op == "cmp":
             _arity(w, 3)
-            if args[0] not in _CMP:
+            if type(args[0]) is not str or args[0] not in _CMP:
                 raise _bad(f"unknown comparison {args[0]!r:.20}")
             return self._compare(args[0], self.operand(args[1], depth + 1), self.operand(args[2], depth + 1))
         if op == "in":
@@ -457,10 +458,14 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for all rows: json.loads with keyword arguments would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load(value: bytes) -> Any:
     try:
-        return json.loads(value, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply to parse
+        return _DECODER.decode(value.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deeply to parse
         return _INVALID
 
 

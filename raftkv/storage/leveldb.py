@@ -31,6 +31,7 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import plyvel
 
@@ -104,6 +105,7 @@ class ShardStore:
             self._release()
             raise
         self._lock = threading.RLock()  # guards self._db against a snapshot swap
+        self._views: set[StoreView] = set()
         self._applied = self._load_applied()
         self._drop_stale_generations()
 
@@ -152,27 +154,19 @@ class ShardStore:
         Stops after ``limit`` rows or once ``max_bytes`` of keys+values are collected
         (at least one row is always returned when one exists, so a 1 MiB value still
         moves), or after examining ``max_examined`` rows, so a selective ``filter``
-        cannot pin the store for a whole shard (such a page may hold no rows).  Returns ``(rows, resume)``: ``resume`` is the ``start`` (or, reversed,
-        the exclusive ``end``) to pass for the next page, or None when the range is done.
+        cannot pin the store for a whole shard (such a page may hold no rows).  Returns
+        ``(rows, resume)``: ``resume`` is the ``start`` (or, reversed, the exclusive
+        ``end``) to pass for the next page, or None when the range is done.
         """
-        rows: list[Row] = []
-        size = examined = 0
-        unpack = _PREFIXED.unpack
         with self._lock:
-            it = self._db.iterator(start=_bound(start), stop=_bound(end), reverse=reverse)
-            try:
-                for raw, value in it:
-                    key = unpack(raw)[1]
-                    if (len(rows) >= limit or (rows and size + len(value) + 8 > max_bytes)
-                            or examined >= max_examined):
-                        return rows, key + 1 if reverse else key
-                    examined += 1
-                    if filter is None or filter(key, value):
-                        rows.append((key, value))
-                        size += len(value) + 8
-            finally:
-                it.close()
-        return rows, None
+            return _scan_page(self._db, start, end, reverse, limit, max_bytes, filter, max_examined)
+
+    def open_view(self) -> StoreView:
+        """A frozen, consistent view of the store for paging through a large scan."""
+        with self._lock:
+            view = StoreView(self, self._db.snapshot())
+            self._views.add(view)
+            return view
 
     # --- writes (Raft thread only) ----------------------------------------------------------
 
@@ -258,6 +252,8 @@ class ShardStore:
             raise
         write_file_atomic(os.path.join(self.path, "CURRENT"), str(gen).encode())
         with self._lock:
+            for view in list(self._views):  # they read the old database, which is going away
+                view.close()
             old, self._db, self._gen = self._db, db, gen
             self._applied = index
             old.close()
@@ -271,7 +267,58 @@ class ShardStore:
     def close(self) -> None:
         """Close the database and release the directory for another open."""
         with self._lock:
+            for view in list(self._views):
+                view.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
         self._release()
+
+
+class StoreView:
+    """A LevelDB snapshot of one store: pages of a long scan all see the same state."""
+
+    def __init__(self, store: ShardStore, snapshot: Any) -> None:
+        self._store = store
+        self._snap = snapshot
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (explicitly, or because the store installed a snapshot or closed)."""
+        return self._snap is None
+
+    def scan(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000, max_bytes: int = 1 << 20,
+             filter: Filter | None = None, max_examined: int = 200_000) -> tuple[list[Row], int | None]:
+        """Same contract as :meth:`ShardStore.scan`, against the frozen state."""
+        with self._store._lock:
+            if self._snap is None:
+                raise StorageError("this view of the store was closed")
+            return _scan_page(self._snap, start, end, reverse, limit, max_bytes, filter, max_examined)
+
+    def close(self) -> None:
+        """Release the snapshot."""
+        with self._store._lock:
+            if self._snap is not None:
+                self._snap.close()
+                self._snap = None
+            self._store._views.discard(self)
+
+
+def _scan_page(source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
+               filter: Filter | None, max_examined: int) -> tuple[list[Row], int | None]:
+    rows: list[Row] = []
+    size = examined = 0
+    unpack = _PREFIXED.unpack
+    it = source.iterator(start=_bound(start), stop=_bound(end), reverse=reverse)
+    try:
+        for raw, value in it:
+            key = unpack(raw)[1]
+            if len(rows) >= limit or (rows and size + len(value) + 8 > max_bytes) or examined >= max_examined:
+                return rows, key + 1 if reverse else key
+            examined += 1
+            if filter is None or filter(key, value):
+                rows.append((key, value))
+                size += len(value) + 8
+    finally:
+        it.close()
+    return rows, None

@@ -207,3 +207,20 @@ def test_delete_range_and_unavailable_deadline_shape(cluster):
         assert db.delete_range(100, 2099) == 2000
         assert len(db.range_query(0, MAX_KEY)) == 1000
         assert db.delete_range(10, 5) == 0
+
+
+def test_scan_pages_use_one_snapshot_per_shard_and_survive_cursor_loss(cluster):
+    with Client(cluster.seeds, page_keys=10) as db:
+        db.put_many([(k, b"before") for k in range(100)])
+        pages = db.scan_pages(0, 99)
+        first = next(pages)
+        db.put_many([(k, b"after") for k in range(100)])  # written while the scan is under way
+        rest = [row for page in pages for row in page]
+        assert {v for _, v in first + rest} == {b"before"}  # the shard's scan saw one state
+        assert len(first + rest) == 100
+        # a cursor the node no longer has: the client restarts that page from a fresh snapshot
+        sid = db.shard_map().shards[0].id
+        addr = cluster.address(cluster.leader_of(sid))
+        with pytest.raises(errors.CursorExpired):
+            rpc.call(addr, "scan", shard=sid, start=50, cursor=["n1", 10**9])
+        assert [k for k, _ in db.scan(0, 99)] == list(range(100))

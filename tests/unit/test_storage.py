@@ -114,3 +114,22 @@ def test_meta_map_compare_and_set(store):
     assert commands.apply(store, 1, commands.set_map({"epoch": 1, "shards": []}, 0)[1:]) == 1
     assert commands.apply(store, 2, commands.set_map({"epoch": 2, "shards": []}, 0)[1:]) == 1  # lost the race
     assert commands.stored_map(store)["epoch"] == 1
+
+
+def test_view_is_frozen_and_closed_by_install(tmp_path):
+    s = ShardStore(str(tmp_path / "s"))
+    s.apply(1, puts=[(k, b"a") for k in range(10)])
+    view = s.open_view()
+    s.apply(2, puts=[(k, b"b") for k in range(10)], deletes=[])
+    s.apply(3, deletes=[0, 1])
+    rows, resume = view.scan(0, 2**64, limit=5)
+    assert rows == [(k, b"a") for k in range(5)] and resume == 5  # the state when the view opened
+    rows, _ = view.scan(resume, 2**64)
+    assert rows == [(k, b"a") for k in range(5, 10)]
+    assert s.scan(0, 2**64)[0][0] == (2, b"b")
+    index, items = s.snapshot_items()
+    s.install(items, index)  # replaces the database the view reads
+    assert view.closed
+    with pytest.raises(StorageError):
+        view.scan(0, 2**64)
+    s.close()
