@@ -64,7 +64,7 @@ SNAPSHOT_BACKLOG_LIMIT = 8 * 1024 * 1024
 class RaftOptions:
     """Timing and compaction settings shared by every group of a node."""
 
-    def __init__(self, heartbeat: float = 0.05, election_min: float = 0.8, election_max: float = 1.6,
+    def __init__(self, heartbeat: float = 0.1, election_min: float = 0.8, election_max: float = 1.6,
                  compact_entries: int = 20000, compact_bytes: int = 64 << 20, compact_seconds: float = 600.0,
                  snapshot_chunk: int = 256 * 1024) -> None:
         self.heartbeat = heartbeat

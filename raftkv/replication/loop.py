@@ -35,7 +35,7 @@ from .transport import PeerHub
 
 log = logging.getLogger(__name__)
 
-TICK = 0.02
+TICK = 0.05  # periodic tick of every group: timers only; commits, applies and reads are event-driven
 ReadCallback = Callable[[Exception | None], None]
 
 
