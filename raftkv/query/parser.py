@@ -7,6 +7,7 @@ top of the repository.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
@@ -18,7 +19,15 @@ from . import ast
 from .check import check
 from .literals import parse_bytes, parse_interval, parse_number, parse_string, parse_timestamp
 
-GRAMMAR_PATH = Path(__file__).resolve().parents[2] / "grammar" / "query.lark"
+
+def _grammar_path() -> Path:
+    """The repository's ``grammar/query.lark``; a non-editable install ships it under ``<prefix>/share/raftkv``."""
+    in_repo = Path(__file__).resolve().parents[2] / "grammar" / "query.lark"
+    return in_repo if in_repo.exists() else Path(sys.prefix) / "share" / "raftkv" / "query.lark"
+
+
+GRAMMAR_PATH = _grammar_path()
+TOO_DEEP = "the query is nested too deeply"
 
 # Human names for the grammar's regex terminals; string terminals are named after their text.
 _TERMINAL_NAMES = {
@@ -57,18 +66,21 @@ def parse_script(text: str) -> list[ast.Statement]:
 def _parse(text: str, start: str):
     try:
         tree = _lark().parse(text, start=start)
-    except UnexpectedInput as e:
-        raise _syntax_error(text, e) from None
-    try:
         result = _Builder().transform(tree)
         for statement in result if start == "script" else [result]:
             check(statement)
+    except UnexpectedInput as e:
+        raise _syntax_error(text, e) from None
     except VisitError as e:
         if isinstance(e.orig_exc, QueryError):
             raise _locate(text, e.orig_exc) from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise QueryError(TOO_DEEP) from None
         raise
     except QueryError as e:
         raise _locate(text, e) from None
+    except RecursionError:  # the tree walks are recursive; a few hundred levels is plenty
+        raise QueryError(TOO_DEEP) from None
     return result
 
 

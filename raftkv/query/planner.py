@@ -133,6 +133,13 @@ def plan(statement: ast.Statement, shard_map: ShardMap, now_ns: int | None = Non
     ``now()`` is read once per statement: ``now_ns`` if given, else the system clock.
     """
     now = time.time_ns() if now_ns is None else now_ns
+    try:
+        return _plan(statement, shard_map, now)
+    except RecursionError:  # the tree walks are recursive, like the parser's
+        raise QueryError("the query is nested too deeply") from None
+
+
+def _plan(statement: ast.Statement, shard_map: ShardMap, now: int) -> Plan:
     match statement:
         case ast.Select():
             return _plan_select(statement, shard_map, now)
@@ -147,7 +154,7 @@ def plan(statement: ast.Statement, shard_map: ShardMap, now_ns: int | None = Non
             shard = shard_map.shard_for_key(k)
             return GetPlan(k, shard.id, shard.replicas)
         case ast.Explain(statement=inner):
-            return ExplainPlan(plan(inner, shard_map, now))
+            return ExplainPlan(_plan(inner, shard_map, now))
         case ast.Show(what=what):
             return ShowPlan(what)
     raise QueryError(f"cannot plan {statement!r:.80}")
@@ -240,13 +247,17 @@ def _plan_where(where: Expr | None, now: int) -> tuple[KeySet, list | None, str 
     """Key ranges, residual filter (wire and text) and the dropped key predicates."""
     if where is None:
         return FULL, None, None, ()
-    ranges, _exact = _derive(where, now)
+    ranges = _derive(where, now)[0]
     residual, dropped = _split(where, now)
     if residual is None:
         return ranges, None, None, tuple(dropped)
     folded = _fold(residual, now)
     wire = to_wire(folded)
-    compile_filter(wire)  # refuse here what the shards would refuse (e.g. too many nodes)
+    try:
+        compile_filter(wire)  # refuse here what the shards would refuse
+    except QueryError as e:  # a checked AST can only fail on size or depth
+        raise QueryError("the WHERE clause is too large to send to the shards: "
+                         + e.message.removeprefix("bad filter: ")) from None
     return ranges, wire, render(folded), tuple(dropped)
 
 

@@ -18,8 +18,8 @@ Wire form (``x`` is an operand, ``c`` a constant)::
 Semantics (two-valued, decided for speed and predictability):
 
 * A JSON operand is the value found by walking the path in ``json.loads(value)``; it is NULL when
-  the value is not valid JSON (NaN/Infinity count as invalid), a step is missing, or a step meets
-  the wrong container type. JSON ``null`` is NULL too.
+  the value is not valid UTF-8 JSON (NaN/Infinity count as invalid), a step is missing, or a step
+  meets the wrong container type. JSON ``null`` is NULL too.
 * A comparison is true only when both sides are non-NULL and of the same kind: numbers with
   numbers (JSON true/false are not numbers), strings with strings (code point order), booleans
   with booleans (``=``/``!=`` only), bytes with bytes (``value``; a str constant is UTF-8 encoded).
@@ -231,6 +231,7 @@ class _Compiler:
 
     def _compare(self, op: str, a: _Operand, b: _Operand) -> RowFn:
         _check_comparable(op, a.kind, b.kind)
+        a, b = _as_bytes_if(b.kind == BYTES, a), _as_bytes_if(a.kind == BYTES, b)
         if a.fn is None and b.fn is None:
             result = _same_kind_compare(_CMP[op], op, a.const, b.const)
             return lambda k, v, d: result
@@ -242,7 +243,6 @@ class _Compiler:
             return lambda k, v, d: _same_kind_compare(cmp, op, get(k, v, d), other(k, v, d))
         c = b.const
         if a.kind == BYTES:
-            c = c.encode() if isinstance(c, str) else c
             return lambda k, v, d: cmp(get(k, v, d), c)
         if get is _key:  # the commonest residual: a key bound the ranges could not absorb
             return lambda k, v, d: cmp(k, c)
@@ -257,13 +257,14 @@ class _Compiler:
     def _in(self, x: _Operand, items: object, depth: int) -> RowFn:
         if not isinstance(items, (list, tuple)):
             raise _bad("'in' takes an operand and a list of constants")
+        constants = [self.operand(item, depth + 1) for item in items]
+        if any(c.fn is not None for c in constants):
+            raise _bad("'in' list items must be constants")
+        x = _as_bytes_if(any(c.kind == BYTES for c in constants), x)
         members: dict[type, set] = {}
-        for item in items:
-            c = self.operand(item, depth + 1)
-            if c.fn is not None:
-                raise _bad("'in' list items must be constants")
+        for c in constants:
             _check_comparable("=", x.kind, c.kind)
-            value = c.const.encode() if x.kind == BYTES and c.kind == STR else c.const
+            value = _as_bytes_if(x.kind == BYTES, c).const
             members.setdefault(float if type(value) is int else type(value), set()).add(value)
         # Numbers share one set (1 == 1.0); booleans have their own so JSON true never equals 1.
         by_type = {t: frozenset(s) for t, s in members.items()}
@@ -302,15 +303,12 @@ class _Compiler:
         if constant is not None:
             self._count(depth)
             return constant
-        w = self._node(w, depth)
-        op = w[0]
-        if op == "value":
-            _arity(w, 0)
+        head = w[0] if isinstance(w, (list, tuple)) and w else None
+        if head == "value":
+            _arity(self._node(w, depth), 0)
             return _Operand(BYTES, _value)
-        if op == "json":
-            _arity(w, 1)
-            self.uses_json = True
-            return _Operand(JSON, _json_getter(self._path(w[1], depth + 1)))
+        if head == "json":
+            return _Operand(JSON, self._json(w, depth))
         return _Operand(NUM, self.number(w, depth))
 
     def number(self, w: object, depth: int) -> RowFn:
@@ -331,9 +329,7 @@ class _Compiler:
             _arity(w, 0)
             return _length
         if op == "json":
-            _arity(w, 1)
-            self.uses_json = True
-            get = _json_getter(self._path(w[1], depth + 1))
+            get = self._json(w, depth, counted=True)
             return lambda k, v, d: x if type(x := get(k, v, d)) is int or type(x) is float else None
         if op in _ARITH:
             _arity(w, 2)
@@ -345,6 +341,13 @@ class _Compiler:
         if op == "value":
             raise _bad("value is bytes, not a number")
         raise _bad(f"unknown operand {op!r:.20}")
+
+    def _json(self, w: object, depth: int, counted: bool = False) -> RowFn:
+        """The getter of a ``["json", path]`` operand (its node already counted if ``counted``)."""
+        w = w if counted else self._node(w, depth)
+        _arity(w, 1)
+        self.uses_json = True
+        return _json_getter(self._path(w[1], depth + 1))
 
     def _path(self, path: object, depth: int) -> tuple[str | int, ...]:
         if not isinstance(path, (list, tuple)) or not path:
@@ -383,6 +386,13 @@ def _constant(w: object) -> _Operand | None:
     if w is None:
         raise _bad("null is not an operand; use isnull")
     return None
+
+
+def _as_bytes_if(condition: bool, x: _Operand) -> _Operand:
+    """A str constant compared with bytes is compared as its UTF-8 encoding."""
+    if condition and x.kind == STR:
+        return _Operand(BYTES, None, x.const.encode())
+    return x
 
 
 def _check_comparable(op: str, a: str, b: str) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the query language (raftkv.query): pure, no cluster needed."""
