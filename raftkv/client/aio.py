@@ -202,15 +202,20 @@ class AsyncClient:
                 yield row
 
     async def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
-                         reverse: bool = False, filter: Any = None) -> AsyncIterator[list[Row]]:
-        """Like :meth:`scan`, a page (list of rows) at a time."""
+                         reverse: bool = False, filter: Any = None,
+                         page_keys: int | None = None) -> AsyncIterator[list[Row]]:
+        """Like :meth:`scan`, a page (list of rows) at a time.
+
+        ``filter`` is a query-language filter in wire form, evaluated on the shards;
+        ``page_keys`` overrides the page size (the query executor shrinks it to a LIMIT).
+        """
         start, end = check_range(start, end)
         limit = check_limit(limit)
         span = inclusive_to_half_open(start, end)
         if span is None or limit == 0:
             return
         remaining = limit
-        async for page in self._pages(span[0], span[1], reverse, filter):
+        async for page in self._pages(span[0], span[1], reverse, filter, page_keys or self.page_keys):
             if remaining is not None:
                 page = page[:remaining]
                 remaining -= len(page)
@@ -237,6 +242,51 @@ class AsyncClient:
             total += reply["deleted"]
             cursor = reply["resume"] if reply["resume"] is not None else stop
         return total
+
+    async def query(self, statement: Any, now_ns: int | None = None) -> Any:
+        """Run one query-language statement (text or parsed); returns a :class:`QueryResult`.
+
+        >>> res = await db.query("SELECT count(*) FROM kv WHERE key >= now() - INTERVAL '5 minutes'")
+        ... # doctest: +SKIP
+        """
+        from ..query.executor import execute
+
+        return await execute(self, statement, now_ns)
+
+    async def aggregate_shard(self, shard_id: str, lo: int, hi: int, aggs: Any, bucket_ns: int | None,
+                              filter: Any) -> Any:
+        """Partial aggregates of one shard's rows in ``[lo, hi]``, fetched in bounded steps on one snapshot."""
+        from ..query.aggregate import Aggregates
+
+        deadline = time.monotonic() + self.timeout
+        merger = Aggregates(aggs, bucket_ns)
+        total = merger.new()
+        cursor = None
+        cursor_lo, end = lo, hi + 1
+        while True:
+            shard = (await self._shard_map(deadline)).shard_by_id(shard_id)
+            if shard is None:
+                raise StaleRoute(f"shard {shard_id} is gone")
+            fields = {"start": cursor_lo, "end": None if end == KEY_SPACE_END else end, "aggs": aggs,
+                      "bucket_ns": bucket_ns, "filter": filter, "consistency": self.consistency, "cursor": cursor}
+
+            async def attempt(s: Shard = shard, f: dict[str, Any] = fields) -> Any:
+                try:
+                    return await self._send(s, "aggregate", f, deadline)
+                except errors.CursorExpired:
+                    # a fresh snapshot would count rows twice with what we merged: start this shard over
+                    f["cursor"], f["start"] = None, lo
+                    raise _RestartShard() from None
+
+            try:
+                reply = await self._with_retry(attempt, deadline)
+            except _RestartShard:
+                total, cursor, cursor_lo = merger.new(), None, lo
+                continue
+            total = merger.merge(total, reply["partials"])
+            if reply["resume"] is None:
+                return total
+            cursor_lo, cursor = reply["resume"], reply["cursor"]
 
     async def shard_map(self) -> ShardMap:
         """The cached shard map (fetched if needed)."""
@@ -406,9 +456,9 @@ class AsyncClient:
                 raise r
 
     async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any, deadline: float,
-                    cursor: Any = None) -> tuple[list[Row], int | None, Any]:
+                    cursor: Any = None, page_keys: int = 1000) -> tuple[list[Row], int | None, Any]:
         fields = {"start": lo, "end": None if hi == KEY_SPACE_END else hi, "reverse": reverse,
-                  "limit": self.page_keys, "max_bytes": self.page_bytes, "filter": filter,
+                  "limit": page_keys, "max_bytes": self.page_bytes, "filter": filter,
                   "consistency": self.consistency, "cursor": cursor}
 
         async def attempt() -> Any:
@@ -421,7 +471,8 @@ class AsyncClient:
         reply = await self._with_retry(attempt, deadline)
         return list(map(tuple, reply["rows"])), reply["resume"], reply.get("cursor")
 
-    async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any) -> AsyncIterator[list[Row]]:
+    async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any,
+                     page_keys: int) -> AsyncIterator[list[Row]]:
         """Pages of ``[lo, hi)`` in order, prefetching ahead; bounded memory."""
         smap = await self._shard_map(time.monotonic() + self.timeout)
         segments = smap.shards_for_range(lo, hi)
@@ -432,7 +483,7 @@ class AsyncClient:
         def launch(seg: tuple[Shard, int, int]) -> None:
             shard, s_lo, s_hi = seg
             task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
-                                                  time.monotonic() + self.timeout))
+                                                  time.monotonic() + self.timeout, None, page_keys))
             pending.append((shard, s_lo, s_hi, task))
 
         queue = list(segments)
@@ -447,7 +498,7 @@ class AsyncClient:
                     if resume is not None:
                         s_lo, s_hi = (s_lo, resume) if reverse else (resume, s_hi)
                         task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
-                                                              time.monotonic() + self.timeout, cursor))
+                                                              time.monotonic() + self.timeout, cursor, page_keys))
                     if rows:
                         yield rows
                     if resume is None:
@@ -460,6 +511,10 @@ class AsyncClient:
 
 class _Redirect(RaftKVError):
     """Internal: the leader moved and we know where."""
+
+
+class _RestartShard(RaftKVError):
+    """Internal: an aggregate lost its snapshot mid-shard and must recount that shard."""
 
 
 class _Resplit(RaftKVError):

@@ -95,7 +95,10 @@ class Client:
     def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
                    reverse: bool = False, filter: Any = None) -> Iterator[list[Row]]:
         """Like :meth:`scan`, a page at a time."""
-        agen = self._aio.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter)
+        return self._iterate(self._aio.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter))
+
+    def _iterate(self, agen: Any) -> Iterator[Any]:
+        """Drive an async generator from this thread, one item per hop; closes it if abandoned."""
         try:
             while True:
                 try:
@@ -105,6 +108,14 @@ class Client:
         finally:
             if not self._closed:
                 self._run(agen.aclose())
+
+    def query(self, statement: Any, now_ns: int | None = None) -> QueryResult:
+        """Run one query-language statement (text or parsed); iterate the result for its rows.
+
+        >>> for key, value in db.query("SELECT * FROM kv WHERE value->'temp' > 30 LIMIT 10"):
+        ...     print(key, value)                                    # doctest: +SKIP
+        """
+        return QueryResult(self, self._run(self._aio.query(statement, now_ns)))
 
     def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
         """Delete every key in ``[start, end]``; returns how many went."""
@@ -117,3 +128,31 @@ class Client:
     def node_status(self, address: str) -> dict[str, Any]:
         """One node's view of its replicas."""
         return self._run(self._aio.node_status(address))
+
+
+class QueryResult:
+    """A statement's result for threaded code: ``columns``, ``status``, rows streamed by iteration."""
+
+    def __init__(self, client: Client, result: Any) -> None:
+        self._client = client
+        self._result = result
+        self.columns: tuple[str, ...] = result.columns
+        self.status: str = result.status
+        self._pages: Iterator[list[tuple[Any, ...]]] | None = None
+
+    def pages(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows a page (list of tuples) at a time."""
+        if self._pages is None:
+            self._pages = self._client._iterate(self._result.pages())
+        return self._pages
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for page in self.pages():
+            yield from page
+
+    def close(self) -> None:
+        """Stop fetching rows (idempotent)."""
+        if self._pages is not None:
+            self._pages.close()
+        elif not self._client._closed:
+            self._client._run(self._result.close())

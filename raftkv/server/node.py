@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from pysyncobj.config import FAIL_REASON
@@ -54,6 +55,8 @@ DEFAULT_OP_TIMEOUT = 10.0
 MAX_OP_TIMEOUT = 60.0
 MAX_CURSORS = 256
 CURSOR_IDLE_SECONDS = 60.0
+AGG_STEP_ROWS = 50_000
+MAX_GROUPS = 100_000
 
 _FAIL_TO_ERROR = {
     FAIL_REASON.QUEUE_FULL: Overloaded,
@@ -95,6 +98,13 @@ def _resolve(fut: asyncio.Future, result: Any = None, error: BaseException | Non
             fut.set_exception(error)
         else:
             fut.set_result(result)
+
+
+class _Page:
+    """Where a paged read stopped, and the cursor that continues it."""
+
+    resume: int | None = None
+    cursor: list[Any] | None = None
 
 
 class Node:
@@ -310,22 +320,56 @@ class Node:
         if type(max_bytes) is not int or not 0 < max_bytes <= MAX_PAGE_BYTES:
             raise InvalidArgument(f"page max_bytes must be 1..{MAX_PAGE_BYTES}")
         _, match = self._filter(req)
+        view = await self._view(g, req)
+        with self._paging(g, view) as page:
+            rows, page.resume = view.scan(start, end, reverse=bool(req.get("reverse")), limit=limit,
+                                          max_bytes=max_bytes, filter=match)
+        return {"rows": rows, "resume": page.resume, "cursor": page.cursor}
+
+    async def op_aggregate(self, req: dict[str, Any]) -> Any:
+        """Partial aggregates of the rows of ``[start, end)`` passing ``filter``, a bounded step at a time.
+
+        Only the partials cross the network.  Each call folds at most ``AGG_STEP_ROWS``
+        rows and says where to ``resume`` (with a ``cursor`` on the same snapshot).
+        """
+        from ..query.aggregate import Aggregates
+
+        g = self._group(req)
+        start, end = self._bounds(g, req)
+        aggs = Aggregates(req.get("aggs"), req.get("bucket_ns"))
+        _, match = self._filter(req)
+        view = await self._view(g, req)
+        partials = aggs.new()
+        with self._paging(g, view) as page:
+            rows, page.resume = view.scan(start, end, limit=AGG_STEP_ROWS, max_bytes=1 << 62, filter=match,
+                                          max_examined=AGG_STEP_ROWS)
+            for key, value in rows:
+                aggs.update(partials, key, value)
+        if aggs.bucket_ns and len(partials) > MAX_GROUPS:
+            raise InvalidArgument(f"more than {MAX_GROUPS} groups in one step: use a wider time bucket")
+        return {"partials": partials, "resume": page.resume, "cursor": page.cursor}
+
+    async def _view(self, g: RaftGroup, req: dict[str, Any]) -> StoreView:
+        """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed."""
         cursor = req.get("cursor")
         if cursor is not None:
-            view = self._take_cursor(cursor, g.group_id)
-        else:
-            await self._readable(g, req)
-            view = g.store.open_view()
+            return self._take_cursor(cursor, g.group_id)
+        await self._readable(g, req)
+        return g.store.open_view()
+
+    @contextlib.contextmanager
+    def _paging(self, g: RaftGroup, view: StoreView) -> Iterator[_Page]:
+        """Close ``view`` when the page ends the range (or fails); otherwise keep it under a new cursor."""
+        page = _Page()
         try:
-            rows, resume = view.scan(start, end, reverse=bool(req.get("reverse")), limit=limit,
-                                     max_bytes=max_bytes, filter=match)
-        except Exception:
+            yield page
+        except BaseException:
             view.close()
             raise
-        if resume is None:
+        if page.resume is None:
             view.close()
-            return {"rows": rows, "resume": None, "cursor": None}
-        return {"rows": rows, "resume": resume, "cursor": self._keep_cursor(g.group_id, view)}
+        else:
+            page.cursor = self._keep_cursor(g.group_id, view)
 
     def _take_cursor(self, cursor: Any, group_id: str) -> StoreView:
         entry = None
@@ -381,7 +425,7 @@ class Node:
         return True
 
     OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
-                           "scan": "op_scan", "delete_range": "op_delete_range", "status": "op_status",
+                           "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range", "status": "op_status",
                            "compact": "op_compact"}
 
     # --- connections --------------------------------------------------------------------------
