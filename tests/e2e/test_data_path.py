@@ -12,7 +12,9 @@ import pytest
 from raftkv import AsyncClient, Client, errors
 from raftkv.client import rpc
 from raftkv.keys import MAX_KEY, MAX_VALUE_BYTES
-from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
+from raftkv.protocol.codec import encode
+
+from ..helpers import recv_message
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -115,15 +117,7 @@ def _raw(addr, data, read=True):
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(data)
-        if not read:
-            return None
-        dec = FrameDecoder()
-        while (msg := dec.next_message()) is NEED_DATA:
-            chunk = s.recv(65536)
-            if not chunk:
-                return None
-            dec.receive_data(chunk)
-        return msg
+        return recv_message(s) if read else None
 
 
 def test_malformed_frames_get_a_clear_error_and_the_node_lives_on(cluster):

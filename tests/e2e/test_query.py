@@ -24,9 +24,9 @@ def loaded(tmp_path_factory):
         if i % 10 == 0:
             v = b"\xff\xfe not json"
         elif i % 10 == 1:
-            v = json.dumps({"dev": "a%d" % (i % 3)}).encode()  # no temp
+            v = json.dumps({"dev": f"a{i % 3}"}).encode()  # no temp
         else:
-            v = json.dumps({"temp": rng.randrange(0, 50), "dev": "a%d" % (i % 3)}).encode()
+            v = json.dumps({"temp": rng.randrange(0, 50), "dev": f"a{i % 3}"}).encode()
         model[k] = v
     with Client(c.seeds) as db:
         db.put_many(model.items())

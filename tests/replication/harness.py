@@ -103,3 +103,10 @@ class LocalCluster:
     def rows(self, nid: str, gid: str = "g1") -> list[tuple[int, bytes]]:
         rows, _ = self.loops[nid].groups[gid].store.scan(0, 2**64, limit=10**9, max_bytes=1 << 62)
         return rows
+
+    def assert_replicated(self, expected: dict[int, bytes], gid: str = "g1") -> None:
+        """Every live node's store holds exactly ``expected`` once it has caught up with the leader."""
+        _, leader = self.leader(gid)
+        self.wait_applied(leader.store.applied_index, gid)
+        for nid in self.loops:
+            assert dict(self.rows(nid, gid)) == expected, f"{nid} diverges"

@@ -7,30 +7,19 @@ import time
 
 import pytest
 
-from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
+from raftkv.protocol.codec import encode
 
+from ..helpers import recv_message
 from .harness import LocalCluster
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _read_frame(sock):
-    dec = FrameDecoder()
-    while (msg := dec.next_message()) is NEED_DATA:
-        data = sock.recv(4096)
-        if not data:
-            return None
-        dec.receive_data(data)
-    return msg
 
 
 def test_cluster_with_secret_replicates(tmp_path):
     c = LocalCluster(str(tmp_path), secret=b"s3cret")
     try:
         c.put(1, b"a")
-        _, g = c.leader()
-        c.wait_applied(g.store.applied_index)
-        assert all(c.rows(n) == [(1, b"a")] for n in c.ids)
+        c.assert_replicated({1: b"a"})
     finally:
         c.close()
 
@@ -41,7 +30,7 @@ def test_wrong_secret_is_refused(tmp_path):
         c.leader()
         addr = c.peers["n1"]
         with socket.create_connection(addr, timeout=5) as s:
-            hello = _read_frame(s)
+            hello = recv_message(s)
             assert isinstance(hello["nonce"], bytes) and len(hello["nonce"]) == 16
             s.sendall(encode({"id": "n2", "mac": b"\x00" * 32}))
             s.sendall(encode([["g1", {"type": "request_vote", "term": 10**6, "last_log_index": 10**9,
@@ -65,14 +54,12 @@ def test_garbage_on_peer_port_is_dropped_and_node_keeps_working(tmp_path, payloa
         c.leader()
         for addr in c.peers.values():
             with socket.create_connection(addr, timeout=5) as s:
-                _read_frame(s)
+                recv_message(s)
                 s.sendall(payload)
                 s.settimeout(5)
                 assert s.recv(10) == b""
         c.put(7, b"still fine")
-        _, g = c.leader()
-        c.wait_applied(g.store.applied_index)
-        assert all(c.rows(n) == [(7, b"still fine")] for n in c.ids)
+        c.assert_replicated({7: b"still fine"})
     finally:
         c.close()
 
@@ -82,11 +69,11 @@ def test_unknown_peer_and_malformed_batches_rejected(tmp_path):
     try:
         c.leader()
         with socket.create_connection(c.peers["n1"], timeout=5) as s:
-            _read_frame(s)
+            recv_message(s)
             s.sendall(encode({"id": "intruder", "mac": b""}))
             assert s.recv(10) == b""
         with socket.create_connection(c.peers["n1"], timeout=5) as s:
-            _read_frame(s)
+            recv_message(s)
             s.sendall(encode({"id": "n2", "mac": b""}) + encode([["g1", "not a dict"]]))
             assert s.recv(10) == b""
         c.put(8, b"ok")
