@@ -54,8 +54,10 @@ async def closed_loop(fn, total: int, inflight: int) -> tuple[float, list[float]
     return time.perf_counter() - t0, lat
 
 
-async def run(seeds: str, keys: int) -> None:
+async def run(seeds: str, keys: int, only: set[str] | None = None) -> None:
     async with AsyncClient(seeds, timeout=60) as db:
+        if only:
+            return await run_only(db, only)
         base = T0
         for name, inflight, n in (("put", 1, 1000), ("put", 64, 20000)):
             secs, lat = await closed_loop(lambda i, b=base: db.put(b + i, VALUE), n, inflight)
@@ -98,10 +100,19 @@ async def run(seeds: str, keys: int) -> None:
         emit(bench="range_100", inflight=16, ops=n, ops_per_s=round(n / secs), p50_ms=pct(lat, 50))
 
 
+async def run_only(db: AsyncClient, only: set[str]) -> None:
+    if "put_1MiB" in only:
+        big = os.urandom(1 << 20)
+        n = 60
+        secs, lat = await closed_loop(lambda i: db.put(T0 + 2 * 10**12 + i, big), n, 4)
+        emit(bench="put_1MiB", inflight=4, ops=n, mb_per_s=round(n / secs, 1), p50_ms=pct(lat, 50))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", help="use a running cluster instead of starting one")
     ap.add_argument("--keys", type=int, default=1_000_000, help="keys for bulk load and scan")
+    ap.add_argument("--only", default="", help="comma-separated subset (supported: put_1MiB)")
     args = ap.parse_args()
     tmp = None
     seeds = args.seeds
@@ -111,7 +122,7 @@ def main() -> int:
         seeds = ",".join(info.addresses)
     try:
         emit(bench="setup", seeds=seeds, python=sys.version.split()[0], cpus=os.cpu_count())
-        asyncio.run(run(seeds, args.keys))
+        asyncio.run(run(seeds, args.keys, set(filter(None, args.only.split(",")))))
     finally:
         if tmp is not None:
             launcher.stop(tmp)

@@ -178,7 +178,13 @@ class DurableJournal:
             self._commit_dirty = True
 
     def getRaftCommitIndex(self) -> int:  # noqa: N802
-        return int(self._meta.get("commit", 1))
+        """The saved commit index, never past the last entry on disk.
+
+        The hint is saved lazily, so after a crash it may name entries that were staged but never
+        synced; pysyncobj would then wait for entries that do not exist (cf. its PR #197).
+        """
+        saved = int(self._meta.get("commit", 1))
+        return min(saved, self._entries[-1][1]) if self._entries else 1
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802
         """Record term and vote; they are fsynced by the next :meth:`sync`, before any reply leaves."""

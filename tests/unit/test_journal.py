@@ -110,3 +110,16 @@ def test_truncate_of_written_entries_is_durable(tmp_path):
     j.clear()
     j.sync()
     assert len(DurableJournal(path)) == 0
+
+
+def test_commit_hint_never_points_past_the_log(tmp_path):
+    """After a crash the lazily saved commit index may name entries that never reached the disk."""
+    path = str(tmp_path / "log")
+    j = DurableJournal(path)
+    _fill(j, 3)
+    j.sync()
+    j.setRaftCommitIndex(9)
+    j.onOneSecondTimer()  # the hint is saved ...
+    j.add(b"c4", 4, 1)  # ... entries 4.. were staged but the process died before sync
+    assert DurableJournal(path).getRaftCommitIndex() == 3
+    assert DurableJournal(str(tmp_path / "empty")).getRaftCommitIndex() == 1
