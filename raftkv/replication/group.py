@@ -33,7 +33,7 @@ from typing import Any
 import msgpack
 import pysyncobj.syncobj as _syncobj
 from pysyncobj import SyncObj, SyncObjConf
-from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
@@ -59,6 +59,7 @@ class _QuietTruncation(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_QuietTruncation())
 
 SNAPSHOT_BACKLOG_LIMIT = 8 * 1024 * 1024
+__all__ = ["FAIL_REASON", "GroupTransport", "RaftGroup", "RaftOptions", "SnapshotSerializer"]
 
 
 class RaftOptions:
@@ -66,7 +67,7 @@ class RaftOptions:
 
     def __init__(self, heartbeat: float = 0.1, election_min: float = 0.8, election_max: float = 1.6,
                  compact_entries: int = 20000, compact_bytes: int = 64 << 20, compact_seconds: float = 600.0,
-                 snapshot_chunk: int = 256 * 1024) -> None:
+                 snapshot_chunk: int = 256 * 1024, balance_leaders: bool = True) -> None:
         self.heartbeat = heartbeat
         self.election_min = election_min
         self.election_max = election_max
@@ -74,6 +75,7 @@ class RaftOptions:
         self.compact_bytes = compact_bytes
         self.compact_seconds = compact_seconds
         self.snapshot_chunk = snapshot_chunk
+        self.balance_leaders = balance_leaders
         if not heartbeat * 3 < election_min <= election_max:
             raise ValueError("need heartbeat * 3 < election_min <= election_max")
 
@@ -332,6 +334,10 @@ class RaftGroup(SyncObj):
     def send_now(self) -> None:
         """Send AppendEntries to every follower now, instead of at the next heartbeat."""
         self._SyncObj__sendAppendEntries()
+
+    def transfer_to(self, node_id: str) -> None:
+        """Ask ``node_id`` to take over leadership (Raft TimeoutNow); pysyncobj refuses if it lags."""
+        self.transferLeadership(Node(node_id))
 
     def maybe_compact(self) -> None:
         """Compact when the in-RAM log outgrows its byte budget (pysyncobj only counts entries)."""

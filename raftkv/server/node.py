@@ -22,8 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from pysyncobj.config import FAIL_REASON
-
 from .. import errors
 from ..errors import (
     CursorExpired,
@@ -39,7 +37,8 @@ from ..errors import (
 from ..keys import KEY_SPACE_END, MAX_VALUE_BYTES, check_key, check_value
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..replication import commands
-from ..replication.group import RaftGroup, RaftOptions
+from ..replication.balance import pick_transfer
+from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
 from ..replication.loop import RaftLoop
 from ..routing.shardmap import META_GROUP, ShardMap, initial_map, meta_replicas
 from ..storage.leveldb import ShardStore, StoreView
@@ -57,6 +56,7 @@ MAX_CURSORS = 256
 CURSOR_IDLE_SECONDS = 60.0
 AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
+BALANCE_INTERVAL = 3.0
 
 _FAIL_TO_ERROR = {
     FAIL_REASON.QUEUE_FULL: Overloaded,
@@ -124,6 +124,7 @@ class Node:
         self.stores: dict[str, ShardStore] = {}
         self._meta_bootstrapping = False
         self._map_cache: tuple[int, ShardMap] | None = None
+        self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
         self._cursor_ids = itertools.count(1)
         self.mailbox: Mailbox | None = None
@@ -146,6 +147,8 @@ class Node:
             if self.me.id in shard.replicas:
                 self._open_group(shard.id, list(shard.replicas))
         self.loop.every_tick(self._bootstrap_meta)
+        if self.options.balance_leaders:
+            self.loop.every_tick(self._balance_leaders)
 
     def current_map(self) -> ShardMap:
         """The replicated shard map if the meta group holds one here, else the deterministic initial map."""
@@ -171,6 +174,20 @@ class Node:
             self._meta_bootstrapping = False
 
         meta.submit(commands.set_map(self.initial_map.to_dict(), 0), done)
+
+    def _balance_leaders(self) -> None:
+        """Raft thread, every few seconds: hand one group to a less loaded replica if we lead too many."""
+        now = time.monotonic()
+        if now < self._next_balance:
+            return
+        self._next_balance = now + BALANCE_INTERVAL
+        groups = self.loop.groups
+        choice = pick_transfer(self.me.id, {gid: g.leader_id for gid, g in groups.items()},
+                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()})
+        if choice is not None:
+            gid, target = choice
+            log.info("handing leadership of %s to %s (balancing)", gid, target)
+            groups[gid].transfer_to(target)
 
     def leaders(self) -> dict[str, str | None]:
         """The leader each local group believes in."""

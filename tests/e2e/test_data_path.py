@@ -218,3 +218,21 @@ def test_scan_pages_use_one_snapshot_per_shard_and_survive_cursor_loss(cluster):
         with pytest.raises(errors.CursorExpired):
             rpc.call(addr, "scan", shard=sid, start=50, cursor=["n1", 10**9])
         assert [k for k, _ in db.scan(0, 99)] == list(range(100))
+
+
+def test_leadership_spreads_over_the_nodes(cluster):
+    """Nine groups (8 shards + meta) on 3 nodes end up led 3/3/3, whatever the elections gave."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        st = rpc.call(cluster.info.addresses[0], "status")
+        leaders = [g["leader"] for g in st["groups"]]
+        counts = sorted(leaders.count(n.id) for n in cluster.info.nodes)
+        if None not in leaders and counts == [3, 3, 3]:
+            break
+        assert time.monotonic() < deadline, f"leaders still {leaders}"
+        time.sleep(0.5)
+    with Client(cluster.seeds) as db:  # and the cluster serves normally afterwards
+        db.put(1, b"x")
+        assert db.get(1) == b"x"

@@ -1,0 +1,48 @@
+import pytest
+
+from raftkv.replication.balance import pick_transfer
+
+pytestmark = pytest.mark.timeout(30)
+
+ALL3 = ["n1", "n2", "n3"]
+
+
+def _simulate(leaders, replicas, rounds=20):
+    """Apply every node's decision until nobody moves; returns the final leaders and the moves made."""
+    moves = 0
+    for _ in range(rounds):
+        moved = False
+        for me in sorted({n for r in replicas.values() for n in r}):
+            choice = pick_transfer(me, leaders, replicas)
+            if choice:
+                group, target = choice
+                assert leaders[group] == me and target in replicas[group] and target != me
+                leaders[group] = target
+                moves += 1
+                moved = True
+        if not moved:
+            return leaders, moves
+    raise AssertionError("did not converge")
+
+
+def test_skewed_leadership_converges_to_fair_shares():
+    replicas = {f"s{i}": ALL3 for i in range(9)}
+    leaders = {g: "n3" for g in replicas}
+    final, moves = _simulate(dict(leaders), replicas)
+    counts = sorted(list(final.values()).count(n) for n in ALL3)
+    assert counts == [3, 3, 3] and moves == 6  # no group moved more than needed
+
+
+def test_balanced_or_electing_clusters_do_not_move():
+    replicas = {f"s{i}": ALL3 for i in range(8)}
+    balanced = {f"s{i}": ALL3[i % 3] for i in range(8)}  # 3, 3, 2
+    assert all(pick_transfer(n, balanced, replicas) is None for n in ALL3)
+    electing = {**balanced, "s0": None}
+    assert all(pick_transfer(n, {**electing, "s1": "n1", "s2": "n1"}, replicas) is None for n in ALL3)
+
+
+def test_only_replicas_are_targets():
+    replicas = {"a": ["n1", "n2", "n3"], "b": ["n1", "n2", "n3"], "c": ["n1", "n4", "n5"], "d": ["n1", "n4", "n5"]}
+    leaders = {g: "n1" for g in replicas}
+    group, target = pick_transfer("n1", leaders, replicas)
+    assert target in replicas[group]
