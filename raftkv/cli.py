@@ -7,6 +7,9 @@ import json
 import os
 import sys
 
+from shell.cli import add_commands as add_shell_commands
+
+from .cluster.cli import add_commands as add_cluster_commands
 from .errors import RaftKVError
 
 
@@ -46,12 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_node(sub)
-    try:
-        from .cluster.cli import add_commands
-    except ImportError:
-        add_commands = None
-    if add_commands is not None:
-        add_commands(sub)
+    add_cluster_commands(sub)
+    add_shell_commands(sub)
     return parser
 
 

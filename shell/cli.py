@@ -1,0 +1,136 @@
+"""``raftkv shell`` and ``raftkv up``: the command-line entry points of the shell.
+
+``raftkv shell`` is interactive when standard input is a terminal and neither ``-e`` nor ``-f``
+is given. Otherwise it runs the statements of ``-e`` and ``-f`` (in the order given) or of
+standard input, and stops at the first statement that fails: the error goes to stderr and the
+exit status is 1 (130 after Ctrl-C). ``raftkv up`` starts (or reuses) a local cluster first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from raftkv.errors import InvalidArgument, RaftKVError
+
+from .formats import FORMATS
+from .runner import CONSISTENCIES, Outcome, Settings, Shell
+
+DEFAULT_DATA_DIR = "./raftkv-data"
+
+
+class _ScriptAction(argparse.Action):
+    """Collects ``-e`` and ``-f`` into one list of (kind, text) so they run in command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
+def _session_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="output format (default: table on a terminal, csv otherwise)")
+    p.add_argument("-e", "--execute", dest="scripts", action=_ScriptAction, const="e", metavar="STATEMENTS",
+                   help="run these ';'-separated statements and exit (repeatable)")
+    p.add_argument("-f", "--file", dest="scripts", action=_ScriptAction, const="f", metavar="FILE",
+                   help="run the statements in FILE ('-' for stdin) and exit (repeatable)")
+    p.add_argument("--consistency", choices=CONSISTENCIES, default="linearizable",
+                   help="read consistency (default linearizable)")
+    p.add_argument("--no-timing", action="store_true", help="do not print elapsed times")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``shell`` and ``up`` to the ``raftkv`` parser's subcommands."""
+    epilog = ("Scripts (-e, -f, stdin) stop at the first failing statement; the exit status is then 1. "
+              "Rows go to stdout; errors, and the row count/timing lines of the csv and json formats, "
+              "go to stderr.")
+    p = sub.add_parser("shell", help="the query shell (interactive on a terminal; -e/-f/stdin otherwise)",
+                       description="Run queries against a raftkv cluster.", epilog=epilog)
+    p.add_argument("--connect", metavar="ADDRS", default=None,
+                   help="host:port[,host:port...] of any nodes (default: the local cluster in --data-dir)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"local cluster to use without --connect (default {DEFAULT_DATA_DIR})")
+    _session_options(p)
+    p.set_defaults(func=cmd_shell)
+
+    u = sub.add_parser("up", help="start (or reuse) a local cluster and open the shell on it",
+                       description="Start the local cluster in --data-dir if it is not running (creating it "
+                                   "on first use), print its client addresses and open the shell. The "
+                                   "cluster keeps running after the shell exits.", epilog=epilog)
+    u.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"cluster directory (default {DEFAULT_DATA_DIR})")
+    # None = 3 nodes / 8 shards for a new cluster, whatever an existing one has
+    u.add_argument("--nodes", type=int, default=None, help="node count of a new cluster (default 3)")
+    u.add_argument("--shards", type=int, default=None, help="shard count of a new cluster (default 8)")
+    u.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the cluster (default 60)")
+    _session_options(u)
+    u.set_defaults(func=cmd_up)
+
+
+def _local_seeds(data_dir: str) -> str:
+    from raftkv.cluster import launcher
+
+    try:
+        return ",".join(launcher.addresses(data_dir))
+    except InvalidArgument:
+        raise RaftKVError(f"no local cluster in {os.path.abspath(data_dir)}: start one with "
+                          f"`raftkv up --data-dir {data_dir}`, or pass --connect HOST:PORT") from None
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return not args.scripts and sys.stdin.isatty()
+
+
+def run_session(args: argparse.Namespace, seeds: str) -> int:
+    """Run the shell as the options say; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")  # odd text must not crash the shell on a C locale
+    fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
+    settings = Settings(format=fmt, timing=not args.no_timing, consistency=args.consistency)
+    shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr)
+    try:
+        if _interactive(args):
+            from .app import run_interactive
+
+            return run_interactive(shell)
+        if not args.scripts:
+            return shell.run_lines(sys.stdin, "stdin").exit_code
+        for kind, value in args.scripts:
+            outcome = shell.run_text(value) if kind == "e" else shell.run_file(value)
+            if outcome is not Outcome.OK:
+                return outcome.exit_code
+        return 0
+    except BrokenPipeError:
+        # the reader left (| head): stop quietly, and keep Python from complaining at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        shell.close()
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    """``raftkv shell``."""
+    return run_session(args, args.connect or _local_seeds(args.data_dir))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """``raftkv up``."""
+    from raftkv.cluster import launcher
+
+    print(f"starting the local cluster in {os.path.abspath(args.data_dir)} ...", file=sys.stderr, flush=True)
+    try:
+        info = launcher.start(args.data_dir, nodes=args.nodes, shards=args.shards, wait=args.wait)
+    except OSError as exc:
+        raise RaftKVError(f"up: {exc}") from None
+    print(f"cluster ready: {len(info.nodes)} nodes, {info.shards} shards\n"
+          f"client addresses: {info.seeds}", file=sys.stderr, flush=True)
+    code = run_session(args, info.seeds)
+    print(f"the cluster keeps running; stop it with: raftkv cluster stop --data-dir {args.data_dir}",
+          file=sys.stderr)
+    return code

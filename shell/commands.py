@@ -1,0 +1,193 @@
+"""Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\timing``, ``\\consistency``, ``\\x``,
+``\\i`` and ``\\q``.
+
+A command is one line. Its arguments are split like a POSIX shell would (so ``\\i 'my file.sql'``
+works), and a trailing ``;`` is ignored because people type one out of habit.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from raftkv.errors import RaftKVError
+
+from . import formats
+from .runner import CONSISTENCIES, Outcome
+
+if TYPE_CHECKING:
+    from .runner import Shell
+
+ON_OFF = ("on", "off")
+
+
+class CommandError(ValueError):
+    """A backslash command is malformed, unknown, or has bad arguments."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command line: ``name`` without the backslash, and its arguments."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+
+def parse_command(text: str) -> Command:
+    """Parse ``\\name arg ...``; raises :class:`CommandError` if it is not one."""
+    text = text.strip()
+    if not text.startswith("\\") or len(text) < 2:
+        raise CommandError(f"not a backslash command: {text!r}; type \\? for help")
+    parts = text[1:].removesuffix(";").split(maxsplit=1)
+    if not parts:
+        raise CommandError(f"not a backslash command: {text!r}; type \\? for help")
+    name, rest = parts[0], parts[1] if len(parts) > 1 else ""
+    try:
+        args = shlex.split(rest)
+    except ValueError as exc:
+        raise CommandError(f"\\{name}: {exc}") from None
+    return Command(name, tuple(args))
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command: its names, usage, help line, argument choices (for completion) and action."""
+
+    names: tuple[str, ...]
+    usage: str
+    help: str
+    run: Callable[[Shell, tuple[str, ...]], Outcome]
+    choices: tuple[str, ...] = ()
+    takes_path: bool = False
+
+
+def _expect(args: tuple[str, ...], most: int, usage: str) -> None:
+    if len(args) > most:
+        raise CommandError(f"too many arguments; usage: {usage}")
+
+
+def _help(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    shell.out.write(help_text())
+    shell.out.flush()
+    return Outcome.OK
+
+
+def _quit(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    return Outcome.QUIT
+
+
+def _connect(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\connect HOST:PORT[,HOST:PORT...]")
+    if not args:
+        state = "connected to" if shell.connected else "not connected; last addresses:"
+        shell.info(f"{state} {shell.seeds or '(none)'} ({shell.settings.consistency})")
+        return Outcome.OK
+    shell.connect(args[0])
+    shell.info(f"connected to {shell.seeds} ({shell.settings.consistency})")
+    return Outcome.OK
+
+
+def _format(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\format table|vertical|json|csv")
+    if args:
+        if args[0] not in formats.FORMATS:
+            raise CommandError(f"unknown format {args[0]!r}; choose one of: {', '.join(formats.FORMATS)}")
+        shell.settings.format = args[0]
+    shell.info(f"output format is {shell.settings.format}")
+    return Outcome.OK
+
+
+def _expanded(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 0, "\\x")
+    # psql's expanded-display toggle: vertical, or back to table
+    shell.settings.format = "table" if shell.settings.format == "vertical" else "vertical"
+    shell.info(f"output format is {shell.settings.format}")
+    return Outcome.OK
+
+
+def _on_off(args: tuple[str, ...], current: bool, usage: str) -> bool:
+    _expect(args, 1, usage)
+    if not args:
+        return not current  # no argument toggles, as in psql
+    word = args[0].lower()
+    if word not in ON_OFF:
+        raise CommandError(f"expected on or off, not {args[0]!r}; usage: {usage}")
+    return word == "on"
+
+
+def _timing(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    shell.settings.timing = _on_off(args, shell.settings.timing, "\\timing [on|off]")
+    shell.info(f"timing is {'on' if shell.settings.timing else 'off'}")
+    return Outcome.OK
+
+
+def _consistency(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\consistency linearizable|serializable")
+    if args:
+        level = args[0].lower()
+        if level not in CONSISTENCIES:
+            raise CommandError(f"unknown consistency {args[0]!r}; choose linearizable or serializable")
+        if level != shell.settings.consistency:
+            if shell.connected:
+                shell.connect(consistency=level)  # a client's consistency is fixed when it is made
+            else:
+                shell.settings.consistency = level
+    shell.info(f"reads are {shell.settings.consistency}")
+    return Outcome.OK
+
+
+def _include(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    if len(args) != 1:
+        raise CommandError("usage: \\i FILE")
+    return shell.run_file(args[0])
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(("?", "help", "h"), "\\?", "show this help", _help),
+    CommandSpec(("connect", "c"), "\\connect [ADDRS]", "connect to other nodes (host:port,...), or show the current ones",
+                _connect),
+    CommandSpec(("format",), "\\format [table|vertical|json|csv]", "set or show the output format", _format,
+                formats.FORMATS),
+    CommandSpec(("x",), "\\x", "toggle expanded (vertical) output", _expanded),
+    CommandSpec(("timing",), "\\timing [on|off]", "show the elapsed time after each statement (toggles)",
+                _timing, ON_OFF),
+    CommandSpec(("consistency",), "\\consistency [linearizable|serializable]", "set or show the read consistency",
+                _consistency, CONSISTENCIES),
+    CommandSpec(("i", "include"), "\\i FILE", "run the statements in FILE (stops at the first error)", _include,
+                takes_path=True),
+    CommandSpec(("q", "quit"), "\\q", "quit (so does Ctrl-D)", _quit),
+)
+
+
+def lookup(name: str) -> CommandSpec | None:
+    """The command called ``name`` (without the backslash), or None."""
+    return next((c for c in COMMANDS if name in c.names), None)
+
+
+def help_text() -> str:
+    """The ``\\?`` text."""
+    width = max(len(c.usage) for c in COMMANDS)
+    lines = ["Statements end with ';' and may span lines: SELECT, INSERT, PUT, GET, DELETE, EXPLAIN, SHOW.",
+             "See docs/query-language.md. Ctrl-C cancels a running query or clears the input; Ctrl-D quits.",
+             "", "Commands:"]
+    lines += [f"  {c.usage.ljust(width)}  {c.help}" for c in COMMANDS]
+    return "\n".join(lines) + "\n"
+
+
+def run_command(shell: Shell, text: str, where: str = "") -> Outcome:
+    """Parse and run one command line, printing errors on the shell's error stream."""
+    try:
+        command = parse_command(text)
+        spec = lookup(command.name)
+        if spec is None:
+            raise CommandError(f"unknown command \\{command.name}; type \\? for the list")
+        outcome = spec.run(shell, command.args)
+        shell.out.flush()
+        return outcome
+    except CommandError as exc:
+        shell.error(str(exc), where)
+    except RaftKVError as exc:
+        shell.error(exc.message, where)
+    return Outcome.FAILED
