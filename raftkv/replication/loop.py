@@ -134,12 +134,14 @@ class RaftLoop:
     # --- the loop -----------------------------------------------------------------------------
 
     def _on_wake(self, mask: int) -> None:
-        self._wake_pending = False
+        # Drain first, then clear the flag: clearing first lets a concurrent wake() write a byte
+        # that this drain swallows while the flag stays set, silencing every later wake-up.
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._wake_pending = False
 
     def _deliver(self, peer_id: str, group_id: str, message: dict[str, Any]) -> None:
         group = self.groups.get(group_id)
