@@ -10,9 +10,13 @@ Each iteration, in this order (the order *is* the durability argument):
 5. leaders that appended entries, or owe a ReadIndex heartbeat, send now
    rather than at the next heartbeat (so a lone write does not wait ~100 ms);
 6. answer reads whose ReadIndex round has completed;
-7. **fsync every journal that changed** -- one fdatasync per group per
+7. release leaders' AppendEntries: the leader's own copy counts toward a
+   commit only at its next tick, after step 8, so replication may overlap its
+   disk write (Raft thesis 10.2.1);
+8. **fsync every journal that changed** -- one fdatasync per group per
    iteration, shared by every write that arrived in it (group commit);
-8. only then release the staged messages to the sockets.
+9. only then release everything else: AppendEntries replies, votes, vote
+   requests -- every message that promises something about this node's disk.
 
 Ticking only the groups with work keeps 64 idle groups cheap, and one peer
 socket per node pair instead of one per group keeps the poller small.
@@ -195,6 +199,7 @@ class RaftLoop:
                     if periodic:
                         g.maybe_compact()
                 self._serve_reads()
+                self.hub.release_early()  # leaders replicate while their own disk write runs
                 for g in self.groups.values():
                     if g.journal.dirty:
                         g.journal.sync()

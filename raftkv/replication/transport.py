@@ -13,10 +13,13 @@ nonce, the dialer answers with its node id and, when a cluster secret is
 configured, ``HMAC-SHA256(secret, nonce || id)``; the acceptor checks it before
 taking any Raft message from that socket.
 
-**Durability contract.**  ``send`` only *stages* a message.  Staged messages
-leave the process at :meth:`PeerHub.release`, which the Raft loop calls only
-after fsyncing every journal; a writable-socket event only continues writing
-bytes that were already released.  Nothing a group says can overtake the disk.
+**Durability contract.**  ``send`` only *stages* a message.  Replies, votes and
+vote requests leave the process at :meth:`PeerHub.release`, which the Raft loop
+calls only after fsyncing every journal; a writable-socket event only continues
+writing bytes that were already released.  A leader's AppendEntries may leave
+earlier (:meth:`PeerHub.release_early`): a leader's disk write may run in
+parallel with replication, because the leader counts its own copy toward a
+commit only after the fsync.
 
 Everything here runs on the Raft loop thread.
 """
@@ -63,6 +66,7 @@ class _Outbound:
         self.state = "down"  # down -> connecting -> handshake -> up
         self.decoder = FrameDecoder(4096)
         self.staged: list[list[Any]] = []
+        self.early: list[list[Any]] = []  # leader AppendEntries: may leave before the fsync
         self.out = bytearray()
         self.next_attempt = 0.0
 
@@ -113,25 +117,40 @@ class PeerHub:
         ob = self._out.get(peer_id)
         if ob is None or ob.state != "up":
             return False
-        ob.staged.append([group_id, message])
+        (ob.early if message.get("type") == "append_entries" else ob.staged).append([group_id, message])
         return True
 
     def backlog(self, peer_id: str) -> int:
         """Bytes released or staged but not yet written to ``peer_id`` (staged counted as messages)."""
         ob = self._out.get(peer_id)
-        return 0 if ob is None else len(ob.out) + 1024 * len(ob.staged)
+        return 0 if ob is None else len(ob.out) + 1024 * (len(ob.staged) + len(ob.early))
 
     # --- the loop's entry points -------------------------------------------------------------
 
+    def release_early(self) -> None:
+        """Let leaders' AppendEntries go before the journals are synced.
+
+        Safe because a leader's own copy counts toward a commit only at its next tick,
+        after the loop's fsync; replicating while the leader writes its disk (Raft thesis
+        10.2.1) takes the leader's fsync off the write path.  Replies and votes still wait.
+        """
+        self._flush(early=True)
+
     def release(self) -> None:
-        """Let staged messages go: encode one frame per peer and write what the socket takes."""
+        """Let every staged message go: encode one frame per peer and write what the socket takes."""
+        self._flush(early=True)
+        self._flush(early=False)
+
+    def _flush(self, early: bool) -> None:
         for ob in self._out.values():
-            if ob.staged and ob.state == "up":
-                batch, ob.staged = ob.staged, []
+            pending = ob.early if early else ob.staged
+            if pending and ob.state == "up":
+                batch = pending[:]
+                pending.clear()
                 ob.out += encode(batch, PEER_MAX_FRAME)
                 self._write(ob)
-            elif ob.staged:
-                ob.staged.clear()
+            elif pending:
+                pending.clear()
 
     def maintain(self, now: float) -> None:
         """Dial peers whose link is down (rate-limited)."""
@@ -230,6 +249,7 @@ class PeerHub:
         ob.sock, ob.state = None, "down"
         ob.out.clear()
         ob.staged.clear()
+        ob.early.clear()
         ob.next_attempt = time.monotonic() + RECONNECT_INTERVAL
         if was_up and notify:
             self._link_change(ob.peer_id, False)
