@@ -27,6 +27,7 @@ from .. import errors
 from ..errors import InvalidArgument, NotLeader, RaftKVError, StaleRoute, Unavailable
 from ..keys import KEY_SPACE_END, check_key, check_limit, check_range, check_value
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..protocol.pages import decode_raw_keys
 from ..routing.ranges import inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import parse_hostport
@@ -125,7 +126,7 @@ class AsyncClient:
     """
 
     def __init__(self, seeds: str | Iterable[str], *, timeout: float = 10.0, attempt_timeout: float = 3.0,
-                 consistency: str = "linearizable", page_keys: int = 1000, page_bytes: int = 1 << 20) -> None:
+                 consistency: str = "linearizable", page_keys: int = 4000, page_bytes: int = 1 << 20) -> None:
         self._seeds = _split_seeds(seeds)
         if consistency not in ("linearizable", "serializable"):
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
@@ -469,7 +470,8 @@ class AsyncClient:
                 raise
 
         reply = await self._with_retry(attempt, deadline)
-        return list(map(tuple, reply["rows"])), reply["resume"], reply.get("cursor")
+        rows = list(zip(decode_raw_keys(reply["keys"]), reply["values"], strict=True))
+        return rows, reply["resume"], reply.get("cursor")
 
     async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any,
                      page_keys: int) -> AsyncIterator[list[Row]]:

@@ -339,9 +339,10 @@ class Node:
         _, match = self._filter(req)
         view = await self._view(g, req)
         with self._paging(g, view) as page:
-            rows, page.resume = view.scan(start, end, reverse=bool(req.get("reverse")), limit=limit,
-                                          max_bytes=max_bytes, filter=match)
-        return {"rows": rows, "resume": page.resume, "cursor": page.cursor}
+            keys, values, page.resume = view.scan_raw(start, end, reverse=bool(req.get("reverse")), limit=limit,
+                                                      max_bytes=max_bytes, filter=match)
+        # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
+        return {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor}
 
     async def op_aggregate(self, req: dict[str, Any]) -> Any:
         """Partial aggregates of the rows of ``[start, end)`` passing ``filter``, a bounded step at a time.

@@ -36,13 +36,14 @@ from typing import Any
 import plyvel
 
 from ..errors import StorageError
+from ..protocol.pages import KEY_RECORD, decode_raw_keys
 
 DATA = b"k"
 SYSTEM = b"s"
 _DATA_END = b"l"  # first prefix after DATA
 _APPLIED = SYSTEM + b"applied"
 _KEY = struct.Struct(">Q")
-_PREFIXED = struct.Struct(">cQ")
+_PREFIXED = KEY_RECORD  # b"k" + big-endian u64: the stored form is also the wire form of a page
 
 _open_paths: set[str] = set()
 _open_lock = threading.Lock()
@@ -159,7 +160,7 @@ class ShardStore:
         ``end``) to pass for the next page, or None when the range is done.
         """
         with self._lock:
-            return _scan_page(self._db, start, end, reverse, limit, max_bytes, filter, max_examined)
+            return _rows(_scan_page(self._db, start, end, reverse, limit, max_bytes, filter, max_examined))
 
     def open_view(self) -> StoreView:
         """A frozen, consistent view of the store for paging through a large scan."""
@@ -290,6 +291,16 @@ class StoreView:
     def scan(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000, max_bytes: int = 1 << 20,
              filter: Filter | None = None, max_examined: int = 200_000) -> tuple[list[Row], int | None]:
         """Same contract as :meth:`ShardStore.scan`, against the frozen state."""
+        return _rows(self.scan_raw(start, end, reverse=reverse, limit=limit, max_bytes=max_bytes, filter=filter,
+                                   max_examined=max_examined))
+
+    def scan_raw(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000,
+                 max_bytes: int = 1 << 20, filter: Filter | None = None,
+                 max_examined: int = 200_000) -> tuple[bytes, list[bytes], int | None]:
+        """Like :meth:`scan`, but keys come as one blob of raw 9-byte store keys (:func:`decode_raw_keys`).
+
+        The wire format of a scan page: no per-row work on the server beyond reading.
+        """
         with self._store._lock:
             if self._snap is None:
                 raise StorageError("this view of the store was closed")
@@ -305,20 +316,32 @@ class StoreView:
 
 
 def _scan_page(source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
-               filter: Filter | None, max_examined: int) -> tuple[list[Row], int | None]:
-    rows: list[Row] = []
+               filter: Filter | None, max_examined: int) -> tuple[bytes, list[bytes], int | None]:
+    """One page: its raw store keys joined in one blob, their values, and where to resume.
+
+    See :meth:`ShardStore.scan` for the bounds.
+    """
+    keys: list[bytes] = []
+    values: list[bytes] = []
     size = examined = 0
     unpack = _PREFIXED.unpack
     it = source.iterator(start=_bound(start), stop=_bound(end), reverse=reverse)
     try:
         for raw, value in it:
-            key = unpack(raw)[1]
-            if len(rows) >= limit or (rows and size + len(value) + 8 > max_bytes) or examined >= max_examined:
-                return rows, key + 1 if reverse else key
+            if len(keys) >= limit or (keys and size + len(value) + 8 > max_bytes) or examined >= max_examined:
+                key = unpack(raw)[1]
+                return b"".join(keys), values, key + 1 if reverse else key
             examined += 1
-            if filter is None or filter(key, value):
-                rows.append((key, value))
-                size += len(value) + 8
+            if filter is not None and not filter(unpack(raw)[1], value):
+                continue
+            keys.append(raw)
+            values.append(value)
+            size += len(value) + 8
     finally:
         it.close()
-    return rows, None
+    return b"".join(keys), values, None
+
+
+def _rows(page: tuple[bytes, list[bytes], int | None]) -> tuple[list[Row], int | None]:
+    blob, values, resume = page
+    return list(zip(decode_raw_keys(blob), values, strict=True)), resume

@@ -59,3 +59,14 @@ def test_errors_round_trip_through_wire():
     assert isinstance(err, errors.NotLeader) and err.leader == "n2" and err.retryable
     assert isinstance(errors.from_wire({"code": "nonsense"}), errors.RaftKVError)
     assert isinstance(errors.from_wire("junk"), errors.RemoteProtocolError)
+
+
+def test_page_key_blob_round_trip():
+    from raftkv.keys import encode_key
+    from raftkv.protocol.pages import decode_raw_keys
+
+    keys = [0, 1, 2**63, 2**64 - 1]
+    assert decode_raw_keys(b"".join(b"k" + encode_key(k) for k in keys)) == keys
+    assert decode_raw_keys(b"") == []
+    with pytest.raises(ValueError):
+        decode_raw_keys(b"k\x00\x00")
