@@ -143,7 +143,7 @@ async def run(seeds: str, etcd_ports: list[int], keys: int) -> None:
         egot = await etcd_scan_paged(e, start, start + keys, 10_000)
         esecs = time.perf_counter() - t0
         side_by_side("scan", "keys/s", got / rsecs, egot / esecs, keys=[got, egot],
-                     pages={"raftkv": "1000 keys / 1 MiB, parallel shards", "etcd": "10k keys"})
+                     pages={"raftkv": f"{r.page_keys} keys / 1 MiB, parallel shards", "etcd": "10k keys"})
 
         big = os.urandom(1 << 20)
         n = 40
