@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,8 @@ from raftkv import AsyncClient  # noqa: E402
 from raftkv.cluster import launcher  # noqa: E402
 
 
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def start_etcd(root: str) -> tuple[list[subprocess.Popen], list[int]]:
-    ports = _ports(6)
+    ports = launcher.free_ports(6)
     client, peer = ports[:3], ports[3:]
     cluster = ",".join(f"e{i}=http://127.0.0.1:{peer[i]}" for i in range(3))
     procs = []

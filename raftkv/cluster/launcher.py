@@ -167,7 +167,7 @@ def addresses(data_dir: str | os.PathLike[str]) -> list[str]:
 # --- ports ----------------------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct ports that are free on 127.0.0.1 right now (the kernel's choice for port 0)."""
     socks = []
     try:
@@ -203,7 +203,7 @@ def _new_layout(root: str, nodes: int, base_port: int | None, shards: int, repli
     if not 1 <= replication <= nodes:
         raise InvalidArgument(f"replication must be between 1 and the node count ({nodes}), not {replication}")
     if base_port is None:
-        ports = _free_ports(2 * nodes)
+        ports = free_ports(2 * nodes)
         client, peer = ports[:nodes], ports[nodes:]
     else:
         if nodes > PEER_PORT_OFFSET:

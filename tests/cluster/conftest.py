@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,18 +13,6 @@ import psutil
 import pytest
 
 from raftkv.cluster import launcher
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 (bound together, so no duplicates)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def kill_processes_mentioning(path: Path) -> list[int]:
@@ -57,7 +44,7 @@ def cleanup_cluster(data_dir: Path) -> None:
 @pytest.fixture
 def ports() -> Callable[[int], list[int]]:
     """``ports(n)``: n distinct free ports on 127.0.0.1."""
-    return free_ports
+    return launcher.free_ports
 
 
 @pytest.fixture

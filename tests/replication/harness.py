@@ -7,25 +7,15 @@ replication layer; the process-level fault tests live in tests/e2e.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from typing import Any
 
+from raftkv.cluster.launcher import free_ports
 from raftkv.replication import commands
 from raftkv.replication.group import RaftGroup, RaftOptions
 from raftkv.replication.loop import RaftLoop
 from raftkv.storage.leveldb import ShardStore
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class LocalCluster:
