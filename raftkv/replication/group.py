@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,6 +60,7 @@ class _QuietTruncation(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_QuietTruncation())
 
 SNAPSHOT_BACKLOG_LIMIT = 8 * 1024 * 1024
+STREAM_PATIENCE = 120.0  # seconds a snapshot transfer may hold off compaction of the leader's log
 __all__ = ["FAIL_REASON", "GroupTransport", "RaftGroup", "RaftOptions", "SnapshotSerializer"]
 
 
@@ -128,6 +130,13 @@ class GroupTransport(Transport):
         node = self.nodes.get(peer_id)
         if node is None or not isinstance(message.get("type"), str) or "transmission" in message:
             return  # not a member, or the pickled large-entry path, which we never use
+        if message.get("type") == "append_entries" and isinstance(message.get("prevLogIdx"), int):
+            # Raft: commitIndex = min(leaderCommit, index of the last *new* entry).  pysyncobj uses
+            # its log's end instead, and our journal keeps a matching suffix beyond the message
+            # (truncation only on conflict), which may hold stale entries of an older term.
+            newest = message["prevLogIdx"] + len(message.get("entries") or ())
+            if isinstance(message.get("commit_index"), int) and message["commit_index"] > newest:
+                message = {**message, "commit_index": newest}
         stamp = message.pop("rs", None)
         answered = message.pop("ra", None)
         if isinstance(answered, int) and answered > self.acked.get(peer_id, 0):
@@ -158,7 +167,8 @@ class SnapshotSerializer:
         self._chunk = chunk_size
         self._result: str | None = None
         self._id = 0
-        self._outgoing: dict[Any, Iterator[bytes]] = {}
+        self._outgoing: dict[Any, tuple[Iterator[bytes], float]] = {}  # node -> (chunks, started)
+        self.journal: DurableJournal | None = None
         self._incoming: Any = None
         self.installs = 0
 
@@ -168,20 +178,43 @@ class SnapshotSerializer:
             return SERIALIZER_STATE.NOT_SERIALIZING, None
         state = SERIALIZER_STATE.SUCCESS if self._result == "ok" else SERIALIZER_STATE.FAILED
         self._result = None
-        if state == SERIALIZER_STATE.SUCCESS:
-            self._outgoing.clear()  # the log's first entries moved: restart transfers in flight
         return state, self._id
 
     def serialize(self, data: Any, id: Any) -> None:  # noqa: A002
+        """Compact: make the store durable, record the new log start, and drop the log prefix now.
+
+        pysyncobj would drop the prefix only at its next tick; a crash in between left a marker
+        the journal did not start with, and pysyncobj then clears the *whole* journal on restart,
+        acknowledged entries included.  So the prefix goes here, right after the marker is durable.
+        """
         _, last, prev, _cluster = data
+        assert self.journal is not None
+        if self._outgoing and time.monotonic() - min(t for _, t in self._outgoing.values()) < STREAM_PATIENCE:
+            # a follower is being sent a snapshot that starts at the current log start: moving it
+            # would restart the transfer, and a big shard under steady writes would never finish
+            self._id = self.journal[0][1]  # pysyncobj's deleteEntriesTo(start) is then a no-op
+            self._result = "ok"
+            return
         self._id = id
         try:
             self._store.make_durable()  # everything applied so far is on disk ...
-            self._write_meta(last, prev)  # ... before the log below it may go
+            self._write_meta(last, prev)  # ... the new log start is recorded ...
+            self.journal.compact_to(entry_tuple(prev))  # ... and only then does the prefix go
+            self._outgoing.clear()  # transfers in flight started from the old log start
             self._result = "ok"
         except OSError:
             log.exception("compaction failed")
             self._result = "fail"
+
+    def recover_journal(self) -> None:
+        """At start-up: finish a compaction that a crash interrupted after its marker was written."""
+        if self.journal is not None and os.path.exists(self._meta_path):
+            _, prev = self._read_meta()
+            self.journal.compact_to(prev)
+
+    def cancel_streams(self) -> None:
+        """Forget outgoing transfers (no longer leader): releases their LevelDB snapshots."""
+        self._outgoing.clear()
 
     def _write_meta(self, last: Any, prev: Any) -> None:
         write_file_atomic(self._meta_path, msgpack.packb({"last": list(last), "prev": list(prev)},
@@ -200,14 +233,14 @@ class SnapshotSerializer:
     def getTransmissionData(self, node: Any) -> Any:  # noqa: N802
         if self._hub.backlog(node.id) > SNAPSHOT_BACKLOG_LIMIT:
             return None  # let the socket drain; pysyncobj resumes on the next heartbeat
-        stream = self._outgoing.get(node)
-        first = stream is None
-        if stream is None:
+        entry = self._outgoing.get(node)
+        first = entry is None
+        if entry is None:
             last, prev = self._read_meta()
             index, items = self._store.snapshot_items()
             header = {"index": index, "last": list(last), "prev": list(prev)}
-            stream = self._outgoing[node] = encode_stream(header, items, self._chunk)
-        chunk = next(stream, None)
+            entry = self._outgoing[node] = (encode_stream(header, items, self._chunk), time.monotonic())
+        chunk = next(entry[0], None)
         if chunk is None:
             del self._outgoing[node]
             return b"", first, True
@@ -287,6 +320,8 @@ class RaftGroup(SyncObj):
         self.journal: DurableJournal = self._SyncObj__raftLog
         self.transport.journal = self.journal
         self.serializer = SnapshotSerializer(store, directory, hub, options.snapshot_chunk)
+        self.serializer.journal = self.journal
+        self.serializer.recover_journal()
         self._SyncObj__serializer = self.serializer
         self.peer_ids = peers
 
@@ -340,9 +375,12 @@ class RaftGroup(SyncObj):
         self.transferLeadership(Node(node_id))
 
     def maybe_compact(self) -> None:
-        """Compact when the in-RAM log outgrows its byte budget (pysyncobj only counts entries)."""
+        """Periodic upkeep: compact when the in-RAM log outgrows its byte budget (pysyncobj only
+        counts entries); drop snapshot transfers a former leader still holds."""
         if self.journal.size_bytes > self.options.compact_bytes:
             self.forceLogCompaction()
+        if not self.is_leader:
+            self.serializer.cancel_streams()
 
     def close(self) -> None:
         """Stop the group and flush its journal (the store is closed by its owner)."""

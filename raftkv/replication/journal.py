@@ -148,8 +148,20 @@ class DurableJournal:
         """Forget a lazy truncation mark: the message that set it has been handled."""
         self._lazy_from = None
 
+    def compact_to(self, first: Entry) -> bool:
+        """Make ``first`` the log's first entry, if the log holds it; True if the log starts there now."""
+        if not self._entries:
+            return False
+        pos = first[1] - self._entries[0][1]
+        if not 0 <= pos < len(self._entries) or self._entries[pos] != first:
+            return False
+        self.deleteEntriesTo(pos)
+        return True
+
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
         """Drop entries at list position < ``entryTo`` (compaction), rewriting the file durably."""
+        if entryTo <= 0:
+            return  # nothing to drop (our compaction already dropped it: see SnapshotSerializer)
         keep = self._entries[entryTo:]
         self._lazy_from = None
         self.sync()

@@ -204,3 +204,65 @@ def test_log_is_bounded_by_bytes(tmp_path):
             assert loop.groups["g1"].journal.size_bytes < 5 << 20
     finally:
         c.close()
+
+
+def test_crash_between_compaction_marker_and_log_truncation_loses_nothing(tmp_path):
+    """Every node crashes after writing its compaction marker but before dropping the log prefix.
+
+    pysyncobj then finds a log that does not start at the marker and clears the whole log; the
+    new leader reuses indexes the stores already applied, and new acknowledged writes vanish.
+    """
+    import msgpack
+
+    from raftkv.replication.journal import DurableJournal
+
+    c = LocalCluster(str(tmp_path))
+    expected = {}
+    try:
+        for i in range(30):
+            c.put(i, b"a%d" % i)
+            expected[i] = b"a%d" % i
+        c.assert_replicated(expected)
+    finally:
+        c.close()
+    for nid in c.ids:  # the state a crash inside compaction leaves behind, on every node
+        d = tmp_path / nid / "g1"
+        j = DurableJournal(str(d / "raft.log"))
+        prev, last = j[len(j) - 12], j[len(j) - 11]
+        j._destroy()
+        (d / "snap.meta").write_bytes(msgpack.packb({"last": list(last), "prev": list(prev)}))
+    c = LocalCluster.__new__(LocalCluster)  # same directories and ports, fresh processes' worth of state
+    c.__dict__.update(root=str(tmp_path), ids=["n1", "n2", "n3"], group_ids=("g1",), secret=None,
+                      options=RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8), loops={})
+    from .harness import free_ports
+
+    c.peers = {nid: ("127.0.0.1", p) for nid, p in zip(c.ids, free_ports(3), strict=True)}
+    try:
+        for nid in c.ids:
+            c.start_node(nid)
+        for i in range(30, 40):
+            c.put(i, b"b%d" % i)
+            expected[i] = b"b%d" % i
+        c.assert_replicated(expected)
+    finally:
+        c.close()
+
+
+def test_follower_commits_only_what_the_message_proved():
+    """Commit index = min(leaderCommit, last new entry): a kept suffix beyond the message is unproven."""
+    from pysyncobj.node import Node
+
+    from raftkv.replication.group import GroupTransport
+
+    class Hub:
+        def send(self, *a):
+            return True
+
+    t = GroupTransport(Hub(), "g1", None, Node("n1"), [Node("n2")])
+    seen = []
+    t.setOnMessageReceivedCallback(lambda node, msg: seen.append(msg))
+    t.deliver("n2", {"type": "append_entries", "term": 3, "prevLogIdx": 9, "prevLogTerm": 3,
+                     "entries": [(b"\x00x", 10, 3)], "commit_index": 12})
+    t.deliver("n2", {"type": "append_entries", "term": 3, "prevLogIdx": 9, "prevLogTerm": 3, "commit_index": 12})
+    t.deliver("n2", {"type": "append_entries", "term": 3, "prevLogIdx": 20, "prevLogTerm": 3, "commit_index": 12})
+    assert [m["commit_index"] for m in seen] == [10, 9, 12]
