@@ -33,6 +33,9 @@ from ..storage.leveldb import ShardStore
 REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR
 MAP_KEY = b"shard_map"
 MAX_DELETE_STEP = 10_000
+# One log entry's ceiling.  Below the AppendEntries batch size (group.py), so pysyncobj never takes
+# its pickled "transmission" path, which our followers refuse: a larger entry would never commit.
+MAX_COMMAND_BYTES = 3 << 20
 
 
 def encode(op: list[Any]) -> bytes:

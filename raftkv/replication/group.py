@@ -60,6 +60,7 @@ class _QuietTruncation(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_QuietTruncation())
 
 SNAPSHOT_BACKLOG_LIMIT = 8 * 1024 * 1024
+PEER_BACKLOG_LIMIT = 32 * 1024 * 1024
 STREAM_PATIENCE = 120.0  # seconds a snapshot transfer may hold off compaction of the leader's log
 __all__ = ["FAIL_REASON", "GroupTransport", "RaftGroup", "RaftOptions", "SnapshotSerializer"]
 
@@ -117,6 +118,10 @@ class GroupTransport(Transport):
 
     def send(self, node: Any, message: dict[str, Any]) -> bool:
         kind = message.get("type")
+        if kind == "append_entries" and self.hub.backlog(node.id) > PEER_BACKLOG_LIMIT:
+            # The peer is not draining (stalled, or far behind): shed the message rather than queue
+            # without bound.  Raft tolerates the loss: the follower's next reply resets nextIndex.
+            return False
         if kind == "append_entries":
             self.seq += 1
             message = {**message, "rs": self.seq}
@@ -298,7 +303,8 @@ class RaftGroup(SyncObj):
             deserializer=lambda *a: None,
             appendEntriesUseBatch=True,
             appendEntriesPeriod=options.heartbeat,
-            appendEntriesBatchSizeBytes=4 << 20,  # > any entry: pysyncobj never splits one (pickle path)
+            # > MAX_COMMAND_BYTES: pysyncobj never splits an entry into its pickled "transmission" chunks
+            appendEntriesBatchSizeBytes=8 << 20,
             raftMinTimeout=options.election_min,
             raftMaxTimeout=options.election_max,
             leaderFallbackTimeout=options.election_min,

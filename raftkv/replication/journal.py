@@ -48,6 +48,7 @@ from typing import Any
 
 import msgpack
 
+from ..errors import StorageError
 from ..storage.leveldb import write_file_atomic
 
 _REC = struct.Struct(">IIQQ")
@@ -87,7 +88,8 @@ class DurableJournal:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._meta_path = path + ".meta"
+        self._meta_path = path + ".meta"  # term and vote: replaced atomically and fsynced
+        self._commit_path = path + ".commit"  # the commit hint: written lazily, never fsynced
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read()
@@ -107,12 +109,26 @@ class DurableJournal:
         self._lazy_from: int | None = None  # position marked by deleteEntriesFrom, see module doc
 
     def _load_meta(self) -> dict[str, Any]:
+        """Term and vote (fsynced, must be whole) plus the commit hint (best effort, own file)."""
+        meta: dict[str, Any] = {}
         try:
             with open(self._meta_path, "rb") as f:
-                meta = msgpack.unpackb(f.read(), raw=False)
-            return meta if isinstance(meta, dict) else {}
-        except (FileNotFoundError, ValueError, msgpack.ExtraData):
-            return {}
+                raw = f.read()
+        except FileNotFoundError:
+            raw = None
+        if raw is not None:
+            try:
+                meta = msgpack.unpackb(raw, raw=False)
+            except Exception as exc:
+                raise StorageError(f"{self._meta_path} (term and vote) is corrupt: {exc}") from None
+            if not isinstance(meta, dict):
+                raise StorageError(f"{self._meta_path} (term and vote) is corrupt")
+        try:
+            with open(self._commit_path, "rb") as f:
+                meta["commit"] = int(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            pass
+        return meta
 
     # --- the pysyncobj Journal interface -----------------------------------------------------
 
@@ -211,12 +227,13 @@ class DurableJournal:
         return self._meta.get("vote")
 
     def onOneSecondTimer(self) -> None:  # noqa: N802
-        """Persist a changed commit index (not fsynced: it is a replay hint only)."""
-        if self._commit_dirty and not self._meta_dirty:
-            tmp = self._meta_path + ".tmp"
+        """Persist a changed commit index in its own file (not fsynced: it is a replay hint only,
+        and keeping it apart means the term/vote file is only ever replaced durably)."""
+        if self._commit_dirty:
+            tmp = self._commit_path + ".tmp"
             with open(tmp, "wb") as f:
-                f.write(msgpack.packb(self._meta, use_bin_type=True))
-            os.replace(tmp, self._meta_path)
+                f.write(str(self._meta["commit"]).encode())
+            os.replace(tmp, self._commit_path)
             self._commit_dirty = False
 
     def flush(self) -> None:
@@ -241,25 +258,29 @@ class DurableJournal:
         return self._bytes
 
     def sync(self) -> None:
-        """Write staged records and fdatasync; fsync term/vote if they changed."""
+        """Write staged records and fdatasync; fsync term/vote if they changed.
+
+        Raises OSError on any I/O failure, leaving everything staged: the caller must not
+        release a single message after that (the Raft loop stops the process).
+        """
         if self._staged:
-            data = b"".join(self._staged)
-            self._staged.clear()
-            view = memoryview(data)
+            view = memoryview(b"".join(self._staged))
             pos = self._written
             while view:
                 n = os.pwrite(self._fd, view, pos)
                 view = view[n:]
                 pos += n
-            self._written = pos
             os.fdatasync(self._fd)
+            self._staged.clear()
+            self._written = pos
             self._truncated = False
         elif self._truncated:
             os.fsync(self._fd)
             self._truncated = False
         if self._meta_dirty:
-            write_file_atomic(self._meta_path, msgpack.packb(self._meta, use_bin_type=True))
-            self._meta_dirty = self._commit_dirty = False
+            term_vote = {"term": self._meta.get("term", 0), "vote": self._meta.get("vote")}
+            write_file_atomic(self._meta_path, msgpack.packb(term_vote, use_bin_type=True))
+            self._meta_dirty = False
 
     def _truncate_to(self, position: int) -> None:
         new_end = self._offsets[position] if position < len(self._offsets) else self._end

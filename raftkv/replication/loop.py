@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -202,8 +203,7 @@ class RaftLoop:
                 self.hub.release_early()  # leaders replicate while their own disk write runs
                 for g in self.groups.values():
                     if g.journal.dirty:
-                        g.journal.sync()
-                        self.fsyncs += 1
+                        self._sync_or_die(g)
                 self.hub.release()
                 for fn in self._after:
                     fn()
@@ -211,6 +211,20 @@ class RaftLoop:
             except Exception:
                 log.exception("raft loop iteration failed")
                 time.sleep(0.01)
+
+    def _sync_or_die(self, g: RaftGroup) -> None:
+        """fsync a journal; if the disk fails, stop the process before anything is acknowledged.
+
+        After a failed fsync the kernel may have dropped the dirty pages, so neither a retry nor
+        carrying on is safe (the PostgreSQL "fsyncgate" lesson); etcd panics here too.
+        """
+        try:
+            g.journal.sync()
+        except OSError:
+            log.critical("group %s: journal write failed; stopping the node", g.group_id, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        self.fsyncs += 1
 
     def _owes_heartbeat(self, g: RaftGroup) -> bool:
         """A read registered since the group last sent AppendEntries needs a fresh round."""

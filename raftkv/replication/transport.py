@@ -33,16 +33,21 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProtocolError
-from ..protocol.codec import NEED_DATA, FrameDecoder, encode
+import msgpack
+
+from ..errors import LocalProtocolError, ProtocolError
+from ..protocol.codec import NEED_DATA, FrameDecoder, encode, pack
 
 log = logging.getLogger(__name__)
 
 PEER_MAX_FRAME = 64 * 1024 * 1024
+FRAME_TARGET = 8 * 1024 * 1024  # split a peer's pending messages into frames of about this size
+HELLO_MAX_FRAME = 4096  # what an unauthenticated dialer may send before we know who it is
 RECONNECT_INTERVAL = 0.2
 _READ_CHUNK = 256 * 1024
 
@@ -54,6 +59,34 @@ def _mac(secret: bytes | None, nonce: bytes, node_id: str) -> bytes:
     if not secret:
         return b""
     return hmac.new(secret, nonce + node_id.encode(), hashlib.sha256).digest()
+
+
+def frames(items: list[list[Any]], target: int = FRAME_TARGET) -> list[bytes]:
+    """Encode ``items`` as frames of at most about ``target`` bytes each (one item may exceed it).
+
+    A frame is a msgpack array; packing each item once and prefixing a count is the same bytes
+    as packing the array, so splitting costs nothing extra.
+    """
+    out: list[bytes] = []
+    packed: list[bytes] = []
+    size = 0
+    for item in items:
+        body = pack(item)
+        if packed and size + len(body) > target:
+            out.append(_frame(packed))
+            packed, size = [], 0
+        packed.append(body)
+        size += len(body)
+    if packed:
+        out.append(_frame(packed))
+    return out
+
+
+def _frame(packed: list[bytes]) -> bytes:
+    body = msgpack.Packer().pack_array_header(len(packed)) + b"".join(packed)
+    if len(body) > PEER_MAX_FRAME:
+        raise LocalProtocolError(f"one peer message of {len(body)} bytes exceeds the frame limit")
+    return struct.pack(">I", len(body)) + body
 
 
 class _Outbound:
@@ -78,7 +111,7 @@ class _Inbound:
         self.sock = sock
         self.nonce = nonce
         self.peer_id: str | None = None
-        self.decoder = FrameDecoder(PEER_MAX_FRAME)
+        self.decoder = FrameDecoder(HELLO_MAX_FRAME)  # raised to PEER_MAX_FRAME once authenticated
 
 
 class PeerHub:
@@ -147,7 +180,8 @@ class PeerHub:
             if pending and ob.state == "up":
                 batch = pending[:]
                 pending.clear()
-                ob.out += encode(batch, PEER_MAX_FRAME)
+                for frame in frames(batch):
+                    ob.out += frame
                 self._write(ob)
             elif pending:
                 pending.clear()
@@ -308,6 +342,7 @@ class PeerHub:
         if not hmac.compare_digest(msg["mac"], _mac(self._secret, conn.nonce, peer_id)):
             raise ProtocolError(f"peer {peer_id!r} failed authentication")
         conn.peer_id = peer_id
+        conn.decoder.max_frame = PEER_MAX_FRAME
 
     def _drop_in(self, sock: socket.socket) -> None:
         self._in.pop(sock, None)

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import signal
 import sys
@@ -216,7 +217,7 @@ class Node:
     @staticmethod
     def _timeout(req: dict[str, Any]) -> float:
         t = req.get("timeout", DEFAULT_OP_TIMEOUT)
-        if not isinstance(t, (int, float)) or t <= 0:
+        if not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise InvalidArgument("timeout must be a positive number of seconds")
         return min(float(t), MAX_OP_TIMEOUT)
 
@@ -289,6 +290,10 @@ class Node:
             if not shard.start <= key < shard.end:
                 raise StaleRoute(f"key {key} is not in shard {g.group_id}", epoch=self.current_map().epoch)
             clean.append((key, value))
+        size = sum(len(v) + 16 for _, v in clean)
+        if size > commands.MAX_COMMAND_BYTES:
+            raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
+                                  "limit of one replicated command; send fewer pairs per request")
         await self._replicate(g, commands.put(clean), self._timeout(req))
         return len(clean)
 

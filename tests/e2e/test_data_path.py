@@ -236,3 +236,17 @@ def test_leadership_spreads_over_the_nodes(cluster):
     with Client(cluster.seeds) as db:  # and the cluster serves normally afterwards
         db.put(1, b"x")
         assert db.get(1) == b"x"
+
+
+def test_a_batch_too_big_for_one_log_entry_is_refused_and_the_shard_keeps_working(cluster):
+    """An entry over pysyncobj's batch size would take its pickled path, which we refuse: never commit."""
+    with Client(cluster.seeds) as db:
+        sid = db.shard_map().shards[0].id
+        addr = cluster.address(cluster.leader_of(sid))
+        pairs = [[k, bytes(1 << 20)] for k in range(5)]  # 5 MiB in one request: fits a frame
+        with pytest.raises(errors.InvalidArgument, match="exceeds"):
+            rpc.call(addr, "put", shard=sid, pairs=pairs, timeout=5.0)
+        db.put_many([(k, bytes(1 << 20)) for k in range(5)])  # the client splits it instead
+        assert [k for k, _ in db.scan(0, 10)] == list(range(5))
+        db.put(7, b"small")
+        assert db.get(7) == b"small"

@@ -79,3 +79,36 @@ def test_unknown_peer_and_malformed_batches_rejected(tmp_path):
         c.put(8, b"ok")
     finally:
         c.close()
+
+
+def test_pending_messages_split_into_bounded_frames():
+    from raftkv.protocol.codec import NEED_DATA, FrameDecoder
+    from raftkv.replication.transport import frames
+
+    items = [[f"g{i % 3}", {"type": "append_entries", "entries": [[b"x" * (i * 1000), i, 1]]}]
+             for i in range(200)]
+    out = frames(items, target=64 * 1024)
+    assert len(out) > 10
+    dec = FrameDecoder(8 << 20)
+    got = []
+    for f in out:
+        assert len(f) - 4 <= 64 * 1024 + 200 * 1000 + 100  # about the target, or one big item
+        dec.receive_data(f)
+        while (m := dec.next_message()) is not NEED_DATA:
+            got.extend(m)
+    assert got == items
+
+
+def test_unauthenticated_dialer_cannot_make_us_buffer_a_big_frame(tmp_path):
+    import struct as _struct
+
+    c = LocalCluster(str(tmp_path))
+    try:
+        c.leader()
+        with socket.create_connection(c.peers["n1"], timeout=5) as s:
+            recv_message(s)
+            s.sendall(_struct.pack(">I", 1 << 20))  # announce a 1 MiB "hello"
+            assert s.recv(10) == b""  # refused on the header alone
+        c.put(3, b"fine")
+    finally:
+        c.close()

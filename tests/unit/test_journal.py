@@ -123,3 +123,44 @@ def test_commit_hint_never_points_past_the_log(tmp_path):
     j.add(b"c4", 4, 1)  # ... entries 4.. were staged but the process died before sync
     assert DurableJournal(path).getRaftCommitIndex() == 3
     assert DurableJournal(str(tmp_path / "empty")).getRaftCommitIndex() == 1
+
+
+def test_failed_fsync_keeps_everything_staged(tmp_path, monkeypatch):
+    """A failed write must not mark entries durable, nor leave a gap on disk later."""
+    path = str(tmp_path / "log")
+    j = DurableJournal(path)
+    _fill(j, 2)
+    j.sync()
+    j.add(b"c3", 3, 1)
+    real = os.fdatasync
+
+    def broken(fd):
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError):
+        j.sync()
+    assert j.dirty  # nothing may be acknowledged on the strength of this sync
+    monkeypatch.setattr(os, "fdatasync", real)
+    j.add(b"c4", 4, 1)
+    j.sync()
+    assert [e[1] for e in DurableJournal(path)[:]] == [1, 2, 3, 4]
+
+
+def test_term_vote_file_is_only_replaced_durably_and_must_be_whole(tmp_path):
+    from raftkv.errors import StorageError
+
+    path = str(tmp_path / "log")
+    j = DurableJournal(path)
+    _fill(j, 3)
+    j.setCurrentTerm(4, "n3")
+    j.sync()
+    meta_before = open(path + ".meta", "rb").read()
+    j.setRaftCommitIndex(3)
+    j.onOneSecondTimer()  # the commit hint goes to its own file ...
+    assert open(path + ".meta", "rb").read() == meta_before  # ... never through the term/vote file
+    again = DurableJournal(path)
+    assert (again.getCurrentTerm(), again.getVotedForNodeId(), again.getRaftCommitIndex()) == (4, "n3", 3)
+    open(path + ".meta", "wb").write(b"\xc1garbage")
+    with pytest.raises(StorageError):
+        DurableJournal(path)  # a node that lost its vote must not start as if it never voted
