@@ -392,11 +392,15 @@ class AsyncClient:
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[T]], deadline: float) -> T:
         last: Exception | None = None
+        redirects = 0
         for n in itertools.count():
             try:
                 return await attempt()
-            except _Redirect:
-                continue  # a named leader: go there at once
+            except _Redirect as exc:
+                redirects += 1
+                if redirects <= 2:
+                    continue  # a named leader: go there at once ...
+                last = exc  # ... but replicas naming each other (mid-election) get the backoff
             except StaleRoute as exc:
                 last = exc
                 await self._refresh_map(deadline)

@@ -36,6 +36,7 @@ MAX_DELETE_STEP = 10_000
 # One log entry's ceiling.  Below the AppendEntries batch size (group.py), so pysyncobj never takes
 # its pickled "transmission" path, which our followers refuse: a larger entry would never commit.
 MAX_COMMAND_BYTES = 3 << 20
+FILTER_WORK_PER_STEP = 1_000_000  # filter nodes x rows one range-delete step may evaluate
 
 
 def encode(op: list[Any]) -> bytes:
@@ -141,10 +142,20 @@ def _apply_delete_range(store: ShardStore, index: int, op: list[Any]) -> dict[st
         except Exception as exc:
             store.apply(index)
             return {"error": f"bad filter: {exc}"}
+    # Deterministic (every replica must delete the same keys), so a row budget, not a clock: it
+    # shrinks with the filter's size so one step costs about the same whatever the filter.
+    budget = max(100, min(max_keys * 10, FILTER_WORK_PER_STEP // _size(filter_wire)))
     rows, resume = store.scan(start, end_excl, limit=max_keys, max_bytes=1 << 62, filter=match,
-                              max_examined=max_keys * 10)
+                              max_examined=budget)
     store.apply(index, deletes=[k for k, _ in rows])
     return {"deleted": len(rows), "resume": resume}
+
+
+def _size(wire: Any) -> int:
+    """Node count of a filter's wire form (1 for none)."""
+    if isinstance(wire, list):
+        return 1 + sum(_size(x) for x in wire)
+    return 1
 
 
 def _apply_map(store: ShardStore, index: int, op: list[Any]) -> int:

@@ -50,7 +50,12 @@ log = logging.getLogger(__name__)
 MAX_PAGE_KEYS = 10_000
 MAX_PAGE_BYTES = 4 << 20
 MAX_BATCH_KEYS = 10_000
-MAX_INFLIGHT_PER_CONN = 1024
+MAX_INFLIGHT_PER_CONN = 256
+MAX_HEAVY_PER_CONN = 8  # scans and aggregates: each reply may be a few MiB
+HEAVY_OPS = frozenset({"scan", "aggregate"})
+MAX_CONNECTIONS = 1024
+WRITE_BUFFER_HIGH = 4 << 20
+SCAN_PAGE_SECONDS = 0.05  # a page returns early (with 'resume') rather than hold the node longer
 DEFAULT_OP_TIMEOUT = 10.0
 MAX_OP_TIMEOUT = 60.0
 MAX_CURSORS = 256
@@ -101,6 +106,28 @@ def _resolve(fut: asyncio.Future, result: Any = None, error: BaseException | Non
             fut.set_result(result)
 
 
+class _ClientConnection:
+    """Per-connection limits and an orderly, back-pressured writer."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.inflight = asyncio.Semaphore(MAX_INFLIGHT_PER_CONN)
+        self.heavy = asyncio.Semaphore(MAX_HEAVY_PER_CONN)
+        self._write_lock = asyncio.Lock()
+
+    async def send(self, frame: bytes) -> None:
+        """Write one reply once the socket buffer is below its high-water mark."""
+        async with self._write_lock:
+            if self.writer.is_closing():
+                return
+            try:
+                await self.writer.drain()
+                self.writer.write(frame)
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                pass
+
+
 class _Page:
     """Where a paged read stopped, and the cursor that continues it."""
 
@@ -128,6 +155,7 @@ class Node:
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
         self._cursor_ids = itertools.count(1)
+        self._connections = 0
         self.mailbox: Mailbox | None = None
         self.started = time.time()
 
@@ -345,7 +373,8 @@ class Node:
         view = await self._view(g, req)
         with self._paging(g, view) as page:
             keys, values, page.resume = view.scan_raw(start, end, reverse=bool(req.get("reverse")), limit=limit,
-                                                      max_bytes=max_bytes, filter=match)
+                                                      max_bytes=max_bytes, filter=match,
+                                                      deadline=time.monotonic() + SCAN_PAGE_SECONDS)
         # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
         return {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor}
 
@@ -365,7 +394,8 @@ class Node:
         partials = aggs.new()
         with self._paging(g, view) as page:
             rows, page.resume = view.scan(start, end, limit=AGG_STEP_ROWS, max_bytes=1 << 62, filter=match,
-                                          max_examined=AGG_STEP_ROWS)
+                                          max_examined=AGG_STEP_ROWS,
+                                          deadline=time.monotonic() + SCAN_PAGE_SECONDS)
             for key, value in rows:
                 aggs.update(partials, key, value)
         if aggs.bucket_ns and len(partials) > MAX_GROUPS:
@@ -454,9 +484,22 @@ class Node:
     # --- connections --------------------------------------------------------------------------
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one client connection: pipelined requests, answered as they complete."""
+        """Serve one client connection: pipelined requests, answered as they complete.
+
+        Memory per connection is bounded: at most MAX_INFLIGHT_PER_CONN requests (of which at
+        most MAX_HEAVY_PER_CONN page-sized reads) are in progress, a request's slot is held until
+        its reply has drained to the socket, and we stop reading while every slot is taken -- so a
+        client that never reads its replies only stalls itself.
+        """
+        if self._connections >= MAX_CONNECTIONS:
+            writer.write(encode({"id": None, "err": errors.to_wire(
+                Overloaded(f"node {self.me.id} already serves {MAX_CONNECTIONS} connections"))}))
+            writer.close()
+            return
+        self._connections += 1
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        conn = _ClientConnection(writer)
         decoder = FrameDecoder(DEFAULT_MAX_FRAME)
-        inflight = asyncio.Semaphore(MAX_INFLIGHT_PER_CONN)
         tasks: set[asyncio.Task] = set()
         try:
             while True:
@@ -465,21 +508,30 @@ class Node:
                     break
                 decoder.receive_data(data)
                 while (msg := decoder.next_message()) is not NEED_DATA:
-                    await inflight.acquire()
-                    task = asyncio.create_task(self._answer(msg, writer))
+                    await conn.inflight.acquire()
+                    task = asyncio.create_task(self._answer(msg, conn))
                     tasks.add(task)
-                    task.add_done_callback(lambda t: (tasks.discard(t), inflight.release()))
+                    task.add_done_callback(lambda t: (tasks.discard(t), conn.inflight.release()))
         except errors.ProtocolError as exc:
             # a malformed frame: tell the client why, then hang up (the stream can't be resynchronised)
             writer.write(encode({"id": None, "err": errors.to_wire(exc)}))
         except (ConnectionError, OSError):
             pass
         finally:
+            self._connections -= 1
             for t in tasks:
                 t.cancel()
             writer.close()
 
-    async def _answer(self, msg: Any, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, msg: Any, conn: _ClientConnection) -> None:
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op in HEAVY_OPS:
+            async with conn.heavy:
+                await self._answer_one(msg, conn)
+        else:
+            await self._answer_one(msg, conn)
+
+    async def _answer_one(self, msg: Any, conn: _ClientConnection) -> None:
         rid = msg.get("id") if isinstance(msg, dict) else None
         try:
             if not isinstance(msg, dict):
@@ -497,8 +549,7 @@ class Node:
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("request %r failed", msg.get("op") if isinstance(msg, dict) else msg)
             reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
-        if not writer.is_closing():
-            writer.write(encode(reply))
+        await conn.send(encode(reply))
 
     # --- lifecycle ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -282,6 +283,8 @@ class StoreView:
     def __init__(self, store: ShardStore, snapshot: Any) -> None:
         self._store = store
         self._snap = snapshot
+        # Its own lock, not the store's: a long page must not stall the Raft thread's writes.
+        self._lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -289,34 +292,37 @@ class StoreView:
         return self._snap is None
 
     def scan(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000, max_bytes: int = 1 << 20,
-             filter: Filter | None = None, max_examined: int = 200_000) -> tuple[list[Row], int | None]:
-        """Same contract as :meth:`ShardStore.scan`, against the frozen state."""
+             filter: Filter | None = None, max_examined: int = 200_000,
+             deadline: float | None = None) -> tuple[list[Row], int | None]:
+        """Same contract as :meth:`ShardStore.scan`, against the frozen state; ``deadline``
+        (``time.monotonic()``) ends the page early, with a ``resume``."""
         return _rows(self.scan_raw(start, end, reverse=reverse, limit=limit, max_bytes=max_bytes, filter=filter,
-                                   max_examined=max_examined))
+                                   max_examined=max_examined, deadline=deadline))
 
     def scan_raw(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000,
-                 max_bytes: int = 1 << 20, filter: Filter | None = None,
-                 max_examined: int = 200_000) -> tuple[bytes, list[bytes], int | None]:
+                 max_bytes: int = 1 << 20, filter: Filter | None = None, max_examined: int = 200_000,
+                 deadline: float | None = None) -> tuple[bytes, list[bytes], int | None]:
         """Like :meth:`scan`, but keys come as one blob of raw 9-byte store keys (:func:`decode_raw_keys`).
 
         The wire format of a scan page: no per-row work on the server beyond reading.
         """
-        with self._store._lock:
+        with self._lock:
             if self._snap is None:
                 raise StorageError("this view of the store was closed")
-            return _scan_page(self._snap, start, end, reverse, limit, max_bytes, filter, max_examined)
+            return _scan_page(self._snap, start, end, reverse, limit, max_bytes, filter, max_examined, deadline)
 
     def close(self) -> None:
-        """Release the snapshot."""
-        with self._store._lock:
+        """Release the snapshot (waits for a page being read from it)."""
+        with self._lock:
             if self._snap is not None:
                 self._snap.close()
                 self._snap = None
-            self._store._views.discard(self)
+        self._store._views.discard(self)
 
 
 def _scan_page(source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
-               filter: Filter | None, max_examined: int) -> tuple[bytes, list[bytes], int | None]:
+               filter: Filter | None, max_examined: int,
+               deadline: float | None = None) -> tuple[bytes, list[bytes], int | None]:
     """One page: its raw store keys joined in one blob, their values, and where to resume.
 
     See :meth:`ShardStore.scan` for the bounds.
@@ -328,7 +334,8 @@ def _scan_page(source: Any, start: int, end: int, reverse: bool, limit: int, max
     it = source.iterator(start=_bound(start), stop=_bound(end), reverse=reverse)
     try:
         for raw, value in it:
-            if len(keys) >= limit or (keys and size + len(value) + 8 > max_bytes) or examined >= max_examined:
+            if (len(keys) >= limit or (keys and size + len(value) + 8 > max_bytes) or examined >= max_examined
+                    or (deadline is not None and examined & 255 == 255 and time.monotonic() > deadline)):
                 key = unpack(raw)[1]
                 return b"".join(keys), values, key + 1 if reverse else key
             examined += 1

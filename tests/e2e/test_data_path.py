@@ -250,3 +250,36 @@ def test_a_batch_too_big_for_one_log_entry_is_refused_and_the_shard_keeps_workin
         assert [k for k, _ in db.scan(0, 10)] == list(range(5))
         db.put(7, b"small")
         assert db.get(7) == b"small"
+
+
+def test_a_client_that_never_reads_replies_cannot_balloon_node_memory(cluster):
+    import socket
+    import time
+
+    import psutil
+
+    from raftkv.protocol.codec import encode
+
+    with Client(cluster.seeds) as db:
+        db.put_many([(k, bytes(200_000)) for k in range(40)])  # 8 MB: every page is ~4 MiB
+        sid = db.shard_map().shards[0].id
+        leader = cluster.leader_of(sid)
+    proc = psutil.Process(cluster.info.pids[leader])
+    before = proc.memory_info().rss
+    host, port = cluster.address(leader).rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.setblocking(False)
+        req = encode({"id": 1, "op": "scan", "shard": sid, "limit": 10_000, "max_bytes": 4 << 20,
+                      "consistency": "serializable"})
+        deadline = time.monotonic() + 5
+        sent = 0
+        while time.monotonic() < deadline:
+            try:
+                sent += s.send(req * 50)
+            except BlockingIOError:
+                time.sleep(0.05)  # the node stopped reading: that is the point
+        peak = proc.memory_info().rss
+    grown = (peak - before) >> 20
+    assert sent > 0 and grown < 300, f"node grew by {grown} MiB"
+    with Client(cluster.seeds) as db:
+        assert db.get(1) == bytes(200_000)

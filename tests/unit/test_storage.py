@@ -133,3 +133,46 @@ def test_view_is_frozen_and_closed_by_install(tmp_path):
     with pytest.raises(StorageError):
         view.scan(0, 2**64)
     s.close()
+
+
+def test_a_slow_page_stops_at_its_deadline_and_says_where_to_resume(store):
+    import time
+
+    store.apply(1, puts=[(k, b"x") for k in range(2000)])
+    view = store.open_view()
+
+    def slow(key, value):
+        time.sleep(0.001)
+        return True
+
+    rows, resume = view.scan(0, 2**64, limit=10_000, filter=slow, deadline=time.monotonic() + 0.05)
+    assert resume is not None and len(rows) < 2000 and resume == rows[-1][0] + 1
+    view.close()
+
+
+def test_a_long_page_on_a_view_does_not_block_writes(store):
+    """Raft-thread writes must not wait for a client's scan page (they share no lock)."""
+    import threading
+    import time
+
+    store.apply(1, puts=[(k, b"x") for k in range(300)])
+    view = store.open_view()
+    started, order = threading.Event(), []
+
+    def slow(key, value):
+        started.set()
+        time.sleep(0.002)
+        return True
+
+    def scan():
+        view.scan(0, 2**64, filter=slow)
+        order.append("scan done")
+
+    t = threading.Thread(target=scan)
+    t.start()
+    started.wait(5)
+    store.apply(2, puts=[(5000, b"y")])
+    order.append("write done")
+    t.join()
+    assert order == ["write done", "scan done"]
+    view.close()
