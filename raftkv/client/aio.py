@@ -28,7 +28,7 @@ from ..errors import InvalidArgument, NotLeader, RaftKVError, StaleRoute, Unavai
 from ..keys import KEY_SPACE_END, check_key, check_limit, check_range, check_value
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..protocol.pages import decode_raw_keys
-from ..routing.ranges import inclusive_to_half_open
+from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import parse_hostport
 
@@ -237,7 +237,7 @@ class AsyncClient:
         while cursor < span[1]:
             shard = (await self._shard_map(deadline)).shard_for_key(cursor)
             stop = min(shard.end, span[1])
-            fields = {"start": cursor, "end": None if stop == KEY_SPACE_END else stop, "filter": filter}
+            fields = {"start": cursor, "end": end_to_wire(stop), "filter": filter}
             reply = await self._with_retry(lambda s=shard, f=fields: self._send(s, "delete_range", f, deadline),
                                            deadline)
             total += reply["deleted"]
@@ -268,7 +268,7 @@ class AsyncClient:
             shard = (await self._shard_map(deadline)).shard_by_id(shard_id)
             if shard is None:
                 raise StaleRoute(f"shard {shard_id} is gone")
-            fields = {"start": cursor_lo, "end": None if end == KEY_SPACE_END else end, "aggs": aggs,
+            fields = {"start": cursor_lo, "end": end_to_wire(end), "aggs": aggs,
                       "bucket_ns": bucket_ns, "filter": filter, "consistency": self.consistency, "cursor": cursor}
 
             async def attempt(s: Shard = shard, f: dict[str, Any] = fields) -> Any:
@@ -359,15 +359,16 @@ class AsyncClient:
         self._conns[address] = conn
         return conn
 
-    def _target(self, shard: Shard, attempt: int) -> str:
+    def _target(self, shard: Shard) -> str:
+        """Where to send: the believed leader (``_forget_leader`` rotates it through the replicas)."""
         leader = self._leaders.get(shard.id)
         if leader is None or leader not in shard.replicas:
-            leader = shard.replicas[attempt % len(shard.replicas)]
-        return self._nodes.get(leader) or self._seeds[attempt % len(self._seeds)]
+            leader = shard.replicas[0]
+        return self._nodes.get(leader) or self._seeds[0]
 
     async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float) -> Any:
         """One attempt at the shard's believed leader."""
-        address = self._target(shard, 0)
+        address = self._target(shard)
         remaining = min(deadline - time.monotonic(), self.attempt_timeout)
         if remaining <= 0:
             raise errors.Timeout("deadline passed")
@@ -461,8 +462,8 @@ class AsyncClient:
                 raise r
 
     async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any, deadline: float,
-                    cursor: Any = None, page_keys: int = 1000) -> tuple[list[Row], int | None, Any]:
-        fields = {"start": lo, "end": None if hi == KEY_SPACE_END else hi, "reverse": reverse,
+                    cursor: Any, page_keys: int) -> tuple[list[Row], int | None, Any]:
+        fields = {"start": lo, "end": end_to_wire(hi), "reverse": reverse,
                   "limit": page_keys, "max_bytes": self.page_bytes, "filter": filter,
                   "consistency": self.consistency, "cursor": cursor}
 

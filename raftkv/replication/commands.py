@@ -28,6 +28,7 @@ import msgpack
 
 from ..errors import InvalidArgument
 from ..keys import MAX_KEY, MAX_VALUE_BYTES
+from ..routing.ranges import end_from_wire
 from ..storage.leveldb import ShardStore
 
 REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR
@@ -132,7 +133,7 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
 
 def _apply_delete_range(store: ShardStore, index: int, op: list[Any]) -> dict[str, Any]:
     _, start, end, filter_wire, max_keys = op
-    end_excl = 2**64 if end is None else end
+    end_excl = end_from_wire(end)
     match = None
     if filter_wire is not None:
         from ..query.predicate import compile_filter  # the query layer is optional for plain deletes

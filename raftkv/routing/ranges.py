@@ -11,6 +11,16 @@ from __future__ import annotations
 from ..keys import KEY_SPACE_END
 
 
+def end_to_wire(end: int) -> int | None:
+    """A half-open range's end for msgpack, which stops at 2**64 - 1: the key space's end is None."""
+    return None if end >= KEY_SPACE_END else end
+
+
+def end_from_wire(end: int | None) -> int:
+    """Inverse of :func:`end_to_wire`."""
+    return KEY_SPACE_END if end is None else end
+
+
 def inclusive_to_half_open(lo: int, hi: int) -> tuple[int, int] | None:
     """``[lo, hi]`` as ``[lo, hi + 1)``, or None when empty (``lo > hi``)."""
     if lo > hi:

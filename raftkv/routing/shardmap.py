@@ -15,7 +15,7 @@ from typing import Any
 
 from ..keys import KEY_SPACE_END
 from . import placement
-from .ranges import even_split_points, intersect, ranges_from_split_points
+from .ranges import end_from_wire, end_to_wire, even_split_points, intersect, ranges_from_split_points
 
 META_GROUP = "meta"
 
@@ -31,13 +31,13 @@ class Shard:
 
     def to_dict(self) -> dict[str, Any]:
         """Wire form; ``end`` of the last shard is 2**64, sent as None to fit msgpack's uint64."""
-        return {"id": self.id, "start": self.start, "end": None if self.end == KEY_SPACE_END else self.end,
+        return {"id": self.id, "start": self.start, "end": end_to_wire(self.end),
                 "replicas": list(self.replicas)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Shard:
         """Inverse of :meth:`to_dict`."""
-        end = KEY_SPACE_END if d["end"] is None else int(d["end"])
+        end = end_from_wire(None if d["end"] is None else int(d["end"]))
         return cls(str(d["id"]), int(d["start"]), end, tuple(str(r) for r in d["replicas"]))
 
 

@@ -35,13 +35,14 @@ from ..errors import (
     Timeout,
     UnknownOperation,
 )
-from ..keys import KEY_SPACE_END, MAX_VALUE_BYTES, check_key, check_value
+from ..keys import MAX_VALUE_BYTES, check_key, check_value
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..replication import commands
 from ..replication.balance import pick_transfer
 from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
 from ..replication.loop import RaftLoop
-from ..routing.shardmap import META_GROUP, ShardMap, initial_map, meta_replicas
+from ..routing.ranges import end_from_wire, end_to_wire
+from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas
 from ..storage.leveldb import ShardStore, StoreView
 from .config import NodeConfig, check_data_dir, format_hostport
 
@@ -233,10 +234,18 @@ class Node:
             raise ShardNotHere(f"node {self.me.id} hosts no replica of shard {sid!r}", epoch=self.current_map().epoch)
         return g
 
-    def _check_in_shard(self, g: RaftGroup, key: int) -> None:
+    def _shard(self, g: RaftGroup) -> Shard:
+        """The map's entry for the shard ``g`` replicates."""
         shard = self.current_map().shard_by_id(g.group_id)
-        if shard is None or not shard.start <= key < shard.end:
-            raise StaleRoute(f"key {key} is not in shard {g.group_id}", epoch=self.current_map().epoch)
+        if shard is None:
+            raise StaleRoute(f"shard {g.group_id} is no longer in the map", epoch=self.current_map().epoch)
+        return shard
+
+    def _require_in(self, shard: Shard, key: int) -> int:
+        """``key`` if ``shard`` owns it; otherwise the client routed with a stale map."""
+        if not shard.start <= key < shard.end:
+            raise StaleRoute(f"key {key} is not in shard {shard.id}", epoch=self.current_map().epoch)
+        return key
 
     def _leader(self, g: RaftGroup) -> None:
         if not g.is_leader:
@@ -249,20 +258,23 @@ class Node:
             raise InvalidArgument("timeout must be a positive number of seconds")
         return min(float(t), MAX_OP_TIMEOUT)
 
-    async def _replicate(self, g: RaftGroup, command: bytes, timeout: float) -> Any:
-        self._leader(g)
-        aloop = asyncio.get_running_loop()
-        fut = aloop.create_future()
+    def _raft_future(self) -> tuple[asyncio.Future, Callable[..., None]]:
+        """A future, and ``complete(result=..., error=...)`` for the Raft thread to resolve it with."""
+        fut = asyncio.get_running_loop().create_future()
         mailbox = self.mailbox
         assert mailbox is not None
+        return fut, lambda result=None, error=None: mailbox.post(lambda: _resolve(fut, result, error))
+
+    async def _replicate(self, g: RaftGroup, command: bytes, timeout: float) -> Any:
+        self._leader(g)
+        fut, complete = self._raft_future()
 
         def done(result: Any, err: int) -> None:
             if err == FAIL_REASON.SUCCESS:
-                mailbox.post(lambda: _resolve(fut, result))
+                complete(result)
             else:
-                exc = _FAIL_TO_ERROR.get(err, Timeout)(
-                    f"shard {g.group_id}: write not committed (pysyncobj code {err})", leader=g.leader_id)
-                mailbox.post(lambda: _resolve(fut, error=exc))
+                complete(error=_FAIL_TO_ERROR.get(err, Timeout)(
+                    f"shard {g.group_id}: write not committed (pysyncobj code {err})", leader=g.leader_id))
 
         g.submit(command, done)
         self.loop.poke(g.group_id)
@@ -283,12 +295,9 @@ class Node:
         if level != "linearizable":
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
         self._leader(g)
-        aloop = asyncio.get_running_loop()
-        fut = aloop.create_future()
-        mailbox = self.mailbox
-        assert mailbox is not None
+        fut, complete = self._raft_future()
         timeout = self._timeout(req)
-        self.loop.read_index(g.group_id, lambda err: mailbox.post(lambda: _resolve(fut, error=err)), timeout)
+        self.loop.read_index(g.group_id, lambda err: complete(error=err), timeout)
         await asyncio.wait_for(fut, timeout + 1.0)
 
     async def op_map(self, req: dict[str, Any]) -> Any:
@@ -298,8 +307,7 @@ class Node:
 
     async def op_get(self, req: dict[str, Any]) -> Any:
         g = self._group(req)
-        key = check_key(req.get("key"))
-        self._check_in_shard(g, key)
+        key = self._require_in(self._shard(g), check_key(req.get("key")))
         await self._readable(g, req)
         return g.store.get(key)
 
@@ -308,16 +316,12 @@ class Node:
         pairs = req.get("pairs")
         if not isinstance(pairs, list) or not 0 < len(pairs) <= MAX_BATCH_KEYS:
             raise InvalidArgument(f"'pairs' must be a list of 1..{MAX_BATCH_KEYS} [key, value] pairs")
-        shard = self.current_map().shard_by_id(g.group_id)
-        assert shard is not None
+        shard = self._shard(g)
         clean = []
         for pair in pairs:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise InvalidArgument("each pair must be [key, value]")
-            key, value = check_key(pair[0]), check_value(pair[1])
-            if not shard.start <= key < shard.end:
-                raise StaleRoute(f"key {key} is not in shard {g.group_id}", epoch=self.current_map().epoch)
-            clean.append((key, value))
+            clean.append((self._require_in(shard, check_key(pair[0])), check_value(pair[1])))
         size = sum(len(v) + 16 for _, v in clean)
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
@@ -330,16 +334,16 @@ class Node:
         keys = req.get("keys")
         if not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH_KEYS:
             raise InvalidArgument(f"'keys' must be a list of 1..{MAX_BATCH_KEYS} keys")
+        shard = self._shard(g)
         for k in keys:
-            self._check_in_shard(g, check_key(k))
+            self._require_in(shard, check_key(k))
         return await self._replicate(g, commands.delete(keys), self._timeout(req))
 
     def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
-        shard = self.current_map().shard_by_id(g.group_id)
-        assert shard is not None
+        shard = self._shard(g)
         start = check_key(req.get("start", shard.start), "start")
-        end = req.get("end", shard.end if shard.end < KEY_SPACE_END else None)
-        end = KEY_SPACE_END if end is None else check_key(end, "end")  # None: to the end of the key space
+        end = req.get("end", end_to_wire(shard.end))
+        end = end_from_wire(None if end is None else check_key(end, "end"))
         if start < shard.start or end > shard.end:
             raise StaleRoute(f"range is not inside shard {g.group_id}", epoch=self.current_map().epoch)
         return start, end
@@ -454,7 +458,7 @@ class Node:
         g = self._group(req)
         start, end = self._bounds(g, req)
         wire, _ = self._filter(req)  # compiled here only to refuse a bad filter at the door
-        command = commands.delete_range(start, None if end == KEY_SPACE_END else end, wire)
+        command = commands.delete_range(start, end_to_wire(end), wire)
         return await self._replicate(g, command, self._timeout(req))
 
     async def op_status(self, req: dict[str, Any]) -> Any:
@@ -478,8 +482,8 @@ class Node:
         return True
 
     OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
-                           "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range", "status": "op_status",
-                           "compact": "op_compact"}
+                           "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range",
+                           "status": "op_status", "compact": "op_compact"}
 
     # --- connections --------------------------------------------------------------------------
 
