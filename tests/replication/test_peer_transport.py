@@ -48,37 +48,29 @@ def test_wrong_secret_is_refused(tmp_path):
     encode("just a string"),  # not a hello
     pickle.dumps({"type": "append_entries"}),  # pickle is not our encoding
 ])
-def test_garbage_on_peer_port_is_dropped_and_node_keeps_working(tmp_path, payload):
-    c = LocalCluster(str(tmp_path))
-    try:
-        c.leader()
-        for addr in c.peers.values():
-            with socket.create_connection(addr, timeout=5) as s:
-                recv_message(s)
-                s.sendall(payload)
-                s.settimeout(5)
-                assert s.recv(10) == b""
-        c.put(7, b"still fine")
-        c.assert_replicated({7: b"still fine"})
-    finally:
-        c.close()
+def test_garbage_on_peer_port_is_dropped_and_node_keeps_working(cluster, payload):
+    cluster.leader()
+    for addr in cluster.peers.values():
+        with socket.create_connection(addr, timeout=5) as s:
+            recv_message(s)
+            s.sendall(payload)
+            s.settimeout(5)
+            assert s.recv(10) == b""
+    cluster.put(7, b"still fine")
+    cluster.assert_replicated({7: b"still fine"})
 
 
-def test_unknown_peer_and_malformed_batches_rejected(tmp_path):
-    c = LocalCluster(str(tmp_path))
-    try:
-        c.leader()
-        with socket.create_connection(c.peers["n1"], timeout=5) as s:
-            recv_message(s)
-            s.sendall(encode({"id": "intruder", "mac": b""}))
-            assert s.recv(10) == b""
-        with socket.create_connection(c.peers["n1"], timeout=5) as s:
-            recv_message(s)
-            s.sendall(encode({"id": "n2", "mac": b""}) + encode([["g1", "not a dict"]]))
-            assert s.recv(10) == b""
-        c.put(8, b"ok")
-    finally:
-        c.close()
+def test_unknown_peer_and_malformed_batches_rejected(cluster):
+    cluster.leader()
+    with socket.create_connection(cluster.peers["n1"], timeout=5) as s:
+        recv_message(s)
+        s.sendall(encode({"id": "intruder", "mac": b""}))
+        assert s.recv(10) == b""
+    with socket.create_connection(cluster.peers["n1"], timeout=5) as s:
+        recv_message(s)
+        s.sendall(encode({"id": "n2", "mac": b""}) + encode([["g1", "not a dict"]]))
+        assert s.recv(10) == b""
+    cluster.put(8, b"ok")
 
 
 def test_pending_messages_split_into_bounded_frames():
@@ -99,16 +91,12 @@ def test_pending_messages_split_into_bounded_frames():
     assert got == items
 
 
-def test_unauthenticated_dialer_cannot_make_us_buffer_a_big_frame(tmp_path):
+def test_unauthenticated_dialer_cannot_make_us_buffer_a_big_frame(cluster):
     import struct as _struct
 
-    c = LocalCluster(str(tmp_path))
-    try:
-        c.leader()
-        with socket.create_connection(c.peers["n1"], timeout=5) as s:
-            recv_message(s)
-            s.sendall(_struct.pack(">I", 1 << 20))  # announce a 1 MiB "hello"
-            assert s.recv(10) == b""  # refused on the header alone
-        c.put(3, b"fine")
-    finally:
-        c.close()
+    cluster.leader()
+    with socket.create_connection(cluster.peers["n1"], timeout=5) as s:
+        recv_message(s)
+        s.sendall(_struct.pack(">I", 1 << 20))  # announce a 1 MiB "hello"
+        assert s.recv(10) == b""  # refused on the header alone
+    cluster.put(3, b"fine")

@@ -16,67 +16,52 @@ from .harness import LocalCluster
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = LocalCluster(str(tmp_path))
-    yield c
-    c.close()
-
-
-def test_no_message_leaves_before_its_journal_is_synced(tmp_path):
+def test_no_message_leaves_before_its_journal_is_synced(cluster):
     """Trap: pysyncobj acks (and counts its own copy) before anything is on disk.
 
     Invariant of the Raft loop: when replies and votes are released to the sockets, every
     journal of that node is clean (entries and term/vote fsynced).  Only leaders'
     AppendEntries may leave earlier, and nothing else travels in that early release.
     """
-    c = LocalCluster(str(tmp_path))
     violations: list[str] = []
     releases = [0]
-    try:
-        for nid, loop in c.loops.items():
-            hub = loop.hub
-            real_release, real_early = hub.release, hub.release_early
+    for nid, loop in cluster.loops.items():
+        hub = loop.hub
+        real_release, real_early = hub.release, hub.release_early
 
-            def checked(loop=loop, real=real_release, nid=nid):
-                dirty = [g.group_id for g in loop.groups.values() if g.journal.dirty]
-                waiting = [m for ob in loop.hub._out.values() for m in ob.staged]
-                if dirty and waiting:
-                    violations.append(f"{nid}: {dirty} dirty while {len(waiting)} replies leave")
-                releases[0] += 1
-                real()
+        def checked(loop=loop, real=real_release, nid=nid):
+            dirty = [g.group_id for g in loop.groups.values() if g.journal.dirty]
+            waiting = [m for ob in loop.hub._out.values() for m in ob.staged]
+            if dirty and waiting:
+                violations.append(f"{nid}: {dirty} dirty while {len(waiting)} replies leave")
+            releases[0] += 1
+            real()
 
-            def checked_early(hub=hub, real=real_early, nid=nid):
-                kinds = {m[1]["type"] for ob in hub._out.values() for m in ob.early}
-                if kinds - {"append_entries"}:
-                    violations.append(f"{nid}: early release carried {kinds}")
-                real()
+        def checked_early(hub=hub, real=real_early, nid=nid):
+            kinds = {m[1]["type"] for ob in hub._out.values() for m in ob.early}
+            if kinds - {"append_entries"}:
+                violations.append(f"{nid}: early release carried {kinds}")
+            real()
 
-            hub.release, hub.release_early = checked, checked_early
-        for i in range(200):
-            c.put(i, b"v%d" % i)
-        c.assert_replicated({i: b"v%d" % i for i in range(200)})
-        assert violations == []
-        assert releases[0] > 200
-    finally:
-        c.close()
+        hub.release, hub.release_early = checked, checked_early
+    for i in range(200):
+        cluster.put(i, b"v%d" % i)
+    cluster.assert_replicated({i: b"v%d" % i for i in range(200)})
+    assert violations == []
+    assert releases[0] > 200
 
 
-def test_acknowledged_writes_are_in_a_majority_of_journals_on_disk(tmp_path):
+def test_acknowledged_writes_are_in_a_majority_of_journals_on_disk(cluster):
     """Read the journal files back from disk (as a crash would) right after each ack."""
-    c = LocalCluster(str(tmp_path))
-    try:
-        for i in range(30):
-            cmd = commands.put([(i, os.urandom(50))])
-            c.write(cmd)
-            holders = 0
-            for nid in c.ids:
-                path = os.path.join(str(tmp_path), nid, "g1", "raft.log")
-                if cmd in open(path, "rb").read():
-                    holders += 1
-            assert holders >= 2, f"write {i} acknowledged but on disk at only {holders} node(s)"
-    finally:
-        c.close()
+    for i in range(30):
+        cmd = commands.put([(i, os.urandom(50))])
+        cluster.write(cmd)
+        holders = 0
+        for nid in cluster.ids:
+            path = os.path.join(cluster.root, nid, "g1", "raft.log")
+            if cmd in open(path, "rb").read():
+                holders += 1
+        assert holders >= 2, f"write {i} acknowledged but on disk at only {holders} node(s)"
 
 
 def test_lone_write_does_not_wait_for_the_heartbeat(tmp_path):
@@ -231,15 +216,8 @@ def test_crash_between_compaction_marker_and_log_truncation_loses_nothing(tmp_pa
         prev, last = j[len(j) - 12], j[len(j) - 11]
         j._destroy()
         (d / "snap.meta").write_bytes(msgpack.packb({"last": list(last), "prev": list(prev)}))
-    c = LocalCluster.__new__(LocalCluster)  # same directories and ports, fresh processes' worth of state
-    c.__dict__.update(root=str(tmp_path), ids=["n1", "n2", "n3"], group_ids=("g1",), secret=None,
-                      options=RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8), loops={})
-    from .harness import free_ports
-
-    c.peers = {nid: ("127.0.0.1", p) for nid, p in zip(c.ids, free_ports(3), strict=True)}
+    c = LocalCluster(str(tmp_path))  # the same directories, restarted
     try:
-        for nid in c.ids:
-            c.start_node(nid)
         for i in range(30, 40):
             c.put(i, b"b%d" % i)
             expected[i] = b"b%d" % i
