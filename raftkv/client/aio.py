@@ -17,10 +17,12 @@ a few pages sit in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .. import errors
@@ -113,6 +115,32 @@ class _Connection:
             await asyncio.gather(self._reader_task, return_exceptions=True)
 
 
+class _WriteSession:
+    """This client's session: what makes a retried write take effect at most once.
+
+    Every write gets a sequence number it keeps through all its retries; the
+    shard's state machine remembers the numbers it applied (replication/sessions.py).
+    The low-water mark sent along -- the oldest number still awaiting an outcome --
+    lets the shard forget the rest.
+    """
+
+    def __init__(self) -> None:
+        self.id = os.urandom(16)
+        self._next = 1
+        self._open: dict[int, None] = {}  # numbers awaiting an outcome, oldest first (insertion order)
+
+    @contextlib.contextmanager
+    def write(self, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``fields`` plus this write's ``session``, its number held open until the block exits."""
+        seq = self._next
+        self._next += 1
+        self._open[seq] = None
+        try:
+            yield {**fields, "session": [self.id, seq, next(iter(self._open))]}
+        finally:
+            del self._open[seq]
+
+
 class AsyncClient:
     """raftkv client for asyncio code.  All methods are coroutines (``scan`` is an async iterator).
 
@@ -143,6 +171,7 @@ class AsyncClient:
         self._leaders: dict[str, str] = {}
         self._nodes: dict[str, str] = {}
         self._refreshing: asyncio.Task | None = None
+        self._session = _WriteSession()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -167,7 +196,8 @@ class AsyncClient:
     async def put(self, key: int, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
         key, value = check_key(key), check_value(value)
-        await self._on_key(key, "put", {"pairs": [[key, value]]})
+        with self._session.write({"pairs": [[key, value]]}) as fields:
+            await self._on_key(key, "put", fields)
 
     async def get(self, key: int) -> bytes | None:
         """The value under ``key``, or None."""
@@ -177,7 +207,8 @@ class AsyncClient:
     async def delete(self, key: int) -> bool:
         """Delete ``key``; True if it existed."""
         key = check_key(key)
-        return bool(await self._on_key(key, "delete", {"keys": [key]}))
+        with self._session.write({"keys": [key]}) as fields:
+            return bool(await self._on_key(key, "delete", fields))
 
     async def put_many(self, pairs: Iterable[tuple[int, bytes | str]]) -> int:
         """Store many pairs: batched per shard, shards written in parallel.
@@ -237,9 +268,9 @@ class AsyncClient:
         while cursor < span[1]:
             shard = (await self._shard_map(deadline)).shard_for_key(cursor)
             stop = min(shard.end, span[1])
-            fields = {"start": cursor, "end": end_to_wire(stop), "filter": filter}
-            reply = await self._with_retry(lambda s=shard, f=fields: self._send(s, "delete_range", f, deadline),
-                                           deadline)
+            with self._session.write({"start": cursor, "end": end_to_wire(stop), "filter": filter}) as fields:
+                reply = await self._with_retry(
+                    lambda s=shard, f=fields: self._send(s, "delete_range", f, deadline), deadline)
             total += reply["deleted"]
             cursor = reply["resume"] if reply["resume"] is not None else stop
         return total
@@ -444,15 +475,16 @@ class AsyncClient:
 
         async def one(batch: list[list[Any]]) -> None:
             async with sem:
-                async def attempt() -> Any:
+                async def attempt(fields: dict[str, Any]) -> Any:
                     m = await self._shard_map(deadline)
                     shard = m.shard_for_key(batch[0][0])
                     if any(not shard.start <= k < shard.end for k, _ in batch):
                         raise _Resplit()
-                    return await self._send(shard, "put", {"pairs": batch}, deadline)
+                    return await self._send(shard, "put", fields, deadline)
 
                 try:
-                    await self._with_retry(attempt, deadline)
+                    with self._session.write({"pairs": batch}) as fields:
+                        await self._with_retry(lambda: attempt(fields), deadline)
                 except _Resplit:
                     await self._put_batches([(k, v) for k, v in batch], deadline)
 

@@ -10,14 +10,19 @@ place that turns a command into storage writes.
 
 Ops:
 
-* ``["put", [[key, value], ...]]`` -- one or many puts, atomically.
-* ``["del", [key, ...]]`` -- reply: how many of the keys existed.
-* ``["delr", start, end|None, filter|None, max_keys]`` -- delete up to
+* ``["put", [[key, value], ...], session?]`` -- one or many puts, atomically.
+* ``["del", [key, ...], session?]`` -- reply: how many of the keys existed.
+* ``["delr", start, end|None, filter|None, max_keys, session?]`` -- delete up to
   ``max_keys`` keys of ``[start, end)`` matching ``filter`` (a query-language
   wire filter); reply ``{"deleted": n, "resume": key|None}`` so a large range
   is deleted in bounded steps, none of which stalls the Raft loop for long.
 * ``["map", shard_map_dict, expected_epoch]`` -- meta group only: compare
   and set the shard map.  Reply: the epoch now stored.
+
+``session`` is ``[client_id, seq, low, now_ms]`` (``sessions.py``): a write
+that carries one takes effect at most once, however often it is retried or
+copied; a repeat gets the first application's reply.  Entries written before
+sessions existed have no such field and still decode.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..errors import InvalidArgument
 from ..keys import MAX_KEY, MAX_VALUE_BYTES
 from ..routing.ranges import end_from_wire
 from ..storage.leveldb import ShardStore
+from . import sessions
 
 REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR
 MAP_KEY = b"shard_map"
@@ -45,19 +51,23 @@ def encode(op: list[Any]) -> bytes:
     return REGULAR + msgpack.packb(op, use_bin_type=True)
 
 
-def put(pairs: list[tuple[int, bytes]]) -> bytes:
+Session = list[Any] | None  # [client_id, seq, low, now_ms], see sessions.py
+
+
+def put(pairs: list[tuple[int, bytes]], session: Session = None) -> bytes:
     """Command putting every ``(key, value)`` pair atomically."""
-    return encode(["put", [[k, v] for k, v in pairs]])
+    return encode(["put", [[k, v] for k, v in pairs], session])
 
 
-def delete(keys: list[int]) -> bytes:
+def delete(keys: list[int], session: Session = None) -> bytes:
     """Command deleting ``keys``."""
-    return encode(["del", list(keys)])
+    return encode(["del", list(keys), session])
 
 
-def delete_range(start: int, end: int | None, filter_wire: Any = None, max_keys: int = MAX_DELETE_STEP) -> bytes:
+def delete_range(start: int, end: int | None, filter_wire: Any = None, max_keys: int = MAX_DELETE_STEP,
+                 session: Session = None) -> bytes:
     """Command deleting (a bounded step of) ``[start, end)``; ``end`` None means to the end of the key space."""
-    return encode(["delr", start, end, filter_wire, max_keys])
+    return encode(["delr", start, end, filter_wire, max_keys, session])
 
 
 def set_map(shard_map: dict[str, Any], expected_epoch: int) -> bytes:
@@ -80,16 +90,22 @@ def decode(payload: bytes) -> list[Any]:
     if not isinstance(op, list) or not op or not isinstance(op[0], str):
         raise InvalidArgument("malformed command")
     name = op[0]
-    if name == "put" and len(op) == 2 and isinstance(op[1], list):
+    if name in _SESSION_AT:
+        # the session is the optional last field (absent in entries written before sessions)
+        if len(op) == _SESSION_AT[name]:
+            op.append(None)
+        if len(op) == _SESSION_AT[name] + 1 and op[-1] is not None:
+            sessions.check_command(op[-1])
+    if name == "put" and len(op) == 3 and isinstance(op[1], list):
         for pair in op[1]:
             if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], bytes)
                     and len(pair[1]) <= MAX_VALUE_BYTES):
                 raise InvalidArgument("malformed put")
             _key(pair[0])
-    elif name == "del" and len(op) == 2 and isinstance(op[1], list):
+    elif name == "del" and len(op) == 3 and isinstance(op[1], list):
         for k in op[1]:
             _key(k)
-    elif name == "delr" and len(op) == 5:
+    elif name == "delr" and len(op) == 6:
         _key(op[1])
         if op[2] is not None:
             _key(op[2])
@@ -102,6 +118,9 @@ def decode(payload: bytes) -> list[Any]:
     return op
 
 
+_SESSION_AT = {"put": 2, "del": 2, "delr": 5}  # index of the optional session field
+
+
 def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     """Apply the command in log entry ``index`` to ``store``; returns the reply.
 
@@ -109,6 +128,8 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     its effect is already there, so it is skipped (and replies None).
     A malformed command is recorded as applied (so the index stays contiguous)
     and replies with an error dict instead of crashing the replica.
+    A write whose session says it was applied already changes nothing and
+    replies what its first application replied (``sessions.py``).
     """
     if index <= store.applied_index:
         return None
@@ -118,21 +139,46 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
         store.apply(index)
         return {"error": str(exc)}
     name = op[0]
+    if name == "map":
+        return _apply_map(store, index, op)
+    session = op[-1]
+    system: dict[bytes, bytes | None] = {}
+    record = None
+    if session is not None:
+        client_id, seq, low, now_ms = session
+        raw = store.get_system(sessions.record_key(client_id))
+        record = sessions.Session.decode(raw)
+        before = None if raw is None else sessions.Session.decode(raw)
+        verdict = sessions.decide(record, seq)
+        if verdict == sessions.DUPLICATE:
+            store.apply(index)
+            return record.replies[seq]
+        if verdict == sessions.STALE:
+            store.apply(index)
+            return {"error": "a late copy of a request its client has given up on; not applied"}
+        if index % sessions.GC_EVERY == 0:
+            expired = store.system_names(sessions.BY_TIME, sessions.collection_bound(now_ms), sessions.GC_BATCH)
+            system.update(sessions.collect(expired))
+    puts: list[tuple[int, bytes]] = []
+    deletes: list[int] = []
     if name == "put":
-        store.apply(index, puts=[(k, v) for k, v in op[1]])
-        return None
-    if name == "del":
-        keys = op[1]
-        existed = sum(1 for k in keys if store.get(k) is not None)
-        store.apply(index, deletes=keys)
-        return existed
-    if name == "delr":
-        return _apply_delete_range(store, index, op)
-    return _apply_map(store, index, op)
+        puts = [(k, v) for k, v in op[1]]
+        reply: Any = None
+    elif name == "del":
+        deletes = op[1]
+        reply = sum(1 for k in deletes if store.get(k) is not None)
+    else:
+        reply, deletes = _delete_range_step(store, op)
+    if record is not None and not (isinstance(reply, dict) and "error" in reply):
+        record.remember(seq, low, now_ms, reply)
+        system.update(sessions.store_writes(client_id, before, record))
+    store.apply(index, puts=puts, deletes=deletes, system=system)
+    return reply
 
 
-def _apply_delete_range(store: ShardStore, index: int, op: list[Any]) -> dict[str, Any]:
-    _, start, end, filter_wire, max_keys = op
+def _delete_range_step(store: ShardStore, op: list[Any]) -> tuple[dict[str, Any], list[int]]:
+    """The reply and the keys one range-delete step removes (nothing is written here)."""
+    _, start, end, filter_wire, max_keys, _session = op
     end_excl = end_from_wire(end)
     match = None
     if filter_wire is not None:
@@ -141,15 +187,13 @@ def _apply_delete_range(store: ShardStore, index: int, op: list[Any]) -> dict[st
         try:
             match = compile_filter(filter_wire)
         except Exception as exc:
-            store.apply(index)
-            return {"error": f"bad filter: {exc}"}
+            return {"error": f"bad filter: {exc}"}, []
     # Deterministic (every replica must delete the same keys), so a row budget, not a clock: it
     # shrinks with the filter's size so one step costs about the same whatever the filter.
     budget = max(100, min(max_keys * 10, FILTER_WORK_PER_STEP // _size(filter_wire)))
     rows, resume = store.scan(start, end_excl, limit=max_keys, max_bytes=1 << 62, filter=match,
                               max_examined=budget)
-    store.apply(index, deletes=[k for k, _ in rows])
-    return {"deleted": len(rows), "resume": resume}
+    return {"deleted": len(rows), "resume": resume}, [k for k, _ in rows]
 
 
 def _size(wire: Any) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -338,6 +339,27 @@ class RaftGroup(SyncObj):
             return None  # no-op entries (we never create membership or version entries)
         # pysyncobj bumps its applied index only after this returns: this entry's index is one more.
         return commands.apply(self.store, self.raftLastApplied + 1, command[1:])
+
+    def _checkCommandsToApply(self) -> None:  # noqa: N802 -- wraps pysyncobj's (runs inside its tick)
+        """Append queued commands if we lead; otherwise fail them -- never forward them.
+
+        pysyncobj hands the commands queued at a replica that is no longer the leader to the new
+        leader.  A leader paused (or cut off) with requests in its queue would then, on waking,
+        commit them a second time after their clients had retried them elsewhere and moved on --
+        an old value reappearing after newer acknowledged writes.  A client that sees NotLeader
+        retries with the same session sequence number, which the state machine deduplicates.
+        """
+        if not self._isLeader():
+            waiting = self._SyncObj__commandsQueue
+            while True:
+                try:
+                    _command, callback = waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if callable(callback):
+                    callback(None, FAIL_REASON.NOT_LEADER)
+            return
+        super()._checkCommandsToApply()
 
     # --- what the loop and the server ask ---------------------------------------------------
 

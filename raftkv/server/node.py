@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..keys import MAX_VALUE_BYTES, check_key, check_value
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
-from ..replication import commands
+from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
 from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
 from ..replication.loop import RaftLoop
@@ -287,6 +287,13 @@ class Node:
             raise InvalidArgument(str(result["error"]))
         return result
 
+    @staticmethod
+    def _session(req: dict[str, Any]) -> commands.Session:
+        """The write's client session, stamped with this leader's clock (which the log then carries,
+        so every replica expires idle sessions alike)."""
+        session = sessions.check_wire(req.get("session"))
+        return None if session is None else [*session, int(time.time() * 1000)]
+
     async def _readable(self, g: RaftGroup, req: dict[str, Any]) -> None:
         """Wait until a local read of ``g`` is allowed at the requested consistency."""
         level = req.get("consistency", "linearizable")
@@ -326,7 +333,7 @@ class Node:
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
                                   "limit of one replicated command; send fewer pairs per request")
-        await self._replicate(g, commands.put(clean), self._timeout(req))
+        await self._replicate(g, commands.put(clean, self._session(req)), self._timeout(req))
         return len(clean)
 
     async def op_delete(self, req: dict[str, Any]) -> Any:
@@ -337,7 +344,7 @@ class Node:
         shard = self._shard(g)
         for k in keys:
             self._require_in(shard, check_key(k))
-        return await self._replicate(g, commands.delete(keys), self._timeout(req))
+        return await self._replicate(g, commands.delete(keys, self._session(req)), self._timeout(req))
 
     def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
         shard = self._shard(g)
@@ -458,7 +465,7 @@ class Node:
         g = self._group(req)
         start, end = self._bounds(g, req)
         wire, _ = self._filter(req)  # compiled here only to refuse a bad filter at the door
-        command = commands.delete_range(start, end_to_wire(end), wire)
+        command = commands.delete_range(start, end_to_wire(end), wire, session=self._session(req))
         return await self._replicate(g, command, self._timeout(req))
 
     async def op_status(self, req: dict[str, Any]) -> Any:

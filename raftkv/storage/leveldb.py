@@ -172,8 +172,13 @@ class ShardStore:
 
     # --- writes (Raft thread only) ----------------------------------------------------------
 
-    def apply(self, index: int, puts: list[tuple[int, bytes]] = (), deletes: list[int] = ()) -> bool:
-        """Apply one Raft entry's effect atomically with its index; False if already applied."""
+    def apply(self, index: int, puts: list[tuple[int, bytes]] = (), deletes: list[int] = (),
+              system: dict[bytes, bytes | None] | None = None) -> bool:
+        """Apply one Raft entry's effect atomically with its index; False if already applied.
+
+        ``system`` sets (bytes) or deletes (None) system entries in the same batch, e.g. the
+        client-session records that make the entry's effect happen at most once.
+        """
         if index <= self._applied:
             return False
         with self._lock:
@@ -182,6 +187,11 @@ class ShardStore:
                     wb.put(_dkey(key), value)
                 for key in deletes:
                     wb.delete(_dkey(key))
+                for name, raw in (system or {}).items():
+                    if raw is None:
+                        wb.delete(SYSTEM + name)
+                    else:
+                        wb.put(SYSTEM + name, raw)
                 wb.put(_APPLIED, _KEY.pack(index))
         self._applied = index
         return True
@@ -190,6 +200,15 @@ class ShardStore:
         """A system entry (e.g. the meta group's shard map)."""
         with self._lock:
             return self._db.get(SYSTEM + name)
+
+    def system_names(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` names of system entries in ``[start, stop)``, in order."""
+        with self._lock:
+            it = self._db.iterator(start=SYSTEM + start, stop=SYSTEM + stop, include_value=False)
+            try:
+                return [k[len(SYSTEM):] for k, _ in zip(it, range(limit), strict=False)]
+            finally:
+                it.close()
 
     def apply_system(self, index: int, name: bytes, value: bytes) -> bool:
         """Set a system entry as the effect of Raft entry ``index``; False if already applied."""

@@ -1,0 +1,158 @@
+"""At-most-once writes: the session rules (pure) and their effect on a real store through ``commands.apply``."""
+
+import msgpack
+import pytest
+
+from raftkv.replication import commands, sessions
+from raftkv.storage.leveldb import ShardStore
+
+CID = b"client-a-0123456"
+OTHER = b"client-b-0123456"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ShardStore(str(tmp_path / "store"))
+    yield s
+    s.close()
+
+
+class Log:
+    """Feeds commands to ``commands.apply`` at consecutive indices, as a replica's apply loop does."""
+
+    def __init__(self, store: ShardStore) -> None:
+        self.store = store
+        self.index = store.applied_index
+
+    def apply(self, command: bytes):
+        self.index += 1
+        return commands.apply(self.store, self.index, command[1:])
+
+
+def sess(cid: bytes, seq: int, low: int | None = None, now_ms: int = 1_000) -> list:
+    return [cid, seq, seq if low is None else low, now_ms]
+
+
+def test_decide_applies_new_numbers_repeats_replies_and_refuses_late_copies():
+    s = sessions.Session()
+    assert sessions.decide(s, 5) == sessions.APPLY
+    s.remember(5, 3, 10, {"deleted": 1})
+    assert sessions.decide(s, 5) == sessions.DUPLICATE
+    assert sessions.decide(s, 6) == sessions.APPLY
+    assert sessions.decide(s, 2) == sessions.STALE  # below the mark and unknown: given up on by its client
+    s.remember(7, 7, 11, None)
+    assert 5 not in s.replies and s.low == 7  # the client no longer awaits 5: forgotten
+    back = sessions.Session.decode(s.encode())
+    assert back == s
+
+
+def test_a_session_remembers_a_bounded_number_of_replies_and_refuses_what_it_forgot():
+    s = sessions.Session()
+    for seq in range(1, sessions.MAX_REMEMBERED + 11):
+        s.remember(seq, 1, 0, None)  # a client with very many writes outstanding
+    assert len(s.replies) == sessions.MAX_REMEMBERED
+    assert s.low == 11
+    assert sessions.decide(s, 3) == sessions.STALE  # forgotten: refused, never applied twice
+    assert sessions.decide(s, 11) == sessions.DUPLICATE
+
+
+def test_wire_session_is_validated():
+    assert sessions.check_wire(None) is None
+    assert sessions.check_wire([CID, 3, 1]) == [CID, 3, 1]
+    for bad in ([CID, 0, 0], [CID, 3, 4], [b"short", 3, 1], [CID, 2**64, 1], ["text-id-12345678", 3, 1],
+                [CID, 3], [CID, 3, -1], "x", [CID, True, 0]):
+        with pytest.raises(commands.InvalidArgument):
+            sessions.check_wire(bad)
+
+
+def test_a_retried_put_is_applied_once_even_after_a_newer_write(store):
+    """The anomaly the fault lab found: a retry put an old value back over a newer acknowledged one."""
+    log = Log(store)
+    log.apply(commands.put([(7, b"old")], sess(CID, 1)))
+    log.apply(commands.put([(7, b"new")], sess(OTHER, 1)))
+    assert log.apply(commands.put([(7, b"old")], sess(CID, 1))) is None  # the retry: same number
+    assert store.get(7) == b"new"
+    assert store.applied_index == 3  # the duplicate still occupies its log index
+
+
+def test_a_repeated_delete_replies_what_the_first_one_did(store):
+    log = Log(store)
+    log.apply(commands.put([(1, b"a"), (2, b"b")]))
+    assert log.apply(commands.delete([1, 2, 3], sess(CID, 4))) == 2
+    log.apply(commands.put([(1, b"again")], sess(OTHER, 1)))
+    assert log.apply(commands.delete([1, 2, 3], sess(CID, 4))) == 2  # not 1: nothing is deleted again
+    assert store.get(1) == b"again"
+
+
+def test_a_repeated_range_delete_step_replies_the_same_resume_point(store):
+    log = Log(store)
+    log.apply(commands.put([(k, b"v") for k in range(10)]))
+    first = log.apply(commands.delete_range(0, None, None, 4, session=sess(CID, 1)))
+    assert first == {"deleted": 4, "resume": 4}
+    log.apply(commands.put([(0, b"back")], sess(OTHER, 1)))
+    assert log.apply(commands.delete_range(0, None, None, 4, session=sess(CID, 1))) == first
+    assert store.get(0) == b"back"
+
+
+def test_a_late_copy_below_the_clients_mark_is_refused(store):
+    log = Log(store)
+    log.apply(commands.put([(1, b"x")], sess(CID, 5, low=5)))
+    reply = log.apply(commands.put([(1, b"late")], sess(CID, 2, low=2)))  # unknown and below the mark
+    assert isinstance(reply, dict) and "error" in reply
+    assert store.get(1) == b"x"
+
+
+def test_idle_sessions_are_collected_at_the_same_index_on_every_replica(store):
+    log = Log(store)
+    log.apply(commands.put([(1, b"a")], sess(CID, 1, now_ms=0)))
+    later = sessions.SESSION_TTL_MS + 5_000
+    while (log.index + 1) % sessions.GC_EVERY:
+        log.apply(commands.put([(2, b"b")]))  # no session: no collection on these
+    assert store.get_system(sessions.record_key(CID)) is not None
+    log.apply(commands.put([(3, b"c")], sess(OTHER, 1, now_ms=later)))
+    assert store.get_system(sessions.record_key(CID)) is None  # idle past the TTL: dropped
+    assert store.get_system(sessions.record_key(OTHER)) is not None
+    index = store.system_names(sessions.BY_TIME, sessions.BY_TIME + b"\xff" * 9, 10)
+    assert [name.endswith(OTHER) for name in index] == [True]  # the time index follows the records
+
+
+def test_the_time_index_moves_when_a_session_is_touched_again(store):
+    log = Log(store)
+    log.apply(commands.put([(1, b"a")], sess(CID, 1, now_ms=1_000)))
+    log.apply(commands.put([(1, b"b")], sess(CID, 2, now_ms=9_000)))
+    index = store.system_names(sessions.BY_TIME, sessions.BY_TIME + b"\xff" * 9, 10)
+    assert index == [sessions.BY_TIME + (9).to_bytes(8, "big") + CID]
+
+
+def test_session_records_travel_in_snapshots(store, tmp_path):
+    log = Log(store)
+    log.apply(commands.put([(1, b"a")], sess(CID, 1)))
+    index, items = store.snapshot_items()
+    other = ShardStore(str(tmp_path / "other"))
+    try:
+        other.install(items, index)
+        again = Log(other)
+        again.apply(commands.put([(1, b"b")], sess(OTHER, 1)))
+        again.apply(commands.put([(1, b"a")], sess(CID, 1)))  # a retry reaching the replica that installed it
+        assert other.get(1) == b"b"
+    finally:
+        other.close()
+
+
+def test_entries_written_before_sessions_still_apply(store):
+    log = Log(store)
+    old_put = commands.REGULAR + msgpack.packb(["put", [[1, b"a"]]], use_bin_type=True)
+    old_del = commands.REGULAR + msgpack.packb(["del", [2]], use_bin_type=True)
+    old_delr = commands.REGULAR + msgpack.packb(["delr", 5, None, None, 10], use_bin_type=True)
+    assert log.apply(old_put) is None
+    assert log.apply(old_del) == 0
+    assert log.apply(old_delr) == {"deleted": 0, "resume": None}
+    assert store.get(1) == b"a"
+
+
+def test_malformed_sessions_in_a_log_entry_are_refused_without_effect(store):
+    log = Log(store)
+    for bad in ([CID, 1, 1], [CID, 1, 1, -5], [b"x", 1, 1, 0], "nope"):
+        raw = commands.REGULAR + msgpack.packb(["put", [[1, b"a"]], bad], use_bin_type=True)
+        assert "error" in log.apply(raw)
+    assert store.get(1) is None
