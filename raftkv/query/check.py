@@ -11,7 +11,7 @@ from typing import NoReturn
 from ..errors import QueryError
 from . import ast
 from .ast import AGGREGATES, Call, Column, Expr, Literal, Star, is_constant, render
-from .like import compile_like
+from .like import check_pattern_size, compile_like
 
 FUNCTIONS = ("avg", "count", "length", "max", "min", "now", "sum", "time_bucket")
 
@@ -195,11 +195,12 @@ def _check_match(keyword: str, operand: Expr, pattern: Expr, ctx: str | None) ->
     allowed = (str, bytes) if operand == _VALUE else (str,)
     if not (isinstance(pattern, Literal) and isinstance(pattern.value, allowed)):
         _fail(pattern, f"{keyword} needs a string pattern such as 'abc%', not {render(pattern)}")
-    if keyword == "LIKE":
-        try:
+    try:
+        check_pattern_size(pattern.value)
+        if keyword == "LIKE":
             compile_like(pattern.value)
-        except QueryError as e:
-            _fail(pattern, e.message)
+    except QueryError as e:
+        _fail(pattern, f"{keyword} {e.message}" if e.message.startswith("pattern") else e.message)
 
 
 def _numeric(e: Expr, what: str, ctx: str | None) -> None:

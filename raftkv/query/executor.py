@@ -5,7 +5,8 @@ to push down.  This module only walks the plan with an :class:`AsyncClient`:
 
 * plain SELECTs stream pages from :meth:`AsyncClient.scan_pages`, which reads
   the shards of each range in key order with parallel prefetch, the filter
-  evaluated on the shards and LIMIT shrinking the pages it asks for;
+  evaluated on the shards and LIMIT shrinking the pages it asks for; runs of
+  single-key ranges (``key IN (...)``) are read as concurrent GETs instead;
 * aggregates ask each shard for partials (``aggregate`` op, shards in
   parallel, each in bounded steps on one snapshot) and merge them here;
 * INSERT is ``put_many`` (atomic per shard), DELETE is ``delete_range`` with
@@ -26,6 +27,7 @@ from . import ast
 from .aggregate import Aggregates
 from .parser import parse
 from .planner import DeletePlan, ExplainPlan, GetPlan, InsertPlan, SelectPlan, ShowPlan, explain, plan
+from .predicate import compile_filter
 
 if TYPE_CHECKING:
     from ..client.aio import AsyncClient
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 Row = tuple[Any, ...]
 PagesFactory = Callable[[], AsyncIterator[list[Row]]]
 AGG_PARALLEL_SHARDS = 4
+POINT_WINDOW = 64  # single-key ranges (key IN (...)) read concurrently by a plain SELECT
 
 
 class QueryResult:
@@ -116,7 +119,31 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
     remaining = p.limit
     ranges = list(reversed(p.ranges)) if p.reverse_scan else list(p.ranges)
     project = _projector(p.fields)
-    for lo, hi in ranges:
+    match: Callable[[int, bytes], bool] | None = None
+    i = 0
+    while i < len(ranges):
+        lo, hi = ranges[i]
+        if lo == hi:
+            # A run of single keys, as from key IN (...): one round trip each, so fetch a window of
+            # them concurrently (each holds at most one row, so the window's memory is bounded) and
+            # yield them in order.
+            j = i
+            while j < len(ranges) and j - i < POINT_WINDOW and ranges[j][0] == ranges[j][1]:
+                j += 1
+            if match is None:
+                match = compile_filter(p.filter)
+            page = await _points(client, [k for k, _ in ranges[i:j]], match)
+            i = j
+            if remaining is not None:
+                page = page[:remaining]
+            if page:
+                yield [project(row) for row in page]
+            if remaining is not None:
+                remaining -= len(page)
+                if remaining <= 0:
+                    return
+            continue
+        i += 1
         async for page in client.scan_pages(lo, hi, limit=remaining, reverse=p.reverse_scan, filter=p.filter,
                                             page_keys=None if remaining is None else min(remaining, 10_000)):
             yield [project(row) for row in page]
@@ -124,6 +151,23 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
                 remaining -= len(page)
                 if remaining <= 0:
                     return
+
+
+async def _points(client: AsyncClient, keys: list[int], match: Callable[[int, bytes], bool]) -> list[tuple[int, bytes]]:
+    """The rows of ``keys`` that pass ``match``, in the order of ``keys``, read concurrently.
+
+    A GET is the cheapest read of one key (no scan cursor); the filter is the shards' own
+    compiled filter, run here on the one value instead of there.
+    """
+    tasks = [asyncio.ensure_future(client.get(k)) for k in keys]
+    try:
+        values = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:  # one failed (or we were cancelled): do not leave the others running
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [(k, v) for k, v in zip(keys, values, strict=True) if v is not None and match(k, v)]
 
 
 def _projector(fields: tuple[str, ...]) -> Callable[[tuple[int, bytes]], Row]:

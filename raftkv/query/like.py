@@ -1,11 +1,23 @@
-"""SQL LIKE matching without regex backtracking.
+"""SQL LIKE matching without regex backtracking, with bounded compile and match cost.
 
 ``%`` matches any run (including none), ``_`` exactly one character (one byte when matching
 bytes) and a backslash makes the next character literal. The pattern is cut at each ``%`` into
 fixed-length segments; the first must match at the start, the last at the end, and the others
 are found left to right, each at its leftmost place. Because every segment has a fixed length
-the leftmost choice is always safe, so a match costs at most one pass of ``find`` per segment
-(segments containing ``_`` use a regex of literals and ``.`` only, which cannot blow up).
+the leftmost choice is always safe, and each search starts where the previous match ended, so
+a whole match tries about ``len(text)`` start positions in total. Segments without ``_`` use
+``str.find`` (linear); segments with ``_`` use a regex of literals and ``.`` only, which never
+backtracks but may cost up to the segment's length per start position -- hence the bound on
+such segments below.
+
+Patterns arrive from untrusted clients (they are compiled again on every replica of a range
+delete), so their size is bounded before any work is done:
+
+* :data:`MAX_PATTERN_BYTES` -- the whole pattern, in UTF-8 bytes (also applied to STARTS WITH
+  and CONTAINS);
+* :data:`MAX_PERCENT` -- the number of ``%`` wildcards, which bounds the segments to compile;
+* :data:`MAX_UNDERSCORE_SEGMENT` -- the length of a segment containing ``_``, which bounds the
+  per-character cost of matching it (a regex segment may be tried at every text position).
 """
 
 from __future__ import annotations
@@ -18,9 +30,29 @@ from ..errors import QueryError
 
 Text = str | bytes
 
+MAX_PATTERN_BYTES = 4096
+MAX_PERCENT = 256
+MAX_UNDERSCORE_SEGMENT = 64  # ~40-80 ms to fail on a 1 MiB value at worst
+
+
+def check_pattern_size(pattern: Text) -> None:
+    """Refuse a LIKE / STARTS WITH / CONTAINS pattern longer than :data:`MAX_PATTERN_BYTES`.
+
+    Cheap whatever the input: the length test comes before any encoding.
+    """
+    too_long = len(pattern) > MAX_PATTERN_BYTES
+    if not too_long and isinstance(pattern, str):
+        too_long = len(pattern.encode("utf-8", "surrogatepass")) > MAX_PATTERN_BYTES
+    if too_long:
+        raise QueryError(f"pattern is too long: at most {MAX_PATTERN_BYTES} bytes (UTF-8) are allowed")
+
 
 def compile_like(pattern: Text) -> Callable[[Text], bool]:
-    """A predicate telling whether a str (or bytes, for a bytes pattern) matches ``pattern``."""
+    """A predicate telling whether a str (or bytes, for a bytes pattern) matches ``pattern``.
+
+    Raises :class:`QueryError` for a malformed or over-large pattern (see the module docstring).
+    """
+    check_pattern_size(pattern)
     segments = [_segment(parts, pattern[:0]) for parts in _split(pattern)]
     if len(segments) == 1:
         only = segments[0]
@@ -56,10 +88,16 @@ def _split(pattern: Text) -> list[list[Text | None]]:
                 raise QueryError("LIKE pattern ends with a lone backslash; write \\\\ for a backslash")
             segments[-1].append(pattern[i:i + 1])
         elif c == percent:
+            if len(segments) > MAX_PERCENT:
+                raise QueryError(f"LIKE pattern has too many % wildcards: at most {MAX_PERCENT} are allowed")
             segments.append([])
         else:
             segments[-1].append(None if c == under else c)
         i += 1
+    for parts in segments:
+        if len(parts) > MAX_UNDERSCORE_SEGMENT and None in parts:
+            raise QueryError(f"LIKE pattern has a run of more than {MAX_UNDERSCORE_SEGMENT} characters "
+                             "between % wildcards that contains _; split it with % or shorten it")
     return segments
 
 

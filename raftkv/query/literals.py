@@ -37,20 +37,36 @@ _UNIT_NS = {
 }
 _INTERVAL_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*,?")
 
+# Python refuses int() of more than 4300 digits with a ValueError, and huge numbers make every
+# later step (arithmetic, rendering) slow; no key, limit or interval needs anywhere near this.
+MAX_INTEGER_DIGITS = 80
+MAX_INTERVAL_AMOUNT = 40  # characters of one amount, such as '1.5' in '1.5 hours'
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` shortened for an error message."""
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
 
 def parse_number(text: str) -> int | float:
     """A NUMBER token: decimal int, ``0x`` hex int, or float (``1.5``, ``.5``, ``1e9``)."""
     if text[:2] in ("0x", "0X"):
         digits = text[2:]
         if not _HEX_DIGITS.fullmatch(digits):
-            raise QueryError(f"bad hex literal {text}: expected hex digits 0-9, a-f after 0x")
+            raise QueryError(f"bad hex literal {_shown(text)}: expected hex digits 0-9, a-f after 0x")
+        if len(digits.lstrip("0")) > MAX_INTEGER_DIGITS:
+            raise QueryError(f"number {_shown(text)} is too long: at most {MAX_INTEGER_DIGITS} hex digits")
         return int(digits, 16)
     if any(c in text for c in ".eE"):
         value = float(text)
         if not math.isfinite(value):
-            raise QueryError(f"number {text} is too large")
+            raise QueryError(f"number {_shown(text)} is too large")
         return value
-    return int(text)
+    digits = text.lstrip("0")  # int() counts leading zeros against its digit limit too
+    if len(digits) > MAX_INTEGER_DIGITS:
+        raise QueryError(f"number {_shown(text)} is too long: at most {MAX_INTEGER_DIGITS} digits; "
+                         "write a float such as 1e100 for a huge value")
+    return int(digits or "0")
 
 
 def parse_string(text: str) -> str:
@@ -62,7 +78,7 @@ def parse_bytes(text: str) -> bytes:
     """A BYTES token ``x'00ff'``: an even number of hex digits."""
     digits = text[2:-1]
     if len(digits) % 2 or (digits and not _HEX_DIGITS.fullmatch(digits)):
-        raise QueryError(f"bad byte string {text}: expected an even number of hex digits 0-9, a-f")
+        raise QueryError(f"bad byte string {_shown(text)}: expected an even number of hex digits 0-9, a-f")
     return bytes.fromhex(digits)
 
 
@@ -74,20 +90,20 @@ def parse_timestamp(text: str) -> int:
     """
     m = _TIMESTAMP.fullmatch(text.strip())
     if not m:
-        raise QueryError(f"bad timestamp '{text}': expected ISO 8601 such as '2026-11-21T10:00:00Z', "
+        raise QueryError(f"bad timestamp '{_shown(text)}': expected ISO 8601 such as '2026-11-21T10:00:00Z', "
                          "'2026-11-21 10:00:00.5+02:00' or '2026-11-21'")
     year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = m.groups()
     try:
         day_number = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
     except ValueError as e:
-        raise QueryError(f"bad timestamp '{text}': {e}") from None
+        raise QueryError(f"bad timestamp '{_shown(text)}': {e}") from None
     h, mi, s = int(hour or 0), int(minute or 0), int(second or 0)
     if h > 23 or mi > 59 or s > 59:
-        raise QueryError(f"bad timestamp '{text}': time of day out of range")
+        raise QueryError(f"bad timestamp '{_shown(text)}': time of day out of range")
     offset = 0
     if sign:
         if int(off_h) > 23 or int(off_m) > 59:
-            raise QueryError(f"bad timestamp '{text}': UTC offset out of range")
+            raise QueryError(f"bad timestamp '{_shown(text)}': UTC offset out of range")
         offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
     seconds = day_number * 86400 + h * 3600 + mi * 60 + s - offset
     return seconds * _NS_PER_S + int((frac or "").ljust(9, "0"))
@@ -102,17 +118,20 @@ def parse_interval(text: str) -> int:
         if not m:
             if text[pos:].strip() == "":
                 break
-            raise QueryError(f"bad interval '{text}': expected amounts with units such as '5 minutes' "
+            raise QueryError(f"bad interval '{_shown(text)}': expected amounts with units such as '5 minutes' "
                              "or '1 hour 30 minutes'")
         amount, unit = m.groups()
+        if len(amount) > MAX_INTERVAL_AMOUNT:
+            raise QueryError(f"bad interval '{_shown(text)}': the amount {_shown(amount)} is too long "
+                             f"(at most {MAX_INTERVAL_AMOUNT} characters)")
         ns = _UNIT_NS.get(unit.lower())
         if ns is None:
-            raise QueryError(f"bad interval '{text}': unknown unit '{unit}'; use ns, us, ms, s, "
+            raise QueryError(f"bad interval '{_shown(text)}': unknown unit '{unit}'; use ns, us, ms, s, "
                              "minutes, hours, days or weeks")
         total += Fraction(amount) * ns
         pos, parts = m.end(), parts + 1
     if parts == 0:
-        raise QueryError(f"bad interval '{text}': it is empty; write e.g. INTERVAL '5 minutes'")
+        raise QueryError(f"bad interval '{_shown(text)}': it is empty; write e.g. INTERVAL '5 minutes'")
     if total.denominator != 1:
-        raise QueryError(f"bad interval '{text}': not a whole number of nanoseconds")
+        raise QueryError(f"bad interval '{_shown(text)}': not a whole number of nanoseconds")
     return int(total)

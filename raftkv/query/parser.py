@@ -28,6 +28,12 @@ def _grammar_path() -> Path:
 
 GRAMMAR_PATH = _grammar_path()
 TOO_DEEP = "the query is nested too deeply"
+# Statement bounds: parsing and planning are linear (or n log n) in these, and the cost of a
+# statement reaches every shard it touches, so a production store refuses more with a clear error.
+# 4 Mi characters: room for one maximal (1 MiB) value written as a hex byte string x'...'.
+MAX_QUERY_CHARS = 4 << 20
+MAX_IN_ITEMS = 100_000
+_INDEX_MAX = 2**64 - 1  # a JSON array index must travel in a filter as a 64-bit int
 
 # Human names for the grammar's regex terminals; string terminals are named after their text.
 _TERMINAL_NAMES = {
@@ -64,6 +70,16 @@ def parse_script(text: str) -> list[ast.Statement]:
 
 
 def _parse(text: str, start: str):
+    if not isinstance(text, str):
+        raise QueryError(f"a query is text, not {type(text).__name__}")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is too long: {len(text)} characters; at most {MAX_QUERY_CHARS} are allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: no constant or value could hold it
+        line = text.count("\n", 0, e.start) + 1
+        column = e.start - (text.rfind("\n", 0, e.start) + 1) + 1
+        raise _located_error(text, line, column, "the query is not valid Unicode (a lone surrogate)") from None
     try:
         tree = _lark().parse(text, start=start)
         result = _Builder().transform(tree)
@@ -76,7 +92,7 @@ def _parse(text: str, start: str):
             raise _locate(text, e.orig_exc) from None
         if isinstance(e.orig_exc, RecursionError):
             raise QueryError(TOO_DEEP) from None
-        raise
+        raise _internal_error(text, e) from None
     except QueryError as e:
         raise _locate(text, e) from None
     except RecursionError:  # the tree walks are recursive; a few hundred levels is plenty
@@ -165,6 +181,16 @@ def _syntax_error(text: str, e: UnexpectedInput) -> QueryError:
             return _located_error(text, line, column, f"unexpected end of input{_expected(expected)}")
         return _located_error(text, e.line, e.column, f"unexpected {_describe_token(e.token)}{_expected(expected)}")
     return QueryError(str(e))  # other lark errors belong to parsers we do not use
+
+
+def _internal_error(text: str, e: VisitError) -> QueryError:
+    """A bug in building the AST still reaches the caller as a QueryError, located if possible."""
+    message = f"internal error while reading the query: {type(e.orig_exc).__name__}: {str(e.orig_exc):.200}"
+    where = e.obj if isinstance(e.obj, Token) else getattr(e.obj, "meta", None)
+    line, column = getattr(where, "line", None), getattr(where, "column", None)
+    if line is None or column is None:
+        return QueryError(message)
+    return _located_error(text, line, column, message)
 
 
 def _error_at(where: Token | object, message: str) -> QueryError:
@@ -274,6 +300,8 @@ class _Builder(Transformer):
         return ast.Between(operand, low, high, negated is not None, pos=_pos(meta))
 
     def in_list(self, meta, operand, negated, *items):
+        if len(items) > MAX_IN_ITEMS:
+            raise _error_at(meta, f"IN list has {len(items)} items; at most {MAX_IN_ITEMS} are allowed")
         return ast.InList(operand, items, negated is not None, pos=_pos(meta))
 
     def like(self, meta, operand, negated, pattern):
@@ -315,6 +343,8 @@ class _Builder(Transformer):
         if token.type == "STRING":
             return parse_string(token)
         step = _literal_from(token, parse_number).value
+        if type(step) is int and step > _INDEX_MAX:
+            raise _error_at(token, f"JSON array index {token} is too large: at most 2**64-1")
         if type(step) is not int:
             raise _error_at(token, f"bad JSON path step {token}: use a member name like 'temp' "
                                    "or an array index like 0")

@@ -30,6 +30,7 @@ from .predicate import compile_filter, expr_to_wire, to_wire
 
 _KEY = Column("key")
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_MAX_INT_BITS = 512  # constant arithmetic beyond this is an error ("too large"), not a bignum
 _EXPLAIN_LIST_MAX = 8  # ranges / shards listed one per line before "... and N more"
 
 
@@ -266,18 +267,12 @@ def _derive(e: Expr, now: int) -> tuple[KeySet, bool]:
     match e:
         case Literal(value=bool() as b):
             return (FULL if b else EMPTY), True
-        case ast.And(items=items):
-            ranges, exact = FULL, True
-            for item in items:
-                r, x = _derive(item, now)
-                ranges, exact = keyset.intersect(ranges, r), exact and x
-            return ranges, exact
-        case ast.Or(items=items):
-            ranges, exact = EMPTY, True
-            for item in items:
-                r, x = _derive(item, now)
-                ranges, exact = keyset.union(ranges, r), exact and x
-            return ranges, exact
+        case ast.And(items=items) | ast.Or(items=items):
+            # Combine all the parts at once (one sort): folding them pairwise is quadratic in
+            # long chains such as 10,000 "key != c" terms.
+            parts = [_derive(item, now) for item in items]
+            combine = keyset.intersect_all if isinstance(e, ast.And) else keyset.union_all
+            return combine(r for r, _ in parts), all(x for _, x in parts)
         case ast.Not(operand=x):
             r, exact = _derive(x, now)
             return (keyset.complement(r), True) if exact else (FULL, False)
@@ -363,6 +358,12 @@ def _fold(e: Expr, now: int) -> Expr:
     return replace(e, **changes)
 
 
+def _shown(e: Expr, limit: int = 80) -> str:
+    """``e`` rendered for an error message, shortened."""
+    text = render(e)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def _evaluate(e: Expr, now: int) -> object:
     """The value of a constant expression: ints stay exact, ``/`` is true division."""
     match e:
@@ -375,11 +376,17 @@ def _evaluate(e: Expr, now: int) -> object:
         case ast.Arith(op=op, left=left, right=right):
             a, b = _evaluate(left, now), _evaluate(right, now)
             try:
-                return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
+                result = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
             except ZeroDivisionError:
-                raise QueryError(f"{e.at()}division by zero in {render(e)}") from None
+                raise QueryError(f"{e.at()}division by zero in {_shown(e)}") from None
             except OverflowError:
-                raise QueryError(f"{e.at()}{render(e)} is too large") from None
+                raise QueryError(f"{e.at()}{_shown(e)} is too large") from None
+            # Exact ints could otherwise grow without bound along a chain of products (slow, and
+            # beyond str()'s digit limit); a float overflows to inf without raising.
+            if (type(result) is int and result.bit_length() > _MAX_INT_BITS) or (
+                    type(result) is float and not math.isfinite(result)):
+                raise QueryError(f"{e.at()}{_shown(e)} is too large")
+            return result
     raise QueryError(f"{e.at()}{render(e)} is not a constant")
 
 

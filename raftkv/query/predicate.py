@@ -43,10 +43,15 @@ from typing import Any, NamedTuple
 
 from ..errors import QueryError
 from . import ast
-from .like import compile_like
+from .like import check_pattern_size, compile_like
 
 MAX_DEPTH = 64
 MAX_NODES = 10_000
+# Total weight (filter_cost) a filter may have: about 1 MiB of patterns and string constants.
+MAX_FILTER_COST = 1 << 20
+# LIKE segments (% wildcards + 1 per pattern) one filter may compile: each costs a few
+# microseconds, and many short patterns could otherwise add up to seconds within MAX_FILTER_COST.
+MAX_FILTER_LIKE_SEGMENTS = 2048
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry
 
 _CMP = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
@@ -126,10 +131,43 @@ def expr_to_wire(expr: ast.Expr) -> list | int | float | str | bool:
 # --- wire → closures ------------------------------------------------------------------------------
 
 
+def filter_cost(wire: object) -> int:
+    """The weight of a wire filter or expression: 1 per list node or scalar, a string or bytes its length.
+
+    Pure and iterative (safe on untrusted, deeply nested input); ``None`` (no filter) weighs 1.
+    Work that scales with a filter -- compiling it, or evaluating it per row -- scales with this,
+    which a plain node count misses for long patterns and string constants.
+    """
+    return _cost(wire, None)
+
+
+def _cost(wire: object, stop_above: int | None) -> int:
+    """:func:`filter_cost`, giving up (returning early) once the total exceeds ``stop_above``."""
+    total, stack = 0, [wire]
+    while stack:
+        w = stack.pop()
+        if isinstance(w, (list, tuple)):
+            total += 1
+            stack.extend(w)
+        elif isinstance(w, (str, bytes, bytearray)):
+            total += max(1, len(w))
+        else:
+            total += 1
+        if stop_above is not None and total > stop_above:
+            break
+    return total
+
+
+def _check_cost(wire: object) -> None:
+    if _cost(wire, MAX_FILTER_COST) > MAX_FILTER_COST:
+        raise _bad(f"weighs more than {MAX_FILTER_COST} (nodes plus the lengths of strings)")
+
+
 def compile_filter(wire: object) -> Callable[[int, bytes], bool]:
     """Validate an untrusted filter and compile it; ``None`` means no filter (every row passes)."""
     if wire is None:
         return lambda key, value: True
+    _check_cost(wire)
     c = _Compiler()
     fn = c.condition(wire, 1)
     return _with_row_cache(fn, c.uses_json)
@@ -137,6 +175,7 @@ def compile_filter(wire: object) -> Callable[[int, bytes], bool]:
 
 def compile_expr(wire: object) -> Callable[[int, bytes], int | float | None]:
     """Validate and compile a numeric expression; the result is None (NULL) when undefined."""
+    _check_cost(wire)
     c = _Compiler()
     fn = c.number(wire, 1)
     return _with_row_cache(fn, c.uses_json)
@@ -147,6 +186,7 @@ def compile_exprs(wires: list) -> Callable[[int, bytes], list]:
     c = _Compiler()
     if type(wires) is not list:
         raise QueryError("bad expression list: expected a list")
+    _check_cost(wires)
     fns = [c.number(w, 1) for w in wires]
     return _with_row_cache(lambda k, v, d: [f(k, v, d) for f in fns], c.uses_json)
 
@@ -174,6 +214,7 @@ class _Compiler:
 
     def __init__(self) -> None:
         self.nodes = 0
+        self.like_segments = 0
         self.uses_json = False
 
     def _count(self, depth: int) -> None:
@@ -285,11 +326,20 @@ class _Compiler:
         if pattern.fn is not None or pattern.kind not in (STR, BYTES):
             raise _bad(f"'{op}' needs a string or bytes pattern")
         p = pattern.const
-        if target.kind == BYTES:
-            p = p.encode() if isinstance(p, str) else p
-        elif not isinstance(p, str):
-            raise _bad(f"'{op}' on a json operand needs a string pattern")
-        test = compile_like(p) if op == "like" else _starts_with(p) if op == "starts" else _contains(p)
+        try:  # the size tests first: they are cheap, and these patterns come from untrusted clients
+            check_pattern_size(p)
+            if op == "like":
+                self.like_segments += p.count("%" if isinstance(p, str) else b"%") + 1
+                if self.like_segments > MAX_FILTER_LIKE_SEGMENTS:
+                    raise _bad(f"more than {MAX_FILTER_LIKE_SEGMENTS} LIKE segments (% wildcards plus one "
+                               "per pattern)")
+            if target.kind == BYTES:
+                p = _utf8(p) if isinstance(p, str) else p
+            elif not isinstance(p, str):
+                raise _bad(f"'{op}' on a json operand needs a string pattern")
+            test = compile_like(p) if op == "like" else _starts_with(p) if op == "starts" else _contains(p)
+        except QueryError as e:
+            raise e if e.message.startswith("bad filter: ") else _bad(e.message) from None
         get = target.fn
         if target.kind == BYTES:
             return lambda k, v, d: test(get(k, v, d))
@@ -391,8 +441,15 @@ def _constant(w: object) -> _Operand | None:
 def _as_bytes_if(condition: bool, x: _Operand) -> _Operand:
     """A str constant compared with bytes is compared as its UTF-8 encoding."""
     if condition and x.kind == STR:
-        return _Operand(BYTES, None, x.const.encode())
+        return _Operand(BYTES, None, _utf8(x.const))
     return x
+
+
+def _utf8(s: str) -> bytes:
+    try:
+        return s.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form, so no value can equal it
+        raise _bad("a string constant is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def _check_comparable(op: str, a: str, b: str) -> None:

@@ -197,10 +197,12 @@ def _delete_range_step(store: ShardStore, op: list[Any]) -> tuple[dict[str, Any]
 
 
 def _size(wire: Any) -> int:
-    """Node count of a filter's wire form (1 for none)."""
-    if isinstance(wire, list):
-        return 1 + sum(_size(x) for x in wire)
-    return 1
+    """Weight of a filter's wire form (1 for none): nodes plus string lengths, as predicate.filter_cost."""
+    if wire is None:
+        return 1
+    from ..query.predicate import filter_cost  # the query layer is optional for plain deletes
+
+    return filter_cost(wire)
 
 
 def _apply_map(store: ShardStore, index: int, op: list[Any]) -> int:
