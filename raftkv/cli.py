@@ -24,11 +24,14 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--secret-file", default=None, help="file holding the cluster secret for peer links")
     p.add_argument("--raft", default=None,
                    help='JSON of Raft options, e.g. {"compact_entries": 1000} (heartbeat, election_min, ...)')
+    p.add_argument("--peer-via", default=None, metavar="ID=HOST:PORT,...",
+                   help="dial these peers at these addresses instead of their peer ports (e.g. through a "
+                        "proxy, as the fault lab does); where this node listens is unchanged")
     p.set_defaults(func=_cmd_node)
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from .server.config import NodeConfig, parse_nodes
+    from .server.config import NodeConfig, parse_nodes, parse_peer_via
     from .server.node import run_node
 
     secret = None
@@ -38,7 +41,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     raft = json.loads(args.raft) if args.raft else json.loads(os.environ.get("RAFTKV_RAFT", "{}"))
     config = NodeConfig(node_id=args.id, data_dir=args.data_dir, nodes=parse_nodes(args.nodes),
                         shards=args.shards, replication=args.replication, bind_host=args.bind,
-                        secret=secret, raft=raft)
+                        secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""))
     config.me()
     run_node(config)
     return 0

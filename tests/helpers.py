@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder
+
+T = TypeVar("T")
 
 
 def recv_message(sock: socket.socket) -> Any:
@@ -17,3 +21,31 @@ def recv_message(sock: socket.socket) -> Any:
             return None
         dec.receive_data(data)
     return msg
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05,
+               ignore: tuple[type[BaseException], ...] = (Exception,)) -> T:
+    """Call ``predicate()`` until it returns something truthy, and return that value.
+
+    The one way tests wait: on a condition, never for a guessed time.  An exception of a type in
+    ``ignore`` counts as "not yet" (a node still starting refuses connections).  After ``timeout``
+    seconds, raise AssertionError naming ``what`` and the last value or exception seen, so a
+    failure says what never happened and how far it got.  ``timeout`` bounds a hang, it is not
+    a measurement: pick it generously (a loaded CI machine is slow), and assert nothing about it.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+        except ignore as exc:
+            last_exc = exc
+        else:
+            if value:
+                return value
+            last, last_exc = value, None
+        if time.monotonic() >= deadline:
+            seen = f"last exception {last_exc!r}" if last_exc is not None else f"last value {last!r}"
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; {seen}") from last_exc
+        time.sleep(interval)

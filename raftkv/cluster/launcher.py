@@ -4,6 +4,7 @@ A cluster directory looks like this::
 
     DATA_DIR/cluster.json   node ids and ports, shard count, replication, Raft options (fixed at first start)
     DATA_DIR/.lock          serialises launcher commands on this directory
+    DATA_DIR/secret         the cluster secret (mode 0600) every node authenticates its peer links with
     DATA_DIR/nX/            node nX's ``--data-dir``
     DATA_DIR/nX/pid         PID of node nX while it runs
     DATA_DIR/nX/node.log    node nX's stdout and stderr, appended across restarts
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,12 +34,20 @@ from ..client.rpc import call
 from ..errors import InvalidArgument, RaftKVError, Unavailable
 from ..keys import KEY_SPACE_END
 from ..routing.shardmap import META_GROUP
-from ..server.config import NodeAddress, format_hostport, format_nodes, parse_hostport, parse_nodes
+from ..server.config import (
+    NodeAddress,
+    format_hostport,
+    format_nodes,
+    format_peer_via,
+    parse_hostport,
+    parse_nodes,
+)
 
 CLUSTER_FILE = "cluster.json"
 PID_FILE = "pid"
 LOG_FILE = "node.log"
 LOCK_FILE = ".lock"
+SECRET_FILE = "secret"
 HOST = "127.0.0.1"
 PEER_PORT_OFFSET = 100  # with --base-port P: client ports P.., peer ports P+100..
 PROBE_TIMEOUT = 1.0  # per RPC; a live node on loopback answers in milliseconds
@@ -58,6 +68,8 @@ class ClusterInfo:
     replication: int
     raft: dict[str, Any] = field(default_factory=dict)
     pids: dict[str, int | None] = field(default_factory=dict)
+    # node id -> {peer id -> address it dials that peer at}: the fault lab's proxies (node --peer-via)
+    peer_via: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def addresses(self) -> list[str]:
@@ -91,7 +103,9 @@ class ClusterInfo:
         return {"version": _FORMAT_VERSION,
                 "nodes": [{"id": n.id, "client": format_hostport(n.client), "peer": format_hostport(n.peer)}
                           for n in self.nodes],
-                "shards": self.shards, "replication": self.replication, "raft": dict(self.raft)}
+                "shards": self.shards, "replication": self.replication, "raft": dict(self.raft),
+                **({"peer_via": {src: {dst: format_hostport(a) for dst, a in via.items()}
+                                 for src, via in self.peer_via.items()}} if self.peer_via else {})}
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -103,10 +117,11 @@ def _root(data_dir: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.fspath(data_dir))
 
 
-def _write_atomic(path: str, text: str) -> None:
+def _write_atomic(path: str, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never a torn one."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    # created with ``mode`` from the start (umask can only narrow it): a secret is never world-readable
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -130,6 +145,29 @@ def _locked(root: str) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _secret_path(info: ClusterInfo) -> str:
+    return os.path.join(info.data_dir, SECRET_FILE)
+
+
+def _ensure_secret(info: ClusterInfo) -> str | None:
+    """The cluster's secret file, created (random, mode 0600) if the cluster has none and no node runs.
+
+    Without a secret any local process that names a node id is a peer and can send Raft messages.
+    A cluster made by an older launcher has no secret, and its running nodes accept only
+    unauthenticated peers: a node started now *with* a secret could talk to none of them.  So the
+    secret appears when no node of the cluster is running (first start, or the next start of a
+    stopped cluster), and all its nodes get it together.  Nodes started meanwhile go without, like
+    the running ones.  Call with the directory lock held.
+    """
+    path = _secret_path(info)
+    if os.path.exists(path):
+        return path
+    if any(_live_pid(info, n.id) is not None for n in info.nodes):
+        return None
+    _write_atomic(path, secrets.token_hex(32) + "\n", mode=0o600)
+    return path
+
+
 def _read_config(root: str) -> ClusterInfo | None:
     path = os.path.join(root, CLUSTER_FILE)
     try:
@@ -142,7 +180,10 @@ def _read_config(root: str) -> ClusterInfo | None:
     try:
         nodes = tuple(NodeAddress(str(n["id"]), parse_hostport(n["client"]), parse_hostport(n["peer"]))
                       for n in raw["nodes"])
-        return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}))
+        peer_via = {str(src): {str(dst): parse_hostport(a) for dst, a in via.items()}
+                    for src, via in (raw.get("peer_via") or {}).items()}
+        return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}),
+                           peer_via=peer_via)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"{path} is malformed: {exc!r}") from None
 
@@ -320,6 +361,10 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
             "--nodes", info.nodes_spec, "--shards", str(info.shards), "--replication", str(info.replication),
             # always explicit, so that cluster.json and not an inherited RAFTKV_RAFT decides
             "--raft", json.dumps(info.raft, sort_keys=True)]
+    if info.peer_via.get(node_id):
+        argv += ["--peer-via", format_peer_via(info.peer_via[node_id])]
+    if os.path.exists(_secret_path(info)):  # see _ensure_secret: all nodes have it, or none does
+        argv += ["--secret-file", _secret_path(info)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log shows what happened up to a crash
     with open(os.path.join(node_dir, LOG_FILE), "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} launcher: starting {node.id}\n".encode())
@@ -461,7 +506,7 @@ def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[st
 
 def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: int | None = None,
           shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
-          wait: float = 30.0) -> ClusterInfo:
+          wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None) -> ClusterInfo:
     """Start the cluster in ``data_dir`` (creating it on first use) and wait until it is ready.
 
     The first start fixes the layout in ``cluster.json``: ``nodes`` nodes n1..nN, client ports
@@ -469,7 +514,9 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
     ``shards`` shards with ``replication`` replicas, and ``raft`` options.  Later starts reuse it
     and only start nodes that are not running; a layout argument that contradicts it raises
     :class:`InvalidArgument` (pass None to accept the stored value).  A ``raft`` given on a
-    later start replaces the stored options for nodes started from then on.
+    later start replaces the stored options for nodes started from then on.  ``peer_via``
+    (node id -> {peer id -> (host, port)}) makes that node dial that peer at another address, e.g.
+    through a proxy that can cut the link (the fault lab); it is stored and replaced like ``raft``.
 
     Waits up to ``wait`` seconds for every node to answer and every shard and the meta group to
     have a leader, else raises :class:`Unavailable` saying what is missing (the nodes are left
@@ -481,17 +528,34 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
         if info is None:
             info = _new_layout(root, 3 if nodes is None else nodes, base_port, 8 if shards is None else shards,
                                3 if replication is None else replication, raft or {})
+            if peer_via:
+                info = replace(info, peer_via=_checked_peer_via(info, peer_via))
             _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
         else:
             _check_same_layout(info, nodes, base_port, shards, replication)
             if raft is not None and raft != info.raft:
                 info = replace(info, raft=dict(raft))
                 _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+            if peer_via is not None and _checked_peer_via(info, peer_via) != info.peer_via:
+                info = replace(info, peer_via=_checked_peer_via(info, peer_via))
+                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+        _ensure_secret(info)
         for node in info.nodes:
             if _live_pid(info, node.id) is None:
                 _spawn(info, node.id)
     _wait_started(info, wait)
     return load(root)
+
+
+def _checked_peer_via(info: ClusterInfo, peer_via: dict[str, dict[str, tuple[str, int]]]
+                      ) -> dict[str, dict[str, tuple[str, int]]]:
+    """``peer_via`` normalised (no empty entries), refusing node ids the cluster does not have."""
+    ids = {n.id for n in info.nodes}
+    named = set(peer_via) | {dst for via in peer_via.values() for dst in via}
+    unknown = sorted(named - ids)
+    if unknown:
+        raise InvalidArgument(f"peer_via names nodes not in the cluster: {', '.join(unknown)}")
+    return {src: {dst: (str(a[0]), int(a[1])) for dst, a in via.items()} for src, via in peer_via.items() if via}
 
 
 def _wait_started(info: ClusterInfo, wait: float) -> None:
@@ -523,6 +587,7 @@ def start_node(data_dir: str | os.PathLike[str], node_id: str, wait: float = 30.
     with _locked(root):
         info = load(root)
         info.node(node_id)  # validates the id
+        _ensure_secret(info)
         pid = _live_pid(info, node_id) or _spawn(info, node_id)
     address = format_hostport(info.node(node_id).client)
     deadline = time.monotonic() + wait

@@ -130,12 +130,25 @@ class GroupTransport(Transport):
             message = {**message, "ra": self._echo}
         return self.hub.send(node.id, self.group_id, message)
 
+    # Terms a message may jump ahead of ours (PeerHub already bounds them to 2**63-1).  Honest
+    # terms grow by one per election; a forged term near the bound would leave every group at a
+    # term whose successor no door accepts, leaderless for good.  Dropping a message is always safe.
+    MAX_TERM_JUMP = 2**32
+
     # called by the node's dispatcher on the Raft thread
     def deliver(self, peer_id: str, message: dict[str, Any]) -> None:
-        """Hand a peer's message to pysyncobj, keeping the ReadIndex stamps out of its way."""
+        """Hand a peer's message to pysyncobj, keeping the ReadIndex stamps out of its way.
+
+        ``message`` has passed :func:`~raftkv.replication.transport.check_peer_message`.
+        """
         node = self.nodes.get(peer_id)
         if node is None or not isinstance(message.get("type"), str) or "transmission" in message:
             return  # not a member, or the pickled large-entry path, which we never use
+        term = message.get("term")
+        if isinstance(term, int) and self.journal is not None and \
+                term - self.journal.getCurrentTerm() > self.MAX_TERM_JUMP:
+            # the loop logs this as one line per peer per interval
+            raise ValueError(f"{message['type']} with term {term}, more than 2**32 above ours")
         if message.get("type") == "append_entries" and isinstance(message.get("prevLogIdx"), int):
             # Raft: commitIndex = min(leaderCommit, index of the last *new* entry).  pysyncobj uses
             # its log's end instead, and our journal keeps a matching suffix beyond the message

@@ -72,8 +72,11 @@ def _read_frame(f: BinaryIO) -> Any:
 def read_stream(f: BinaryIO) -> tuple[dict[str, Any], Iterator[tuple[bytes, bytes]]]:
     """The header and a lazy iterator of pairs; the iterator raises if the stream is incomplete."""
     header = _read_frame(f)
-    if not (isinstance(header, dict) and header.get("v") == 1 and isinstance(header.get("index"), int)):
+    if not (isinstance(header, dict) and header.get("v") == 1 and _is_index(header.get("index"))):
         raise StorageError("snapshot header is malformed")
+    # the header's entries become the journal's first entries: refuse them before anything installs
+    entry_tuple(header.get("last"))
+    entry_tuple(header.get("prev"))
 
     def items() -> Iterator[tuple[bytes, bytes]]:
         count = 0
@@ -93,8 +96,13 @@ def read_stream(f: BinaryIO) -> tuple[dict[str, Any], Iterator[tuple[bytes, byte
     return header, items()
 
 
+def _is_index(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= 2**63 - 1  # what the journal can always store
+
+
 def entry_tuple(entry: Any) -> tuple[bytes, int, int]:
-    """A log entry as pysyncobj compares it: ``(command bytes, index, term)``."""
-    if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+    """A log entry as pysyncobj compares it: ``(command bytes, index, term)``; StorageError if malformed."""
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], bytes)
+            and _is_index(entry[1]) and _is_index(entry[2])):
         raise StorageError("snapshot log entry is malformed")
-    return bytes(entry[0]), int(entry[1]), int(entry[2])
+    return bytes(entry[0]), entry[1], entry[2]

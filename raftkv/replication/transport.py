@@ -13,6 +13,16 @@ nonce, the dialer answers with its node id and, when a cluster secret is
 configured, ``HMAC-SHA256(secret, nonce || id)``; the acceptor checks it before
 taking any Raft message from that socket.
 
+**Hostile input.**  Every Raft message is checked by :func:`check_peer_message`
+before pysyncobj sees it (types, and every term and index an int in
+``0..2**63-1``, so nothing a peer sends can make the journal unable to
+serialise its state); a malformed one is dropped with one log line per peer
+per interval.  The port holds at most ``MAX_PENDING_HANDSHAKES`` connections
+that have not said hello and ``MAX_LINKS_PER_PEER`` per authenticated peer; a
+dialer that has not completed its hello within ``HANDSHAKE_TIMEOUT`` is
+closed; running out of file descriptors pauses accepting instead of raising
+into the Raft loop.
+
 **Durability contract.**  ``send`` only *stages* a message.  Replies, votes and
 vote requests leave the process at :meth:`PeerHub.release`, which the Raft loop
 calls only after fsyncing every journal; a writable-socket event only continues
@@ -31,6 +41,7 @@ import hashlib
 import hmac
 import logging
 import os
+import reprlib
 import selectors
 import socket
 import struct
@@ -50,6 +61,14 @@ FRAME_TARGET = 8 * 1024 * 1024  # split a peer's pending messages into frames of
 HELLO_MAX_FRAME = 4096  # what an unauthenticated dialer may send before we know who it is
 RECONNECT_INTERVAL = 0.2
 _READ_CHUNK = 256 * 1024
+MAX_PENDING_HANDSHAKES = 64  # accepted connections that have not authenticated yet
+MAX_LINKS_PER_PEER = 4  # authenticated inbound connections per peer (one is normal; a reconnect overlaps)
+HANDSHAKE_TIMEOUT = 3.0  # seconds a dialer has to complete its hello, however it trickles the bytes
+ACCEPT_PAUSE = 0.5  # seconds to stop accepting after the process ran out of descriptors
+COMPLAINT_INTERVAL = 10.0  # seconds between two log lines about the same peer's bad input
+MAX_INT = 2**63 - 1  # every term and index must fit the journal's and msgpack's signed 64-bit range
+# accept() failures that mean "no resources right now", not "this one connection failed"
+_ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 Deliver = Callable[[str, str, dict[str, Any]], None]  # (peer_id, group_id, message)
 LinkChange = Callable[[str, bool], None]  # (peer_id, up)
@@ -89,6 +108,149 @@ def _frame(packed: list[bytes]) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+class LogLimiter:
+    """At most one log line per key per ``interval`` seconds; the lines in between are counted.
+
+    Hostile or broken peers can produce a bad message per packet: one line per peer per interval
+    keeps the log readable and its size bounded, and the count says how bad it was.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = COMPLAINT_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._quiet: dict[str, tuple[float, int]] = {}  # key -> (silent until, lines suppressed since)
+
+    def log(self, key: str, level: int, msg: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log ``msg % args`` unless ``key`` logged within the interval; True if it was logged."""
+        now = self._clock()
+        until, suppressed = self._quiet.get(key, (0.0, 0))
+        if now < until:
+            self._quiet[key] = (until, suppressed + 1)
+            return False
+        if suppressed:
+            msg += " (and %d more like it since the last such line)"
+            args = (*args, suppressed)
+        self._log.log(level, msg, *args, exc_info=exc_info)
+        self._quiet[key] = (now + self._interval, 0)
+        return True
+
+    def flush(self, final: bool = False) -> None:
+        """Report counts of lines suppressed in finished intervals (in all, if ``final``); forget those keys."""
+        now = self._clock()
+        for key, (until, suppressed) in list(self._quiet.items()):
+            if now >= until or final:
+                del self._quiet[key]
+                if suppressed:
+                    self._log.warning("%s: %d more like the last line about it", key, suppressed)
+
+
+# --- what a peer may send ----------------------------------------------------------------------------
+
+
+def _is_index(v: Any) -> bool:
+    """A term or log index: an int (not a bool) that the journal and msgpack can always store."""
+    return type(v) is int and 0 <= v <= MAX_INT
+
+
+# Required fields per message type (pysyncobj reads them with message[...]) and their checks.
+_REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "request_vote": {"term": _is_index, "last_log_index": _is_index, "last_log_term": _is_index},
+    "response_vote": {"term": _is_index},
+    "timeout_now": {"term": _is_index},
+    "append_entries": {"term": _is_index, "commit_index": _is_index},
+    "next_node_idx": {"next_node_idx": _is_index, "reset": lambda v: type(v) is bool,
+                      "success": lambda v: type(v) is bool},
+    # No "apply_command" / "apply_command_response": our replicas never forward commands (a forwarded
+    # copy could commit after its client's retry -- see RaftGroup._checkCommandsToApply), so a peer
+    # that sends one is refused at the door rather than allowed to append any command it likes.
+}
+# Optional fields: checked when present.  rs/ra are GroupTransport's ReadIndex stamps.
+_OPTIONAL: dict[str, Callable[[Any], bool]] = {
+    "rs": _is_index, "ra": _is_index,
+}
+
+
+def check_peer_message(msg: Any) -> str | None:
+    """Why ``msg`` (one decoded Raft message from a peer) must be dropped, or None if it is well-formed.
+
+    Pure.  Checks what pysyncobj and our journal rely on: the type is known; required fields are
+    present with the right types; every term and index is an int in ``0..2**63-1`` (a bigger one
+    would reach the journal, whose fsync could then never succeed); AppendEntries entries are
+    ``[bytes, index, term]`` with consecutive indices after ``prevLogIdx`` and terms that never go
+    down nor exceed the message's term; the pickled "transmission" path is refused.  Unknown extra
+    fields are allowed: pysyncobj never reads them.
+    """
+    if not isinstance(msg, dict):
+        return "not a map"
+    kind = msg.get("type")
+    required = _REQUIRED.get(kind) if isinstance(kind, str) else None
+    if required is None:
+        return f"unknown message type {_short(kind)}"
+    for name, ok in required.items():
+        if name not in msg:
+            return f"{kind} without {name!r}"
+        if not ok(msg[name]):
+            return f"{kind} with a bad {name!r}: {_short(msg[name])}"
+    for name, ok in _OPTIONAL.items():
+        if name in msg and not ok(msg[name]):
+            return f"{kind} with a bad {name!r}: {_short(msg[name])}"
+    if kind == "append_entries":
+        return _check_append_entries(msg)
+    return None
+
+
+def _check_append_entries(msg: dict[str, Any]) -> str | None:
+    if "transmission" in msg:
+        return "append_entries on the pickled transmission path"
+    term = msg["term"]
+    if "prevLogIdx" in msg:
+        prev_idx, prev_term = msg["prevLogIdx"], msg.get("prevLogTerm", "missing")
+        entries = msg.get("entries", [])
+        if not isinstance(entries, list):
+            return f"append_entries with bad entries: {_short(entries)}"
+        if prev_idx is None:
+            # pysyncobj's leader sends None when the follower's next index lies past its log end;
+            # then it has nothing to send, and the follower answers with its own log end
+            if prev_term is not None or entries:
+                return "append_entries with prevLogIdx None but a prevLogTerm or entries"
+            return None
+        if not (_is_index(prev_idx) and _is_index(prev_term)):
+            return f"append_entries with a bad prevLogIdx/prevLogTerm: {_short(prev_idx)}/{_short(prev_term)}"
+        if prev_term > term:
+            return "append_entries whose prevLogTerm exceeds its term"
+        last_term = prev_term
+        for i, entry in enumerate(entries):
+            if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is bytes
+                    and _is_index(entry[1]) and _is_index(entry[2])):
+                return f"append_entries with a malformed entry: {_short(entry)}"
+            if entry[1] != prev_idx + 1 + i:
+                return "append_entries whose entry indices do not follow prevLogIdx"
+            if not last_term <= entry[2] <= term:
+                return "append_entries whose entry terms go down or exceed its term"
+            last_term = entry[2]
+        return None
+    if "serialized" in msg:
+        data = msg["serialized"]
+        if data is None or (isinstance(data, list) and len(data) == 3 and type(data[0]) is bytes
+                            and type(data[1]) is bool and type(data[2]) is bool):
+            return None
+        return f"append_entries with a malformed snapshot chunk: {_short(data)}"
+    return "append_entries with neither prevLogIdx nor serialized"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 4, 4
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for log lines: hostile values can be megabytes, or nested deep."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>" if len(value) > 16 else repr(value)
+    return _REPR.repr(value)
+
+
 class _Outbound:
     """Our connection to one peer; we only send on it."""
 
@@ -107,15 +269,16 @@ class _Outbound:
 class _Inbound:
     """A connection a peer opened to us; we only receive on it."""
 
-    def __init__(self, sock: socket.socket, nonce: bytes) -> None:
+    def __init__(self, sock: socket.socket, nonce: bytes, deadline: float) -> None:
         self.sock = sock
         self.nonce = nonce
+        self.deadline = deadline  # the hello must be complete by then
         self.peer_id: str | None = None
         self.decoder = FrameDecoder(HELLO_MAX_FRAME)  # raised to PEER_MAX_FRAME once authenticated
 
 
 class PeerHub:
-    """The node's peer endpoint.  Owns sockets; knows nothing of Raft beyond group ids."""
+    """The node's peer endpoint.  Owns sockets; of Raft it knows group ids and message shapes only."""
 
     def __init__(self, self_id: str, bind: tuple[str, int], peers: dict[str, tuple[str, int]],
                  selector: selectors.BaseSelector, deliver: Deliver, link_change: LinkChange,
@@ -126,10 +289,15 @@ class PeerHub:
         self._link_change = link_change
         self._secret = secret
         self._out = {pid: _Outbound(pid, addr) for pid, addr in peers.items() if pid != self_id}
-        self._in: dict[socket.socket, _Inbound] = {}
+        self._in: dict[socket.socket, _Inbound] = {}  # in accept order: the oldest come first
+        self._complaints = LogLimiter(log)
         self._listener = socket.create_server(bind, reuse_port=False, backlog=64)
         self._listener.setblocking(False)
         self._sel.register(self._listener, selectors.EVENT_READ, self._on_accept)
+        self._accepting = True
+        self._accept_resume = 0.0  # when to listen again after running out of descriptors
+        self._starved: str | None = None  # why accept() last failed for want of resources, until one succeeds
+        self.dropped_messages = 0  # malformed Raft messages dropped (for tests and status)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -187,11 +355,27 @@ class PeerHub:
                 pending.clear()
 
     def maintain(self, now: float) -> None:
-        """Dial peers whose link is down (rate-limited)."""
+        """Periodic upkeep: dial peers whose link is down (rate-limited), close dialers that are too
+        slow to say hello, listen again after a pause, and report suppressed complaints."""
         for ob in self._out.values():
             if ob.state == "down" and now >= ob.next_attempt:
                 ob.next_attempt = now + RECONNECT_INTERVAL
                 self._dial(ob)
+        for conn in [c for c in self._in.values() if c.peer_id is None and now >= c.deadline]:
+            self._complaints.log("handshake", logging.WARNING,
+                                 "peer port: closed a connection that did not complete its hello in %g s",
+                                 HANDSHAKE_TIMEOUT)
+            self._drop_in(conn.sock)
+        if not self._accepting and now >= self._accept_resume:
+            self._sel.register(self._listener, selectors.EVENT_READ, self._on_accept)
+            self._accepting = True
+        self._complaints.flush()
+
+    @property
+    def inbound_count(self) -> tuple[int, int]:
+        """(connections still in their handshake, authenticated inbound connections)."""
+        pending = sum(1 for c in self._in.values() if c.peer_id is None)
+        return pending, len(self._in) - pending
 
     def close(self) -> None:
         """Close every socket."""
@@ -199,16 +383,25 @@ class PeerHub:
             self._drop_out(ob, notify=False)
         for sock in list(self._in):
             self._drop_in(sock)
-        self._sel.unregister(self._listener)
+        if self._accepting:
+            self._sel.unregister(self._listener)
         self._listener.close()
+        self._complaints.flush(final=True)
 
     # --- outbound -----------------------------------------------------------------------------
 
     def _dial(self, ob: _Outbound) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(ob.address)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors: retry at the next attempt, never raise into the loop
+            self._complaints.log("dial", logging.WARNING, "cannot open a socket to peer %s: %s", ob.peer_id, exc)
+            return
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = sock.connect_ex(ob.address)
+        except OSError:
+            err = -1
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             return
@@ -295,16 +488,50 @@ class PeerHub:
             sock, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Inbound(sock, os.urandom(16))
+        except OSError as exc:
+            if exc.errno in _ACCEPT_STARVED:
+                self._accept_starved(exc)
+            # else (ECONNABORTED, EPROTO...): that one connection died in the backlog; nothing to do
+            return
+        if self._starved is not None:
+            log.info("peer port: accepting connections again")
+            self._starved = None
+        pending = [c for c in self._in.values() if c.peer_id is None]
+        if len(pending) >= MAX_PENDING_HANDSHAKES:
+            # make room by closing the oldest: a real peer says hello within a round trip, so the
+            # connections that linger are the idle ones, and the listener keeps draining
+            self._complaints.log("handshake", logging.WARNING,
+                                 "peer port: %d connections awaiting their hello; closing the oldest",
+                                 len(pending))
+            self._drop_in(pending[0].sock)
+        conn = _Inbound(sock, os.urandom(16), time.monotonic() + HANDSHAKE_TIMEOUT)
         self._in[sock] = conn
         try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.send(encode({"nonce": conn.nonce}))
         except OSError:
             self._drop_in(sock)
             return
         self._sel.register(sock, selectors.EVENT_READ, lambda m: self._on_in_event(conn))
+
+    def _accept_starved(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors or memory: stop listening for a moment.
+
+        The connection stays in the kernel's backlog, so a level-triggered poller would report the
+        listener ready again at once, and the loop would do nothing else.  Closing the oldest
+        handshake frees a descriptor for the next peer.
+        """
+        if self._starved is None:
+            log.warning("peer port: cannot accept connections (%s); pausing accepts for %g s at a time "
+                        "until descriptors are free", exc.strerror or exc, ACCEPT_PAUSE)
+        self._starved = str(exc)
+        self._sel.unregister(self._listener)
+        self._accepting = False
+        self._accept_resume = time.monotonic() + ACCEPT_PAUSE
+        pending = [c for c in self._in.values() if c.peer_id is None]
+        if pending:
+            self._drop_in(pending[0].sock)
 
     def _on_in_event(self, conn: _Inbound) -> None:
         try:
@@ -318,9 +545,9 @@ class PeerHub:
             return
         conn.decoder.receive_data(data)
         try:
-            while (msg := conn.decoder.next_message()) is not NEED_DATA:
+            while conn.sock in self._in and (msg := conn.decoder.next_message()) is not NEED_DATA:
                 if conn.peer_id is None:
-                    self._authenticate(conn, msg)
+                    self._authenticate(conn, msg)  # may close this link (too many from that peer)
                     continue
                 if not isinstance(msg, list):
                     raise ProtocolError("peer frame is not a batch")
@@ -328,9 +555,20 @@ class PeerHub:
                     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
                             and isinstance(item[1], dict)):
                         raise ProtocolError("malformed peer message")
+                    reason = check_peer_message(item[1])
+                    if reason is not None:
+                        # drop the message, keep the link: the frame itself was sound
+                        self.dropped_messages += 1
+                        self._complaints.log(f"peer {conn.peer_id} messages", logging.WARNING,
+                                             "peer %s, group %s: dropped a malformed message: %s",
+                                             conn.peer_id, _short(item[0]), reason)
+                        continue
                     self._deliver(conn.peer_id, item[0], item[1])
         except ProtocolError as exc:
-            log.warning("inbound peer link from %s dropped: %s", conn.peer_id or "?", exc)
+            self._complaints.log(f"peer {conn.peer_id} links" if conn.peer_id else "unauthenticated dialers",
+                                 logging.WARNING,
+                                 "inbound peer link from %s dropped: %s", conn.peer_id or "an unauthenticated dialer",
+                                 exc)
             self._drop_in(conn.sock)
 
     def _authenticate(self, conn: _Inbound, msg: Any) -> None:
@@ -338,11 +576,15 @@ class PeerHub:
             raise ProtocolError("malformed peer hello")
         peer_id = msg["id"]
         if peer_id not in self._out:
-            raise ProtocolError(f"unknown peer {peer_id!r}")
+            raise ProtocolError(f"unknown peer {_short(peer_id)}")
         if not hmac.compare_digest(msg["mac"], _mac(self._secret, conn.nonce, peer_id)):
-            raise ProtocolError(f"peer {peer_id!r} failed authentication")
+            raise ProtocolError(f"peer {_short(peer_id)} failed authentication")
         conn.peer_id = peer_id
         conn.decoder.max_frame = PEER_MAX_FRAME
+        links = [c for c in self._in.values() if c.peer_id == peer_id]
+        if len(links) > MAX_LINKS_PER_PEER:
+            # the newest link is the one the peer uses now; older ones are half-open leftovers
+            self._drop_in(links[0].sock)
 
     def _drop_in(self, sock: socket.socket) -> None:
         self._in.pop(sock, None)

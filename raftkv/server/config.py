@@ -53,6 +53,22 @@ def format_nodes(nodes: list[NodeAddress]) -> str:
     return ",".join(f"{n.id}={n.client[0]}:{n.client[1]}:{n.peer[1]}" for n in nodes)
 
 
+def parse_peer_via(spec: str) -> dict[str, tuple[str, int]]:
+    """``"n2=host:port,n3=host:port"`` as peer id -> the address to dial that peer at (ids unique)."""
+    out: dict[str, tuple[str, int]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        peer_id, sep, addr = part.partition("=")
+        if not sep or not peer_id or peer_id in out:
+            raise InvalidArgument(f"bad peer-via entry {part!r}: expected id=host:port, each id once")
+        out[peer_id] = parse_hostport(addr)
+    return out
+
+
+def format_peer_via(via: dict[str, tuple[str, int]]) -> str:
+    """Inverse of :func:`parse_peer_via`."""
+    return ",".join(f"{pid}={format_hostport(addr)}" for pid, addr in sorted(via.items()))
+
+
 @dataclass
 class NodeConfig:
     """Everything one node needs to start."""
@@ -65,6 +81,18 @@ class NodeConfig:
     bind_host: str | None = None  # listen here instead of the advertised host (containers)
     secret: bytes | None = None
     raft: dict[str, Any] = field(default_factory=dict)
+    # dial these peers here instead of at their peer address: the fault lab routes each peer link
+    # through a proxy it can cut; where a peer *listens* is unchanged
+    peer_via: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})
+        if unknown:
+            raise InvalidArgument(f"peer-via names nodes not in the node list: {', '.join(unknown)}")
+
+    def peer_dial_addresses(self) -> dict[str, tuple[str, int]]:
+        """Where this node dials each node's peer port: its ``peer_via`` override, else its peer address."""
+        return {n.id: self.peer_via.get(n.id, n.peer) for n in self.nodes}
 
     def me(self) -> NodeAddress:
         """This node's own addresses."""

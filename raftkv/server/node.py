@@ -149,7 +149,7 @@ class Node:
         self.options = RaftOptions(**config.raft)
         bind_host = config.bind_host or self.me.peer[0]
         self.loop = RaftLoop(self.me.id, (bind_host, self.me.peer[1]),
-                             {n.id: n.peer for n in config.nodes}, config.secret)
+                             config.peer_dial_addresses(), config.secret)
         self.stores: dict[str, ShardStore] = {}
         self._meta_bootstrapping = False
         self._map_cache: tuple[int, ShardMap] | None = None
