@@ -76,7 +76,9 @@ class _Connection:
             while data := await reader.read(1 << 20):
                 decoder.receive_data(data)
                 while (msg := decoder.next_message()) is not NEED_DATA:
-                    fut = self._pending.pop(msg.get("id"), None) if isinstance(msg, dict) else None
+                    rid = msg.get("id") if isinstance(msg, dict) else None
+                    # ours are ints; anything else (a connection-level error has None) matches no request
+                    fut = self._pending.pop(rid, None) if type(rid) is int else None
                     if fut is None or fut.done():
                         continue
                     if "err" in msg:
@@ -543,9 +545,22 @@ class AsyncClient:
                     if resume is None:
                         break
         finally:
+            # A prefetch that failed while we awaited another is nobody's error now: retrieve it, or
+            # asyncio prints "Task exception was never retrieved" when the task is collected.
             for t in [task, *(p[3] for p in pending)]:
-                if t is not None and not t.done():
+                if t is None:
+                    continue
+                if t.done():
+                    _retrieve(t)
+                else:
                     t.cancel()
+                    t.add_done_callback(_retrieve)  # in case it fails before the cancellation lands
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark ``task``'s outcome as seen (scans drop the pages of prefetches they no longer need)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Redirect(RaftKVError):

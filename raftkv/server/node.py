@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import itertools
+import json
 import logging
 import math
 import os
@@ -21,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .. import errors
@@ -36,7 +39,7 @@ from ..errors import (
     UnknownOperation,
 )
 from ..keys import MAX_VALUE_BYTES, check_key, check_value
-from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, check_request_id, encode
 from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
 from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
@@ -51,11 +54,23 @@ log = logging.getLogger(__name__)
 MAX_PAGE_KEYS = 10_000
 MAX_PAGE_BYTES = 4 << 20
 MAX_BATCH_KEYS = 10_000
+# client-port limits (design §6); ClientLimits lets a node override most of them
 MAX_INFLIGHT_PER_CONN = 256
 MAX_HEAVY_PER_CONN = 8  # scans and aggregates: each reply may be a few MiB
 HEAVY_OPS = frozenset({"scan", "aggregate"})
-MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS = 1024  # at the cap, the longest-idle connection with nothing in progress makes room
 WRITE_BUFFER_HIGH = 4 << 20
+READ_CHUNK = 256 * 1024  # also the StreamReader limit: it stops reading the socket at twice this
+MAX_UNSENT_REPLY_BYTES = 16 << 20  # per connection: replies computed but not yet written out
+MAX_PARTIAL_FRAME_BYTES = 64 << 20  # per node: declared sizes of the large frames being received
+SMALL_FRAME = 64 << 10  # frames up to this size never count against (nor are refused by) that budget
+# msgpack objects in one request: a filter may weigh 2**20 (query.predicate.MAX_FILTER_COST) and
+# every other field together holds far fewer than 2**16
+MAX_REQUEST_OBJECTS = (1 << 20) + (1 << 16)
+FRAME_READ_SECONDS = 20.0  # a frame must be whole this long (of waiting for the peer) after its first byte
+IDLE_SECONDS = 300.0  # a connection with nothing in progress and no traffic this long is closed
+SEND_STALL_SECONDS = 60.0  # a reply the peer takes nothing of for this long closes the connection
+CLOSE_LINGER_SECONDS = 5.0  # a closing connection's last frame gets this long to flush, then it is cut
 SCAN_PAGE_SECONDS = 0.05  # a page returns early (with 'resume') rather than hold the node longer
 DEFAULT_OP_TIMEOUT = 10.0
 MAX_OP_TIMEOUT = 60.0
@@ -107,26 +122,141 @@ def _resolve(fut: asyncio.Future, result: Any = None, error: BaseException | Non
             fut.set_result(result)
 
 
-class _ClientConnection:
-    """Per-connection limits and an orderly, back-pressured writer."""
+CLIENT_LIMITS_ENV = "RAFTKV_CLIENT_LIMITS"
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """One node's client-port limits (design §6).
+
+    The module constants are the defaults.  ``raftkv node`` reads overrides from the JSON object in
+    ``$RAFTKV_CLIENT_LIMITS`` (tests shrink the timeouts and caps that way, before the node starts).
+    """
+
+    max_connections: int = MAX_CONNECTIONS
+    max_inflight: int = MAX_INFLIGHT_PER_CONN
+    max_unsent_bytes: int = MAX_UNSENT_REPLY_BYTES
+    max_partial_bytes: int = MAX_PARTIAL_FRAME_BYTES
+    frame_seconds: float = FRAME_READ_SECONDS
+    idle_seconds: float = IDLE_SECONDS
+    send_stall_seconds: float = SEND_STALL_SECONDS
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            ok_type = (int,) if f.type == "int" else (int, float)
+            if type(v) not in ok_type or not 0 < v < math.inf:
+                raise InvalidArgument(f"client limit {f.name} must be a positive {f.type}, not {v!r}")
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ClientLimits:
+        """The defaults, overridden by the JSON object ``text`` (None or empty: no overrides)."""
+        if not text:
+            return cls()
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise InvalidArgument(f"{CLIENT_LIMITS_ENV} is not JSON: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict) or set(raw) - known:
+            raise InvalidArgument(f"{CLIENT_LIMITS_ENV} must be a JSON object with keys among {sorted(known)}")
+        return cls(**raw)
+
+
+class _ConnectionClosing(ConnectionError):
+    """Internal: the connection is being closed, so whatever waited for it gives up."""
+
+
+class _ClientConnection:
+    """One client connection's limits and state, and its orderly, back-pressured writer."""
+
+    def __init__(self, writer: asyncio.StreamWriter, limits: ClientLimits) -> None:
         self.writer = writer
-        self.inflight = asyncio.Semaphore(MAX_INFLIGHT_PER_CONN)
+        self.limits = limits
+        self.inflight = asyncio.Semaphore(limits.max_inflight)
         self.heavy = asyncio.Semaphore(MAX_HEAVY_PER_CONN)
+        self.tasks: set[asyncio.Task] = set()  # requests being answered
+        self.unsent = 0  # bytes of replies computed and not yet written out
+        self.partial_reserved = 0  # this connection's share of the node's partial-frame budget
+        self.last_active = time.monotonic()  # last byte received, reply written or request finished
+        self.closing = False
+        self._room = asyncio.Event()  # set while ``unsent`` is under budget (or the connection closes)
+        self._room.set()
         self._write_lock = asyncio.Lock()
 
-    async def send(self, frame: bytes) -> None:
-        """Write one reply once the socket buffer is below its high-water mark."""
-        async with self._write_lock:
-            if self.writer.is_closing():
+    async def room(self) -> None:
+        """Wait until the replies this connection has computed but not sent are under budget.
+
+        Reads call this (through ``Node._reply_room``) right before they materialise their result,
+        and nothing awaits between that and :meth:`charge`: so however many requests are in flight,
+        at most one reply overshoots the budget.  Raises if the connection closes meanwhile.
+        """
+        while True:
+            if self.closing:
+                raise _ConnectionClosing()
+            if self.unsent < self.limits.max_unsent_bytes:
                 return
-            try:
-                await self.writer.drain()
-                self.writer.write(frame)
-                await self.writer.drain()
-            except (ConnectionError, OSError):
-                pass
+            await self._room.wait()
+
+    def charge(self, frame: bytes) -> None:
+        """Count a computed reply until :meth:`send` has written it."""
+        self.unsent += len(frame)
+        if self.unsent >= self.limits.max_unsent_bytes:
+            self._room.clear()
+
+    def _discharge(self, frame: bytes) -> None:
+        self.unsent -= len(frame)
+        if self.unsent < self.limits.max_unsent_bytes:
+            self._room.set()
+
+    def finished(self, task: asyncio.Task) -> None:
+        """Done-callback of a request's task: free its slot."""
+        self.tasks.discard(task)
+        self.inflight.release()
+        self.last_active = time.monotonic()
+
+    async def send(self, frame: bytes) -> None:
+        """Write one charged reply once the socket buffer is below its high-water mark.
+
+        A peer that takes nothing for ``send_stall_seconds`` is hung up on: otherwise its unread
+        replies would hold memory for as long as it likes.
+        """
+        try:
+            async with self._write_lock:
+                if self.writer.is_closing():
+                    return
+                try:
+                    async with asyncio.timeout(self.limits.send_stall_seconds):
+                        await self.writer.drain()
+                        if self.writer.is_closing():
+                            return
+                        self.writer.write(frame)
+                        await self.writer.drain()
+                except TimeoutError:
+                    log.info("closing a client connection that read nothing for %gs", self.limits.send_stall_seconds)
+                    self.close()
+                except (ConnectionError, OSError):
+                    pass
+        finally:
+            self._discharge(frame)
+        self.last_active = time.monotonic()
+
+    def close(self, error: RaftKVError | None = None) -> None:
+        """Hang up, after ``error`` as a last frame if given; a peer that won't take it is cut off."""
+        if self.closing:
+            return
+        self.closing = True
+        self._room.set()  # wake whatever waits for room: it sees ``closing`` and gives up
+        transport = self.writer.transport
+        if error is not None and not transport.is_closing():
+            with contextlib.suppress(RuntimeError, OSError):
+                transport.write(encode({"id": None, "err": errors.to_wire(error)}))
+        transport.close()  # flushes what is buffered first ...
+        asyncio.get_running_loop().call_later(CLOSE_LINGER_SECONDS, transport.abort)  # ... for so long
+
+
+_REPLY_CONN: contextvars.ContextVar[_ClientConnection | None] = contextvars.ContextVar("raftkv_reply_conn",
+                                                                                       default=None)
 
 
 class _Page:
@@ -139,8 +269,9 @@ class _Page:
 class Node:
     """One node process's state."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, limits: ClientLimits | None = None) -> None:
         self.config = config
+        self.limits = limits or ClientLimits()
         self.me = config.me()
         check_data_dir(config)
         ids = [n.id for n in config.nodes]
@@ -156,7 +287,8 @@ class Node:
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
         self._cursor_ids = itertools.count(1)
-        self._connections = 0
+        self._clients: set[_ClientConnection] = set()
+        self._partial_bytes = 0  # declared sizes of large frames being received, all connections
         self.mailbox: Mailbox | None = None
         self.started = time.time()
 
@@ -298,6 +430,7 @@ class Node:
         """Wait until a local read of ``g`` is allowed at the requested consistency."""
         level = req.get("consistency", "linearizable")
         if level == "serializable":
+            await self._reply_room()
             return  # any replica's applied state: possibly stale, never torn
         if level != "linearizable":
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
@@ -306,6 +439,7 @@ class Node:
         timeout = self._timeout(req)
         self.loop.read_index(g.group_id, lambda err: complete(error=err), timeout)
         await asyncio.wait_for(fut, timeout + 1.0)
+        await self._reply_room()  # last: the caller reads its result with no await in between
 
     async def op_map(self, req: dict[str, Any]) -> Any:
         """The shard map, this node's leader hints, and every node's client address."""
@@ -417,6 +551,7 @@ class Node:
         """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed."""
         cursor = req.get("cursor")
         if cursor is not None:
+            await self._reply_room()
             return self._take_cursor(cursor, g.group_id)
         await self._readable(g, req)
         return g.store.open_view()
@@ -497,57 +632,165 @@ class Node:
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection: pipelined requests, answered as they complete.
 
-        Memory per connection is bounded: at most MAX_INFLIGHT_PER_CONN requests (of which at
-        most MAX_HEAVY_PER_CONN page-sized reads) are in progress, a request's slot is held until
-        its reply has drained to the socket, and we stop reading while every slot is taken -- so a
-        client that never reads its replies only stalls itself.
+        Every request gets exactly one reply, or the connection is closed after an error frame
+        saying why; a client that half-closes still gets the replies to what it sent.
+
+        What a client can hold is bounded (design §6): requests in progress (``max_inflight``, of
+        which MAX_HEAVY_PER_CONN page-sized reads), reply bytes computed but unsent
+        (``max_unsent_bytes``; reads wait, and we stop reading, while over it), the node's bytes of
+        large frames being received (``max_partial_bytes``), msgpack objects per request, the time a
+        frame may take (``frame_seconds``), a connection's idle time (``idle_seconds``), a peer that
+        reads nothing (``send_stall_seconds``), and connections (at the cap the longest-idle one
+        makes room).
         """
-        if self._connections >= MAX_CONNECTIONS:
-            writer.write(encode({"id": None, "err": errors.to_wire(
-                Overloaded(f"node {self.me.id} already serves {MAX_CONNECTIONS} connections"))}))
-            writer.close()
+        limits = self.limits
+        conn = _ClientConnection(writer, limits)
+        if len(self._clients) >= limits.max_connections and not self._evict_idle():
+            conn.close(Overloaded(f"node {self.me.id} serves {limits.max_connections} connections, "
+                                  "all with requests in progress; retry later"))
             return
-        self._connections += 1
-        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        conn = _ClientConnection(writer)
-        decoder = FrameDecoder(DEFAULT_MAX_FRAME)
-        tasks: set[asyncio.Task] = set()
+        self._clients.add(conn)
         try:
-            while True:
-                data = await reader.read(256 * 1024)
-                if not data:
-                    break
-                decoder.receive_data(data)
-                while (msg := decoder.next_message()) is not NEED_DATA:
-                    await conn.inflight.acquire()
-                    task = asyncio.create_task(self._answer(msg, conn))
-                    tasks.add(task)
-                    task.add_done_callback(lambda t: (tasks.discard(t), conn.inflight.release()))
-        except errors.ProtocolError as exc:
-            # a malformed frame: tell the client why, then hang up (the stream can't be resynchronised)
-            writer.write(encode({"id": None, "err": errors.to_wire(exc)}))
+            writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+            await self._read_requests(reader, conn)
+            if conn.tasks and not conn.closing:  # the peer has sent all it will: answer that, then hang up
+                await asyncio.wait(set(conn.tasks), timeout=MAX_OP_TIMEOUT + limits.send_stall_seconds)
         except (ConnectionError, OSError):
             pass
+        except Exception:  # a bug: keep it out of asyncio's handler, which would only print it
+            log.exception("client connection failed")
+            conn.close(errors.RaftKVError("internal error; closing the connection"))
         finally:
-            self._connections -= 1
-            for t in tasks:
+            self._clients.discard(conn)
+            self._release_partial(conn)
+            for t in list(conn.tasks):
                 t.cancel()
-            writer.close()
+            conn.close()
+
+    async def _read_requests(self, reader: asyncio.StreamReader, conn: _ClientConnection) -> None:
+        """Read frames and start answering them until EOF, or until ``conn`` is closed (and why)."""
+        limits = conn.limits
+        decoder = FrameDecoder(DEFAULT_MAX_FRAME, MAX_REQUEST_OBJECTS)  # decoded size is per object, not byte
+        frame_left = limits.frame_seconds  # reading time left to the frame being received
+        while not conn.closing:
+            partial = decoder.buffered > 0
+            if partial:
+                wait = frame_left
+            elif conn.tasks:
+                wait = limits.idle_seconds  # busy, so not idle: look again later
+            else:
+                wait = conn.last_active + limits.idle_seconds - time.monotonic()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    data = await reader.read(READ_CHUNK)
+            except TimeoutError:
+                if partial:
+                    conn.close(Timeout(f"a frame must arrive whole within {limits.frame_seconds:g}s "
+                                       "of its first byte; closing the connection"))
+                    return
+                if not conn.tasks and time.monotonic() - conn.last_active >= limits.idle_seconds:
+                    conn.close(Timeout(f"connection idle for {limits.idle_seconds:g}s; closing it"))
+                    return
+                continue
+            if not data:
+                return
+            conn.last_active = now = time.monotonic()
+            if partial:
+                frame_left -= now - started  # only time spent waiting for the peer counts
+            decoder.receive_data(data)
+            began = not partial
+            try:
+                while (msg := decoder.next_message()) is not NEED_DATA:
+                    began = True
+                    self._release_partial(conn)  # the frame it was reserved for is whole
+                    await self._admit(msg, conn)
+                if decoder.buffered and began:
+                    frame_left = limits.frame_seconds  # a new frame started in this chunk
+                self._reserve_partial(conn, decoder)
+            except (errors.ProtocolError, Overloaded) as exc:
+                # a malformed frame (the stream can't be resynchronised) or one we have no room for
+                conn.close(exc)
+                return
+
+    async def _admit(self, msg: Any, conn: _ClientConnection) -> None:
+        """Start answering ``msg`` once a slot is free and unsent replies are under budget.
+
+        Until then we read nothing more from this connection: a client that pipelines without
+        reading its replies only stalls itself.
+        """
+        await conn.inflight.acquire()
+        try:
+            await conn.room()
+        except BaseException:
+            conn.inflight.release()
+            raise
+        task = asyncio.create_task(self._answer(msg, conn))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.finished)
+
+    def _evict_idle(self) -> bool:
+        """Make room for a new connection: close the longest-idle one with no request in progress."""
+        idle = [c for c in self._clients if not c.tasks and not c.closing]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        victim.close(Overloaded(f"node {self.me.id} serves {self.limits.max_connections} connections; "
+                                "closing this idle one to make room"))
+        self._clients.discard(victim)
+        self._release_partial(victim)
+        return True
+
+    def _reserve_partial(self, conn: _ClientConnection, decoder: FrameDecoder) -> None:
+        """Count a large frame being received against the node's budget, or refuse it (Overloaded)."""
+        length = decoder.incomplete_frame
+        if length is None or length <= SMALL_FRAME or conn.partial_reserved:
+            return
+        if self._partial_bytes + length > self.limits.max_partial_bytes:
+            raise Overloaded(f"node {self.me.id} is receiving too many large frames at once; retry later")
+        conn.partial_reserved = length
+        self._partial_bytes += length
+
+    def _release_partial(self, conn: _ClientConnection) -> None:
+        self._partial_bytes -= conn.partial_reserved
+        conn.partial_reserved = 0
+
+    @staticmethod
+    async def _reply_room() -> None:
+        """Wait until the requesting connection has room for another reply (_ClientConnection.room)."""
+        conn = _REPLY_CONN.get()
+        if conn is not None:
+            await conn.room()
 
     async def _answer(self, msg: Any, conn: _ClientConnection) -> None:
-        op = msg.get("op") if isinstance(msg, dict) else None
-        if op in HEAVY_OPS:
-            async with conn.heavy:
+        """Answer one request with exactly one reply frame, or close the connection; never raises."""
+        try:
+            op = msg.get("op") if isinstance(msg, dict) else None
+            if isinstance(op, str) and op in HEAVY_OPS:
+                async with conn.heavy:
+                    await self._answer_one(msg, conn)
+            else:
                 await self._answer_one(msg, conn)
-        else:
-            await self._answer_one(msg, conn)
+        except ConnectionError:
+            conn.close()  # the connection is going: no reply can reach the client
+        except Exception:  # a bug: the reply may be lost, so hang up rather than leave the request hanging
+            log.exception("answering a request failed")
+            conn.close(errors.RaftKVError("internal error; closing the connection"))
 
     async def _answer_one(self, msg: Any, conn: _ClientConnection) -> None:
-        rid = msg.get("id") if isinstance(msg, dict) else None
+        frame = await self._reply(msg, conn)
+        conn.charge(frame)  # nothing awaited since the result was read: see _ClientConnection.room
+        await conn.send(frame)
+
+    async def _reply(self, msg: Any, conn: _ClientConnection) -> bytes:
+        """The encoded reply to ``msg``: its result or its error, always in one frame."""
+        _REPLY_CONN.set(conn)  # this task's own context: lets a read wait for reply room
+        rid = None
+        op = msg.get("op") if isinstance(msg, dict) else None
         try:
             if not isinstance(msg, dict):
                 raise InvalidArgument("a request must be a map")
-            op = msg.get("op")
+            rid = check_request_id(msg.get("id"))
             name = self.OPS.get(op) if isinstance(op, str) else None
             if name is None:
                 raise UnknownOperation(f"unknown operation {op!r:.40}; known: {', '.join(sorted(self.OPS))}")
@@ -557,10 +800,17 @@ class Node:
             reply = {"id": rid, "err": errors.to_wire(exc)}
         except TimeoutError:
             reply = {"id": rid, "err": errors.to_wire(Timeout("request timed out"))}
+        except ConnectionError:
+            raise  # the connection is closing (_ClientConnection.room)
         except Exception as exc:  # a bug: report it, keep serving
-            log.exception("request %r failed", msg.get("op") if isinstance(msg, dict) else msg)
+            log.exception("request %.40r failed", op)
             reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
-        await conn.send(encode(reply))
+        try:
+            return encode(reply)
+        except Exception as exc:  # e.g. a result too big for one frame: still one reply, an error
+            log.warning("the reply to a %.40r request could not be encoded: %s", op, exc)
+            return encode({"id": rid, "err": errors.to_wire(errors.RaftKVError(
+                f"the reply could not be sent: {str(exc)[:200]}"))})
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -573,7 +823,7 @@ class Node:
         self.loop.start()
         host = self.config.bind_host or self.me.client[0]
         server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
-                                            limit=DEFAULT_MAX_FRAME, backlog=256)
+                                            limit=READ_CHUNK, backlog=256)
         expiry = asyncio.create_task(self._expire_cursors())
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -598,7 +848,7 @@ def run_node(config: NodeConfig) -> None:
     # Two busy threads share the GIL; the default 5 ms switch interval would add up to 5 ms
     # to every Raft round trip while the client thread serialises a page.
     sys.setswitchinterval(0.0005)
-    asyncio.run(Node(config).serve())
+    asyncio.run(Node(config, ClientLimits.from_json(os.environ.get(CLIENT_LIMITS_ENV))).serve())
 
 
 __all__ = ["Node", "run_node", "MAX_VALUE_BYTES"]
