@@ -1,0 +1,1 @@
+"""Fault lab: record client histories under injected faults and check them for linearizability."""
