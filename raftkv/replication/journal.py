@@ -298,3 +298,48 @@ class DurableJournal:
             self._written = new_end
             self._truncated = True
         self._end = new_end
+
+    # --- self-check (tests) -------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert the module docstring's invariant and what follows from it; read-only (tests call
+        it after every step of a model-based workload).
+
+        In memory: entries and offsets pair up, indices are contiguous, each offset is where the
+        previous record ends, staged records are exactly the entries at or past ``_written``, and
+        the byte count and lazy mark are consistent.  Against the file: the bytes below
+        ``_written`` decode to exactly the entries there (nothing staged is on the file, nothing
+        written is missing), and when term/vote are not dirty the term/vote file holds them.
+        """
+        entries, offsets = self._entries, self._offsets
+        assert len(entries) == len(offsets), (len(entries), len(offsets))
+        for prev, cur in zip(entries, entries[1:], strict=False):
+            assert cur[1] == prev[1] + 1, f"indices not contiguous: {prev[1]} then {cur[1]}"
+        pos = 0
+        for (command, idx, _term), off in zip(entries, offsets, strict=True):
+            assert off == pos, f"entry {idx} at offset {off}, previous record ends at {pos}"
+            pos += _REC.size + len(command)
+        assert self._end == pos, f"_end {self._end} != end of the last record {pos}"
+        assert 0 <= self._written <= self._end, (self._written, self._end)
+        assert self._written == self._end or self._written in offsets, "_written is not a record boundary"
+        staged = [encode_record(c, i, t) for (c, i, t), off in zip(entries, offsets, strict=True)
+                  if off >= self._written]
+        assert self._staged == staged, "staged records differ from the entries past _written"
+        assert self._bytes == sum(len(e[0]) for e in entries), "size_bytes out of step"
+        assert self._lazy_from is None or 0 <= self._lazy_from <= len(entries), self._lazy_from
+        if self._fd < 0:
+            return  # destroyed: nothing more to compare against
+        size = os.fstat(self._fd).st_size
+        assert size >= self._written, f"file holds {size} bytes, {self._written} claimed written"
+        on_file, _, valid = decode_records(os.pread(self._fd, self._written, 0))
+        assert valid == self._written, f"only {valid} of {self._written} written bytes decode"
+        written = [e for e, off in zip(entries, offsets, strict=True) if off < self._written]
+        assert on_file == written, "the file's records differ from the entries below _written"
+        if not self._meta_dirty:
+            term_vote = (self._meta.get("term", 0), self._meta.get("vote"))
+            try:
+                with open(self._meta_path, "rb") as f:
+                    saved = msgpack.unpackb(f.read(), raw=False)
+                assert (saved.get("term", 0), saved.get("vote")) == term_vote, (saved, term_vote)
+            except FileNotFoundError:
+                assert term_vote == (0, None), f"term/vote {term_vote} clean but never saved"

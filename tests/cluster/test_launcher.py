@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ import pytest
 
 from raftkv.cluster import launcher
 from raftkv.errors import InvalidArgument, Unavailable
+
+from ..helpers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,18 +35,6 @@ def is_running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll ``predicate()`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int = 8) -> None:
@@ -156,11 +145,12 @@ def test_kill_restart_stop_and_restart(cluster_dir: Path) -> None:
     assert (n1["id"], n1["up"], n1["pid"]) == ("n1", False, None)
     assert all(n["up"] for n in st["nodes"][1:])
     # the survivors are a majority of every group: each shard gets (or keeps) a leader among them
-    def led_by_survivors() -> dict[str, Any] | None:
+    def led_by_survivors() -> dict[str, Any]:
         current = launcher.status(cluster_dir)
-        return current if all_led_by(current, {"n2", "n3"}) else None
+        assert all_led_by(current, {"n2", "n3"}), f"leaders {[s['leader'] for s in current['shards']]}"
+        return current
 
-    st = wait_for(led_by_survivors, 30, "n2/n3 to lead every shard")
+    st = wait_until(led_by_survivors, 60, "n2/n3 to lead every shard", interval=0.1)
     check_status_shape(st, ["n1", "n2", "n3"])
     assert launcher.kill_node(cluster_dir, "n1") is None  # already down
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,8 @@ import pytest
 
 from raftkv.client import rpc
 from raftkv.cluster import launcher
+
+from ..helpers import wait_until
 
 
 class RunningCluster:
@@ -31,8 +32,8 @@ class RunningCluster:
 
     def leader_of(self, shard: str, exclude: str | None = None, timeout: float = 30.0) -> str:
         """The node that leads ``shard`` according to that node itself."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def leader() -> str | None:
             for node in self.info.nodes:
                 if node.id == exclude:
                     continue
@@ -43,8 +44,9 @@ class RunningCluster:
                 for g in st["groups"]:
                     if g["id"] == shard and g["state"] == "leader":
                         return node.id
-            time.sleep(0.1)
-        raise AssertionError(f"no leader for {shard} within {timeout}s")
+            return None
+
+        return wait_until(leader, timeout, f"a leader for {shard}", interval=0.1)
 
     def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
         launcher.kill_node(self.root, node_id, sig)

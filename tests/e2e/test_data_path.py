@@ -14,7 +14,7 @@ from raftkv.client import rpc
 from raftkv.keys import MAX_KEY, MAX_VALUE_BYTES
 from raftkv.protocol.codec import encode
 
-from ..helpers import recv_message
+from ..helpers import recv_message, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -222,17 +222,14 @@ def test_scan_pages_use_one_snapshot_per_shard_and_survive_cursor_loss(cluster):
 
 def test_leadership_spreads_over_the_nodes(cluster):
     """Nine groups (8 shards + meta) on 3 nodes end up led 3/3/3, whatever the elections gave."""
-    import time
 
-    deadline = time.monotonic() + 60
-    while True:
-        st = rpc.call(cluster.info.addresses[0], "status")
-        leaders = [g["leader"] for g in st["groups"]]
+    def balanced() -> bool:
+        leaders = [g["leader"] for g in rpc.call(cluster.info.addresses[0], "status")["groups"]]
         counts = sorted(leaders.count(n.id) for n in cluster.info.nodes)
-        if None not in leaders and counts == [3, 3, 3]:
-            break
-        assert time.monotonic() < deadline, f"leaders still {leaders}"
-        time.sleep(0.5)
+        assert None not in leaders and counts == [3, 3, 3], f"leaders still {leaders}"
+        return True
+
+    wait_until(balanced, 90, "leadership to spread 3/3/3", interval=0.5)
     with Client(cluster.seeds) as db:  # and the cluster serves normally afterwards
         db.put(1, b"x")
         assert db.get(1) == b"x"

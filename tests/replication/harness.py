@@ -17,6 +17,8 @@ from raftkv.replication.group import RaftGroup, RaftOptions
 from raftkv.replication.loop import RaftLoop
 from raftkv.storage.leveldb import ShardStore
 
+from ..helpers import wait_until
+
 
 class LocalCluster:
     """``n`` nodes (one RaftLoop each) hosting the same Raft groups."""
@@ -53,17 +55,16 @@ class LocalCluster:
         for nid in list(self.loops):
             self.stop_node(nid)
 
-    def leader(self, gid: str = "g1", timeout: float = 15.0) -> tuple[str, RaftGroup]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for nid, loop in self.loops.items():
-                g = loop.groups[gid]
-                if g.leader_ready:
-                    return nid, g
-            time.sleep(0.02)
-        raise AssertionError(f"no leader for {gid} within {timeout}s")
+    def leader(self, gid: str = "g1", timeout: float = 30.0) -> tuple[str, RaftGroup]:
+        """A node that leads ``gid`` and has applied its term's no-op (waits for one)."""
 
-    def write(self, command: bytes, gid: str = "g1", timeout: float = 10.0) -> Any:
+        def ready() -> tuple[str, RaftGroup] | None:
+            return next(((nid, loop.groups[gid]) for nid, loop in self.loops.items()
+                         if loop.groups[gid].leader_ready), None)
+
+        return wait_until(ready, timeout, f"a ready leader of {gid}", interval=0.02)
+
+    def write(self, command: bytes, gid: str = "g1", timeout: float = 30.0) -> Any:
         """Submit at the leader and wait for the commit callback."""
         deadline = time.monotonic() + timeout
         while True:
@@ -81,14 +82,16 @@ class LocalCluster:
         self.write(commands.put([(key, value)]), gid)
 
     def wait_applied(self, index: int, gid: str = "g1", nodes: list[str] | None = None,
-                     timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        for nid in nodes or list(self.loops):
-            store = self.loops[nid].groups[gid].store
-            while store.applied_index < index:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{nid} applied {store.applied_index} < {index}")
-                time.sleep(0.02)
+                     timeout: float = 60.0) -> None:
+        """Wait until every node in ``nodes`` (default: all live ones) has applied ``index``."""
+        stores = {nid: self.loops[nid].groups[gid].store for nid in nodes or list(self.loops)}
+
+        def caught_up() -> bool:
+            behind = {nid: s.applied_index for nid, s in stores.items() if s.applied_index < index}
+            assert not behind, f"still behind: {behind}"  # the timeout message shows who and where
+            return True
+
+        wait_until(caught_up, timeout, f"{list(stores)} to apply {index} of {gid}", interval=0.02)
 
     def rows(self, nid: str, gid: str = "g1") -> list[tuple[int, bytes]]:
         rows, _ = self.loops[nid].groups[gid].store.scan(0, 2**64, limit=10**9, max_bytes=1 << 62)

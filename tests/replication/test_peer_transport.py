@@ -3,13 +3,12 @@
 import pickle
 import socket
 import struct
-import time
 
 import pytest
 
 from raftkv.protocol.codec import encode
 
-from ..helpers import recv_message
+from ..helpers import recv_message, wait_until
 from .harness import LocalCluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,8 +35,12 @@ def test_wrong_secret_is_refused(tmp_path):
             s.sendall(encode([["g1", {"type": "request_vote", "term": 10**6, "last_log_index": 10**9,
                                       "last_log_term": 10**6}]]))
             assert s.recv(10) == b""  # hung up on us
-        time.sleep(0.3)
-        assert c.loops["n1"].groups["g1"].term < 10**6  # the forged vote request never reached Raft
+        # Peer frames are read and handed to Raft on the loop thread, inside one iteration; once two
+        # more iterations have completed, a forged request that got through would have moved the term.
+        loop = c.loops["n1"]
+        seen = loop.iterations
+        wait_until(lambda: loop.iterations >= seen + 2, 30, "two Raft loop iterations after the hang-up")
+        assert loop.groups["g1"].term < 10**6  # the forged vote request never reached Raft
     finally:
         c.close()
 

@@ -176,3 +176,44 @@ def test_a_long_page_on_a_view_does_not_block_writes(store):
     t.join()
     assert order == ["write done", "scan done"]
     view.close()
+
+
+def test_a_page_with_a_costly_filter_reads_the_clock_after_every_row(store):
+    """An expensive (but allowed) filter must not run 256 rows past the page deadline."""
+    from raftkv.query.like import MAX_UNDERSCORE_SEGMENT
+    from raftkv.query.predicate import compile_filter
+
+    store.apply(1, puts=[(k, b"a" * 20_000) for k in range(600)])
+    # Every position of every value is a candidate for this segment, and fails only at its end.
+    costly = compile_filter(["like", ["value"], "%" + "a_" * (MAX_UNDERSCORE_SEGMENT // 2 - 1) + "ab%"])
+    examined = []
+
+    def counting(key: int, value: bytes) -> bool:
+        examined.append(key)
+        return costly(key, value)
+
+    view = store.open_view()
+    try:
+        # A deadline already passed: the page stops after the one row every page examines.
+        rows, resume = view.scan(0, 2**64, limit=10_000, filter=counting, deadline=0.0)
+        assert rows == [] and examined == [0] and resume == 1
+        rows, resume = view.scan(0, 500, reverse=True, limit=10_000, filter=counting, deadline=0.0)
+        assert rows == [] and examined == [0, 499] and resume == 499
+        # Without a filter rows are cheap: the clock is read every 256 rows, as before.
+        rows, resume = view.scan(0, 2**64, limit=10_000, max_bytes=1 << 30, deadline=0.0)
+        assert len(rows) == 255 and resume == 255
+    finally:
+        view.close()
+
+
+def test_a_range_delete_step_budget_counts_pattern_length(store):
+    """commands._size weighs a long pattern by its length: a step examines fewer rows for it."""
+    from raftkv.query.predicate import filter_cost
+
+    store.apply(1, puts=[(k, b"v") for k in range(3000)])
+    wire = ["contains", ["value"], "z" * 4000]  # matches nothing; costs ~4000 per row
+    reply = commands.apply(store, 2, commands.delete_range(0, None, wire, max_keys=1000)[1:])
+    budget = commands.FILTER_WORK_PER_STEP // filter_cost(wire)
+    assert reply == {"deleted": 0, "resume": budget} and budget < 3000
+    reply = commands.apply(store, 3, commands.delete_range(0, None, ["contains", ["value"], "z"], max_keys=1000)[1:])
+    assert reply == {"deleted": 0, "resume": None}  # a cheap filter gets through the whole range in one step
