@@ -39,6 +39,7 @@ from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
+from ..errors import StorageError
 from ..storage.leveldb import ShardStore, write_file_atomic
 from . import commands
 from .journal import DurableJournal
@@ -255,6 +256,10 @@ class SnapshotSerializer:
         entry = self._outgoing.get(node)
         first = entry is None
         if entry is None:
+            if not os.path.exists(self._meta_path):
+                # Never compacted: the log still starts at the beginning, so no honest follower
+                # needs a snapshot (only a forged next_node_idx asks for one). Nothing to send.
+                return None
             last, prev = self._read_meta()
             index, items = self._store.snapshot_items()
             header = {"index": index, "last": list(last), "prev": list(prev)}
@@ -292,6 +297,9 @@ class SnapshotSerializer:
             self.installs += 1
             log.info("installed snapshot at index %d", header["index"])
             return True
+        except StorageError as exc:  # a malformed or truncated stream: refused, the old state stays
+            log.warning("snapshot refused: %s", exc)
+            return False
         except Exception:
             log.exception("snapshot install failed")
             return False

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ from raftkv.replication.transport import (
 )
 
 from ..helpers import recv_message, wait_until
+from .harness import LocalCluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -549,3 +551,39 @@ def test_a_running_cluster_without_a_secret_gets_one_only_once_all_nodes_are_dow
         assert os.path.exists(os.path.join(info.data_dir, launcher.SECRET_FILE))
         assert all("--secret-file" in psutil.Process(p).cmdline() for p in third.pids.values())
         assert_serves_clients(third, range(7, 2**64, 2**62))
+
+
+def _on_loop(cluster, nid: str, fn):
+    """Run ``fn`` on node ``nid``'s Raft thread (the serializer's only thread) and return its result."""
+    done, box = threading.Event(), []
+    cluster.loops[nid].call_soon(lambda: (box.append(fn()), done.set()))
+    assert done.wait(10)
+    return box[0]
+
+
+@pytest.mark.parametrize("stream", [b"garbage", b"\x00\x00\x00\x05\x93\x01\x02", b""])
+def test_a_forged_snapshot_is_refused_in_one_line_and_changes_nothing(tmp_path, caplog, stream):
+    """A peer's snapshot chunk that is not a valid stream: the replica keeps its state, and the log
+    says so in one line (no traceback)."""
+    c = LocalCluster(str(tmp_path))
+    try:
+        c.put(1, b"kept")
+        leader_id, _ = c.leader()
+        follower = next(n for n in c.ids if n != leader_id)
+        c.wait_applied(c.loops[leader_id].groups["g1"].store.applied_index, nodes=[follower])
+        serializer = c.loops[follower].groups["g1"].serializer
+        with caplog.at_level("WARNING", logger="raftkv.replication.group"):
+            assert _on_loop(c, follower, lambda: serializer.setTransmissionData((stream, True, True))) is False
+        refusals = [r for r in caplog.records if r.name == "raftkv.replication.group"]
+        assert [r.getMessage().startswith("snapshot refused") for r in refusals] == [True]
+        assert refusals[0].exc_info is None
+        assert dict(c.rows(follower)) == {1: b"kept"}
+    finally:
+        c.close()
+
+
+def test_a_leader_that_never_compacted_has_no_snapshot_to_send(cluster):
+    """Only a forged next_node_idx makes a leader that never compacted look for a snapshot."""
+    leader_id, leader = cluster.leader()
+    peer = leader.transport.nodes[next(n for n in cluster.ids if n != leader_id)]
+    assert _on_loop(cluster, leader_id, lambda: leader.serializer.getTransmissionData(peer)) is None
