@@ -35,8 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotLeader, Timeout
+from ..logs import LogLimiter
 from .group import RaftGroup
-from .transport import LogLimiter, PeerHub
+from .transport import PeerHub
 
 log = logging.getLogger(__name__)
 

@@ -52,6 +52,7 @@ from typing import Any
 import msgpack
 
 from ..errors import LocalProtocolError, ProtocolError
+from ..logs import LogLimiter
 from ..protocol.codec import NEED_DATA, FrameDecoder, encode, pack
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ MAX_PENDING_HANDSHAKES = 64  # accepted connections that have not authenticated 
 MAX_LINKS_PER_PEER = 4  # authenticated inbound connections per peer (one is normal; a reconnect overlaps)
 HANDSHAKE_TIMEOUT = 3.0  # seconds a dialer has to complete its hello, however it trickles the bytes
 ACCEPT_PAUSE = 0.5  # seconds to stop accepting after the process ran out of descriptors
-COMPLAINT_INTERVAL = 10.0  # seconds between two log lines about the same peer's bad input
 MAX_INT = 2**63 - 1  # every term and index must fit the journal's and msgpack's signed 64-bit range
 # accept() failures that mean "no resources right now", not "this one connection failed"
 _ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -106,44 +106,6 @@ def _frame(packed: list[bytes]) -> bytes:
     if len(body) > PEER_MAX_FRAME:
         raise LocalProtocolError(f"one peer message of {len(body)} bytes exceeds the frame limit")
     return struct.pack(">I", len(body)) + body
-
-
-class LogLimiter:
-    """At most one log line per key per ``interval`` seconds; the lines in between are counted.
-
-    Hostile or broken peers can produce a bad message per packet: one line per peer per interval
-    keeps the log readable and its size bounded, and the count says how bad it was.
-    """
-
-    def __init__(self, logger: logging.Logger, interval: float = COMPLAINT_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = logger
-        self._interval = interval
-        self._clock = clock
-        self._quiet: dict[str, tuple[float, int]] = {}  # key -> (silent until, lines suppressed since)
-
-    def log(self, key: str, level: int, msg: str, *args: Any, exc_info: bool = False) -> bool:
-        """Log ``msg % args`` unless ``key`` logged within the interval; True if it was logged."""
-        now = self._clock()
-        until, suppressed = self._quiet.get(key, (0.0, 0))
-        if now < until:
-            self._quiet[key] = (until, suppressed + 1)
-            return False
-        if suppressed:
-            msg += " (and %d more like it since the last such line)"
-            args = (*args, suppressed)
-        self._log.log(level, msg, *args, exc_info=exc_info)
-        self._quiet[key] = (now + self._interval, 0)
-        return True
-
-    def flush(self, final: bool = False) -> None:
-        """Report counts of lines suppressed in finished intervals (in all, if ``final``); forget those keys."""
-        now = self._clock()
-        for key, (until, suppressed) in list(self._quiet.items()):
-            if now >= until or final:
-                del self._quiet[key]
-                if suppressed:
-                    self._log.warning("%s: %d more like the last line about it", key, suppressed)
 
 
 # --- what a peer may send ----------------------------------------------------------------------------

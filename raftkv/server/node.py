@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import errno
 import itertools
 import json
 import logging
@@ -39,6 +40,7 @@ from ..errors import (
     UnknownOperation,
 )
 from ..keys import MAX_VALUE_BYTES, check_key, check_value
+from ..logs import LogLimiter
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, check_request_id, encode
 from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
@@ -79,6 +81,9 @@ CURSOR_IDLE_SECONDS = 60.0
 AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
+
+# accept() failures that mean the process is out of descriptors or memory, not a bad client
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _FAIL_TO_ERROR = {
     FAIL_REASON.QUEUE_FULL: Overloaded,
@@ -291,6 +296,7 @@ class Node:
         self._partial_bytes = 0  # declared sizes of large frames being received, all connections
         self.mailbox: Mailbox | None = None
         self.started = time.time()
+        self._complaints = LogLimiter(log)
 
     # --- groups -------------------------------------------------------------------------------
 
@@ -814,9 +820,23 @@ class Node:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    def _on_loop_exception(self, aloop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own errors; running out of descriptors on accept gets one line per interval.
+
+        asyncio pauses accepting for a second and logs a traceback on every failed accept: a burst
+        of connections past the process's descriptor limit would bury the log.
+        """
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+            self._complaints.log("accept", logging.WARNING, "client port: cannot accept (%s); "
+                                 "asyncio pauses accepting for a second", exc)
+            return
+        aloop.default_exception_handler(context)
+
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then shut down cleanly (journals fsynced, stores closed)."""
         aloop = asyncio.get_running_loop()
+        aloop.set_exception_handler(self._on_loop_exception)
         self.mailbox = Mailbox(aloop)
         self.loop.after_iteration(self.mailbox.flush)
         self.open_groups()

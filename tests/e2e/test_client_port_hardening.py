@@ -29,7 +29,8 @@ from raftkv.protocol.codec import (
 )
 from raftkv.server.node import CLIENT_LIMITS_ENV
 
-from ..helpers import recv_message
+from ..helpers import recv_message, wait_until
+from ..replication.test_peer_hardening import assert_serves_clients, launched, node_log
 from .conftest import RunningCluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -319,3 +320,28 @@ def test_a_failed_scan_leaves_no_unretrieved_task_exception(cluster, caplog):
         asyncio.run(scenario())
         gc.collect()
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_running_out_of_descriptors_on_the_client_port_logs_a_line_not_a_traceback_per_accept(tmp_path):
+    """Past the process's descriptor limit asyncio fails every accept and logs a traceback each time;
+    the node says it in one line per interval, and serves again once the connections are gone."""
+    limit = 160
+    with launched(tmp_path / "cluster", nofile=limit, nodes=1, shards=1, replication=1) as info:
+        host, port = info.node("n1").client
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(2 * limit):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex((host, port))  # accepted until the node runs out, then waits in the backlog
+                idle.append(s)
+            # asyncio's own words for it, or ours
+            wait_until(lambda: any(w in node_log(info, "n1") for w in ("cannot accept", "out of system resource")),
+                       60, "the node to run out of descriptors")
+        finally:
+            for s in idle:
+                s.close()
+        assert_serves_clients(info, range(3, 2**64, 2**62))
+        text = node_log(info, "n1")
+        assert "Traceback" not in text
+        assert text.count("cannot accept") <= 3  # one line per 10 s at most

@@ -35,6 +35,7 @@ from raftkv import Client
 from raftkv.client.rpc import call
 from raftkv.cluster import launcher
 from raftkv.errors import StorageError
+from raftkv.logs import LogLimiter
 from raftkv.protocol.codec import encode
 from raftkv.replication.snapshot import encode_stream, read_stream
 from raftkv.replication.transport import (
@@ -42,7 +43,6 @@ from raftkv.replication.transport import (
     MAX_INT,
     MAX_LINKS_PER_PEER,
     MAX_PENDING_HANDSHAKES,
-    LogLimiter,
     PeerHub,
     check_peer_message,
 )
