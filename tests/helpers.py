@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+import psutil
 
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder
 
@@ -49,3 +53,24 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interva
             seen = f"last exception {last_exc!r}" if last_exc is not None else f"last value {last!r}"
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; {seen}") from last_exc
         time.sleep(interval)
+
+
+def signal_ours(pids: Iterable[int], path: str | os.PathLike[str], sig: int = signal.SIGKILL) -> list[int]:
+    """Send ``sig`` to each of ``pids`` still running with ``path`` (a test's unique directory) on its
+    command line; return the PIDs signalled.
+
+    A test records the PIDs of every node it ever started, but a node that died long ago may have
+    lent its PID to an unrelated process: only a process that still names our directory is ours.
+    """
+    needle = os.path.realpath(path) + (os.sep if str(path).endswith(os.sep) else "")  # keep a final "/"
+    hit = []
+    for pid in set(pids):
+        try:
+            if pid != os.getpid() and any(needle in arg for arg in psutil.Process(pid).cmdline()):
+                if sig == signal.SIGKILL:
+                    os.kill(pid, signal.SIGCONT)  # a stopped process dies only once it runs again
+                os.kill(pid, sig)
+                hit.append(pid)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+    return hit

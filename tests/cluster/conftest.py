@@ -14,6 +14,8 @@ import pytest
 
 from raftkv.cluster import launcher
 
+from ..helpers import signal_ours
+
 
 def kill_processes_mentioning(path: Path) -> list[int]:
     """SIGKILL every process whose command line mentions ``path``; return their PIDs.
@@ -21,16 +23,17 @@ def kill_processes_mentioning(path: Path) -> list[int]:
     Test directories are unique tmp paths, so this only ever hits processes a test started,
     including ones whose PID file is gone or was never written.
     """
-    needle = os.path.realpath(path) + os.sep  # the separator keeps .../test_a0 from matching .../test_a01
-    victims = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if proc.pid != os.getpid() and any(needle in arg for arg in cmdline):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                victims.append(proc)
-    psutil.wait_procs(victims, timeout=10)
-    return [p.pid for p in victims]
+    # the separator keeps .../test_a0 from matching .../test_a01
+    victims = signal_ours(psutil.pids(), os.path.realpath(path) + os.sep)
+    psutil.wait_procs([p for p in map(_process, victims) if p is not None], timeout=10)
+    return victims
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def cleanup_cluster(data_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from raftkv.client import rpc
 from raftkv.cluster import launcher
 
-from ..helpers import wait_until
+from ..helpers import signal_ours, wait_until
 
 
 class RunningCluster:
@@ -62,12 +61,7 @@ class RunningCluster:
         try:
             launcher.stop(self.root, timeout=10)
         finally:
-            for pid in self.pids:  # belt and braces: nothing we started may outlive the test
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            signal_ours(self.pids, self.root)  # belt and braces: nothing we started may outlive the test
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from raftkv.cluster import launcher
 from raftkv.errors import InvalidArgument, RaftKVError
 from raftkv.server.config import format_hostport
 
+from ..helpers import signal_ours
 from .nemesis import Fault, Nemesis, parse_faults, schedule
 from .proxy import LinkProxy
 
@@ -49,7 +50,11 @@ from .proxy import LinkProxy
 LAB_RAFT: dict[str, Any] = {"heartbeat": 0.05, "election_min": 0.4, "election_max": 0.8,
                             # small enough that compaction (and snapshot catch-up) happens under faults
                             "compact_entries": 1000}
-OP_WEIGHTS = {"put": 45, "get": 45, "delete": 10}
+# "fresh": a put to a key never written before (a Jepsen "set"): each is read back at the end, so an
+# acknowledged write that a crash lost shows up as a final read that no order explains -- on keys
+# that later writes cannot hide, unlike the contended ones
+OP_WEIGHTS = {"put": 40, "get": 40, "delete": 10, "fresh": 10}
+_SPREAD = 0x9E3779B97F4A7C15  # odd: multiplying by it permutes the u64 space, spreading fresh keys
 NODES = 3
 REPORT_WINDOW = 60  # ops of a failing window printed by report(); summary.json has them all
 EXIT_LINEARIZABLE, EXIT_VIOLATION, EXIT_LAB_FAILED, EXIT_UNCHECKED = 0, 1, 2, 3
@@ -132,9 +137,7 @@ class LabCluster:
     def heal_all(self, wait: float = 60.0) -> None:
         """Heal every link, resume every paused node, start every dead one; wait until ready."""
         self.heal_links()
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGCONT)
+        signal_ours(self.pids, self.root, signal.SIGCONT)
         self.restart_all(wait)
 
     def stop(self) -> None:
@@ -143,10 +146,7 @@ class LabCluster:
             with contextlib.suppress(RaftKVError, OSError):
                 launcher.stop(self.root, timeout=10)
         finally:
-            for pid in self.pids:  # nothing we started may outlive the run, whatever stop() managed
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
+            signal_ours(self.pids, self.root)  # nothing we started may outlive the run, whatever stop() did
             for p in self.proxies.values():
                 p.close()
 
@@ -246,6 +246,7 @@ class ClientWorker:
         self.stop = stop
         self.process = index
         self.errors: Counter[str] = Counter()
+        self.fresh: list[int] = []  # fresh keys this client wrote (or may have written)
         self._thread = threading.Thread(target=self._run, name=f"lab-client-{index}", daemon=True)
 
     def start(self) -> None:
@@ -266,6 +267,11 @@ class ClientWorker:
                 op = rng.choices(list(OP_WEIGHTS), weights=list(OP_WEIGHTS.values()))[0]
                 key = rng.choice(self.keys)
                 n += 1
+                if op == "fresh":
+                    op, key = "put", fresh_key(self.index, n)
+                    if key in self.keys:  # astronomically unlikely; a fresh key must be written once
+                        continue
+                    self.fresh.append(key)
                 self.one(db, op, key, f"p{self.process}-{n}" if op == "put" else None)
                 if self.cfg.think > 0:
                     self.stop.wait(rng.expovariate(1.0 / self.cfg.think))
@@ -300,6 +306,11 @@ class ClientWorker:
         self.history.record(process, op, key, value, call, time.monotonic(), True)
 
 
+def fresh_key(client: int, n: int) -> int:
+    """Client ``client``'s ``n``-th fresh key: unique per (client, n) and spread over every shard."""
+    return (((1 << 63) | (client << 40) | n) * _SPREAD) % (1 << 64)
+
+
 def lab_keys(count: int, shards: int) -> list[int]:
     """The keys the clients use: 0..count-1 with one shard; spread over the key space with more."""
     stride = (1 << 64) // count if shards > 1 else 1
@@ -307,6 +318,33 @@ def lab_keys(count: int, shards: int) -> list[int]:
 
 
 # --- one run --------------------------------------------------------------------------------------
+
+
+def read_back_fresh(db: Client, fresh: list[int], history: History, process: int,
+                    problems: list[str]) -> dict[str, int]:
+    """Read every fresh key back with one linearizable scan and record each as a get.
+
+    A scan reads each shard at one point between its call and its return, so every row is a get
+    with that call and return.  Returns counts: keys written, and acknowledged ones now missing.
+    """
+    wanted = set(fresh)
+    found: dict[int, str | None] = {}
+    call = time.monotonic()
+    try:
+        for k, v in db.scan(0, (1 << 64) - 1):
+            if k in wanted:
+                found[k] = _decode(v)
+    except RaftKVError as exc:
+        problems.append(f"final scan of the fresh keys failed: {exc}")
+        return {"written": len(wanted), "acknowledged_lost": -1}
+    ret = time.monotonic()
+    for k in sorted(wanted):
+        history.record(process, "get", k, found.get(k), call, ret, True)
+    acked = {o["key"]: o["value"] for o in history.ops if o["ok"] and o["op"] == "put" and o["key"] in wanted}
+    lost = sorted(k for k, v in acked.items() if found.get(k) != v)
+    if lost:
+        problems.append(f"{len(lost)} acknowledged fresh writes missing or changed, e.g. key {lost[0]}")
+    return {"written": len(wanted), "acknowledged": len(acked), "acknowledged_lost": len(lost)}
 
 
 def _outcomes(ops: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -394,6 +432,8 @@ def run(cfg: LabConfig, log: Any = print) -> LabResult:
                     history.record(final_process, "get", key, None, call, time.monotonic(), False)
                 else:
                     history.record(final_process, "get", key, value, call, time.monotonic(), True)
+            summary["fresh"] = read_back_fresh(db, [k for w in workers for k in w.fresh], history,
+                                               final_process + 1, problems)
     except BaseException as exc:
         stop.set()
         if nemesis is not None:
@@ -450,6 +490,10 @@ def report(result: LabResult) -> str:
         if ev["event"] in ("start", "skip", "error"):
             what = {k: v for k, v in ev.items() if k not in ("time", "plan", "index")}
             lines.append(f"  nemesis {what}")
+    fresh = s.get("fresh")
+    if fresh:
+        lines.append(f"  fresh keys: {fresh['written']} written, {fresh.get('acknowledged', 0)} acknowledged, "
+                     f"{fresh['acknowledged_lost']} of those lost")
     lines += [f"  problem: {p}" for p in s.get("problems", [])]
     v = s.get("verdict")
     if v is None:

@@ -17,7 +17,6 @@ import os
 import resource
 import select
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from raftkv.replication.transport import (
     check_peer_message,
 )
 
-from ..helpers import recv_message, wait_until
+from ..helpers import recv_message, signal_ours, wait_until
 from .harness import LocalCluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -83,9 +82,7 @@ def launched(root: Path, nofile: int | None = None, **kwargs: Any) -> Iterator[l
             pids |= {p for p in launcher.load(root).pids.values() if p}  # nodes the test (re)started
         with contextlib.suppress(Exception):
             launcher.stop(root, timeout=5.0)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        signal_ours(pids, root)
 
 
 def cluster_secret(info: launcher.ClusterInfo) -> bytes:
