@@ -134,6 +134,13 @@ class Timeout(Unavailable):
     code = "timeout"
 
 
+class OutcomeUnknown(RaftKVError):
+    """A write older than what its shard still remembers of the client's session: it was applied at
+    most once, but whether it was cannot be told any more.  Not retried (a retry would get the same)."""
+
+    code = "outcome_unknown"
+
+
 class StorageError(RaftKVError):
     """The local storage engine failed."""
 

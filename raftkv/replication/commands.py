@@ -155,7 +155,9 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
             return record.replies[seq]
         if verdict == sessions.STALE:
             store.apply(index)
-            return {"error": "a late copy of a request its client has given up on; not applied"}
+            return {"error": "this write is older than what the shard remembers of its client's session: "
+                             "this copy was not applied, and whether an earlier one was cannot be told",
+                    "outcome_unknown": True}
         if index % sessions.GC_EVERY == 0:
             expired = store.system_names(sessions.BY_TIME, sessions.collection_bound(now_ms), sessions.GC_BATCH)
             system.update(sessions.collect(expired))

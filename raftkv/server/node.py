@@ -32,6 +32,7 @@ from ..errors import (
     CursorExpired,
     InvalidArgument,
     NotLeader,
+    OutcomeUnknown,
     Overloaded,
     RaftKVError,
     ShardNotHere,
@@ -422,6 +423,8 @@ class Node:
             raise Timeout(f"shard {g.group_id}: write not acknowledged within {timeout:.1f}s; "
                           "its outcome is unknown", leader=g.leader_id) from None
         if isinstance(result, dict) and "error" in result:
+            if result.get("outcome_unknown"):
+                raise OutcomeUnknown(str(result["error"]))
             raise InvalidArgument(str(result["error"]))
         return result
 

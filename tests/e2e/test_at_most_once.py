@@ -4,7 +4,7 @@ import pytest
 
 from raftkv import Client
 from raftkv.client import rpc
-from raftkv.errors import InvalidArgument
+from raftkv.errors import InvalidArgument, OutcomeUnknown
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +30,18 @@ def test_a_retried_put_or_delete_is_applied_once(cluster):
         db.put(77, b"after the delete")
         assert _send_to_leader(cluster, shard, "delete", **delete) == 1
         assert db.get(77) == b"after the delete"
+
+
+def test_a_write_older_than_its_session_remembers_has_an_unknown_outcome(cluster):
+    """A copy below the client's low-water mark, never seen: not applied, and not called a failure
+    either (an earlier copy might have been applied and forgotten), nor retried."""
+    session_id = b"e2e-session-0003"
+    with Client(cluster.seeds) as db:
+        shard = db.shard_map().shard_for_key(88).id
+        _send_to_leader(cluster, shard, "put", pairs=[[88, b"current"]], session=[session_id, 9, 9])
+        with pytest.raises(OutcomeUnknown):
+            _send_to_leader(cluster, shard, "put", pairs=[[88, b"late copy"]], session=[session_id, 4, 4])
+        assert db.get(88) == b"current"
 
 
 def test_malformed_sessions_are_refused_at_the_door(cluster):
