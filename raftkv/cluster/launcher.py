@@ -56,6 +56,7 @@ _FORMAT_VERSION = 1
 # Popen objects of nodes this process spawned: kept so that a node that exits is reaped (not left a
 # zombie until we exit) and so that Popen does not warn about a child still running when collected.
 _CHILDREN: dict[int, subprocess.Popen] = {}
+_EXITS: dict[int, int] = {}  # PID -> exit status of a node we spawned and reaped (negative: killed by signal)
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ def _pid_exists(pid: int) -> bool:
     """Whether process ``pid`` exists and has not exited (a zombie has exited)."""
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
+        _EXITS[pid] = child.returncode  # kept to say how it ended (a signal? an error?)
         del _CHILDREN[pid]  # our own child exited; poll() reaped it
         return False
     try:
@@ -389,6 +391,18 @@ def _wait_dead(pids: dict[str, int], deadline: float) -> dict[str, int]:
             break
         time.sleep(0.05)
     return alive
+
+
+def _how_it_ended(info: ClusterInfo, node_id: str) -> str:
+    """How node ``node_id`` ended, e.g. " (killed by SIGKILL)", if this process spawned it and saw it exit."""
+    pid = _read_pid(info, node_id)
+    code = _EXITS.get(pid) if pid is not None else None
+    if code is None:
+        return ""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f" (killed by {signal.Signals(-code).name})"
+    return f" (exit status {code})"
 
 
 def _log_tail(info: ClusterInfo, node_id: str, lines: int = 3) -> str:
@@ -573,7 +587,8 @@ def _wait_started(info: ClusterInfo, wait: float) -> None:
         notes = []
         for node in info.nodes:
             if _live_pid(info, node.id) is None:
-                notes.append(f"{node.id} exited; log {os.path.join(info.node_dir(node.id), LOG_FILE)}: "
+                notes.append(f"{node.id} exited{_how_it_ended(info, node.id)}; "
+                             f"log {os.path.join(info.node_dir(node.id), LOG_FILE)}: "
                              f"{_log_tail(info, node.id)}")
         raise Unavailable(exc.message + ("\n" + "\n".join(notes) if notes else "")) from None
 

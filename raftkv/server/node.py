@@ -15,6 +15,7 @@ import collections
 import contextlib
 import contextvars
 import errno
+import faulthandler
 import itertools
 import json
 import logging
@@ -868,6 +869,8 @@ class Node:
 def run_node(config: NodeConfig) -> None:
     """Entry point of ``raftkv node``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # a crash in C code (LevelDB, msgpack) or a fatal signal still leaves every thread's stack in the log
+    faulthandler.enable()
     # Two busy threads share the GIL; the default 5 ms switch interval would add up to 5 ms
     # to every Raft round trip while the client thread serialises a page.
     sys.setswitchinterval(0.0005)
