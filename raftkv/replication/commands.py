@@ -27,6 +27,8 @@ sessions existed have no such field and still decode.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import msgpack
@@ -146,9 +148,7 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     record = None
     if session is not None:
         client_id, seq, low, now_ms = session
-        raw = store.get_system(sessions.record_key(client_id))
-        record = sessions.Session.decode(raw)
-        before = None if raw is None else sessions.Session.decode(raw)
+        record, touched_before = _session(store, client_id)
         verdict = sessions.decide(record, seq)
         if verdict == sessions.DUPLICATE:
             store.apply(index)
@@ -159,8 +159,7 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
                              "this copy was not applied, and whether an earlier one was cannot be told",
                     "outcome_unknown": True}
         if index % sessions.GC_EVERY == 0:
-            expired = store.system_names(sessions.BY_TIME, sessions.collection_bound(now_ms), sessions.GC_BATCH)
-            system.update(sessions.collect(expired))
+            system.update(_collect_sessions(store, now_ms, keep=client_id))
     puts: list[tuple[int, bytes]] = []
     deletes: list[int] = []
     if name == "put":
@@ -172,10 +171,58 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     else:
         reply, deletes = _delete_range_step(store, op)
     if record is not None and not (isinstance(reply, dict) and "error" in reply):
-        record.remember(seq, low, now_ms, reply)
-        system.update(sessions.store_writes(client_id, before, record))
-    store.apply(index, puts=puts, deletes=deletes, system=system)
+        forgotten = record.remember(seq, low, now_ms, reply)
+        system.update(sessions.writes(client_id, touched_before, record, seq, forgotten))
+    try:
+        store.apply(index, puts=puts, deletes=deletes, system=system)
+    except BaseException:
+        _SESSIONS.pop(store, None)  # the cached sessions may be ahead of the store now
+        raise
     return reply
+
+
+# Sessions as the state machine last wrote them, per store: a write reads its session from here,
+# not from LevelDB (decoding a session with many writes in flight cost more than the write). A
+# store's generation changes when a snapshot replaces its state, which empties its cache.
+_SESSIONS: weakref.WeakKeyDictionary[ShardStore, tuple[int, OrderedDict[bytes, sessions.Session]]] = \
+    weakref.WeakKeyDictionary()
+_SESSION_CACHE = 10_000  # sessions per store kept decoded; the rest are read back when they write again
+
+
+def _session(store: ShardStore, client_id: bytes) -> tuple[sessions.Session, int | None]:
+    """The session of ``client_id`` in ``store`` and its stored ``touched_ms`` (None if it is new)."""
+    entry = _SESSIONS.get(store)
+    if entry is None or entry[0] != store.generation:
+        entry = _SESSIONS[store] = (store.generation, OrderedDict())
+    cache = entry[1]
+    record = cache.get(client_id)
+    if record is None:
+        raw = store.get_system(sessions.record_key(client_id))
+        prefix = sessions.replies_prefix(client_id)
+        replies = store.system_items(prefix, prefix + b"\xff" * 8, sessions.MAX_REMEMBERED + 1) if raw else []
+        record = sessions.Session.decode(raw, replies)
+        if raw is None:
+            return record, None  # cached once remembered (a refused request leaves nothing behind)
+        cache[client_id] = record
+        if len(cache) > _SESSION_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(client_id)
+    return record, record.touched_ms
+
+
+def _collect_sessions(store: ShardStore, now_ms: int, keep: bytes) -> dict[bytes, bytes | None]:
+    """Deletions of the sessions idle past the TTL (at most a batch; the clock is the log's)."""
+    names = store.system_names(sessions.BY_TIME, sessions.collection_bound(now_ms), sessions.GC_BATCH)
+    # the session this very entry writes is not idle (its index entry moves in the same batch)
+    expired = [n for n, c in zip(names, sessions.expired_clients(names), strict=True) if c != keep]
+    replies = {}
+    cache = _SESSIONS.get(store, (None, {}))[1]
+    for c in sessions.expired_clients(expired):
+        prefix = sessions.replies_prefix(c)
+        replies[c] = store.system_names(prefix, prefix + b"\xff" * 8, sessions.MAX_REMEMBERED + 1)
+        cache.pop(c, None)
+    return sessions.collect(expired, replies)
 
 
 def _delete_range_step(store: ShardStore, op: list[Any]) -> tuple[dict[str, Any], list[int]]:

@@ -15,9 +15,13 @@ session, which sequence numbers it applied and what they replied:
 * anything else is applied, and remembered.
 
 Everything here is pure: :func:`decide` and :meth:`Session.remember` compute,
-and ``commands.apply`` writes the session record in the *same* LevelDB batch as
-the write's data, so the record is exactly as durable as the effect it guards,
-travels in snapshots, and is identical on every replica.
+:func:`writes` says what to store, and ``commands.apply`` writes it in the
+*same* LevelDB batch as the write's data, so a session is exactly as durable as
+the effect it guards, travels in snapshots, and is identical on every replica.
+A session is stored as a small record (its mark and when it was last touched)
+plus one entry per remembered reply, so a write stores what it adds and deletes
+what it forgets, not the whole session (a client with 64 writes in flight would
+otherwise rewrite 64 replies per write).
 
 Bounds: a session remembers at most :data:`MAX_REMEMBERED` replies (the
 oldest go first, and the low-water mark rises past them, so a late copy of a
@@ -40,7 +44,8 @@ import msgpack
 
 from ..errors import InvalidArgument
 
-PREFIX = b"sess/"  # system-key prefix of session records
+PREFIX = b"sess/"  # system-key prefix of session records: [low, touched_ms]
+REPLIES = b"sesr/"  # + len(client id) (1 byte) + client id + seq (8 bytes BE): one remembered reply
 BY_TIME = b"sesx/"  # system-key prefix of the index: second last touched (8 bytes BE) + client id
 GC_BATCH = 1000
 MAX_REMEMBERED = 4096
@@ -63,33 +68,38 @@ class Session:
     touched_ms: int = 0
     replies: dict[int, Any] = field(default_factory=dict)
 
-    def remember(self, seq: int, low: int, now_ms: int, reply: Any) -> None:
-        """Record that ``seq`` was applied with ``reply``; forget what the client no longer awaits."""
-        self.low = max(self.low, low)
+    def remember(self, seq: int, low: int, now_ms: int, reply: Any) -> list[int]:
+        """Record that ``seq`` was applied with ``reply``; forget what the client no longer awaits.
+
+        Returns the sequence numbers forgotten.
+        """
+        forgotten = []
+        if low > self.low:
+            self.low = low
+            forgotten = [s for s in self.replies if s < low]
         self.touched_ms = max(self.touched_ms, now_ms)
         self.replies[seq] = reply
-        for old in [s for s in self.replies if s < self.low]:
-            del self.replies[old]
-        if len(self.replies) > MAX_REMEMBERED:
+        if len(self.replies) - len(forgotten) > MAX_REMEMBERED:
             # Forget the oldest, and raise the mark past them: their late copies are then refused
             # (never applied twice) instead of being mistaken for new requests.
-            ordered = sorted(self.replies)
-            for old in ordered[: len(ordered) - MAX_REMEMBERED]:
-                del self.replies[old]
-            self.low = max(self.low, ordered[len(ordered) - MAX_REMEMBERED])
+            kept = sorted(s for s in self.replies if s >= self.low)
+            forgotten += kept[: len(kept) - MAX_REMEMBERED]
+            self.low = kept[len(kept) - MAX_REMEMBERED]
+        for s in forgotten:
+            del self.replies[s]
+        return forgotten
 
     def encode(self) -> bytes:
-        """The stored form (msgpack; replies are plain msgpack values)."""
-        return msgpack.packb([self.low, self.touched_ms, [[s, r] for s, r in sorted(self.replies.items())]],
-                             use_bin_type=True)
+        """The stored record (msgpack ``[low, touched_ms]``; replies are entries of their own)."""
+        return msgpack.packb([self.low, self.touched_ms])
 
     @staticmethod
-    def decode(raw: bytes | None) -> Session:
-        """A stored record, or a fresh session for None."""
+    def decode(raw: bytes | None, replies: list[tuple[bytes, bytes]] = ()) -> Session:
+        """A stored record and its reply entries (``(name, value)``), or a fresh session for None."""
         if raw is None:
             return Session()
-        low, touched, replies = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        return Session(low, touched, {s: r for s, r in replies})
+        low, touched = msgpack.unpackb(raw)
+        return Session(low, touched, {_seq_of(name): unpack_reply(value) for name, value in replies})
 
 
 def decide(session: Session, seq: int) -> str:
@@ -106,21 +116,52 @@ def record_key(client_id: bytes) -> bytes:
     return PREFIX + client_id
 
 
+def replies_prefix(client_id: bytes) -> bytes:
+    """The system-key names of a session's remembered replies start with this."""
+    return REPLIES + bytes([len(client_id)]) + client_id
+
+
+def reply_key(client_id: bytes, seq: int) -> bytes:
+    """The system-key name of the reply remembered for ``seq``."""
+    return replies_prefix(client_id) + seq.to_bytes(8, "big")
+
+
+def _seq_of(name: bytes) -> int:
+    return int.from_bytes(name[-8:], "big")
+
+
+def pack_reply(reply: Any) -> bytes:
+    """A reply as stored (msgpack)."""
+    return msgpack.packb(reply, use_bin_type=True)
+
+
+def unpack_reply(raw: bytes) -> Any:
+    """A stored reply."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
 def _index_key(touched_ms: int, client_id: bytes) -> bytes:
     return BY_TIME + (touched_ms // 1000).to_bytes(8, "big") + client_id
 
 
-def store_writes(client_id: bytes, before: Session | None, after: Session) -> dict[bytes, bytes | None]:
-    """System-entry writes that store ``after`` (``before``: the record as read, None if new)."""
-    writes: dict[bytes, bytes | None] = {record_key(client_id): after.encode()}
-    new_index = _index_key(after.touched_ms, client_id)
-    if before is not None:
-        old_index = _index_key(before.touched_ms, client_id)
+def writes(client_id: bytes, touched_before: int | None, session: Session, seq: int,
+           forgotten: list[int]) -> dict[bytes, bytes | None]:
+    """System-entry writes that store ``session`` after :meth:`Session.remember` of ``seq``.
+
+    ``touched_before``: the stored record's ``touched_ms`` (None if the session is new).
+    """
+    out: dict[bytes, bytes | None] = {record_key(client_id): session.encode(),
+                                      reply_key(client_id, seq): pack_reply(session.replies[seq])}
+    for s in forgotten:
+        out[reply_key(client_id, s)] = None
+    new_index = _index_key(session.touched_ms, client_id)
+    if touched_before is not None:
+        old_index = _index_key(touched_before, client_id)
         if old_index == new_index:
-            return writes
-        writes[old_index] = None
-    writes[new_index] = b""
-    return writes
+            return out
+        out[old_index] = None
+    out[new_index] = b""
+    return out
 
 
 def collection_bound(now_ms: int) -> bytes:
@@ -128,13 +169,24 @@ def collection_bound(now_ms: int) -> bytes:
     return BY_TIME + (max(0, now_ms - SESSION_TTL_MS) // 1000).to_bytes(8, "big")
 
 
-def collect(index_names: list[bytes]) -> dict[bytes, None]:
-    """Deletions that drop the sessions of these (expired) index entries, records included."""
-    writes: dict[bytes, None] = {}
+def expired_clients(index_names: list[bytes]) -> list[bytes]:
+    """The client ids of these (expired) index entries."""
+    return [name[len(BY_TIME) + 8:] for name in index_names]
+
+
+def collect(index_names: list[bytes], reply_names: dict[bytes, list[bytes]]) -> dict[bytes, None]:
+    """Deletions that drop the sessions of these (expired) index entries: index, record, replies.
+
+    ``reply_names``: client id -> the names of its stored replies.
+    """
+    out: dict[bytes, None] = {}
     for name in index_names:
-        writes[name] = None
-        writes[record_key(name[len(BY_TIME) + 8:])] = None
-    return writes
+        client_id = name[len(BY_TIME) + 8:]
+        out[name] = None
+        out[record_key(client_id)] = None
+        for reply in reply_names.get(client_id, ()):
+            out[reply] = None
+    return out
 
 
 def check_wire(obj: Any) -> list[Any] | None:

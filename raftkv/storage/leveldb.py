@@ -214,6 +214,20 @@ class ShardStore:
         with self._lock:
             return self._db.get(SYSTEM + name)
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever an installed snapshot replaces the whole state (caches of it are stale)."""
+        return self._gen
+
+    def system_items(self, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` system entries ``(name, value)`` with names in ``[start, stop)``, in order."""
+        with self._lock:
+            it = self._db.iterator(start=SYSTEM + start, stop=SYSTEM + stop)
+            try:
+                return [(k[len(SYSTEM):], v) for (k, v), _ in zip(it, range(limit), strict=False)]
+            finally:
+                it.close()
+
     def system_names(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
         """Up to ``limit`` names of system entries in ``[start, stop)``, in order."""
         with self._lock:

@@ -42,7 +42,8 @@ def test_decide_applies_new_numbers_repeats_replies_and_refuses_late_copies():
     assert sessions.decide(s, 2) == sessions.STALE  # below the mark and unknown: given up on by its client
     s.remember(7, 7, 11, None)
     assert 5 not in s.replies and s.low == 7  # the client no longer awaits 5: forgotten
-    back = sessions.Session.decode(s.encode())
+    back = sessions.Session.decode(s.encode(), [(sessions.reply_key(CID, q), sessions.pack_reply(r))
+                                                for q, r in s.replies.items()])
     assert back == s
 
 
@@ -122,6 +123,51 @@ def test_the_time_index_moves_when_a_session_is_touched_again(store):
     log.apply(commands.put([(1, b"b")], sess(CID, 2, now_ms=9_000)))
     index = store.system_names(sessions.BY_TIME, sessions.BY_TIME + b"\xff" * 9, 10)
     assert index == [sessions.BY_TIME + (9).to_bytes(8, "big") + CID]
+
+
+def _stored_replies(store: ShardStore, cid: bytes) -> list[int]:
+    prefix = sessions.replies_prefix(cid)
+    return [int.from_bytes(n[-8:], "big") for n in store.system_names(prefix, prefix + b"\xff" * 8, 10_000)]
+
+
+def test_a_write_stores_its_reply_and_deletes_what_its_client_no_longer_awaits(store):
+    log = Log(store)
+    for seq in range(1, 6):
+        log.apply(commands.put([(seq, b"v")], sess(CID, seq, low=1)))  # five writes in flight at once
+    assert _stored_replies(store, CID) == [1, 2, 3, 4, 5]
+    log.apply(commands.put([(6, b"v")], sess(CID, 6, low=5)))  # 1..4 have their outcome now
+    assert _stored_replies(store, CID) == [5, 6]
+
+
+def test_a_reopened_store_still_knows_its_sessions(tmp_path):
+    path = str(tmp_path / "s")
+    first = ShardStore(path)
+    Log(first).apply(commands.put([(1, b"old")], sess(CID, 1)))
+    first.close()
+    again = ShardStore(path)  # as after a restart: nothing cached
+    try:
+        log = Log(again)
+        log.apply(commands.put([(1, b"new")], sess(OTHER, 1)))
+        log.apply(commands.put([(1, b"old")], sess(CID, 1)))  # the retry
+        assert again.get(1) == b"new"
+    finally:
+        again.close()
+
+
+def test_an_installed_snapshot_replaces_the_sessions_a_replica_knew(store, tmp_path):
+    """A replica that installs a snapshot must forget what it remembered before (its cache too)."""
+    log = Log(store)
+    log.apply(commands.put([(1, b"a")], sess(CID, 1, low=1)))
+    log.apply(commands.put([(1, b"a")], sess(CID, 2, low=1)))  # remembered (and cached) here ...
+    other = ShardStore(str(tmp_path / "other"))
+    try:
+        index, items = other.snapshot_items()  # ... but not in the state that replaces it
+        store.install(items, log.index + 10)
+        log.index = store.applied_index
+        log.apply(commands.put([(1, b"b")], sess(CID, 2, low=1)))  # unknown to the new state: applied
+        assert store.get(1) == b"b"
+    finally:
+        other.close()
 
 
 def test_session_records_travel_in_snapshots(store, tmp_path):
