@@ -56,20 +56,25 @@ def encode(op: list[Any]) -> bytes:
 Session = list[Any] | None  # [client_id, seq, low, now_ms], see sessions.py
 
 
+def _with(op: list[Any], session: Session) -> list[Any]:
+    # no field at all without a session: the entry is then exactly what it was before sessions
+    return op if session is None else [*op, session]
+
+
 def put(pairs: list[tuple[int, bytes]], session: Session = None) -> bytes:
     """Command putting every ``(key, value)`` pair atomically."""
-    return encode(["put", [[k, v] for k, v in pairs], session])
+    return encode(_with(["put", [[k, v] for k, v in pairs]], session))
 
 
 def delete(keys: list[int], session: Session = None) -> bytes:
     """Command deleting ``keys``."""
-    return encode(["del", list(keys), session])
+    return encode(_with(["del", list(keys)], session))
 
 
 def delete_range(start: int, end: int | None, filter_wire: Any = None, max_keys: int = MAX_DELETE_STEP,
                  session: Session = None) -> bytes:
     """Command deleting (a bounded step of) ``[start, end)``; ``end`` None means to the end of the key space."""
-    return encode(["delr", start, end, filter_wire, max_keys, session])
+    return encode(_with(["delr", start, end, filter_wire, max_keys], session))
 
 
 def set_map(shard_map: dict[str, Any], expected_epoch: int) -> bytes:
@@ -159,7 +164,7 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
                              "this copy was not applied, and whether an earlier one was cannot be told",
                     "outcome_unknown": True}
         if index % sessions.GC_EVERY == 0:
-            system.update(_collect_sessions(store, now_ms, keep=client_id))
+            system.update(_collect_sessions(store, now_ms, index, keep=client_id))
     puts: list[tuple[int, bytes]] = []
     deletes: list[int] = []
     if name == "put":
@@ -171,7 +176,7 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     else:
         reply, deletes = _delete_range_step(store, op)
     if record is not None and not (isinstance(reply, dict) and "error" in reply):
-        forgotten = record.remember(seq, low, now_ms, reply)
+        forgotten = record.remember(seq, low, now_ms, reply, index)
         system.update(sessions.writes(client_id, touched_before, record, seq, forgotten))
     try:
         store.apply(index, puts=puts, deletes=deletes, system=system)
@@ -211,17 +216,25 @@ def _session(store: ShardStore, client_id: bytes) -> tuple[sessions.Session, int
     return record, record.touched_ms
 
 
-def _collect_sessions(store: ShardStore, now_ms: int, keep: bytes) -> dict[bytes, bytes | None]:
-    """Deletions of the sessions idle past the TTL (at most a batch; the clock is the log's)."""
+def _collect_sessions(store: ShardStore, now_ms: int, index: int, keep: bytes) -> dict[bytes, bytes | None]:
+    """Deletions of sessions idle past the TTL by the log's clock and by log distance (a batch at most).
+
+    Oldest first by the clock; the first one that is not also far enough behind in the log ends
+    the batch (a clock that jumped cannot drop it early; it is collected once the log moves on).
+    """
     names = store.system_names(sessions.BY_TIME, sessions.collection_bound(now_ms), sessions.GC_BATCH)
-    # the session this very entry writes is not idle (its index entry moves in the same batch)
-    expired = [n for n, c in zip(names, sessions.expired_clients(names), strict=True) if c != keep]
-    replies = {}
+    expired, replies = [], {}
     cache = _SESSIONS.get(store, (None, {}))[1]
-    for c in sessions.expired_clients(expired):
-        prefix = sessions.replies_prefix(c)
-        replies[c] = store.system_names(prefix, prefix + b"\xff" * 8, sessions.MAX_REMEMBERED + 1)
-        cache.pop(c, None)
+    for name, client in zip(names, sessions.expired_clients(names), strict=True):
+        if client == keep:
+            continue  # this very entry writes it: not idle (its index entry moves in the same batch)
+        record = store.get_system(sessions.record_key(client))
+        if record is not None and not sessions.idle_long_enough(record, index):
+            break
+        expired.append(name)
+        prefix = sessions.replies_prefix(client)
+        replies[client] = store.system_names(prefix, prefix + b"\xff" * 8, sessions.MAX_REMEMBERED + 1)
+        cache.pop(client, None)
     return sessions.collect(expired, replies)
 
 

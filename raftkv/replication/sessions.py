@@ -25,14 +25,16 @@ otherwise rewrite 64 replies per write).
 
 Bounds: a session remembers at most :data:`MAX_REMEMBERED` replies (the
 oldest go first, and the low-water mark rises past them, so a late copy of a
-forgotten request is refused rather than applied again); a session untouched
-for :data:`SESSION_TTL_MS` (by the clock of the leaders that wrote the log, a
-value carried *in* the log so every replica agrees) is dropped by the
-collection that runs every :data:`GC_EVERY` entries.  Both are far beyond any
-client's retry window (an operation's deadline is at most a minute).  An index
-of sessions by the second they were last touched lets a collection read only
-what it drops, at most :data:`GC_BATCH` of them, so it never stalls the Raft
-thread however many sessions there are.
+forgotten request is refused rather than applied again).  A session is dropped
+once it is idle for :data:`SESSION_TTL_MS` by the clock of the leaders that
+wrote the log (a value carried *in* the log, so every replica agrees) *and* for
+:data:`MIN_IDLE_ENTRIES` log entries: a leader whose clock jumps ahead cannot
+drop a session its client is still retrying against.  Both are far beyond any
+client's retry window (an operation's deadline is at most a minute).
+Collection runs every :data:`GC_EVERY` entries and drops up to :data:`GC_BATCH`
+sessions, more than clients can create meanwhile (one per entry at most); an
+index of sessions by the second they were last touched lets it read only what
+it drops, so it never stalls the Raft thread however many sessions there are.
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ from ..errors import InvalidArgument
 PREFIX = b"sess/"  # system-key prefix of session records: [low, touched_ms]
 REPLIES = b"sesr/"  # + len(client id) (1 byte) + client id + seq (8 bytes BE): one remembered reply
 BY_TIME = b"sesx/"  # system-key prefix of the index: second last touched (8 bytes BE) + client id
-GC_BATCH = 1000
+GC_BATCH = 64
+MIN_IDLE_ENTRIES = 100_000
 MAX_REMEMBERED = 4096
 SESSION_TTL_MS = 3_600_000
-GC_EVERY = 4096  # log entries between two collections of idle sessions
+GC_EVERY = 8  # log entries between two collections of idle sessions
 MAX_ID_BYTES = 32
 _MAX_SEQ = 2**63 - 1
 
@@ -67,8 +70,9 @@ class Session:
     low: int = 0
     touched_ms: int = 0
     replies: dict[int, Any] = field(default_factory=dict)
+    touched_index: int = 0  # the log index of its last write
 
-    def remember(self, seq: int, low: int, now_ms: int, reply: Any) -> list[int]:
+    def remember(self, seq: int, low: int, now_ms: int, reply: Any, index: int = 0) -> list[int]:
         """Record that ``seq`` was applied with ``reply``; forget what the client no longer awaits.
 
         Returns the sequence numbers forgotten.
@@ -78,6 +82,7 @@ class Session:
             self.low = low
             forgotten = [s for s in self.replies if s < low]
         self.touched_ms = max(self.touched_ms, now_ms)
+        self.touched_index = max(self.touched_index, index)
         self.replies[seq] = reply
         if len(self.replies) - len(forgotten) > MAX_REMEMBERED:
             # Forget the oldest, and raise the mark past them: their late copies are then refused
@@ -90,16 +95,16 @@ class Session:
         return forgotten
 
     def encode(self) -> bytes:
-        """The stored record (msgpack ``[low, touched_ms]``; replies are entries of their own)."""
-        return msgpack.packb([self.low, self.touched_ms])
+        """The stored record (msgpack ``[low, touched_ms, touched_index]``; replies are entries of their own)."""
+        return msgpack.packb([self.low, self.touched_ms, self.touched_index])
 
     @staticmethod
     def decode(raw: bytes | None, replies: list[tuple[bytes, bytes]] = ()) -> Session:
         """A stored record and its reply entries (``(name, value)``), or a fresh session for None."""
         if raw is None:
             return Session()
-        low, touched = msgpack.unpackb(raw)
-        return Session(low, touched, {_seq_of(name): unpack_reply(value) for name, value in replies})
+        low, touched, index = msgpack.unpackb(raw)
+        return Session(low, touched, {_seq_of(name): unpack_reply(value) for name, value in replies}, index)
 
 
 def decide(session: Session, seq: int) -> str:
@@ -167,6 +172,11 @@ def writes(client_id: bytes, touched_before: int | None, session: Session, seq: 
 def collection_bound(now_ms: int) -> bytes:
     """Index entries below this name belong to sessions idle past the TTL at ``now_ms``."""
     return BY_TIME + (max(0, now_ms - SESSION_TTL_MS) // 1000).to_bytes(8, "big")
+
+
+def idle_long_enough(record: bytes, index: int) -> bool:
+    """Whether a session (its stored record) last written ``MIN_IDLE_ENTRIES`` or more entries before ``index``."""
+    return index - Session.decode(record).touched_index >= MIN_IDLE_ENTRIES
 
 
 def expired_clients(index_names: list[bytes]) -> list[bytes]:

@@ -103,18 +103,52 @@ def test_a_late_copy_below_the_clients_mark_is_refused(store):
     assert store.get(1) == b"x"
 
 
+def _advance(log: Log, entries: int) -> None:
+    """Plain entries (no session) until ``entries`` more are in the log."""
+    for _ in range(entries):
+        log.apply(commands.put([(2, b"b")]))
+
+
 def test_idle_sessions_are_collected_at_the_same_index_on_every_replica(store):
     log = Log(store)
     log.apply(commands.put([(1, b"a")], sess(CID, 1, now_ms=0)))
     later = sessions.SESSION_TTL_MS + 5_000
-    while (log.index + 1) % sessions.GC_EVERY:
-        log.apply(commands.put([(2, b"b")]))  # no session: no collection on these
+    _advance(log, sessions.MIN_IDLE_ENTRIES)
+    _advance(log, -(log.index + 1) % sessions.GC_EVERY)  # the next entry is a collection point
     assert store.get_system(sessions.record_key(CID)) is not None
     log.apply(commands.put([(3, b"c")], sess(OTHER, 1, now_ms=later)))
-    assert store.get_system(sessions.record_key(CID)) is None  # idle past the TTL: dropped
+    assert store.get_system(sessions.record_key(CID)) is None  # idle past the TTL and the distance: dropped
     assert store.get_system(sessions.record_key(OTHER)) is not None
     index = store.system_names(sessions.BY_TIME, sessions.BY_TIME + b"\xff" * 9, 10)
     assert [name.endswith(OTHER) for name in index] == [True]  # the time index follows the records
+    prefix = sessions.replies_prefix(CID)
+    assert store.system_names(prefix, prefix + b"\xff" * 8, 10) == []  # and so do the replies
+
+
+def test_a_leader_clock_jump_does_not_drop_a_session_its_client_still_uses(store):
+    """A retry that arrives after a leader with a clock an hour fast wrote an entry is still refused."""
+    log = Log(store)
+    log.apply(commands.put([(1, b"a")], sess(CID, 1, low=1, now_ms=0)))
+    log.apply(commands.put([(1, b"b")], sess(CID, 2, low=2, now_ms=1)))
+    jumped = sessions.SESSION_TTL_MS + 60_000
+    for _ in range(2 * sessions.GC_EVERY):  # collection points pass, stamped with the fast clock
+        log.apply(commands.put([(5, b"x")], sess(OTHER, log.index + 1, now_ms=jumped)))
+    late = log.apply(commands.put([(1, b"a")], sess(CID, 1, low=1, now_ms=jumped)))
+    assert isinstance(late, dict) and late.get("outcome_unknown")  # refused: the session is still known
+    assert store.get(1) == b"b"
+
+
+def test_collection_outpaces_clients_that_write_once(store):
+    """Short-lived clients (one session each) must not pile up faster than they are collected."""
+    log = Log(store)
+    for i in range(500):
+        log.apply(commands.put([(1, b"v")], sess(b"once-%012d" % i, 1, now_ms=0)))
+    _advance(log, sessions.MIN_IDLE_ENTRIES)
+    later = sessions.SESSION_TTL_MS + 5_000
+    for i in range(500):  # as many new clients again, now much later
+        log.apply(commands.put([(1, b"v")], sess(b"late-%012d" % i, 1, now_ms=later)))
+    old = store.system_names(sessions.record_key(b"once-"), sessions.record_key(b"once."), 1000)
+    assert old == []
 
 
 def test_the_time_index_moves_when_a_session_is_touched_again(store):
