@@ -55,16 +55,17 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interva
         time.sleep(interval)
 
 
-def signal_ours(pids: Iterable[int], path: str | os.PathLike[str], sig: int = signal.SIGKILL) -> list[int]:
-    """Send ``sig`` to each of ``pids`` still running with ``path`` (a test's unique directory) on its
-    command line; return the PIDs signalled.
+def signal_ours(pids: Iterable[int] | None, path: str | os.PathLike[str], sig: int = signal.SIGKILL) -> list[int]:
+    """Send ``sig`` to each of ``pids`` (None: every process) still running with ``path`` (a test's
+    unique directory) on its command line; return the PIDs signalled.
 
     A test records the PIDs of every node it ever started, but a node that died long ago may have
     lent its PID to an unrelated process: only a process that still names our directory is ours.
+    With None, this also finds a node whose PID the test never learnt (a start that failed half way).
     """
     needle = os.path.realpath(path) + (os.sep if str(path).endswith(os.sep) else "")  # keep a final "/"
     hit = []
-    for pid in set(pids):
+    for pid in set(pids) if pids is not None else psutil.pids():
         try:
             if pid != os.getpid() and any(needle in arg for arg in psutil.Process(pid).cmdline()):
                 if sig == signal.SIGKILL:

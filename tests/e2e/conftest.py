@@ -19,8 +19,11 @@ class RunningCluster:
 
     def __init__(self, root: str, raft: dict[str, Any] | None = None, shards: int = 8) -> None:
         self.root = root
-        self.info = launcher.start(root, nodes=3, shards=shards, raft=raft or {}, wait=60)
-        self.pids: set[int] = set(self.info.pids.values())
+        try:
+            self.info = launcher.start(root, nodes=3, shards=shards, raft=raft or {}, wait=60)
+        except BaseException:
+            signal_ours(None, root)  # a start that failed half way: its nodes are ours all the same
+            raise
 
     @property
     def seeds(self) -> str:
@@ -51,17 +54,16 @@ class RunningCluster:
         launcher.kill_node(self.root, node_id, sig)
 
     def restart(self, node_id: str) -> None:
-        self.pids.add(launcher.start_node(self.root, node_id, wait=60))
+        launcher.start_node(self.root, node_id, wait=60)
 
     def restart_all(self) -> None:
         self.info = launcher.start(self.root, wait=60)
-        self.pids |= set(self.info.pids.values())
 
     def close(self) -> None:
         try:
             launcher.stop(self.root, timeout=10)
         finally:
-            signal_ours(self.pids, self.root)  # belt and braces: nothing we started may outlive the test
+            signal_ours(None, self.root)  # belt and braces: nothing we started may outlive the test
 
 
 @pytest.fixture

@@ -137,7 +137,7 @@ class LabCluster:
     def heal_all(self, wait: float = 60.0) -> None:
         """Heal every link, resume every paused node, start every dead one; wait until ready."""
         self.heal_links()
-        signal_ours(self.pids, self.root, signal.SIGCONT)
+        signal_ours(None, self.root, signal.SIGCONT)
         self.restart_all(wait)
 
     def stop(self) -> None:
@@ -146,7 +146,7 @@ class LabCluster:
             with contextlib.suppress(RaftKVError, OSError):
                 launcher.stop(self.root, timeout=10)
         finally:
-            signal_ours(self.pids, self.root)  # nothing we started may outlive the run, whatever stop() did
+            signal_ours(None, self.root)  # nothing we started may outlive the run, whatever stop() did
             for p in self.proxies.values():
                 p.close()
 

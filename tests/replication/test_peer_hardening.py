@@ -59,13 +59,12 @@ HUGE = 2**64 - 1
 
 @contextlib.contextmanager
 def launched(root: Path, nofile: int | None = None, **kwargs: Any) -> Iterator[launcher.ClusterInfo]:
-    """A launcher cluster in ``root``, stopped and its processes killed by PID afterwards.
+    """A launcher cluster in ``root``, stopped afterwards and every process naming ``root`` killed.
 
     ``nofile`` lowers the nodes' descriptor limit: children inherit it from us, so ours is lowered
     only while they are spawned.
     """
     saved = resource.getrlimit(resource.RLIMIT_NOFILE)
-    pids: set[int] = set()
     try:
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, saved[1]))
@@ -73,16 +72,11 @@ def launched(root: Path, nofile: int | None = None, **kwargs: Any) -> Iterator[l
             info = launcher.start(root, wait=60.0, **kwargs)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, saved)
-            with contextlib.suppress(Exception):
-                pids |= {p for p in launcher.load(root).pids.values() if p}
-        pids |= {p for p in info.pids.values() if p}
         yield info
     finally:
         with contextlib.suppress(Exception):
-            pids |= {p for p in launcher.load(root).pids.values() if p}  # nodes the test (re)started
-        with contextlib.suppress(Exception):
             launcher.stop(root, timeout=5.0)
-        signal_ours(pids, root)
+        signal_ours(None, root)  # every process naming our directory: also one whose start failed
 
 
 def cluster_secret(info: launcher.ClusterInfo) -> bytes:
