@@ -15,6 +15,7 @@ Two families matter to a caller:
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -152,6 +153,10 @@ class Overloaded(Unavailable):
 
     code = "overloaded"
 
+
+# accept() failures that mean "no resources right now" (descriptors, buffers, memory), not "this one
+# connection failed": a server pauses accepting and says so once, rather than failing every turn
+ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _BY_CODE: dict[str, type[RaftKVError]] = {}
 

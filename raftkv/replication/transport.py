@@ -51,7 +51,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import LocalProtocolError, ProtocolError
+from ..errors import ACCEPT_STARVED, LocalProtocolError, ProtocolError
 from ..logs import LogLimiter
 from ..protocol.codec import NEED_DATA, FrameDecoder, encode, pack
 
@@ -67,8 +67,6 @@ MAX_LINKS_PER_PEER = 4  # authenticated inbound connections per peer (one is nor
 HANDSHAKE_TIMEOUT = 3.0  # seconds a dialer has to complete its hello, however it trickles the bytes
 ACCEPT_PAUSE = 0.5  # seconds to stop accepting after the process ran out of descriptors
 MAX_INT = 2**63 - 1  # every term and index must fit the journal's and msgpack's signed 64-bit range
-# accept() failures that mean "no resources right now", not "this one connection failed"
-_ACCEPT_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 Deliver = Callable[[str, str, dict[str, Any]], None]  # (peer_id, group_id, message)
 LinkChange = Callable[[str, bool], None]  # (peer_id, up)
@@ -451,7 +449,7 @@ class PeerHub:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            if exc.errno in _ACCEPT_STARVED:
+            if exc.errno in ACCEPT_STARVED:
                 self._accept_starved(exc)
             # else (ECONNABORTED, EPROTO...): that one connection died in the backlog; nothing to do
             return

@@ -14,7 +14,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import errno
 import faulthandler
 import itertools
 import json
@@ -84,8 +83,6 @@ AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
 
-# accept() failures that mean the process is out of descriptors or memory, not a bad client
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _FAIL_TO_ERROR = {
     FAIL_REASON.QUEUE_FULL: Overloaded,
@@ -831,7 +828,7 @@ class Node:
         of connections past the process's descriptor limit would bury the log.
         """
         exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+        if isinstance(exc, OSError) and exc.errno in errors.ACCEPT_STARVED:
             self._complaints.log("accept", logging.WARNING, "client port: cannot accept (%s); "
                                  "asyncio pauses accepting for a second", exc)
             return
