@@ -550,8 +550,9 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
             if raft is not None and raft != info.raft:
                 info = replace(info, raft=dict(raft))
                 _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
-            if peer_via is not None and _checked_peer_via(info, peer_via) != info.peer_via:
-                info = replace(info, peer_via=_checked_peer_via(info, peer_via))
+            checked = None if peer_via is None else _checked_peer_via(info, peer_via)
+            if checked is not None and checked != info.peer_via:
+                info = replace(info, peer_via=checked)
                 _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
         _ensure_secret(info)
         for node in info.nodes:

@@ -72,7 +72,7 @@ def _read_frame(f: BinaryIO) -> Any:
 def read_stream(f: BinaryIO) -> tuple[dict[str, Any], Iterator[tuple[bytes, bytes]]]:
     """The header and a lazy iterator of pairs; the iterator raises if the stream is incomplete."""
     header = _read_frame(f)
-    if not (isinstance(header, dict) and header.get("v") == 1 and _is_index(header.get("index"))):
+    if not (isinstance(header, dict) and header.get("v") == 1 and is_index(header.get("index"))):
         raise StorageError("snapshot header is malformed")
     # the header's entries become the journal's first entries: refuse them before anything installs
     entry_tuple(header.get("last"))
@@ -96,13 +96,17 @@ def read_stream(f: BinaryIO) -> tuple[dict[str, Any], Iterator[tuple[bytes, byte
     return header, items()
 
 
-def _is_index(v: Any) -> bool:
-    return type(v) is int and 0 <= v <= 2**63 - 1  # what the journal can always store
+MAX_INT = 2**63 - 1  # every term and index must fit the journal's and msgpack's signed 64-bit range
+
+
+def is_index(v: Any) -> bool:
+    """A term or log index: an int (not a bool) that the journal and msgpack can always store."""
+    return type(v) is int and 0 <= v <= MAX_INT
 
 
 def entry_tuple(entry: Any) -> tuple[bytes, int, int]:
     """A log entry as pysyncobj compares it: ``(command bytes, index, term)``; StorageError if malformed."""
     if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], bytes)
-            and _is_index(entry[1]) and _is_index(entry[2])):
+            and is_index(entry[1]) and is_index(entry[2])):
         raise StorageError("snapshot log entry is malformed")
     return bytes(entry[0]), entry[1], entry[2]

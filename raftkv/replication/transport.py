@@ -54,6 +54,7 @@ import msgpack
 from ..errors import ACCEPT_STARVED, LocalProtocolError, ProtocolError
 from ..logs import LogLimiter
 from ..protocol.codec import NEED_DATA, FrameDecoder, encode, pack
+from .snapshot import is_index
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ MAX_PENDING_HANDSHAKES = 64  # accepted connections that have not authenticated 
 MAX_LINKS_PER_PEER = 4  # authenticated inbound connections per peer (one is normal; a reconnect overlaps)
 HANDSHAKE_TIMEOUT = 3.0  # seconds a dialer has to complete its hello, however it trickles the bytes
 ACCEPT_PAUSE = 0.5  # seconds to stop accepting after the process ran out of descriptors
-MAX_INT = 2**63 - 1  # every term and index must fit the journal's and msgpack's signed 64-bit range
 
 Deliver = Callable[[str, str, dict[str, Any]], None]  # (peer_id, group_id, message)
 LinkChange = Callable[[str, bool], None]  # (peer_id, up)
@@ -109,18 +109,14 @@ def _frame(packed: list[bytes]) -> bytes:
 # --- what a peer may send ----------------------------------------------------------------------------
 
 
-def _is_index(v: Any) -> bool:
-    """A term or log index: an int (not a bool) that the journal and msgpack can always store."""
-    return type(v) is int and 0 <= v <= MAX_INT
-
 
 # Required fields per message type (pysyncobj reads them with message[...]) and their checks.
 _REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
-    "request_vote": {"term": _is_index, "last_log_index": _is_index, "last_log_term": _is_index},
-    "response_vote": {"term": _is_index},
-    "timeout_now": {"term": _is_index},
-    "append_entries": {"term": _is_index, "commit_index": _is_index},
-    "next_node_idx": {"next_node_idx": _is_index, "reset": lambda v: type(v) is bool,
+    "request_vote": {"term": is_index, "last_log_index": is_index, "last_log_term": is_index},
+    "response_vote": {"term": is_index},
+    "timeout_now": {"term": is_index},
+    "append_entries": {"term": is_index, "commit_index": is_index},
+    "next_node_idx": {"next_node_idx": is_index, "reset": lambda v: type(v) is bool,
                       "success": lambda v: type(v) is bool},
     # No "apply_command" / "apply_command_response": our replicas never forward commands (a forwarded
     # copy could commit after its client's retry -- see RaftGroup._checkCommandsToApply), so a peer
@@ -128,7 +124,7 @@ _REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
 }
 # Optional fields: checked when present.  rs/ra are GroupTransport's ReadIndex stamps.
 _OPTIONAL: dict[str, Callable[[Any], bool]] = {
-    "rs": _is_index, "ra": _is_index,
+    "rs": is_index, "ra": is_index,
 }
 
 
@@ -176,14 +172,14 @@ def _check_append_entries(msg: dict[str, Any]) -> str | None:
             if prev_term is not None or entries:
                 return "append_entries with prevLogIdx None but a prevLogTerm or entries"
             return None
-        if not (_is_index(prev_idx) and _is_index(prev_term)):
+        if not (is_index(prev_idx) and is_index(prev_term)):
             return f"append_entries with a bad prevLogIdx/prevLogTerm: {_short(prev_idx)}/{_short(prev_term)}"
         if prev_term > term:
             return "append_entries whose prevLogTerm exceeds its term"
         last_term = prev_term
         for i, entry in enumerate(entries):
             if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is bytes
-                    and _is_index(entry[1]) and _is_index(entry[2])):
+                    and is_index(entry[1]) and is_index(entry[2])):
                 return f"append_entries with a malformed entry: {_short(entry)}"
             if entry[1] != prev_idx + 1 + i:
                 return "append_entries whose entry indices do not follow prevLogIdx"

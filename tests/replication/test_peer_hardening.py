@@ -36,10 +36,9 @@ from raftkv.cluster import launcher
 from raftkv.errors import StorageError
 from raftkv.logs import LogLimiter
 from raftkv.protocol.codec import encode
-from raftkv.replication.snapshot import encode_stream, read_stream
+from raftkv.replication.snapshot import MAX_INT, encode_stream, read_stream
 from raftkv.replication.transport import (
     HANDSHAKE_TIMEOUT,
-    MAX_INT,
     MAX_LINKS_PER_PEER,
     MAX_PENDING_HANDSHAKES,
     PeerHub,
