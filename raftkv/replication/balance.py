@@ -13,13 +13,21 @@ import math
 from collections import Counter
 
 
-def pick_transfer(me: str, leaders: dict[str, str | None],
-                  replicas: dict[str, list[str]]) -> tuple[str, str] | None:
+def pick_transfer(me: str, leaders: dict[str, str | None], replicas: dict[str, list[str]],
+                  preferred: dict[str, str] | None = None) -> tuple[str, str] | None:
     """``(group_id, target_node)`` to transfer now, or None.
 
     ``leaders``: group -> its current leader (None while electing: then do nothing);
     ``replicas``: group -> its replica nodes.  Only groups led by ``me`` move.
+    ``preferred``: group -> the node that should lead it (the stripes of a segment each
+    prefer a different node, so their writes spread); such a group goes to its preferred
+    node whenever that is one of its replicas, and is never moved to even out counts.
     """
+    preferred = preferred or {}
+    for group in sorted(g for g, leader in leaders.items() if leader == me):
+        want = preferred.get(group)
+        if want is not None and want != me and want in replicas.get(group, ()):
+            return group, want
     if not leaders or any(v is None for v in leaders.values()):
         return None
     nodes = {n for members in replicas.values() for n in members}
@@ -28,7 +36,7 @@ def pick_transfer(me: str, leaders: dict[str, str | None],
     fair = math.ceil(len(leaders) / max(1, len(nodes)))
     if counts[me] <= fair:
         return None
-    for group in sorted(g for g, leader in leaders.items() if leader == me):
+    for group in sorted(g for g, leader in leaders.items() if leader == me and g not in preferred):
         targets = sorted((counts[n], n) for n in replicas[group] if n != me and counts[n] + 1 <= fair)
         if targets:
             return group, targets[0][1]

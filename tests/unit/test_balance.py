@@ -46,3 +46,18 @@ def test_only_replicas_are_targets():
     leaders = {g: "n1" for g in replicas}
     group, target = pick_transfer("n1", leaders, replicas)
     assert target in replicas[group]
+
+
+def test_a_group_with_a_preferred_leader_goes_there_and_stays():
+    replicas = {"t0": list(ALL3), "t1": list(ALL3), "t2": list(ALL3)}
+    preferred = {"t0": "n1", "t1": "n2", "t2": "n3"}
+    leaders = {"t0": "n1", "t1": "n1", "t2": "n1"}
+    # n1 hands each stripe it should not lead to its preferred node, one at a time
+    assert pick_transfer("n1", leaders, replicas, preferred) == ("t1", "n2")
+    leaders["t1"] = "n2"
+    assert pick_transfer("n1", leaders, replicas, preferred) == ("t2", "n3")
+    leaders["t2"] = "n3"
+    # placed as preferred: nothing moves, and counts never pull a stripe off its node
+    assert all(pick_transfer(n, leaders, replicas, preferred) is None for n in ALL3)
+    # a preference for a node that is not a replica is ignored
+    assert pick_transfer("n1", {"t0": "n1"}, {"t0": ["n1", "n2"]}, {"t0": "n9"}) is None

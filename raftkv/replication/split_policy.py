@@ -1,0 +1,315 @@
+"""Split and stripe decisions (pure): when a shard should split, where, and when to stripe the tail.
+
+Nothing here does I/O, starts a thread or reads a clock; time is passed in.  A
+shard leader feeds every applied write batch to a :class:`WriteTracker`, builds
+a :class:`ShardStats` from it and from its store's estimates, and asks:
+
+* :func:`maybe_split` -- split a shard that outgrew ``split_bytes``.  When most
+  writes land past the largest key (timestamps inserted in increasing order),
+  it splits *at the tail*, just past the largest key: the right-hand shard
+  starts empty, so nothing is copied.  Otherwise it splits at the median key.
+* :func:`plan_stripes` -- a tail that takes more writes than one Raft group
+  should carry is striped: from just past its largest key on, the key space is
+  served by K groups (``routing/stripes.py``), whose leaders
+  :func:`place_stripe_leaders` and :func:`stripe_replicas` spread over nodes.
+* :func:`manual_split_point` -- checks (or picks) the split key of an
+  operator's ``SPLIT`` and says in plain words why it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..keys import KEY_SPACE_END
+from ..routing.stripes import MAX_STRIPES
+
+SplitReason = Literal["size", "tail", "manual"]
+
+
+class WriteTracker:
+    """Sliding-window write rate and append share of one shard (sans-IO; one per shard leader).
+
+    The window is ``window_s`` seconds of whole buckets of ``bucket_s`` seconds
+    plus the bucket ``now`` falls in, so memory is ``window_s / bucket_s + 1``
+    counters whatever the write rate.  A steady rate reads exactly once the
+    tracker has lived a full window; before that, the time it has not lived
+    counts as silence, so a new leader's first burst is not mistaken for load.
+    Time that goes backwards (a caller mixing clocks) is read as the latest time seen.
+    """
+
+    def __init__(self, window_s: float = 10.0, bucket_s: float = 1.0) -> None:
+        if not (math.isfinite(bucket_s) and bucket_s > 0 and math.isfinite(window_s) and window_s >= bucket_s):
+            raise ValueError("need 0 < bucket_s <= window_s, both finite")
+        self._bucket_s = bucket_s
+        self._full = max(1, round(window_s / bucket_s))  # whole buckets behind the current one
+        slots = self._full + 1
+        # a ring: slot b % slots holds bucket b, or an older one that is reset on reuse
+        self._ids: list[int | None] = [None] * slots
+        self._writes = [0] * slots
+        self._appends = [0] * slots
+        self._latest = -math.inf
+
+    def observe(self, keys: Sequence[int], now: float, largest_before: int | None) -> None:
+        """Record one written batch: ``keys`` at time ``now``; ``largest_before`` is the shard's
+        largest key before the batch (None: the shard was empty, so every key is an append)."""
+        now = self._clamp(now)
+        self._latest = now
+        if not keys:
+            return
+        if largest_before is None:
+            appends = len(keys)
+        else:
+            appends = sum(1 for k in keys if k > largest_before)
+        bucket = math.floor(now / self._bucket_s)
+        slot = bucket % len(self._ids)
+        if self._ids[slot] != bucket:
+            self._ids[slot] = bucket
+            self._writes[slot] = 0
+            self._appends[slot] = 0
+        self._writes[slot] += len(keys)
+        self._appends[slot] += appends
+
+    def writes_per_s(self, now: float) -> float:
+        """Keys written per second over the window ending at ``now``."""
+        now = self._clamp(now)
+        writes, _ = self._sums(now)
+        return writes / self._span(now)
+
+    def append_fraction(self, now: float) -> float:
+        """Share of the window's written keys that landed past the shard's largest key (0.0 if none)."""
+        writes, appends = self._sums(self._clamp(now))
+        return appends / writes if writes else 0.0
+
+    def _clamp(self, now: float) -> float:
+        if not math.isfinite(now):
+            raise ValueError(f"time must be finite, got {now}")
+        return max(now, self._latest)
+
+    def _sums(self, now: float) -> tuple[int, int]:
+        current = math.floor(now / self._bucket_s)
+        writes = appends = 0
+        for slot, bucket in enumerate(self._ids):
+            if bucket is not None and current - self._full <= bucket <= current:
+                writes += self._writes[slot]
+                appends += self._appends[slot]
+        return writes, appends
+
+    def _span(self, now: float) -> float:
+        # the whole buckets plus the elapsed part of the current one (never zero)
+        into_current = now - math.floor(now / self._bucket_s) * self._bucket_s
+        return self._full * self._bucket_s + max(0.0, into_current)
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    """What a shard leader knows about its shard when it decides (sizes and keys are estimates).
+
+    ``start``/``end`` are its bounds (``end`` may be 2**64); for a striped tail the
+    segment's bounds and its stripes' combined figures.  ``smallest_key``,
+    ``largest_key`` and ``median_key`` are None when unknown or the shard is empty.
+    """
+
+    shard_id: str
+    start: int
+    end: int
+    bytes: int
+    keys: int
+    largest_key: int | None
+    smallest_key: int | None
+    writes_per_s: float = 0.0
+    append_fraction: float = 0.0
+    median_key: int | None = None
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Thresholds of the split and stripe policy."""
+
+    split_bytes: int = 64 * 1024 * 1024
+    # "most writes land past the largest key": the tail is where the writes go
+    tail_append_fraction: float = 0.8
+    min_keys_to_split: int = 2
+    # PLACEHOLDER: tail load (keys/s) one group should not carry; to be set from measurement
+    tail_stripe_writes_per_s: float = 3000.0
+    tail_stripes: int = 0  # K; 0 means "the number of nodes"
+    max_stripes: int = MAX_STRIPES
+
+    def __post_init__(self) -> None:
+        if self.split_bytes < 1 or self.min_keys_to_split < 1:
+            raise ValueError("split_bytes and min_keys_to_split must be positive")
+        if not 0.0 <= self.tail_append_fraction <= 1.0:
+            raise ValueError("tail_append_fraction must be in [0, 1]")
+        if not self.tail_stripe_writes_per_s > 0:
+            raise ValueError("tail_stripe_writes_per_s must be positive")
+        # the shard map refuses a segment of more than MAX_STRIPES stripes
+        if not 2 <= self.max_stripes <= MAX_STRIPES:
+            raise ValueError(f"max_stripes must be in 2..{MAX_STRIPES}")
+        if self.tail_stripes < 0:
+            raise ValueError("tail_stripes must be 0 (one per node) or a stripe count")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Split ``shard_id`` at ``at``: it keeps ``[start, at)``, a new shard takes ``[at, end)``."""
+
+    shard_id: str
+    at: int
+    reason: SplitReason
+
+
+@dataclass(frozen=True)
+class StripePlan:
+    """Serve ``[at, 2**64)`` as a new segment of ``stripes`` stripes; keys below ``at`` stay put."""
+
+    at: int
+    stripes: int
+
+
+def _inside(stats: ShardStats, at: int) -> bool:
+    return stats.start < at < stats.end
+
+
+def _median_point(stats: ShardStats) -> int | None:
+    """A split key near the median that leaves keys on both sides, or None.
+
+    ``at`` goes to the right side, so ``smallest < at <= largest`` leaves data on
+    both.  A median equal to the smallest key (the lower median of two keys, or a
+    coarse estimate) is moved one past it rather than given up on.
+    """
+    m, lo, hi = stats.median_key, stats.smallest_key, stats.largest_key
+    if m is None or lo is None or hi is None:
+        return None
+    for at in (m, m + 1):
+        if lo < at <= hi and _inside(stats, at):
+            return at
+    return None
+
+
+def _tail_point(stats: ShardStats, settings: SplitSettings) -> int | None:
+    """Just past the largest key when appends dominate and that key is inside the shard, else None."""
+    if stats.append_fraction < settings.tail_append_fraction or stats.largest_key is None:
+        return None
+    at = stats.largest_key + 1
+    # key 2**64-1 (or end-1) written: there is no room past it, so no tail point
+    return at if _inside(stats, at) else None
+
+
+def maybe_split(stats: ShardStats, settings: SplitSettings) -> Split | None:
+    """The split ``stats``' shard should make now, or None.
+
+    Only a shard over ``split_bytes`` with at least ``min_keys_to_split`` keys
+    splits.  If appends dominate (``append_fraction >= tail_append_fraction``) it
+    splits at ``largest_key + 1`` (reason ``"tail"``): the right side starts
+    empty and takes the appends, nothing is copied.  Otherwise, or when there is
+    no room past the largest key, at the median (``"size"``), only if that leaves
+    keys on both sides.  A returned ``at`` is always strictly inside
+    ``(start, end)``.  For a hot tail that :func:`plan_stripes` also wants to
+    stripe, stripe first: both cut at the same key.
+    """
+    if stats.bytes <= settings.split_bytes or stats.keys < settings.min_keys_to_split:
+        return None
+    at = _tail_point(stats, settings)
+    if at is not None:
+        return Split(stats.shard_id, at, "tail")
+    at = _median_point(stats)
+    if at is not None:
+        return Split(stats.shard_id, at, "size")
+    return None
+
+
+def manual_split_point(stats: ShardStats, at: int | None) -> int:
+    """The key an operator's split of ``stats``' shard happens at: ``at`` itself, or the median if None.
+
+    Raises ValueError, worded for the operator, when ``at`` is not strictly
+    inside the shard, or when no ``at`` is given and the shard has too few keys
+    (or no usable median) to pick one.  An explicit ``at`` may leave a side empty.
+    """
+    bounds = f"[{stats.start}, {stats.end})"
+    if at is not None:
+        if type(at) is not int:  # bool is an int subclass and is refused on purpose
+            raise ValueError(f"split key must be an integer, got {type(at).__name__}")
+        if not _inside(stats, at):
+            raise ValueError(f"split key {at} is not strictly inside shard {stats.shard_id} {bounds}; "
+                             f"pick a key above {stats.start} and below {stats.end}")
+        return at
+    if stats.keys < 2:
+        raise ValueError(f"shard {stats.shard_id} {bounds} has too few keys ({stats.keys}) to pick a split "
+                         "key; give one explicitly")
+    point = _median_point(stats)
+    if point is None:
+        raise ValueError(f"shard {stats.shard_id} {bounds} has no usable median key to split at "
+                         "(too few distinct keys, or not known yet); give a split key explicitly")
+    return point
+
+
+def plan_stripes(stats: ShardStats, settings: SplitSettings, node_count: int, striped: bool,
+                 current_stripes: int = 0) -> StripePlan | None:
+    """Whether the tail of the key space should get a new striped segment, and with how many stripes.
+
+    ``stats`` describes the last segment (``end == 2**64``; anything else gets
+    None).  Appends must dominate (``append_fraction >= tail_append_fraction``)
+    and there must be room past ``largest_key`` inside the segment; the plan then
+    cuts at ``largest_key + 1``, so keys already written stay where they are and
+    only new appends go to the stripes.
+
+    * ``striped`` False -- the tail is one range shard: when its
+      ``writes_per_s`` exceeds ``tail_stripe_writes_per_s``, plan
+      ``K = tail_stripes or node_count`` stripes, clamped to ``2..max_stripes``.
+    * ``striped`` True -- the tail is already ``current_stripes`` stripes and
+      ``stats`` holds their combined figures: when the load still exceeds
+      ``current_stripes * tail_stripe_writes_per_s``, plan a segment with more
+      stripes: enough to bring each under the threshold and at least the K
+      above, at most ``max_stripes``; None if that is not more than now.
+    """
+    if striped and current_stripes < 1:
+        raise ValueError("current_stripes is needed when the tail is striped")
+    if stats.end != KEY_SPACE_END or stats.largest_key is None:
+        return None
+    if stats.append_fraction < settings.tail_append_fraction:
+        return None  # the writes are not at the tail: striping the tail would not spread them
+    at = stats.largest_key + 1
+    if not _inside(stats, at):
+        return None
+    threshold = settings.tail_stripe_writes_per_s
+    base = min(settings.max_stripes, max(2, settings.tail_stripes or node_count))
+    if not striped:
+        return StripePlan(at, base) if stats.writes_per_s > threshold else None
+    if stats.writes_per_s <= current_stripes * threshold:
+        return None
+    wanted = min(settings.max_stripes, max(base, math.ceil(stats.writes_per_s / threshold)))
+    return StripePlan(at, wanted) if wanted > current_stripes else None
+
+
+def _distinct(nodes: Sequence[str]) -> list[str]:
+    if not nodes:
+        raise ValueError("need at least one node")
+    return list(dict.fromkeys(nodes))  # drop repeats, keep the caller's order
+
+
+def place_stripe_leaders(k: int, nodes: list[str]) -> list[str]:
+    """Preferred leaders of stripes ``0..k-1``: ``nodes`` round-robin in the given order.
+
+    Distinct when ``k <= len(nodes)``; otherwise as even as possible.  The result
+    depends only on the arguments, so pass a fixed order (sorted, or least loaded first).
+    """
+    if k < 1:
+        raise ValueError("need at least one stripe")
+    order = _distinct(nodes)
+    return [order[i % len(order)] for i in range(k)]
+
+
+def stripe_replicas(stripe_index: int, k: int, nodes: list[str], factor: int) -> tuple[str, ...]:
+    """Replicas of stripe ``stripe_index`` of ``k``: its preferred leader from
+    :func:`place_stripe_leaders` first, then the nodes that follow it in ``nodes``'
+    order, wrapping around; ``factor`` distinct nodes, or all of them if fewer."""
+    if not 0 <= stripe_index < k:
+        raise ValueError(f"stripe index {stripe_index} is not in 0..{k - 1}")
+    if factor < 1:
+        raise ValueError("need at least one replica")
+    order = _distinct(nodes)
+    first = order.index(place_stripe_leaders(k, order)[stripe_index])
+    # consecutive windows of the ring: every node gets about the same number of replicas
+    return tuple(order[(first + j) % len(order)] for j in range(min(factor, len(order))))

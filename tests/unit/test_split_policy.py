@@ -1,0 +1,380 @@
+import math
+import random
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftkv.replication.split_policy import (
+    ShardStats,
+    Split,
+    SplitSettings,
+    StripePlan,
+    WriteTracker,
+    manual_split_point,
+    maybe_split,
+    place_stripe_leaders,
+    plan_stripes,
+    stripe_replicas,
+)
+from raftkv.routing.stripes import MAX_STRIPES
+
+pytestmark = pytest.mark.timeout(60)
+
+END = 2**64
+MAXK = 2**64 - 1
+MiB = 1024 * 1024
+S = SplitSettings()
+T0 = 1_700_000_000_000_000_000  # a nanosecond timestamp of this decade
+
+
+def stats(start=0, end=END, size=100 * MiB, keys=1000, largest=None, smallest=None,
+          wps=0.0, appends=0.0, median=None, sid="s0001"):
+    return ShardStats(sid, start, end, size, keys, largest, smallest, wps, appends, median)
+
+
+# --- maybe_split: table ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, kw, expected", [
+    ("small shard", dict(size=64 * MiB, smallest=10, largest=1000, median=500), None),
+    ("just over", dict(size=64 * MiB + 1, smallest=10, largest=1000, median=500), ("size", 500)),
+    ("too few keys", dict(keys=1, smallest=10, largest=10, median=10, appends=1.0), None),
+    ("empty shard", dict(keys=0), None),
+    ("appends dominate: split past the largest key",
+     dict(smallest=T0, largest=T0 + 10**9, median=T0 + 5 * 10**8, appends=0.8), ("tail", T0 + 10**9 + 1)),
+    ("appends not dominant: median",
+     dict(smallest=T0, largest=T0 + 10**9, median=T0 + 5 * 10**8, appends=0.79), ("size", T0 + 5 * 10**8)),
+    ("largest is 2**64-1: no room at the tail, median",
+     dict(smallest=5, largest=MAXK, median=2**63, appends=1.0), ("size", 2**63)),
+    ("largest is end-1 of an inner shard: median",
+     dict(start=100, end=200, smallest=100, largest=199, median=150, appends=1.0), ("size", 150)),
+    ("largest is 2**64-1 and no median", dict(smallest=5, largest=MAXK, appends=1.0), None),
+    ("median == smallest: one past it", dict(keys=2, smallest=7, largest=9, median=7), ("size", 8)),
+    ("median == smallest == largest: all one key", dict(keys=2, smallest=7, largest=7, median=7), None),
+    ("median at start: one past it", dict(start=7, end=100, smallest=7, largest=50, median=7), ("size", 8)),
+    ("median beyond largest (stale estimate)", dict(smallest=1, largest=10, median=11), None),
+    ("median unknown", dict(smallest=1, largest=10), None),
+    ("smallest unknown", dict(largest=10, median=5), None),
+    ("keys share a long prefix", dict(smallest=T0, largest=T0 + 3, median=T0 + 2), ("size", T0 + 2)),
+    ("keys share a prefix at the very top",
+     dict(start=END - 16, smallest=END - 4, largest=MAXK, median=END - 2, appends=1.0), ("size", END - 2)),
+    ("largest below start (incoherent): median",
+     dict(start=100, end=200, smallest=120, largest=50, median=150, appends=1.0), None),
+])
+def test_maybe_split_table(case, kw, expected):
+    got = maybe_split(stats(**kw), S)
+    if expected is None:
+        assert got is None, case
+    else:
+        assert got == Split("s0001", expected[1], expected[0]), case
+
+
+def test_tail_split_leaves_an_empty_right_side_and_all_data_left():
+    st_ = stats(start=0, end=2**62, smallest=T0, largest=T0 + 999, median=T0 + 500, appends=0.95)
+    split = maybe_split(st_, S)
+    assert split.reason == "tail" and split.at == T0 + 1000
+    assert st_.largest_key < split.at < st_.end
+
+
+# --- maybe_split: random stress --------------------------------------------------------------------
+
+def _random_stats(rng: random.Random) -> ShardStats:
+    """Random, sometimes incoherent, stats with the edge values over-represented."""
+    edges = [0, 1, 2**63, END - 2, END - 1]
+    start = rng.choice([0, 0, rng.randrange(END - 1), rng.choice(edges)])
+    start = min(start, END - 2)
+    end = rng.choice([END, END, start + 1, start + 2, rng.randrange(start + 1, END + 1)])
+
+    def key_in_range():
+        return rng.choice([start, end - 1, rng.randrange(start, end), rng.randrange(END)])
+
+    a, b = key_in_range(), key_in_range()
+    smallest, largest = (a, b) if rng.random() < 0.9 else (b, a)
+    if rng.random() < 0.1:
+        smallest = largest = None
+    median = rng.choice([smallest, largest, None, key_in_range(),
+                         rng.randrange(min(a, b), max(a, b) + 1)])
+    size = rng.choice([0, S.split_bytes, S.split_bytes + 1, rng.randrange(4 * S.split_bytes)])
+    keys = rng.choice([0, 1, 2, 3, rng.randrange(10**7)])
+    appends = rng.choice([0.0, S.tail_append_fraction, 1.0, rng.random()])
+    return ShardStats("s", start, end, size, keys, largest, smallest, rng.random() * 10**4, appends, median)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_maybe_split_invariants_on_random_stats(seed):
+    rng = random.Random(seed)
+    seen = {"tail": 0, "size": 0, None: 0}
+    for _ in range(2000):
+        s = _random_stats(rng)
+        split = maybe_split(s, S)
+        seen[split.reason if split else None] += 1
+        big = s.bytes > S.split_bytes and s.keys >= S.min_keys_to_split
+        if not big:
+            assert split is None  # never below split_bytes or with too few keys
+            continue
+        tail_ok = (s.append_fraction >= S.tail_append_fraction and s.largest_key is not None
+                   and s.start < s.largest_key + 1 < s.end)
+        if split is None:
+            assert not tail_ok
+            continue
+        assert s.start < split.at < s.end and split.shard_id == s.shard_id
+        if split.reason == "tail":
+            assert s.append_fraction >= S.tail_append_fraction and split.at == s.largest_key + 1
+        else:
+            assert split.reason == "size" and not tail_ok
+            assert s.smallest_key < split.at <= s.largest_key  # keys on both sides
+            assert split.at in (s.median_key, s.median_key + 1)
+    assert min(seen.values()) > 50  # the generator reaches every outcome
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(keys=st.lists(st.integers(0, MAXK), min_size=2, max_size=50, unique=True),
+       appends=st.floats(0.0, 1.0))
+def test_split_of_real_key_sets_leaves_data_on_both_sides(keys, appends):
+    keys.sort()
+    # an estimator may report the upper or the lower median; ``at`` goes right, so the lower
+    # median of an even count leaves the halves two keys apart
+    for median, slack in ((keys[len(keys) // 2], 1), (keys[(len(keys) - 1) // 2], 2)):
+        s = stats(size=S.split_bytes + 1, keys=len(keys), smallest=keys[0], largest=keys[-1],
+                  median=median, appends=appends)
+        split = maybe_split(s, S)
+        assert split is not None
+        left = [k for k in keys if k < split.at]
+        right = [k for k in keys if k >= split.at]
+        assert left and 0 < split.at < END
+        if split.reason == "size":
+            assert right and abs(len(left) - len(right)) <= slack
+        else:
+            assert not right and appends >= S.tail_append_fraction
+
+
+# --- manual_split_point -------------------------------------------------------------------------
+
+def test_manual_split_point():
+    s = stats(start=100, end=200, keys=3, smallest=110, largest=190, median=150, size=0)
+    assert manual_split_point(s, None) == 150  # size does not matter for a manual split
+    assert manual_split_point(s, 101) == 101
+    assert manual_split_point(s, 199) == 199  # explicit keys may leave a side empty
+    for bad in (100, 200, 99, 10**30):
+        with pytest.raises(ValueError, match="not strictly inside shard s0001"):
+            manual_split_point(s, bad)
+    with pytest.raises(ValueError, match="integer"):
+        manual_split_point(s, True)
+    with pytest.raises(ValueError, match="too few keys"):
+        manual_split_point(stats(start=100, end=200, keys=1, smallest=150, largest=150, median=150), None)
+    with pytest.raises(ValueError, match="no usable median"):
+        manual_split_point(stats(start=100, end=200, keys=5, smallest=150, largest=150, median=150), None)
+    with pytest.raises(ValueError, match="no usable median"):
+        manual_split_point(stats(keys=5, smallest=1, largest=9), None)
+    last = stats(start=END - 1, end=END, keys=1, smallest=MAXK, largest=MAXK)
+    with pytest.raises(ValueError, match="not strictly inside"):
+        manual_split_point(last, MAXK)
+
+
+# --- WriteTracker --------------------------------------------------------------------------------
+
+class _Model:
+    """Every observation kept; figures summed over the same window the tracker promises."""
+
+    def __init__(self, window_s, bucket_s):
+        self.n, self.b = round(window_s / bucket_s), bucket_s
+        self.obs, self.latest = [], -math.inf
+
+    def observe(self, keys, now, largest_before):
+        now = self.latest = max(now, self.latest)
+        appends = len([k for k in keys if largest_before is None or k > largest_before])
+        self.obs.append((math.floor(now / self.b), len(keys), appends))
+
+    def figures(self, now):
+        now = max(now, self.latest)
+        cur = math.floor(now / self.b)
+        w = sum(n for b, n, _ in self.obs if cur - self.n <= b <= cur)
+        a = sum(x for b, _, x in self.obs if cur - self.n <= b <= cur)
+        span = self.n * self.b + (now - cur * self.b)
+        return w / span, (a / w if w else 0.0)
+
+
+@pytest.mark.parametrize("seed, window_s, bucket_s", [(1, 10.0, 1.0), (2, 10.0, 1.0), (3, 5.0, 0.25)])
+def test_write_tracker_matches_the_model(seed, window_s, bucket_s):
+    rng = random.Random(seed)
+    tracker, model = WriteTracker(window_s, bucket_s), _Model(window_s, bucket_s)
+    now, largest = rng.uniform(0, 1000), None
+    for _ in range(3000):
+        now += rng.choice([0.0, 0.001, rng.expovariate(5.0), rng.uniform(0, 3 * window_s), -0.5])
+        if rng.random() < 0.8:
+            base = largest if largest is not None else T0
+            keys = [base + rng.randrange(-100, 1000) for _ in range(rng.randrange(0, 20))]
+            tracker.observe(keys, now, largest)
+            model.observe(keys, now, largest)
+            if keys:
+                largest = max(keys + ([largest] if largest is not None else []))
+        ask = now + rng.choice([0.0, rng.uniform(0, 2 * window_s), -1.0])
+        rate, frac = model.figures(ask)
+        assert tracker.writes_per_s(ask) == pytest.approx(rate, rel=1e-9, abs=1e-12)
+        assert tracker.append_fraction(ask) == pytest.approx(frac, rel=1e-9, abs=1e-12)
+
+
+def test_write_tracker_steady_rate_and_appends():
+    t = WriteTracker()
+    assert t.writes_per_s(0.0) == 0.0 and t.append_fraction(0.0) == 0.0
+    largest = None
+    for i in range(2000):  # 100 keys/s for 20 s, all increasing
+        t.observe([T0 + i], i * 0.01, largest)
+        largest = T0 + i
+    assert t.writes_per_s(19.99) == pytest.approx(100.0, rel=0.01)
+    assert t.append_fraction(19.99) == 1.0
+    t.observe([T0], 20.0, largest)  # one key below the largest: not an append
+    assert t.append_fraction(20.0) < 1.0
+    assert t.writes_per_s(1000.0) == 0.0 and t.append_fraction(1000.0) == 0.0  # the window moved on
+
+
+def test_write_tracker_young_tracker_does_not_overstate_a_burst():
+    t = WriteTracker()
+    t.observe(list(range(1000)), 5.0, None)
+    assert t.writes_per_s(5.001) < 1000 / 10  # counted over the whole window, not 1 ms
+    assert t.append_fraction(5.0) == 1.0
+
+
+def test_write_tracker_refuses_bad_arguments():
+    with pytest.raises(ValueError):
+        WriteTracker(10.0, 0.0)
+    with pytest.raises(ValueError):
+        WriteTracker(0.5, 1.0)
+    with pytest.raises(ValueError):
+        WriteTracker().observe([1], math.nan, None)
+
+
+def test_write_tracker_memory_is_bounded():
+    t = WriteTracker()
+    tracemalloc.start()
+    try:
+        largest = None
+        for i in range(100_000):
+            t.observe((i,), i * 1e-4, largest)
+            largest = i
+        before = tracemalloc.take_snapshot()
+        for i in range(100_000, 1_000_000):  # 1e6 observations over 100 s, 10k per second
+            t.observe((i,), i * 1e-4, largest)
+            largest = i
+        grown = tracemalloc.take_snapshot().compare_to(before, "filename")
+    finally:
+        tracemalloc.stop()
+    assert sum(max(0, d.size_diff) for d in grown) < 16 * 1024
+    assert all(len(x) == 11 for x in (t._ids, t._writes, t._appends))
+    assert t.writes_per_s(99.9999) == pytest.approx(10_000, rel=0.01)
+
+
+# --- plan_stripes -------------------------------------------------------------------------------
+
+def tail(wps, appends=1.0, largest=T0, start=2**60):
+    return stats(start=start, end=END, smallest=start, largest=largest, wps=wps, appends=appends,
+                 median=None, size=0)
+
+
+def test_plan_stripes_thresholds():
+    th = S.tail_stripe_writes_per_s
+    assert plan_stripes(tail(th), S, 3, False) is None  # must exceed, not equal
+    assert plan_stripes(tail(th + 1), S, 3, False) == StripePlan(T0 + 1, 3)
+    assert plan_stripes(tail(th + 1, appends=0.79), S, 3, False) is None  # writes are not at the tail
+    assert plan_stripes(tail(10 * th, largest=MAXK), S, 3, False) is None  # no room past the largest key
+    assert plan_stripes(tail(10 * th, largest=None), S, 3, False) is None
+    inner = stats(start=0, end=2**62, smallest=0, largest=T0, wps=10 * th, appends=1.0)
+    assert plan_stripes(inner, S, 3, False) is None  # only the last segment is striped
+
+
+@pytest.mark.parametrize("nodes, tail_stripes, k", [
+    (3, 0, 3), (1, 0, 2), (0, 0, 2), (40, 0, MAX_STRIPES), (3, 5, 5), (3, 1, 2), (3, 99, MAX_STRIPES),
+])
+def test_plan_stripes_count(nodes, tail_stripes, k):
+    cfg = SplitSettings(tail_stripes=tail_stripes)
+    assert plan_stripes(tail(10**9), cfg, nodes, False) == StripePlan(T0 + 1, k)
+
+
+def test_plan_stripes_when_already_striped():
+    th = S.tail_stripe_writes_per_s
+    assert plan_stripes(tail(3 * th), S, 3, True, current_stripes=3) is None  # within K * threshold
+    assert plan_stripes(tail(3 * th + 1), S, 3, True, current_stripes=3) == StripePlan(T0 + 1, 4)
+    assert plan_stripes(tail(3 * th + 1), S, 6, True, current_stripes=3) == StripePlan(T0 + 1, 6)  # new nodes
+    assert plan_stripes(tail(7.5 * th), S, 3, True, current_stripes=3) == StripePlan(T0 + 1, 8)
+    assert plan_stripes(tail(10**9), S, 3, True, current_stripes=MAX_STRIPES) is None  # already max
+    capped = SplitSettings(max_stripes=4)
+    assert plan_stripes(tail(10**9), capped, 3, True, current_stripes=3) == StripePlan(T0 + 1, 4)
+    assert plan_stripes(tail(10**9, appends=0.5), S, 3, True, current_stripes=3) is None
+    with pytest.raises(ValueError):
+        plan_stripes(tail(10**9), S, 3, True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_plan_stripes_invariants_on_random_stats(seed):
+    rng = random.Random(seed)
+    for _ in range(2000):
+        s = _random_stats(rng)
+        s = ShardStats(s.shard_id, s.start, rng.choice([END, s.end]), s.bytes, s.keys, s.largest_key,
+                       s.smallest_key, rng.choice([0.0, S.tail_stripe_writes_per_s, rng.random() * 10**5]),
+                       s.append_fraction, s.median_key)
+        nodes, current = rng.randrange(0, 30), rng.randrange(1, MAX_STRIPES + 1)
+        striped = rng.random() < 0.5
+        plan = plan_stripes(s, S, nodes, striped, current)
+        if plan is None:
+            continue
+        assert s.end == END and s.start < plan.at < END and plan.at == s.largest_key + 1
+        assert s.append_fraction >= S.tail_append_fraction
+        assert 2 <= plan.stripes <= S.max_stripes
+        if striped:
+            assert s.writes_per_s > current * S.tail_stripe_writes_per_s and plan.stripes > current
+        else:
+            assert s.writes_per_s > S.tail_stripe_writes_per_s
+
+
+# --- stripe placement ---------------------------------------------------------------------------
+
+def test_place_stripe_leaders():
+    assert place_stripe_leaders(3, ["a", "b", "c", "d"]) == ["a", "b", "c"]
+    assert place_stripe_leaders(5, ["a", "b"]) == ["a", "b", "a", "b", "a"]
+    assert place_stripe_leaders(2, ["a", "a", "b"]) == ["a", "b"]  # repeats are one node
+    with pytest.raises(ValueError):
+        place_stripe_leaders(0, ["a"])
+    with pytest.raises(ValueError):
+        place_stripe_leaders(2, [])
+
+
+def test_stripe_replicas_table():
+    nodes = ["n1", "n2", "n3", "n4"]
+    assert [stripe_replicas(i, 4, nodes, 3) for i in range(4)] == [
+        ("n1", "n2", "n3"), ("n2", "n3", "n4"), ("n3", "n4", "n1"), ("n4", "n1", "n2")]
+    assert stripe_replicas(1, 2, ["a", "b"], 3) == ("b", "a")  # all nodes when fewer than factor
+    with pytest.raises(ValueError):
+        stripe_replicas(2, 2, nodes, 3)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_stripe_placement_invariants(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        nodes = [f"n{i}" for i in rng.sample(range(100), rng.randrange(1, 20))]
+        k, factor = rng.randrange(1, MAX_STRIPES + 1), rng.randrange(1, 6)
+        leaders = place_stripe_leaders(k, nodes)
+        assert leaders == place_stripe_leaders(k, list(nodes))  # deterministic
+        assert len(leaders) == k and set(leaders) <= set(nodes)
+        if k <= len(nodes):
+            assert len(set(leaders)) == k
+        else:  # spread as evenly as possible
+            counts = [leaders.count(n) for n in nodes]
+            assert max(counts) - min(counts) <= 1
+        load = dict.fromkeys(nodes, 0)
+        for i in range(k):
+            reps = stripe_replicas(i, k, nodes, factor)
+            assert reps[0] == leaders[i]
+            assert len(reps) == len(set(reps)) == min(factor, len(nodes)) and set(reps) <= set(nodes)
+            for n in reps:
+                load[n] += 1
+        if k % len(nodes) == 0:  # whole turns of the ring: every node holds as many replicas
+            assert len(set(load.values())) == 1
+
+
+def test_settings_are_checked():
+    for bad in (dict(max_stripes=MAX_STRIPES + 1), dict(max_stripes=1), dict(tail_append_fraction=1.5),
+                dict(tail_stripe_writes_per_s=0), dict(tail_stripes=-1), dict(split_bytes=0)):
+        with pytest.raises(ValueError):
+            SplitSettings(**bad)
