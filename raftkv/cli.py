@@ -27,7 +27,18 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-via", default=None, metavar="ID=HOST:PORT,...",
                    help="dial these peers at these addresses instead of their peer ports (e.g. through a "
                         "proxy, as the fault lab does); where this node listens is unchanged")
+    add_split_options(p, defaults=True)
     p.set_defaults(func=_cmd_node)
+
+
+def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The cluster settings of splitting and striping (``raftkv node`` and ``raftkv cluster start``)."""
+    p.add_argument("--split-bytes", type=int, default=(64 << 20) if defaults else None,
+                   help="a shard whose data outgrows this many bytes splits in two (default 64 MiB)")
+    p.add_argument("--tail-stripes", type=int, default=0 if defaults else None,
+                   help="stripes of a hot tail segment (default 0: one per node, at most 16)")
+    p.add_argument("--stripe-writes-per-s", type=int, default=2000 if defaults else None,
+                   help="keys/s of appends above which a shard's tail is striped (default 2000)")
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -41,7 +52,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
     raft = json.loads(args.raft) if args.raft else json.loads(os.environ.get("RAFTKV_RAFT", "{}"))
     config = NodeConfig(node_id=args.id, data_dir=args.data_dir, nodes=parse_nodes(args.nodes),
                         shards=args.shards, replication=args.replication, bind_host=args.bind,
-                        secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""))
+                        secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
+                        split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
+                        stripe_writes_per_s=args.stripe_writes_per_s)
     config.me()
     run_node(config)
     return 0

@@ -169,7 +169,8 @@ def lookup(name: str) -> CommandSpec | None:
 def help_text() -> str:
     """The ``\\?`` text."""
     width = max(len(c.usage) for c in COMMANDS)
-    lines = ["Statements end with ';' and may span lines: SELECT, INSERT, PUT, GET, DELETE, EXPLAIN, SHOW.",
+    lines = ["Statements end with ';' and may span lines: SELECT, INSERT, PUT, GET, DELETE, EXPLAIN, SHOW,",
+             "SPLIT SHARD. SPLIT SHARD s0003 [AT key] splits a shard in two; SHOW SHARDS lists the shards.",
              "See docs/query-language.md. Ctrl-C cancels a running query or clears the input; Ctrl-D quits.",
              "", "Commands:"]
     lines += [f"  {c.usage.ljust(width)}  {c.help}" for c in COMMANDS]

@@ -23,17 +23,17 @@ FUNCTIONS = {**AGGREGATES, **SCALARS}
 KEYWORDS = frozenset("""
     SELECT FROM WHERE GROUP BY ORDER LIMIT DELETE INSERT INTO VALUES PUT GET EXPLAIN SHOW AS AND OR
     NOT BETWEEN IN LIKE STARTS WITH CONTAINS IS NULL TRUE FALSE TIMESTAMP INTERVAL KEY VALUE ASC DESC
-    SHARDS NODES STATUS
+    SHARDS NODES STATUS SPLIT SHARD AT
 """.split())
 COLUMNS = ("key", "value")
 TABLE = "kv"
 
-_STATEMENTS = ("SELECT", "INSERT INTO", "PUT", "GET", "DELETE FROM", "EXPLAIN", "SHOW")
+_STATEMENTS = ("SELECT", "INSERT INTO", "PUT", "GET", "DELETE FROM", "EXPLAIN", "SHOW", "SPLIT SHARD")
 _COMPARISONS = {"=", "!=", "<>", "<", ">", "<=", ">="}
 _ARITHMETIC = {"+", "-", "*", "/"}
 # after these an operand (a column, a function call, a literal) must follow
 _WANT_OPERAND = {"SELECT", "WHERE", "AND", "OR", "NOT", "BETWEEN", "IN", "LIKE", "CONTAINS", "WITH", "(", ",",
-                 "GET", "PUT", "VALUES", *_COMPARISONS, *_ARITHMETIC}
+                 "GET", "PUT", "VALUES", "AT", *_COMPARISONS, *_ARITHMETIC}
 _LITERAL_KINDS = ("number", "string", "bytes")
 
 
@@ -84,7 +84,7 @@ def _operands(clause: str) -> list[Candidate]:
                 + _keywords("NOT", "TRUE", "FALSE", "NULL", "TIMESTAMP", "INTERVAL"))
     if clause == "GROUP":
         return _functions(["time_bucket"]) + _names("key", meta="column") + _keywords("INTERVAL")
-    return _constants()  # VALUES, PUT, GET: constant expressions
+    return _constants()  # VALUES, PUT, GET, AT: constant expressions
 
 
 def _after_operand(clause: str, statement: str) -> list[Candidate]:
@@ -146,6 +146,8 @@ def _statement_context(words: list[str], kinds: list[str]) -> list[Candidate]:
     prev = words[-2] if len(words) > 1 else ""
     if first == "SHOW":
         return _keywords("SHARDS", "NODES", "STATUS") if len(words) == 1 else []
+    if first == "SPLIT":
+        return _split_context(words, kinds)
     if first == "INSERT":
         if last == "INSERT":
             return _keywords("INTO")
@@ -184,6 +186,20 @@ def _statement_context(words: list[str], kinds: list[str]) -> list[Candidate]:
     if clause == "LIMIT":
         return []
     return _expression(words, kinds, clause, "SELECT")
+
+
+def _split_context(words: list[str], kinds: list[str]) -> list[Candidate]:
+    """``SPLIT SHARD id [AT key]``: the shard id is the person's to type (this module is pure and
+    knows no cluster), the rest follows the grammar."""
+    if len(words) == 1:
+        return _keywords("SHARD")
+    if len(words) == 2:
+        return []  # the shard id comes next
+    if len(words) == 3:
+        return _keywords("AT") if words[1] == "SHARD" else []
+    if words[3] == "AT":
+        return _expression(words, kinds, "AT", "SPLIT")
+    return []
 
 
 def _command_suggestions(line: str) -> Suggestions:

@@ -11,18 +11,29 @@ Scans stream: each shard is read in pages bounded by keys *and* bytes; the
 next page of the current shard and the first pages of the next few shards are
 fetched while the caller consumes the current one, so a scan spanning many
 shards proceeds in parallel while rows still come out in key order and at most
-a few pages sit in memory.
+a few pages sit in memory.  A striped segment's stripes are merged in key order.
+
+Range operations (scans, :meth:`AsyncClient.range_steps`, ``delete_range``,
+``put_many``) route by *key range*, never by a shard captured earlier: shards
+split at run time, and a node answers a request routed with an old map with
+``StaleRoute`` (carrying the current shards of the range, which patch the
+cached map).  The part of the range not yet read is then routed again through
+the patched map, so a split in the middle of a scan loses no row and repeats
+none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import heapq
 import itertools
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import errors
@@ -40,6 +51,42 @@ Row = tuple[int, bytes]
 BATCH_KEYS = 5000
 BATCH_BYTES = 2 << 20
 SCAN_PREFETCH_SHARDS = 4
+STEP_PARALLEL = 4  # shards a range_steps walk asks at once, by default
+
+
+@dataclass(frozen=True)
+class RangeStep:
+    """One event of :meth:`AsyncClient.range_steps`: ``kind`` is ``"reply"``, ``"discard"`` or ``"done"``.
+
+    ``part`` names the sub-range the event is about; ``reply`` is the node's reply (``reply`` events only).
+    """
+
+    kind: str
+    part: int
+    reply: Any = None
+
+
+def patched_map(current: ShardMap | None, details: dict[str, Any]) -> ShardMap | None:
+    """``current`` patched with the shards a StaleRoute's ``details`` carry (``epoch``, ``shards``).
+
+    None when they cannot patch it -- no shards, a node behind the cache, malformed, nothing
+    new, or not a valid map once put in -- and the whole map must be fetched instead.
+    """
+    epoch, wire = details.get("epoch"), details.get("shards")
+    if current is None or type(epoch) is not int or not isinstance(wire, list) or not wire:
+        return None
+    if epoch < current.epoch:
+        return None  # the node knows less than we do: never let its view replace ours
+    try:
+        shards = [Shard.from_dict(d) for d in wire]
+        for s in shards:
+            known = current.shard_by_id(s.id)
+            if known is not None and known.generation > s.generation:
+                return None  # an older record of a shard we know (a lagging node): fetch instead
+        patched = current.with_shards(shards, epoch)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
+    return None if patched == current else patched
 
 
 def _split_seeds(seeds: str | Iterable[str]) -> list[str]:
@@ -131,16 +178,25 @@ class _WriteSession:
         self._next = 1
         self._open: dict[int, None] = {}  # numbers awaiting an outcome, oldest first (insertion order)
 
-    @contextlib.contextmanager
-    def write(self, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """``fields`` plus this write's ``session``, its number held open until the block exits."""
+    def begin(self) -> list[Any]:
+        """A new write's ``session`` field, ``[client id, seq, low-water mark]``; hand it to :meth:`end`."""
         seq = self._next
         self._next += 1
         self._open[seq] = None
+        return [self.id, seq, next(iter(self._open))]
+
+    def end(self, session: list[Any]) -> None:
+        """The write ``session`` was opened for has its outcome: its number stops holding the mark down."""
+        self._open.pop(session[1], None)
+
+    @contextlib.contextmanager
+    def write(self, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``fields`` plus this write's ``session``, its number held open until the block exits."""
+        session = self.begin()
         try:
-            yield {**fields, "session": [self.id, seq, next(iter(self._open))]}
+            yield {**fields, "session": session}
         finally:
-            del self._open[seq]
+            self.end(session)
 
 
 class AsyncClient:
@@ -249,14 +305,17 @@ class AsyncClient:
         if span is None or limit == 0:
             return
         remaining = limit
-        async for page in self._pages(span[0], span[1], reverse, filter, page_keys or self.page_keys):
-            if remaining is not None:
-                page = page[:remaining]
-                remaining -= len(page)
-            if page:
-                yield page
-            if remaining == 0:
-                return
+        # closed on the way out, so a LIMIT reached drops the prefetches at once, not when collected
+        async with contextlib.aclosing(self._pages(span[0], span[1], reverse, filter,
+                                                   page_keys or self.page_keys)) as pages:
+            async for page in pages:
+                if remaining is not None:
+                    page = page[:remaining]
+                    remaining -= len(page)
+                if page:
+                    yield page
+                if remaining == 0:
+                    return
 
     async def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
         """Delete every key in ``[start, end]`` (matching ``filter``); returns how many went."""
@@ -267,14 +326,49 @@ class AsyncClient:
         deadline = time.monotonic() + self.timeout
         total = 0
         cursor = span[0]
-        while cursor < span[1]:
-            shard = (await self._shard_map(deadline)).shard_for_key(cursor)
-            stop = min(shard.end, span[1])
-            with self._session.write({"start": cursor, "end": end_to_wire(stop), "filter": filter}) as fields:
-                reply = await self._with_retry(
-                    lambda s=shard, f=fields: self._send(s, "delete_range", f, deadline), deadline)
-            total += reply["deleted"]
-            cursor = reply["resume"] if reply["resume"] is not None else stop
+        session: list[Any] | None = None  # the step in progress (kept while it is re-routed)
+        try:
+            while cursor < span[1]:
+                shards, _, stop = first_segment(await self._shard_map(deadline), cursor, span[1])
+                if len(shards) > 1:
+                    if session is not None:
+                        # a step re-routed onto stripes: each stripe has steps of its own
+                        self._session.end(session)
+                        session = None
+                    try:
+                        for shard in shards:
+                            done = cursor
+                            while done < stop:
+                                with self._session.write({"start": done, "end": end_to_wire(stop),
+                                                          "filter": filter}) as fields:
+                                    reply = await self._with_retry(
+                                        lambda s=shard, f=fields, lo=done, hi=stop: self._send_routed(
+                                            s, "delete_range", f, deadline, lo, hi), deadline)
+                                total += reply["deleted"]
+                                done = reply["resume"] if reply["resume"] is not None else stop
+                    except _Reroute:
+                        continue  # deleting the stripes again from ``cursor`` deletes only what is left
+                    cursor = stop
+                    continue
+                if session is None:
+                    session = self._session.begin()
+                fields = {"start": cursor, "end": end_to_wire(stop), "filter": filter, "session": session}
+                try:
+                    reply = await self._with_retry(
+                        lambda s=shards[0], f=fields, lo=cursor, hi=stop: self._send_routed(
+                            s, "delete_range", f, deadline, lo, hi), deadline)
+                except _Reroute:
+                    # The shard split under this step.  Its number stays: if the shard applied the step
+                    # before splitting, both halves remember it, and the re-routed step gets the reply
+                    # of what was done (its count and where it stopped) instead of being lost.
+                    continue
+                self._session.end(session)
+                session = None
+                total += reply["deleted"]
+                cursor = reply["resume"] if reply["resume"] is not None else stop
+        finally:
+            if session is not None:
+                self._session.end(session)
         return total
 
     async def query(self, statement: Any, now_ns: int | None = None) -> Any:
@@ -287,40 +381,94 @@ class AsyncClient:
 
         return await execute(self, statement, now_ns)
 
-    async def aggregate_shard(self, shard_id: str, lo: int, hi: int, aggs: Any, bucket_ns: int | None,
-                              filter: Any) -> Any:
-        """Partial aggregates of one shard's rows in ``[lo, hi]``, fetched in bounded steps on one snapshot."""
-        from ..query.aggregate import Aggregates
+    async def range_steps(self, op: str, lo: int, hi: int, fields: dict[str, Any], *,
+                          parallel: int = STEP_PARALLEL, restart_on_expiry: bool = False) -> AsyncIterator[RangeStep]:
+        """Run the paged, range-keyed read ``op`` (such as ``"aggregate"``) over the keys ``[lo, hi]``.
 
-        deadline = time.monotonic() + self.timeout
-        merger = Aggregates(aggs, bucket_ns)
-        total = merger.new()
-        cursor = None
-        cursor_lo, end = lo, hi + 1
-        while True:
-            shard = (await self._shard_map(deadline)).shard_by_id(shard_id)
-            if shard is None:
-                raise StaleRoute(f"shard {shard_id} is gone")
-            fields = {"start": cursor_lo, "end": end_to_wire(end), "aggs": aggs,
-                      "bucket_ns": bucket_ns, "filter": filter, "consistency": self.consistency, "cursor": cursor}
+        The range is routed by key through the shard map of the moment into *parts*: one
+        range shard's sub-range, or a striped segment's (all its stripes).  Each request
+        carries ``fields`` plus ``start``, ``end``, ``cursor`` and ``consistency``; a reply's
+        ``resume`` and ``cursor`` continue its shard on the same snapshot.  ``parallel``
+        shards are asked at once (a striped part is started whole).  Each request, retries
+        included, has ``timeout`` seconds.
 
-            async def attempt(s: Shard = shard, f: dict[str, Any] = fields) -> Any:
-                try:
-                    return await self._send(s, "aggregate", f, deadline)
-                except errors.CursorExpired:
-                    # a fresh snapshot would count rows twice with what we merged: start this shard over
-                    f["cursor"], f["start"] = None, lo
-                    raise _RestartShard() from None
+        Yields :class:`RangeStep` events, interleaved across parts as replies arrive:
 
-            try:
-                reply = await self._with_retry(attempt, deadline)
-            except _RestartShard:
-                total, cursor, cursor_lo = merger.new(), None, lo
-                continue
-            total = merger.merge(total, reply["partials"])
-            if reply["resume"] is None:
-                return total
-            cursor_lo, cursor = reply["resume"], reply["cursor"]
+        * ``reply``: a reply for ``part``;
+        * ``discard``: forget every reply of ``part`` so far;
+        * ``done``: ``part`` is complete; no event names it again.
+
+        The replies kept (not discarded) cover every key of ``[lo, hi]`` exactly once.  When a
+        shard splits under a part, the part is done with what it read, and what it had not
+        read comes back as new parts routed by the new map (a striped part is discarded and
+        its whole range comes back: its stripes stopped at different keys).  A lost cursor
+        continues from ``resume`` on a fresh snapshot, or with ``restart_on_expiry`` (an
+        aggregate must not mix two snapshots of one shard) discards the part, which starts over.
+        """
+        lo, hi = check_range(lo, hi)
+        span = inclusive_to_half_open(lo, hi)
+        if type(parallel) is not int or parallel < 1:
+            raise InvalidArgument("parallel must be a positive int")
+        if span is None:
+            return
+        ids = itertools.count(1)
+        todo: collections.deque[tuple[int, int]] = collections.deque([span])  # not routed yet, ascending
+        running: dict[asyncio.Task, tuple[_Part, _Stream]] = {}  # each request in flight, and its stream
+        stalled: float | None = None  # when re-routing began with no reply since
+
+        def new_streams(part: _Part, shards: Iterable[Shard]) -> None:
+            part.streams = [_Stream(self, s, op, part.lo, part.hi, fields, False, restart_on_expiry) for s in shards]
+            for stream in part.streams:
+                running[stream.launch()] = (part, stream)
+
+        def drop(part: _Part) -> None:
+            for stream in part.streams:
+                if stream.task is not None:
+                    running.pop(stream.task, None)
+                stream.close()
+
+        try:
+            while todo or running:
+                while todo and (not running or len(running) < parallel):
+                    smap = await self._shard_map(time.monotonic() + self.timeout)
+                    t_lo, t_hi = todo.popleft()
+                    shards, p_lo, p_hi = first_segment(smap, t_lo, t_hi)
+                    if p_hi < t_hi:
+                        todo.appendleft((p_hi, t_hi))
+                    part = _Part(next(ids), p_lo, p_hi)
+                    new_streams(part, shards)
+                done, _ = await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    entry = running.pop(task, None)
+                    if entry is None:
+                        continue  # its part was dropped meanwhile
+                    part, stream = entry
+                    try:
+                        reply = await stream.next()
+                    except _Reroute:
+                        stalled = _check_stall(stalled, self.timeout)
+                        drop(part)
+                        if len(part.streams) == 1:
+                            todo.appendleft((stream.lo, stream.hi))  # what it has not read
+                        else:
+                            todo.appendleft((part.lo, part.hi))
+                            yield RangeStep("discard", part.id)
+                        yield RangeStep("done", part.id)
+                        continue
+                    except _RestartPart:
+                        drop(part)
+                        new_streams(part, [s.shard for s in part.streams])
+                        yield RangeStep("discard", part.id)
+                        continue
+                    stalled = None
+                    if stream.task is not None:
+                        running[stream.task] = (part, stream)
+                    yield RangeStep("reply", part.id, reply)
+                    if all(s.finished for s in part.streams):
+                        yield RangeStep("done", part.id)
+        finally:
+            for _, stream in running.values():
+                stream.close()
 
     async def shard_map(self) -> ShardMap:
         """The cached shard map (fetched if needed)."""
@@ -418,6 +566,33 @@ class AsyncClient:
             self._forget_leader(shard)
             raise
 
+    async def _repair_map(self, exc: StaleRoute, deadline: float) -> bool:
+        """Bring the cached map up to what a StaleRoute said; True if the cache changed.
+
+        The shards the error carries patch the cache when they can (one round trip saved on
+        every split); otherwise the whole map is fetched.  Neither ever puts an older map in.
+        """
+        before = self._map
+        patched = patched_map(before, exc.details)
+        if patched is not None:
+            self._map = patched
+            return True
+        await self._refresh_map(deadline)
+        return self._map != before
+
+    async def _send_routed(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float,
+                           lo: int, hi: int) -> Any:
+        """:meth:`_send` a request about keys ``[lo, hi)`` that was routed to ``shard``.
+
+        It goes to that shard as the cached map has it now (its replicas may have changed), or
+        raises :class:`_Reroute` when the map no longer puts ``[lo, hi)`` in it (it split), so
+        the caller routes the keys again instead of retrying a request no node will take.
+        """
+        current = (await self._shard_map(deadline)).shard_by_id(shard.id)
+        if current is None or current.stripe != shard.stripe or not current.start <= lo < hi <= current.end:
+            raise _Reroute()
+        return await self._send(current, op, fields, deadline)
+
     def _forget_leader(self, shard: Shard) -> None:
         """Try the next replica next time (rotate through them while no one knows the leader)."""
         current = self._leaders.get(shard.id)
@@ -426,7 +601,7 @@ class AsyncClient:
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[T]], deadline: float) -> T:
         last: Exception | None = None
-        redirects = 0
+        redirects = repaired = 0
         for n in itertools.count():
             try:
                 return await attempt()
@@ -437,7 +612,10 @@ class AsyncClient:
                 last = exc  # ... but replicas naming each other (mid-election) get the backoff
             except StaleRoute as exc:
                 last = exc
-                await self._refresh_map(deadline)
+                if await self._repair_map(exc, deadline):
+                    repaired += 1
+                    if repaired <= 2:
+                        continue  # the map changed: the attempt routes by the new one at once
             except Unavailable as exc:
                 last = exc
             if time.monotonic() >= deadline:
@@ -457,104 +635,196 @@ class AsyncClient:
 
         return await self._with_retry(attempt, deadline)
 
-    async def _put_batches(self, pairs: list[tuple[int, bytes]], deadline: float) -> None:
+    async def _put_batches(self, pairs: list[tuple[int, bytes]], deadline: float,
+                           session: list[Any] | None = None) -> None:
+        """Write ``pairs`` in batches of one shard each, shards in parallel.
+
+        ``session`` is given when ``pairs`` are a batch whose keys no longer fall in one shard
+        (it split): each piece carries that batch's own session fields, not new ones.  The
+        batch may have been applied before the split, and a split copies the shard's
+        sessions to both halves, so each half applies its piece only if the batch was not
+        applied -- a new number would apply it a second time.  The caller keeps that number
+        open until every piece has its outcome.
+        """
         smap = await self._shard_map(deadline)
         by_shard: dict[str, list[list[Any]]] = {}
         for k, v in pairs:
             by_shard.setdefault(smap.shard_for_key(k).id, []).append([k, v])
-        batches = []
-        for shard_pairs in by_shard.values():
-            batch: list[list[Any]] = []
-            size = 0
-            for pair in shard_pairs:
-                if batch and (len(batch) >= BATCH_KEYS or size + len(pair[1]) > BATCH_BYTES):
-                    batches.append(batch)
-                    batch, size = [], 0
-                batch.append(pair)
-                size += len(pair[1]) + 16
-            batches.append(batch)
+        if session is not None:
+            # One piece per shard: a piece fits the limits (its batch did), and two pieces with one
+            # number on one shard would have the second taken for a duplicate and dropped.  (Shards
+            # only split, never merge, so pieces of one batch never meet on one shard again.)
+            batches = list(by_shard.values())
+        else:
+            batches = []
+            for shard_pairs in by_shard.values():
+                batch: list[list[Any]] = []
+                size = 0
+                for pair in shard_pairs:
+                    if batch and (len(batch) >= BATCH_KEYS or size + len(pair[1]) > BATCH_BYTES):
+                        batches.append(batch)
+                        batch, size = [], 0
+                    batch.append(pair)
+                    size += len(pair[1]) + 16
+                batches.append(batch)
         sem = asyncio.Semaphore(8)
+
+        async def attempt(batch: list[list[Any]], fields: dict[str, Any]) -> Any:
+            shard = (await self._shard_map(deadline)).shard_for_key(batch[0][0])
+            if any(not shard.owns(k) for k, _ in batch):
+                raise _Resplit()
+            return await self._send(shard, "put", fields, deadline)
 
         async def one(batch: list[list[Any]]) -> None:
             async with sem:
-                async def attempt(fields: dict[str, Any]) -> Any:
-                    m = await self._shard_map(deadline)
-                    shard = m.shard_for_key(batch[0][0])
-                    if any(not shard.start <= k < shard.end for k, _ in batch):
-                        raise _Resplit()
-                    return await self._send(shard, "put", fields, deadline)
-
+                own = self._session.begin() if session is None else None
+                fields = {"pairs": batch, "session": own if own is not None else session}
                 try:
-                    with self._session.write({"pairs": batch}) as fields:
-                        await self._with_retry(lambda: attempt(fields), deadline)
-                except _Resplit:
-                    await self._put_batches([(k, v) for k, v in batch], deadline)
+                    try:
+                        await self._with_retry(lambda: attempt(batch, fields), deadline)
+                    except _Resplit:
+                        await self._put_batches([(k, v) for k, v in batch], deadline, fields["session"])
+                finally:
+                    if own is not None:
+                        self._session.end(own)
 
         results = await asyncio.gather(*(one(b) for b in batches), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _page(self, shard: Shard, lo: int, hi: int, reverse: bool, filter: Any, deadline: float,
-                    cursor: Any, page_keys: int) -> tuple[list[Row], int | None, Any]:
-        fields = {"start": lo, "end": end_to_wire(hi), "reverse": reverse,
-                  "limit": page_keys, "max_bytes": self.page_bytes, "filter": filter,
-                  "consistency": self.consistency, "cursor": cursor}
+    async def _step(self, shard: Shard, op: str, lo: int, hi: int, fields: dict[str, Any], cursor: Any,
+                    restart_on_expiry: bool, deadline: float) -> Any:
+        """One request of a paged read of ``[lo, hi)`` routed to ``shard``, retries included.
+
+        Raises :class:`_Reroute` once the map no longer puts ``[lo, hi)`` in ``shard``, and
+        :class:`_RestartPart` on a lost cursor if ``restart_on_expiry``.
+        """
+        req = {**fields, "start": lo, "end": end_to_wire(hi), "cursor": cursor, "consistency": self.consistency}
 
         async def attempt() -> Any:
             try:
-                return await self._send(shard, "scan", fields, deadline)
+                return await self._send_routed(shard, op, req, deadline, lo, hi)
             except errors.CursorExpired:
-                fields["cursor"] = None  # a fresh (linearizable) snapshot from where we are
+                if restart_on_expiry:
+                    raise _RestartPart() from None
+                req["cursor"] = None  # a fresh (linearizable) snapshot from where we are
                 raise
 
-        reply = await self._with_retry(attempt, deadline)
-        rows = list(zip(decode_raw_keys(reply["keys"]), reply["values"], strict=True))
-        return rows, reply["resume"], reply.get("cursor")
+        return await self._with_retry(attempt, deadline)
 
     async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any,
                      page_keys: int) -> AsyncIterator[list[Row]]:
-        """Pages of ``[lo, hi)`` in order, prefetching ahead; bounded memory."""
-        smap = await self._shard_map(time.monotonic() + self.timeout)
-        segments = smap.shards_for_range(lo, hi)
-        if reverse:
-            segments.reverse()
-        pending: list[tuple[Shard, int, int, asyncio.Task]] = []
+        """Pages of ``[lo, hi)`` in key order (descending if ``reverse``), prefetching ahead; bounded memory.
 
-        def launch(seg: tuple[Shard, int, int]) -> None:
-            shard, s_lo, s_hi = seg
-            task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
-                                                  time.monotonic() + self.timeout, None, page_keys))
-            pending.append((shard, s_lo, s_hi, task))
-
-        queue = list(segments)
-        task: asyncio.Task | None = None
+        The range is a work list, in visiting order, of key intervals not routed yet and of
+        units (one segment each) routed by the map of the moment they came near the head.  A
+        unit whose shard no longer holds its range (it split) gives back the interval it has
+        not returned yet; that goes back to the head of the list and is routed again, maybe
+        onto several shards now.  Later units that were prefetched meet the same fate when
+        their turn comes.
+        """
+        fields = {"reverse": reverse, "limit": page_keys, "max_bytes": self.page_bytes, "filter": filter}
+        work: collections.deque[_ScanUnit | tuple[int, int]] = collections.deque([(lo, hi)])
+        stalled: float | None = None  # when re-routing began with no page since
         try:
-            while queue or pending:
-                while queue and len(pending) < SCAN_PREFETCH_SHARDS:
-                    launch(queue.pop(0))
-                shard, s_lo, s_hi, task = pending.pop(0)
-                while True:
-                    rows, resume, cursor = await task
-                    if resume is not None:
-                        s_lo, s_hi = (s_lo, resume) if reverse else (resume, s_hi)
-                        task = asyncio.create_task(self._page(shard, s_lo, s_hi, reverse, filter,
-                                                              time.monotonic() + self.timeout, cursor, page_keys))
-                    if rows:
-                        yield rows
-                    if resume is None:
-                        break
+            while work:
+                smap = await self._shard_map(time.monotonic() + self.timeout)
+                unit = route_ahead(work, smap, reverse, lambda shards, u_lo, u_hi: _ScanUnit(
+                    self, shards, u_lo, u_hi, reverse, fields))
+                try:
+                    while (rows := await unit.next_page()) is not None:
+                        stalled = None
+                        if rows:
+                            yield rows
+                except _Reroute:
+                    stalled = _check_stall(stalled, self.timeout)
+                    work.popleft()
+                    unit.close()
+                    rest = unit.remainder()
+                    if rest is not None:
+                        work.appendleft(rest)
+                    continue
+                work.popleft()
         finally:
             # A prefetch that failed while we awaited another is nobody's error now: retrieve it, or
             # asyncio prints "Task exception was never retrieved" when the task is collected.
-            for t in [task, *(p[3] for p in pending)]:
-                if t is None:
-                    continue
-                if t.done():
-                    _retrieve(t)
-                else:
-                    t.cancel()
-                    t.add_done_callback(_retrieve)  # in case it fails before the cancellation lands
+            for item in work:
+                if isinstance(item, _ScanUnit):
+                    item.close()
+
+    async def split_shard(self, shard_id: str, at: int | None = None) -> dict[str, Any]:
+        """Split range shard ``shard_id`` in two at key ``at`` (None: its leader picks a key near the median).
+
+        Returns ``{"epoch": int, "shards": [left, right]}`` with the two shards in wire form
+        (``end`` None for 2**64): ``left`` keeps the id and ``[start, at)``, ``right`` is a new
+        shard owning ``[at, end)``.  Raises :class:`InvalidArgument` for an unknown shard, a
+        stripe, an ``at`` not strictly inside the shard or a shard too small to split, and
+        :class:`Unavailable` if the cluster cannot do it before the deadline.
+        """
+        if not isinstance(shard_id, str) or not shard_id:
+            raise InvalidArgument(f"a shard id is a non-empty string, not {shard_id!r:.40}")
+        if at is not None:
+            at = check_key(at, "split key")
+        deadline = time.monotonic() + self.timeout
+        first = (await self._shard_map(deadline)).shard_by_id(shard_id)
+        if first is None:
+            await self._refresh_map(deadline)  # the cached map may predate the shard
+            first = (await self._shard_map(deadline)).shard_by_id(shard_id)
+        smap = await self._shard_map(deadline)
+        if first is None:
+            ids = smap.group_ids()
+            shown = ", ".join(ids[:12]) + (f", ... ({len(ids)} shards)" if len(ids) > 12 else "")
+            raise InvalidArgument(f"no shard {shard_id!r} in the shard map; the shards are {shown}")
+        if first.stripe is not None:
+            raise InvalidArgument(f"shard {shard_id} is stripe {first.stripe[0]} of {first.stripe[1]} of a "
+                                  "striped segment; only range shards can be split")
+        base: Shard = first
+        unsure = False  # an attempt failed in a way that leaves its outcome unknown
+
+        def found_in_map(m: ShardMap) -> dict[str, Any]:
+            """The split an earlier attempt made, as the map records it (its reply was lost)."""
+            left = m.shard_by_id(shard_id)
+            right = None if left is None else next(
+                (s for s in m.shards if s.start == left.end and s.stripe is None), None)
+            if (left is None or right is None or left.start != base.start or right.end > base.end
+                    or (at is not None and left.end != at)):
+                # not a split we can call ours: say so rather than split the changed shard again
+                raise RaftKVError(f"shard {shard_id} changed while the split request was in flight and "
+                                  "its outcome is unknown; check the shard map before retrying")
+            return {"epoch": m.epoch, "shards": [left.to_dict(), right.to_dict()]}
+
+        async def attempt() -> Any:
+            nonlocal unsure
+            if unsure:
+                # A split is not idempotent, and a failed attempt (timeout, lost connection, leadership
+                # lost mid-commit) may still have split the shard: resending could split it twice.  A
+                # split raises the shard's generation, so the map says whether it happened.
+                await self._refresh_map(deadline)
+            m = await self._shard_map(deadline)
+            shard = m.shard_by_id(shard_id)
+            if unsure and (shard is None or shard.generation != base.generation):
+                return found_in_map(m)
+            if shard is None:
+                raise InvalidArgument(f"shard {shard_id} is no longer in the shard map")
+            try:
+                return await self._send(shard, "split", {"at": at}, deadline)
+            except StaleRoute:
+                raise  # refused at the door (wrong node or shard): nothing happened
+            except RaftKVError:
+                unsure = True
+                raise
+
+        reply = await self._with_retry(attempt, deadline)
+        # Patch the cached map when this split is its only change since, so the next request routes
+        # right without a StaleRoute round trip; otherwise (or if the reply does not fit) the cache
+        # heals that way.
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            current = self._map
+            if current is not None and int(reply["epoch"]) == current.epoch + 1:
+                self._map = current.with_shards([Shard.from_dict(d) for d in reply["shards"]],
+                                                epoch=int(reply["epoch"]))
+        return reply
 
 
 def _retrieve(task: asyncio.Task) -> None:
@@ -567,9 +837,253 @@ class _Redirect(RaftKVError):
     """Internal: the leader moved and we know where."""
 
 
-class _RestartShard(RaftKVError):
-    """Internal: an aggregate lost its snapshot mid-shard and must recount that shard."""
+class _Reroute(RaftKVError):
+    """Internal: the map no longer puts a request's key range in the shard it was routed to."""
+
+
+class _RestartPart(RaftKVError):
+    """Internal: a read that must see one snapshot per shard lost it (cursor expired): start the part over."""
 
 
 class _Resplit(RaftKVError):
     """Internal: a batch no longer falls in one shard after a map change."""
+
+
+def _check_stall(since: float | None, timeout: float) -> float:
+    """When re-routing with no reply in between began (now if it just did); Unavailable after ``timeout``.
+
+    Each re-route follows a change of the map, so this only stops a map that never settles.
+    """
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since > timeout:
+        raise Unavailable(f"the shard map kept changing under the request for {timeout:.1f}s")
+    return since
+
+
+def _rows(reply: dict[str, Any]) -> list[Row]:
+    """The rows of a ``scan`` reply (keys come as one blob, decoded in C)."""
+    return list(zip(decode_raw_keys(reply["keys"]), reply["values"], strict=True))
+
+
+class _Stream:
+    """One shard's share of ``[lo, hi)``, read a request at a time (``resume``/``cursor``).
+
+    The next request goes out as soon as a reply is taken (prefetch).  ``lo``/``hi`` narrow
+    with every reply taken: they are always exactly what this stream has not returned yet.
+    """
+
+    def __init__(self, client: AsyncClient, shard: Shard, op: str, lo: int, hi: int, fields: dict[str, Any],
+                 reverse: bool, restart_on_expiry: bool) -> None:
+        self.client = client
+        self.shard = shard
+        self.op = op
+        self.lo, self.hi = lo, hi
+        self.fields = fields
+        self.reverse = reverse
+        self.restart_on_expiry = restart_on_expiry
+        self.cursor: Any = None
+        self.task: asyncio.Task | None = None
+        self.finished = False
+
+    def launch(self) -> asyncio.Task:
+        """Send the request for what is left."""
+        self.task = asyncio.create_task(self.client._step(
+            self.shard, self.op, self.lo, self.hi, self.fields, self.cursor, self.restart_on_expiry,
+            time.monotonic() + self.client.timeout))
+        return self.task
+
+    async def next(self) -> Any:
+        """The reply of the request in flight (its error, if it failed); launches the next one."""
+        assert self.task is not None
+        reply = await self.task
+        self.task = None
+        resume = reply["resume"]
+        if resume is None:
+            self.finished = True
+            return reply
+        if type(resume) is not int or not self.lo < resume < self.hi:
+            # every page moves on (a node examines at least one row): anything else would loop forever
+            raise errors.RemoteProtocolError(f"resume {resume!r:.40} is not inside [{self.lo}, {self.hi})")
+        if self.reverse:
+            self.hi = resume
+        else:
+            self.lo = resume
+        self.cursor = reply.get("cursor")
+        self.launch()
+        return reply
+
+    def close(self) -> None:
+        """Drop the request in flight, if any."""
+        task, self.task = self.task, None
+        if task is None:
+            return
+        if task.done():
+            _retrieve(task)
+        else:
+            task.cancel()
+            task.add_done_callback(_retrieve)  # in case it fails before the cancellation lands
+
+
+class _Part:
+    """A part of a :meth:`AsyncClient.range_steps` walk: one segment's ``[lo, hi)`` and a stream per shard."""
+
+    def __init__(self, pid: int, lo: int, hi: int) -> None:
+        self.id = pid
+        self.lo, self.hi = lo, hi
+        self.streams: list[_Stream] = []
+
+
+class KeyMerge:
+    """K-way merge of K key-ordered row streams, fed a page at a time (pure: no I/O).
+
+    The streams are the stripes of a striped segment: each holds the keys of its stripe, so
+    no key is in two streams.  A row can go out once every stream that is not finished has a
+    row buffered (its next key is known); :meth:`hungry` says which need a page first.
+    ``last`` is the last key that went out: everything before it (after it, ``reverse``) is out.
+    """
+
+    def __init__(self, k: int, reverse: bool = False) -> None:
+        self._pages: list[list[Row]] = [[] for _ in range(k)]
+        self._pos = [0] * k
+        self._finished = [False] * k
+        self._sign = -1 if reverse else 1
+        self._heap: list[tuple[int, int]] = []  # (sort key of the stream's next row, stream) if it has one
+        self.last: int | None = None
+
+    def hungry(self) -> list[int]:
+        """The streams that need their next page before any row can go out."""
+        return [i for i, page in enumerate(self._pages) if not self._finished[i] and self._pos[i] >= len(page)]
+
+    def feed(self, i: int, rows: list[Row], finished: bool) -> None:
+        """Stream ``i``'s next page (its buffer must be empty); ``finished``: it has no more."""
+        if self._pos[i] < len(self._pages[i]) or self._finished[i]:
+            raise ValueError(f"stream {i} was fed before it ran dry")
+        self._pages[i], self._pos[i], self._finished[i] = rows, 0, finished
+        if rows:
+            heapq.heappush(self._heap, (self._sign * rows[0][0], i))
+
+    def exhausted(self) -> bool:
+        """Every stream finished and every row went out."""
+        return not self._heap and all(self._finished)
+
+    def take(self) -> list[Row]:
+        """Every row that can go out now, in order (none while a stream is hungry)."""
+        out: list[Row] = []
+        if self.hungry():
+            return out
+        heap, pages, pos = self._heap, self._pages, self._pos
+        while heap:
+            i = heap[0][1]
+            page = pages[i]
+            out.append(page[pos[i]])
+            pos[i] += 1
+            if pos[i] < len(page):
+                heapq.heapreplace(heap, (self._sign * page[pos[i]][0], i))
+                continue
+            heapq.heappop(heap)
+            pages[i], pos[i] = [], 0
+            if not self._finished[i]:
+                break  # its next key is unknown until its next page comes
+        if out:
+            self.last = out[-1][0]
+        return out
+
+
+class _ScanUnit:
+    """One segment of a scan, ``[lo, hi)``: one shard's pages, or a striped segment's stripes merged."""
+
+    def __init__(self, client: AsyncClient, shards: tuple[Shard, ...], lo: int, hi: int, reverse: bool,
+                 fields: dict[str, Any]) -> None:
+        self.shards = shards
+        self.lo, self.hi = lo, hi
+        self.reverse = reverse
+        self.streams = [_Stream(client, s, "scan", lo, hi, fields, reverse, False) for s in shards]
+        self.merge = KeyMerge(len(shards), reverse) if len(shards) > 1 else None
+        self.started = False
+
+    def start(self) -> None:
+        """Ask for the first page of every shard."""
+        for stream in self.streams:
+            stream.launch()
+        self.started = True
+
+    async def next_page(self) -> list[Row] | None:
+        """The next rows in key order (maybe none: a filter kept none), or None when the segment is done.
+
+        Raises :class:`_Reroute` if a shard no longer holds its part of the segment.
+        """
+        if not self.started:
+            self.start()
+        if self.merge is None:
+            stream = self.streams[0]
+            return None if stream.finished else _rows(await stream.next())
+        merge = self.merge
+        while True:
+            for i in merge.hungry():
+                stream = self.streams[i]
+                rows = _rows(await stream.next())
+                merge.feed(i, rows, stream.finished)
+            if merge.exhausted():
+                return None
+            rows = merge.take()
+            if rows:
+                return rows
+
+    def remainder(self) -> tuple[int, int] | None:
+        """The interval this unit has not returned yet (None if nothing is left)."""
+        if self.merge is None:
+            lo, hi = self.streams[0].lo, self.streams[0].hi
+        else:
+            # the stripes stopped at different keys: go on from the last key the merge let out
+            lo, hi, last = self.lo, self.hi, self.merge.last
+            if last is not None:
+                lo, hi = (lo, last) if self.reverse else (last + 1, hi)
+        return (lo, hi) if lo < hi else None
+
+    def close(self) -> None:
+        """Drop every request in flight."""
+        for stream in self.streams:
+            stream.close()
+
+
+def first_segment(smap: ShardMap, lo: int, hi: int, reverse: bool = False) -> tuple[tuple[Shard, ...], int, int]:
+    """The segment holding the first key of ``[lo, hi)`` in visiting order (the last if ``reverse``):
+    its shards, and its bounds clipped to ``[lo, hi)``.  A lookup, not a walk over the range."""
+    key = hi - 1 if reverse else lo
+    shards = smap.segments_for_range(key, key + 1)[0][0]
+    return shards, max(lo, shards[0].start), min(hi, shards[0].end)
+
+
+def route_ahead(work: collections.deque[Any], smap: ShardMap, reverse: bool,
+                make: Callable[[tuple[Shard, ...], int, int], Any]) -> Any:
+    """Route the head of a scan's work list and start it and the units behind it; returns the head.
+
+    ``work`` holds, in visiting order, key intervals ``(lo, hi)`` not routed yet and units
+    (made by ``make(shards, lo, hi)`` for one segment; they have ``shards``, ``started``
+    and ``start()``).  An interval is routed one segment at a time, only when it comes near
+    the head, so by the newest map.  Units behind the head are started (their first pages
+    fetched in parallel) up to :data:`SCAN_PREFETCH_SHARDS` shards.
+    """
+    ahead = 0
+    i = 0
+    while i < len(work):
+        item = work[i]
+        if isinstance(item, tuple):
+            lo, hi = item
+            shards, s_lo, s_hi = first_segment(smap, lo, hi, reverse)
+            item = work[i] = make(shards, s_lo, s_hi)
+            rest = (lo, s_lo) if reverse else (s_hi, hi)
+            if rest[0] < rest[1]:
+                work.insert(i + 1, rest)
+        if i > 0:
+            ahead += len(item.shards)
+            if ahead > SCAN_PREFETCH_SHARDS:
+                break
+        if not item.started:
+            item.start()
+        if ahead >= SCAN_PREFETCH_SHARDS:
+            break
+        i += 1
+    return work[0]

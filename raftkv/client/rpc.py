@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from .. import errors
@@ -31,3 +32,26 @@ def call(address: str, op: str, timeout: float = 2.0, **fields: Any) -> Any:
     if "err" in msg:
         raise errors.from_wire(msg["err"])
     return msg.get("ok")
+
+
+def call_any(addresses: str | Sequence[str], op: str, timeout: float = 2.0, **fields: Any) -> Any:
+    """:func:`call` the nodes at ``addresses`` ("host:port,..." or a list) in turn until one answers.
+
+    For requests any node can serve (``map``, ``status``).  An error a node answers with is raised
+    as it is, unless it is a cluster condition (:class:`raftkv.errors.Unavailable`): then the next
+    node is tried.  Raises :class:`raftkv.errors.Unavailable` naming every address if none answers,
+    and :class:`raftkv.errors.InvalidArgument` for a malformed address before anything is sent.
+    """
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    targets = [a.strip() for a in items if a and a.strip()]
+    if not targets:
+        raise errors.InvalidArgument("at least one address (host:port) is needed")
+    for address in targets:
+        parse_hostport(address)  # all checked first: a typo in the last one is not hidden by the first
+    failures = []
+    for address in targets:
+        try:
+            return call(address, op, timeout=timeout, **fields)
+        except errors.Unavailable as exc:
+            failures.append(exc.message)
+    raise errors.Unavailable("no node answered: " + "; ".join(failures))

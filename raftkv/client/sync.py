@@ -129,6 +129,11 @@ class Client:
         """One node's view of its replicas."""
         return self._run(self._aio.node_status(address))
 
+    def split_shard(self, shard_id: str, at: int | None = None) -> dict[str, Any]:
+        """Split range shard ``shard_id`` at key ``at`` (None: near its median); returns
+        ``{"epoch", "shards": [left, right]}`` (see :meth:`AsyncClient.split_shard`)."""
+        return self._run(self._aio.split_shard(shard_id, at))
+
 
 class QueryResult:
     """A statement's result for threaded code: ``columns``, ``status``, rows streamed by iteration."""

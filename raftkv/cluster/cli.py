@@ -1,4 +1,4 @@
-"""``raftkv cluster start|status|stop``: a local cluster of node processes, for development and tests."""
+"""``raftkv cluster start|status|split|stop``: a local cluster of node processes, and shard splits on any cluster."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import InvalidArgument, RaftKVError
+from ..client.rpc import call_any
+from ..errors import InvalidArgument, RaftKVError, Unavailable
+from ..keys import KEY_SPACE_END, MAX_KEY
 from . import launcher
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the ``cluster`` command and its subcommands to the ``raftkv`` parser's subparsers."""
-    p = sub.add_parser("cluster", help="start, inspect or stop a local cluster (processes on 127.0.0.1)",
-                       description="A cluster of node processes on this machine, all kept in one --data-dir.")
-    csub = p.add_subparsers(dest="cluster_command", required=True, metavar="{start,status,stop}")
+    p = sub.add_parser("cluster", help="start, inspect or stop a local cluster (processes on 127.0.0.1); split shards",
+                       description="A cluster of node processes on this machine, all kept in one --data-dir; "
+                                   "`split` also works on any cluster through --connect.")
+    csub = p.add_subparsers(dest="cluster_command", required=True, metavar="{start,status,split,stop}")
 
     s = csub.add_parser("start", help="start (or restart) a local cluster and wait until it is ready",
                         description="Start the cluster in --data-dir, creating it on first use; on later "
@@ -31,12 +34,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--replication", type=int, default=None, help="replicas per shard of a new cluster (default 3)")
     s.add_argument("--raft", default=None, help='JSON of Raft options, e.g. {"election_min": 0.4}')
     s.add_argument("--wait", type=float, default=30.0, help="seconds to wait for leaders (default 30)")
+    from ..cli import add_split_options
+
+    add_split_options(s, defaults=False)
     s.set_defaults(func=_guarded(_cmd_start))
 
     st = csub.add_parser("status", help="show nodes and shards of a local cluster")
     st.add_argument("--data-dir", required=True, help="directory holding the whole cluster")
     st.add_argument("--json", action="store_true", help="print the status as one JSON object")
     st.set_defaults(func=_guarded(_cmd_status))
+
+    sl = csub.add_parser("split", help="split a shard in two, at a key or near its median",
+                         description="Ask a shard's leader to split it: the shard keeps [start, KEY) and a new "
+                                     "shard takes [KEY, end) on the same replicas. Without --at the leader "
+                                     "picks a key near the shard's median. Works on the local cluster in "
+                                     "--data-dir or on any cluster through --connect.")
+    where = sl.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", help="directory holding a local cluster")
+    where.add_argument("--connect", metavar="ADDRS", help="host:port[,host:port...] of any nodes of a cluster")
+    sl.add_argument("--shard", required=True, metavar="ID", help="the shard to split, e.g. s0003 (see `status`)")
+    sl.add_argument("--at", metavar="KEY", default=None,
+                    help="first key of the new shard, decimal or 0x-hex (default: near the median)")
+    sl.add_argument("--timeout", type=float, default=30.0, help="seconds to try, retries included (default 30)")
+    sl.add_argument("--json", action="store_true", help='print {"epoch", "shards": [left, right]} as JSON')
+    sl.set_defaults(func=_guarded(_cmd_split))
 
     sp = csub.add_parser("stop", help="stop every node of a local cluster (SIGTERM, then SIGKILL)")
     sp.add_argument("--data-dir", required=True, help="directory holding the whole cluster")
@@ -65,8 +86,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"--raft is not JSON: {exc}") from None
         if not isinstance(raft, dict):
             raise InvalidArgument("--raft must be a JSON object")
+    settings = {name: getattr(args, name) for name in launcher.SETTINGS if getattr(args, name) is not None}
     info = launcher.start(args.data_dir, nodes=args.nodes, base_port=args.base_port, shards=args.shards,
-                          replication=args.replication, raft=raft, wait=args.wait)
+                          replication=args.replication, raft=raft, wait=args.wait, settings=settings)
     print(f"cluster ready in {info.data_dir}: {len(info.nodes)} nodes, {info.shards} shards, "
           f"replication {info.replication}")
     print(f"seeds: {info.seeds}")
@@ -83,6 +105,76 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_key(text: str) -> int:
+    """A key as ``--at`` takes it: decimal (``1234``) or hex (``0x4d2``), in ``[0, 2**64-1]``."""
+    t = text.strip()
+    try:
+        if t[:2].lower() == "0x" and t[2:].isascii() and t[2:].isalnum():
+            key = int(t[2:], 16)
+        elif t.isascii() and t.isdigit():
+            key = int(t, 10)
+        else:
+            raise ValueError(t)
+    except ValueError:
+        raise InvalidArgument(f"bad key {text!r}: write it in decimal (1234) or hex (0x4d2)") from None
+    if key > MAX_KEY:
+        raise InvalidArgument(f"key {text} is outside the key space [0, 2**64-1]")
+    return key
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from ..client.sync import Client  # the client and its event loop only for this command
+
+    if args.timeout <= 0:
+        raise InvalidArgument(f"--timeout must be positive, not {args.timeout:g}")
+    at = None if args.at is None else parse_key(args.at)
+    shard_id = args.shard.strip()
+    if args.data_dir is not None:
+        info = launcher.load(args.data_dir)
+        seeds = [a for n, a in zip(info.nodes, info.addresses, strict=True) if info.pids[n.id] is not None]
+        where = info.data_dir
+        if not seeds:
+            raise Unavailable(f"no node of the cluster in {where} is running; start it with "
+                              f"`raftkv cluster start --data-dir {args.data_dir}`")
+    else:
+        seeds, where = args.connect, args.connect
+    try:
+        # a quick probe: an unreachable cluster is reported in seconds, not after the whole --timeout
+        call_any(seeds, "map", timeout=min(args.timeout, 3.0))
+    except Unavailable as exc:
+        raise Unavailable(f"cannot reach the cluster at {where}: {exc.message}") from None
+    # a split is not retried blindly (see AsyncClient.split_shard), so give each attempt room to finish
+    db = Client(seeds, timeout=args.timeout, attempt_timeout=min(args.timeout, 10.0))
+    try:
+        try:
+            db.connect()
+        except Unavailable as exc:
+            raise Unavailable(f"cannot reach the cluster at {where}: {exc.message}") from None
+        try:
+            reply = db.split_shard(shard_id, at)
+        except Unavailable as exc:
+            raise Unavailable(f"cannot split {shard_id}: no answer within {args.timeout:g}s, so the split may "
+                              f"or may not have happened (see `raftkv cluster status`): {exc.message}") from None
+        except RaftKVError as exc:
+            raise type(exc)(f"cannot split {shard_id}: {exc.message}", **exc.details) from None
+    finally:
+        db.close()
+    shards = [_split_shard_view(d) for d in reply["shards"]]
+    if args.json:
+        print(json.dumps({"epoch": int(reply["epoch"]), "shards": shards}))
+    else:
+        print(render_split(int(reply["epoch"]), shards))
+    return 0
+
+
+def _split_shard_view(d: dict[str, Any]) -> dict[str, Any]:
+    """A shard of a split reply in the form ``status`` uses (``end`` an int, 2**64 for the last)."""
+    return {"id": str(d["id"]), "start": int(d["start"]),
+            "end": KEY_SPACE_END if d["end"] is None else int(d["end"]),
+            "replicas": [str(r) for r in d["replicas"]], "generation": int(d.get("generation", 1)),
+            "stripe": None if d.get("stripe") is None else [int(x) for x in d["stripe"]]}
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     result = launcher.stop(args.data_dir, timeout=args.timeout)
     for node_id, outcome in result.items():
@@ -97,10 +189,13 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell (numbers in the ``right`` columns aligned right); None is "-"."""
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                     for r in cells)
 
 
 def key_range(start: int, end: int) -> str:
@@ -108,8 +203,46 @@ def key_range(start: int, end: int) -> str:
     return f"{start:#018x}..{end - 1:#018x}"
 
 
+def human_bytes(n: int | None) -> str | None:
+    """``n`` bytes as people read them: ``512 B``, ``1.5 KiB``, ``3.2 GiB`` (None stays None)."""
+    if n is None:
+        return None
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_count(n: int | None) -> str | None:
+    """An approximate count, short: ``950``, ``12.3k``, ``4.1M``, ``2.0G`` (None stays None)."""
+    if n is None:
+        return None
+    for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if n >= scale:
+            return f"{n / scale:.1f}{suffix}"
+    return str(n)
+
+
+def human_rate(rate: float | None) -> str | None:
+    """Writes per second: one decimal below 100, whole above (None stays None)."""
+    if rate is None:
+        return None
+    return f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+
+
+def stripe_text(stripe: Sequence[int] | None) -> str | None:
+    """``[i, K]`` as ``i/K`` (stripe i of K); None for a range shard."""
+    return None if stripe is None else f"{stripe[0]}/{stripe[1]}"
+
+
 def render_status(st: dict[str, Any]) -> str:
-    """The human form of :func:`raftkv.cluster.launcher.status`."""
+    """The human form of :func:`raftkv.cluster.launcher.status`.
+
+    One row per shard, in map order.  Stripes of one segment share their range, so nothing here
+    assumes ranges are unique.  Fields a node did not report show as "-".
+    """
     nodes, shards = st["nodes"], st["shards"]
     up = sum(n["up"] for n in nodes)
     led = sum(s["leader"] is not None for s in shards)
@@ -120,11 +253,27 @@ def render_status(st: dict[str, Any]) -> str:
         summary += " (shard map unknown: no node answers)"
     if "meta" in st:
         summary += f", meta leader {st['meta']['leader'] or '-'}"
+    if st.get("epoch") is not None:
+        summary += f", map epoch {st['epoch']}"
     node_rows = [(n["id"], n["address"], n["pid"],
                   "up" if n["up"] else "down" if n["pid"] is None else "not answering") for n in nodes]
     out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE"), node_rows)]
     if shards:
-        shard_rows = [(s["id"], key_range(s["start"], s["end"]), ",".join(s["replicas"]), s["leader"])
+        shard_rows = [(s["id"], key_range(s["start"], s["end"]), stripe_text(s.get("stripe")), s.get("generation"),
+                       ",".join(s["replicas"]), s["leader"], human_count(s.get("keys")),
+                       human_bytes(s.get("bytes")), human_rate(s.get("writes_per_s")))
                       for s in shards]
-        out += ["", _table(("SHARD", "KEYS (hex, inclusive)", "REPLICAS", "LEADER"), shard_rows)]
+        headers = ("SHARD", "RANGE (hex, inclusive)", "STRIPE", "GEN", "REPLICAS", "LEADER", "~KEYS", "~SIZE",
+                   "WRITES/S")
+        out += ["", _table(headers, shard_rows, right=(3, 6, 7, 8))]
     return "\n".join(out)
+
+
+def render_split(epoch: int, shards: Sequence[dict[str, Any]]) -> str:
+    """The human form of a split's outcome: the split key, the new epoch and the two shards."""
+    left, right = shards
+    lines = [f"split {left['id']} at {right['start']} ({right['start']:#018x}): {left['id']} and "
+             f"{right['id']}, shard map epoch {epoch}", ""]
+    rows = [(s["id"], key_range(s["start"], s["end"]), s["generation"], ",".join(s["replicas"])) for s in shards]
+    lines.append(_table(("SHARD", "RANGE (hex, inclusive)", "GEN", "REPLICAS"), rows, right=(2,)))
+    return "\n".join(lines)

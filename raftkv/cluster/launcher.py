@@ -32,8 +32,7 @@ from typing import Any
 
 from ..client.rpc import call
 from ..errors import InvalidArgument, RaftKVError, Unavailable
-from ..keys import KEY_SPACE_END
-from ..routing.shardmap import META_GROUP
+from ..routing.shardmap import META_GROUP, Shard
 from ..server.config import (
     NodeAddress,
     format_hostport,
@@ -71,6 +70,8 @@ class ClusterInfo:
     pids: dict[str, int | None] = field(default_factory=dict)
     # node id -> {peer id -> address it dials that peer at}: the fault lab's proxies (node --peer-via)
     peer_via: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
+    # cluster settings every node runs with (SETTINGS): split_bytes, tail_stripes, stripe_writes_per_s
+    settings: dict[str, int] = field(default_factory=dict)
 
     @property
     def addresses(self) -> list[str]:
@@ -105,6 +106,7 @@ class ClusterInfo:
                 "nodes": [{"id": n.id, "client": format_hostport(n.client), "peer": format_hostport(n.peer)}
                           for n in self.nodes],
                 "shards": self.shards, "replication": self.replication, "raft": dict(self.raft),
+                **({"settings": dict(self.settings)} if self.settings else {}),
                 **({"peer_via": {src: {dst: format_hostport(a) for dst, a in via.items()}
                                  for src, via in self.peer_via.items()}} if self.peer_via else {})}
 
@@ -184,7 +186,7 @@ def _read_config(root: str) -> ClusterInfo | None:
         peer_via = {str(src): {str(dst): parse_hostport(a) for dst, a in via.items()}
                     for src, via in (raw.get("peer_via") or {}).items()}
         return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}),
-                           peer_via=peer_via)
+                           peer_via=peer_via, settings=check_settings(raw.get("settings") or {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"{path} is malformed: {exc!r}") from None
 
@@ -363,6 +365,8 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
             "--nodes", info.nodes_spec, "--shards", str(info.shards), "--replication", str(info.replication),
             # always explicit, so that cluster.json and not an inherited RAFTKV_RAFT decides
             "--raft", json.dumps(info.raft, sort_keys=True)]
+    for name, value in sorted(info.settings.items()):
+        argv += [SETTINGS[name], str(value)]
     if info.peer_via.get(node_id):
         argv += ["--peer-via", format_peer_via(info.peer_via[node_id])]
     if os.path.exists(_secret_path(info)):  # see _ensure_secret: all nodes have it, or none does
@@ -520,7 +524,8 @@ def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[st
 
 def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: int | None = None,
           shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
-          wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None) -> ClusterInfo:
+          wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None,
+          settings: dict[str, int] | None = None) -> ClusterInfo:
     """Start the cluster in ``data_dir`` (creating it on first use) and wait until it is ready.
 
     The first start fixes the layout in ``cluster.json``: ``nodes`` nodes n1..nN, client ports
@@ -531,6 +536,8 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
     later start replaces the stored options for nodes started from then on.  ``peer_via``
     (node id -> {peer id -> (host, port)}) makes that node dial that peer at another address, e.g.
     through a proxy that can cut the link (the fault lab); it is stored and replaced like ``raft``.
+    ``settings`` (:data:`SETTINGS`: ``split_bytes``, ...) are merged into the stored ones and
+    given to the nodes started from then on.
 
     Waits up to ``wait`` seconds for every node to answer and every shard and the meta group to
     have a leader, else raises :class:`Unavailable` saying what is missing (the nodes are left
@@ -544,11 +551,16 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
                                3 if replication is None else replication, raft or {})
             if peer_via:
                 info = replace(info, peer_via=_checked_peer_via(info, peer_via))
+            if settings:
+                info = replace(info, settings=check_settings(settings))
             _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
         else:
             _check_same_layout(info, nodes, base_port, shards, replication)
             if raft is not None and raft != info.raft:
                 info = replace(info, raft=dict(raft))
+                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+            if settings and {**info.settings, **settings} != info.settings:
+                info = replace(info, settings=check_settings({**info.settings, **settings}))
                 _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
             checked = None if peer_via is None else _checked_peer_via(info, peer_via)
             if checked is not None and checked != info.peer_via:
@@ -560,6 +572,26 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
                 _spawn(info, node.id)
     _wait_started(info, wait)
     return load(root)
+
+
+# cluster settings the launcher stores and passes to every node, with the node option that takes each
+SETTINGS = {"split_bytes": "--split-bytes", "tail_stripes": "--tail-stripes",
+            "stripe_writes_per_s": "--stripe-writes-per-s"}
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, int]:
+    """``settings`` checked: known names, non-negative ints (InvalidArgument otherwise)."""
+    if not isinstance(settings, dict):
+        raise InvalidArgument("cluster settings must be a mapping")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise InvalidArgument(f"unknown cluster settings {unknown}; known: {sorted(SETTINGS)}")
+    for name, value in settings.items():
+        if type(value) is not int or value < 0:
+            raise InvalidArgument(f"cluster setting {name} must be a non-negative integer, not {value!r}")
+    if settings.get("split_bytes") == 0:
+        raise InvalidArgument("split_bytes must be positive")
+    return dict(settings)
 
 
 def _checked_peer_via(info: ClusterInfo, peer_via: dict[str, dict[str, tuple[str, int]]]
@@ -587,10 +619,18 @@ def _wait_started(info: ClusterInfo, wait: float) -> None:
         # say why, per node: an exited node's log usually names the cause (port taken, bad data dir)
         notes = []
         for node in info.nodes:
-            if _live_pid(info, node.id) is None:
+            pid = _live_pid(info, node.id)
+            if pid is None:
                 notes.append(f"{node.id} exited{_how_it_ended(info, node.id)}; "
                              f"log {os.path.join(info.node_dir(node.id), LOG_FILE)}: "
                              f"{_log_tail(info, node.id)}")
+            elif format_hostport(node.client) in exc.message:
+                # alive but silent: have it write every thread's stack to its log (node.py registers
+                # SIGUSR1 with faulthandler), so a hang can be diagnosed after the fact
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+                notes.append(f"{node.id} (pid {pid}) is alive but does not answer; its threads' stacks "
+                             f"are in {os.path.join(info.node_dir(node.id), LOG_FILE)}")
         raise Unavailable(exc.message + ("\n" + "\n".join(notes) if notes else "")) from None
 
 
@@ -676,10 +716,14 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
     """The cluster as its processes and nodes report it.
 
     ``{"nodes": [{"id", "address", "pid", "up"}], "shards": [{"id", "start", "end", "replicas",
-    "leader"}]}``: ``up`` means the process is alive and answers ``status``; shards come from the
-    newest map any live node returns (empty if none answers), ``end`` is exclusive (2**64 for the
-    last shard), ``leader`` is a node id or None.  ``include_meta`` adds ``"meta": {"leader"}``,
-    the shard map's own Raft group.
+    "leader", "generation", "stripe", "bytes", "keys", "writes_per_s"}], "epoch"}``: ``up`` means
+    the process is alive and answers ``status``; shards come from the newest map any live node
+    returns (empty, and ``epoch`` None, if none answers), in map order; ``end`` is exclusive (2**64
+    for the last segment), ``leader`` is a node id or None, ``stripe`` is ``[i, K]`` for stripe
+    ``i`` of a segment served by K shards (which then share ``start`` and ``end``) or None.
+    ``bytes``, ``keys`` (both approximate) and ``writes_per_s`` (recent) come from the leader's
+    replica, else another replica that reports them, else are None.  ``include_meta`` adds
+    ``"meta": {"leader"}``, the shard map's own Raft group.
     """
     info = load(data_dir)
     expect = {format_hostport(n.client): (n.id, info.pids[n.id]) for n in info.nodes if info.pids[n.id]}
@@ -689,11 +733,48 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
         "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids}
                   for n in info.nodes],
         "shards": [],
+        "epoch": None if view.shard_map is None else int(view.shard_map["epoch"]),
     }
-    for s in (view.shard_map or {}).get("shards", []):
-        out["shards"].append({"id": s["id"], "start": int(s["start"]),
-                              "end": KEY_SPACE_END if s["end"] is None else int(s["end"]),
-                              "replicas": list(s["replicas"]), "leader": view.leaders.get(s["id"])})
+    reports = _group_reports(view)
+    for raw in (view.shard_map or {}).get("shards", []):
+        s = Shard.from_dict(raw)  # also fills in generation 1 for maps written before splits
+        leader = view.leaders.get(s.id)
+        out["shards"].append({"id": s.id, "start": s.start, "end": s.end, "replicas": list(s.replicas),
+                              "leader": leader, "generation": s.generation,
+                              "stripe": None if s.stripe is None else list(s.stripe),
+                              **_shard_load(reports, s.id, [*([leader] if leader else []), *s.replicas])})
     if include_meta:
         out["meta"] = {"leader": view.leaders.get(META_GROUP)}
     return out
+
+
+def _group_reports(view: _View) -> dict[str, dict[str, dict[str, Any]]]:
+    """node id -> group id -> that node's ``status`` entry for the group."""
+    return {st["node"]: {g["id"]: g for g in st.get("groups", []) if isinstance(g, dict) and "id" in g}
+            for st in view.status.values()}
+
+
+def _shard_load(reports: dict[str, dict[str, dict[str, Any]]], shard_id: str,
+                nodes: Sequence[str]) -> dict[str, Any]:
+    """``bytes``, ``keys`` and ``writes_per_s`` of a shard from the first of ``nodes`` that reports them.
+
+    All three come from one replica so they describe the same moment; a node that does not report
+    them (one older than these fields) gives None rather than a guess.
+    """
+    for node_id in nodes:
+        entry = reports.get(node_id, {}).get(shard_id)
+        if entry is not None and any(k in entry for k in ("bytes", "keys", "writes_per_s")):
+            return {"bytes": _count(entry.get("bytes")), "keys": _count(entry.get("keys")),
+                    "writes_per_s": _rate(entry.get("writes_per_s"))}
+    return {"bytes": None, "keys": None, "writes_per_s": None}
+
+
+def _count(value: Any) -> int | None:
+    # bool is an int subclass: not a count
+    return value if type(value) is int and value >= 0 else None
+
+
+def _rate(value: Any) -> float | None:
+    if type(value) in (int, float) and value >= 0 and value != float("inf"):
+        return float(value)
+    return None

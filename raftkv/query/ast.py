@@ -210,7 +210,15 @@ class Show(Node):
     what: str
 
 
-Statement = Select | Delete | Insert | Get | Explain | Show
+@dataclass(frozen=True)
+class Split(Node):
+    """``SPLIT SHARD id [AT key]``: split a range shard in two; ``at`` None lets its leader pick."""
+
+    shard_id: str
+    at: Expr | None = None
+
+
+Statement = Select | Delete | Insert | Get | Explain | Show | Split
 
 
 # --- rendering ------------------------------------------------------------------------------------

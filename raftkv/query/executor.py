@@ -7,8 +7,10 @@ to push down.  This module only walks the plan with an :class:`AsyncClient`:
   the shards of each range in key order with parallel prefetch, the filter
   evaluated on the shards and LIMIT shrinking the pages it asks for; runs of
   single-key ranges (``key IN (...)``) are read as concurrent GETs instead;
-* aggregates ask each shard for partials (``aggregate`` op, shards in
-  parallel, each in bounded steps on one snapshot) and merge them here;
+* aggregates walk each key range with :meth:`AsyncClient.range_steps`
+  (``aggregate`` op: shards in parallel, each in bounded steps on one
+  snapshot, re-routed by key when a shard splits) and merge the partials here,
+  dropping a part's partials when the client says it starts over;
 * INSERT is ``put_many`` (atomic per shard), DELETE is ``delete_range`` with
   the pushed-down filter, GET is ``get``; EXPLAIN and SHOW answer from the plan
   and cluster state.
@@ -18,21 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueryError, Unavailable
 from ..keys import KEY_SPACE_END
 from . import ast
 from .aggregate import Aggregates
 from .parser import parse
-from .planner import DeletePlan, ExplainPlan, GetPlan, InsertPlan, SelectPlan, ShowPlan, explain, plan
+from .planner import (
+    DeletePlan,
+    ExplainPlan,
+    GetPlan,
+    InsertPlan,
+    SelectPlan,
+    ShowPlan,
+    SplitPlan,
+    explain,
+    plan,
+)
 from .predicate import compile_filter
 
 if TYPE_CHECKING:
     from ..client.aio import AsyncClient
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 PagesFactory = Callable[[], AsyncIterator[list[Row]]]
 AGG_PARALLEL_SHARDS = 4
 POINT_WINDOW = 64  # single-key ranges (key IN (...)) read concurrently by a plain SELECT
@@ -110,6 +123,8 @@ async def execute(client: AsyncClient, statement: str | ast.Statement, now_ns: i
         return QueryResult(("plan",), "EXPLAIN", _one_page([(line,) for line in lines]))
     if isinstance(p, ShowPlan):
         return await _show(client, p.what)
+    if isinstance(p, SplitPlan):
+        return await _split(client, p)
     raise QueryError(f"cannot execute {type(p).__name__}")
 
 
@@ -179,30 +194,86 @@ def _projector(fields: tuple[str, ...]) -> Callable[[tuple[int, bytes]], Row]:
 
 async def _aggregate_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[list[Row]]:
     aggs = Aggregates(p.aggregates, p.bucket_ns)
+    fields = {"aggs": p.aggregates, "bucket_ns": p.bucket_ns, "filter": p.filter}
+    ranges = list(p.ranges) if p.scans else []  # no scans: LIMIT 0, or no key can match
     total = aggs.new()
-    sem = asyncio.Semaphore(AGG_PARALLEL_SHARDS)
+    if ranges:
+        # AGG_PARALLEL_SHARDS requests in flight in all: one wide range gets them all, many ranges
+        # (key IN (...)) one each
+        width = max(1, AGG_PARALLEL_SHARDS // len(ranges))
+        sem = asyncio.Semaphore(max(1, AGG_PARALLEL_SHARDS // width))
 
-    async def one(shard_id: str, lo: int, hi: int) -> list:
-        async with sem:
-            return await client.aggregate_shard(shard_id, lo, hi, p.aggregates, p.bucket_ns, p.filter)
+        async def one(lo: int, hi: int) -> list:
+            async with sem:
+                return await _aggregate_range(client, aggs, fields, lo, hi, width)
 
-    jobs = [one(scan.shard_id, lo, hi) for scan in p.scans for lo, hi in scan.ranges]
-    for partials in await asyncio.gather(*jobs):
-        total = aggs.merge(total, partials)
+        for partials in await _all(one(lo, hi) for lo, hi in ranges):
+            total = aggs.merge(total, partials)
     rows = [tuple(r) for r in aggs.finalize(total, p.descending)]
     if p.limit is not None:
         rows = rows[: p.limit]
     yield rows
 
 
+async def _aggregate_range(client: AsyncClient, aggs: Aggregates, fields: dict[str, Any], lo: int, hi: int,
+                           parallel: int) -> list:
+    """The merged partials of the rows in ``[lo, hi]``.
+
+    Partials are kept per part until the part is done, because the client may say a part
+    starts over (its shard lost the snapshot it was read on, and counting on from a fresh
+    one could count a row twice): its partials so far are then dropped.
+    """
+    total = aggs.new()
+    parts: dict[int, list] = {}
+    steps = client.range_steps("aggregate", lo, hi, fields, parallel=parallel, restart_on_expiry=True)
+    try:
+        async for step in steps:
+            if step.kind == "reply":
+                # merge() also checks the partials' shape: they come from the network
+                parts[step.part] = aggs.merge(parts.get(step.part, aggs.new()), step.reply["partials"])
+            elif step.kind == "discard":
+                parts.pop(step.part, None)
+            elif step.kind == "done":
+                total = aggs.merge(total, parts.pop(step.part, aggs.new()))
+    finally:
+        await steps.aclose()
+    return total
+
+
+async def _all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Run ``coros`` concurrently and return their results; if one fails, stop the others first."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def _show(client: AsyncClient, what: str) -> QueryResult:
     smap = await client.shard_map()
     leaders = client.leader_hints()
     nodes = client.node_addresses()
-    if what == "shards":
-        rows = [(s.id, s.start, s.end - 1, ",".join(s.replicas), leaders.get(s.id)) for s in smap.shards]
-        return QueryResult(("id", "first_key", "last_key", "replicas", "leader"), "SHOW", _one_page(rows))
     statuses = await asyncio.gather(*(_status(client, addr) for addr in nodes.values()))
+    if what == "shards":
+        # node id -> group id -> that node's status entry for the group (unreachable nodes: none)
+        reports = {nid: {g["id"]: g for g in st.get("groups", [])}
+                   for nid, st in zip(nodes, statuses, strict=True) if st is not None}
+        # A node's own claim to lead beats the client's hint, which may be old (a new shard's first
+        # election, a leadership transfer).  The figures come from the leader, whose are the
+        # freshest, else from any replica.
+        claimed = {gid: nid for nid, groups in reports.items() for gid, g in groups.items()
+                   if g.get("state") == "leader"}
+        rows = []
+        for s in smap.shards:
+            leader = claimed.get(s.id) or leaders.get(s.id)
+            load = _shard_load(reports, s.id, [leader, *s.replicas])
+            rows.append((s.id, s.start, s.end - 1, ",".join(s.replicas), leader, s.generation,
+                         *load, None if s.stripe is None else f"{s.stripe[0]}/{s.stripe[1]}"))
+        return QueryResult(("id", "first_key", "last_key", "replicas", "leader", "generation", "bytes", "keys",
+                            "writes_per_s", "stripe"), "SHOW", _one_page(rows))
     if what == "nodes":
         rows = [(nid, addr, st is not None, None if st is None else st["pid"],
                  None if st is None else sum(g["state"] == "leader" for g in st["groups"]))
@@ -215,6 +286,36 @@ async def _show(client: AsyncClient, what: str) -> QueryResult:
                          g["log_entries"]))
     return QueryResult(("node", "group", "state", "leader", "term", "commit", "applied", "log_entries"),
                        "SHOW", _one_page(rows))
+
+
+def _shard_load(reports: dict[str, dict[str, Any]], shard_id: str,
+                nodes: list[str | None]) -> tuple[int | None, int | None, float | None]:
+    """``bytes``, ``keys`` and ``writes_per_s`` of a shard as the first of ``nodes`` reports them.
+
+    The leader's replica comes first; any replica's figures are close.  A node that predates these
+    fields, or none answering, gives NULLs rather than a guess.
+    """
+    for nid in nodes:
+        entry = reports.get(nid or "", {}).get(shard_id)
+        if entry is not None and any(k in entry for k in ("bytes", "keys", "writes_per_s")):
+            rate = entry.get("writes_per_s")
+            return (_count(entry.get("bytes")), _count(entry.get("keys")),
+                    float(rate) if type(rate) in (int, float) else None)
+    return None, None, None
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int else None  # bool is an int subclass, and no count
+
+
+async def _split(client: AsyncClient, p: SplitPlan) -> QueryResult:
+    """SPLIT SHARD: the two shards the split left, each with the map's new epoch."""
+    reply = await client.split_shard(p.shard_id, p.at)
+    epoch = int(reply["epoch"])
+    rows = [(str(d["id"]), int(d["start"]), (KEY_SPACE_END if d["end"] is None else int(d["end"])) - 1,
+             ",".join(d["replicas"]), int(d.get("generation", 1)), epoch) for d in reply["shards"]]
+    return QueryResult(("id", "first_key", "last_key", "replicas", "generation", "epoch"), "SPLIT",
+                       _one_page(rows))
 
 
 async def _status(client: AsyncClient, address: str) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ _TERMINAL_NAMES = {
 # Terminals that can start an expression; when most of them are expected we just say so.
 _EXPRESSION_START = {"NUMBER", "STRING", "BYTES", "NAME", "KEY", "VALUE", "NOT", "LPAR", "MINUS", "TRUE",
                      "FALSE", "NULL", "TIMESTAMP", "INTERVAL"}
+SPLIT_KEY_HINT = "a constant number such as 42, 0x2a or TIMESTAMP '2026-11-21'"
 
 
 @functools.cache
@@ -205,6 +206,20 @@ def _pos(meta) -> ast.Pos:
     return meta.line, meta.column
 
 
+def _numeric_constant(e: ast.Expr) -> bool:
+    """Whether ``e`` is a number known before anything is read: numeric literals, now(), arithmetic."""
+    match e:
+        case ast.Literal(value=v):
+            return type(v) in (int, float)  # not bool: TRUE is no key
+        case ast.Call(name="now", args=()):
+            return True
+        case ast.Neg(operand=x):
+            return _numeric_constant(x)
+        case ast.Arith(left=left, right=right):
+            return _numeric_constant(left) and _numeric_constant(right)
+    return False
+
+
 def _literal_from(token: Token, decode, spelling: str | None = None) -> ast.Literal:
     try:
         value = decode(token)
@@ -281,6 +296,20 @@ class _Builder(Transformer):
 
     def show(self, meta, what):
         return ast.Show(what.lower(), pos=_pos(meta))
+
+    def split(self, meta, shard_id, at):
+        # checked here rather than in check.py so the caret lands on the key; its value (now(), range)
+        # is the planner's business, as for GET
+        if at is not None and not _numeric_constant(at):
+            where = {"line": at.pos[0], "column": at.pos[1]} if at.pos else {}
+            raise QueryError(f"the split key must be {SPLIT_KEY_HINT}, not {ast.render(at)}", **where)
+        return ast.Split(shard_id, at, pos=_pos(meta))
+
+    def shard_ref(self, meta, token):
+        name = parse_string(token) if token.type == "STRING" else str(token)
+        if not name:
+            raise _error_at(token, "a shard id cannot be empty; write one such as s0003")
+        return name
 
     # conditions
 

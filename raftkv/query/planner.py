@@ -41,6 +41,7 @@ class ShardScan:
     shard_id: str
     replicas: tuple[str, ...]
     ranges: tuple[tuple[int, int], ...]
+    stripe: tuple[int, int] | None = None  # (i, K): stripe i of a striped segment's K
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,25 @@ class ShowPlan:
 
 
 @dataclass(frozen=True)
+class SplitPlan:
+    """SPLIT SHARD: split ``shard_id`` at key ``at`` (None: its leader picks one near the median).
+
+    Whether the shard exists and ``at`` lies inside it is left to the client and the shard's
+    leader: the map a plan is made from may be older than theirs.
+    """
+
+    shard_id: str
+    at: int | None
+
+
+@dataclass(frozen=True)
 class ExplainPlan:
     """EXPLAIN: describe ``plan`` with :func:`explain` instead of running it."""
 
     plan: SelectPlan | DeletePlan
 
 
-Plan = SelectPlan | DeletePlan | InsertPlan | GetPlan | ShowPlan | ExplainPlan
+Plan = SelectPlan | DeletePlan | InsertPlan | GetPlan | ShowPlan | SplitPlan | ExplainPlan
 
 
 def plan(statement: ast.Statement, shard_map: ShardMap, now_ns: int | None = None) -> Plan:
@@ -158,6 +171,8 @@ def _plan(statement: ast.Statement, shard_map: ShardMap, now: int) -> Plan:
             return ExplainPlan(_plan(inner, shard_map, now))
         case ast.Show(what=what):
             return ShowPlan(what)
+        case ast.Split(shard_id=shard_id, at=at):
+            return SplitPlan(shard_id, None if at is None else _key_constant(at, now, "the split key"))
     raise QueryError(f"cannot plan {statement!r:.80}")
 
 
@@ -399,7 +414,7 @@ def _scans(shard_map: ShardMap, ranges: KeySet, reverse: bool) -> tuple[ShardSca
     for lo, hi in ranges:
         for shard, start, end in shard_map.shards_for_range(lo, hi + 1):  # half-open there
             by_shard.setdefault(shard.id, (shard, []))[1].append((start, end - 1))
-    scans = [ShardScan(shard.id, shard.replicas, tuple(rs)) for shard, rs in by_shard.values()]
+    scans = [ShardScan(shard.id, shard.replicas, tuple(rs), shard.stripe) for shard, rs in by_shard.values()]
     if reverse:
         return tuple(replace(s, ranges=s.ranges[::-1]) for s in reversed(scans))
     return tuple(scans)
@@ -460,12 +475,16 @@ def _explain_scans(scans: tuple[ShardScan, ...], total: int, leaders: dict[str, 
     if not scans:
         return [f"  shards: none of {total} contacted"]
     lines = [f"  shards: {len(scans)} of {total} ({total - len(scans)} pruned)"]
+    segments = {(s.ranges, s.stripe[1]) for s in scans if s.stripe}
+    if segments:
+        lines.append(f"  striped segments: {len(segments)}; the rows of a segment's stripes are merged in key order")
     for scan in scans[:_EXPLAIN_LIST_MAX]:
         shown = ", ".join(f"[{lo} .. {hi}]" for lo, hi in scan.ranges[:3])
         if len(scan.ranges) > 3:
             shown += f", ... ({len(scan.ranges)} ranges)"
         leader = f", leader {leaders[scan.shard_id]}" if scan.shard_id in leaders else ""
-        lines.append(f"    {scan.shard_id} {shown} on {', '.join(scan.replicas)}{leader}")
+        part = f" stripe {scan.stripe[0]}/{scan.stripe[1]}" if scan.stripe else ""
+        lines.append(f"    {scan.shard_id}{part} {shown} on {', '.join(scan.replicas)}{leader}")
     if len(scans) > _EXPLAIN_LIST_MAX:
         lines.append(f"    ... and {len(scans) - _EXPLAIN_LIST_MAX} more shards")
     return lines

@@ -16,8 +16,26 @@ Ops:
   ``max_keys`` keys of ``[start, end)`` matching ``filter`` (a query-language
   wire filter); reply ``{"deleted": n, "resume": key|None}`` so a large range
   is deleted in bounded steps, none of which stalls the Raft loop for long.
-* ``["map", shard_map_dict, expected_epoch]`` -- meta group only: compare
-  and set the shard map.  Reply: the epoch now stored.
+* ``["split", at, new_id, expected_generation]`` -- the shard keeps ``[start, at)``
+  with the next generation; ``new_id`` gets ``[at, end)`` on the same replicas,
+  with a copy of the rows and of the client sessions.  Reply: both shards.
+* ``["stripe", at, end, [stripe dicts], tail dict | None, expected_generation]``
+  -- the shard keeps ``[start, at)``; ``[at, end)`` becomes a striped segment of
+  new, empty groups (``stripe dicts``) and ``[end, old end)`` a new, empty range
+  shard (``tail``).  Refused if the shard holds any key at or past ``at``: the
+  new groups start empty, so nothing is copied.
+* ``["map", shard_map_dict, expected_epoch]`` -- meta group, clusters made before
+  map records: compare and set the whole map.  Reply: the epoch now stored.
+* ``["mrec", changes]`` -- meta group: change shard records, each by
+  compare-and-set on its generation (``routing/records.py``).
+* ``["alloc", count]`` -- meta group: reserve ``count`` new shard numbers; reply
+  the first.
+
+A shard replica keeps its own bounds (its ``Shard`` record and the children its
+splits created) in its store, written in the same batch as the split, and
+checks every key of every write against them when it applies it: a write that
+was routed before a split and committed after it is refused (``stale``), never
+applied to the wrong side.
 
 ``session`` is ``[client_id, seq, low, now_ms]`` (``sessions.py``): a write
 that carries one takes effect at most once, however often it is retried or
@@ -27,15 +45,19 @@ sessions existed have no such field and still decode.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from ..errors import InvalidArgument
 from ..keys import MAX_KEY, MAX_VALUE_BYTES
-from ..routing.ranges import end_from_wire
+from ..routing import records
+from ..routing.ranges import end_from_wire, end_to_wire
+from ..routing.shardmap import Shard, ShardMap, shard_name
 from ..storage.leveldb import ShardStore
 from . import sessions
 
@@ -82,6 +104,27 @@ def set_map(shard_map: dict[str, Any], expected_epoch: int) -> bytes:
     return encode(["map", shard_map, expected_epoch])
 
 
+def split(at: int, new_id: str, expected_generation: int) -> bytes:
+    """Command splitting the shard at ``at``: ``new_id`` takes ``[at, end)``."""
+    return encode(["split", at, new_id, expected_generation])
+
+
+def stripe(at: int, end: int, stripes: list[Shard], tail: Shard | None, expected_generation: int) -> bytes:
+    """Command striping ``[at, end)`` of the shard over new, empty groups (``tail`` takes the rest)."""
+    return encode(["stripe", at, end_to_wire(end), [s.to_dict() for s in stripes],
+                   None if tail is None else tail.to_dict(), expected_generation])
+
+
+def change_records(changes: list[records.Change]) -> bytes:
+    """Meta command: change shard records by compare-and-set (``routing/records.py``)."""
+    return encode(["mrec", changes])
+
+
+def allocate_ids(count: int = 1) -> bytes:
+    """Meta command: reserve ``count`` new shard numbers."""
+    return encode(["alloc", count])
+
+
 def _key(k: Any) -> int:
     if type(k) is not int or not 0 <= k <= MAX_KEY:
         raise InvalidArgument("bad key in command")
@@ -120,15 +163,49 @@ def decode(payload: bytes) -> list[Any]:
             raise InvalidArgument("bad delete step")
     elif name == "map" and len(op) == 3 and isinstance(op[1], dict) and type(op[2]) is int:
         pass
+    elif name == "split" and len(op) == 4 and isinstance(op[2], str) and _SHARD_ID.fullmatch(op[2]) \
+            and type(op[3]) is int:
+        _key(op[1])
+    elif name == "stripe" and len(op) == 6 and isinstance(op[3], list) and type(op[5]) is int:
+        _key(op[1])
+        if op[2] is not None:
+            _key(op[2])
+        try:
+            op[3] = [Shard.from_dict(d) for d in op[3]]
+            op[4] = None if op[4] is None else Shard.from_dict(op[4])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"malformed stripe command: {exc}") from None
+    elif name == "mrec" and len(op) == 2:
+        try:
+            records.check_changes(op[1])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"malformed map change: {exc}") from None
+    elif name == "alloc" and len(op) == 2 and type(op[1]) is int and 0 < op[1] <= 1024:
+        pass
     else:
         raise InvalidArgument(f"unknown or malformed command {name!r:.40}")
     return op
 
 
 _SESSION_AT = {"put": 2, "del": 2, "delr": 5}  # index of the optional session field
+_SHARD_ID = re.compile(r"s[0-9]{4,12}")
 
 
-def apply(store: ShardStore, index: int, payload: bytes) -> Any:
+class SplitHooks(Protocol):
+    """What applying a split needs from the node: a durable home for the new shard's replica."""
+
+    def prepare_child(self, child: Shard, parent: ShardStore, index: int) -> None:
+        """Build ``child``'s replica durably from ``parent``'s rows and sessions (before the
+        parent's own write); a no-op if this node already holds a replica of ``child``."""
+
+    def open_child(self, child: Shard) -> None:
+        """Start ``child``'s replica (after the parent's write is durable)."""
+
+    def open_empty(self, shard: Shard) -> None:
+        """Start this node's replica of ``shard``, made empty, if this node is among its replicas."""
+
+
+def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | None = None) -> Any:
     """Apply the command in log entry ``index`` to ``store``; returns the reply.
 
     An entry at or below the store's applied index was applied before a restart:
@@ -148,6 +225,18 @@ def apply(store: ShardStore, index: int, payload: bytes) -> Any:
     name = op[0]
     if name == "map":
         return _apply_map(store, index, op)
+    if name == "mrec":
+        return _apply_records(store, index, op[1])
+    if name == "alloc":
+        return _apply_alloc(store, index, op[1])
+    if name == "split":
+        return _apply_split(store, index, op, hooks)
+    if name == "stripe":
+        return _apply_stripe(store, index, op, hooks)
+    stale = _outside(store, op)
+    if stale is not None:
+        store.apply(index)
+        return {"error": stale, "stale": True}
     session = op[-1]
     system: dict[bytes, bytes | None] = {}
     record = None
@@ -283,3 +372,238 @@ def stored_map(store: ShardStore) -> dict[str, Any] | None:
     """The shard map held by a meta-group store, or None before bootstrap."""
     raw = store.get_system(MAP_KEY)
     return msgpack.unpackb(raw, raw=False) if raw else None
+
+
+# --- shard bounds ---------------------------------------------------------------------------
+
+SHARD_KEY = b"shard"  # system entry: {"shard": Shard dict, "children": [Shard dict, ...]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardState:
+    """What a replica knows of its own shard: its record, and the shards its splits created."""
+
+    shard: Shard
+    children: tuple[Shard, ...] = ()
+
+    def encode(self) -> bytes:
+        """Stored form."""
+        return msgpack.packb({"shard": self.shard.to_dict(), "children": [c.to_dict() for c in self.children]},
+                             use_bin_type=True)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ShardState:
+        """Inverse of :meth:`encode`."""
+        d = msgpack.unpackb(raw, raw=False)
+        return cls(Shard.from_dict(d["shard"]), tuple(Shard.from_dict(c) for c in d["children"]))
+
+
+# A replica's state, per store, as last read or written: checked on every write it applies. A
+# store's generation changes when a snapshot replaces its state, which invalidates the entry.
+_STATES: weakref.WeakKeyDictionary[ShardStore, tuple[int, ShardState | None]] = weakref.WeakKeyDictionary()
+
+
+def shard_state(store: ShardStore) -> ShardState | None:
+    """The shard ``store`` replicates, as its own durable state says (None: the meta group)."""
+    entry = _STATES.get(store)
+    if entry is None or entry[0] != store.generation:
+        raw = store.get_system(SHARD_KEY)
+        entry = _STATES[store] = (store.generation, None if raw is None else ShardState.decode(raw))
+    return entry[1]
+
+
+def init_shard_state(store: ShardStore, shard: Shard) -> ShardState:
+    """Give a replica of an initial-map shard its bounds if it has none yet (every replica derives
+    the same ones from the deterministic initial map, so this needs no log entry)."""
+    state = shard_state(store)
+    if state is None:
+        state = ShardState(shard)
+        store.put_system(SHARD_KEY, state.encode())
+        _STATES[store] = (store.generation, state)
+    return state
+
+
+def _write_state(store: ShardStore, after: ShardState, index: int,
+                 delete_span: tuple[int, int] | None = None) -> None:
+    """Write a replica's new bounds with ``index`` (synced), dropping ``delete_span``'s rows.
+
+    Readers see the new bounds *before* the rows go: a read that checks the bounds after taking
+    its snapshot can then never pass the check and miss moved rows (``Node._view``).
+    """
+    _STATES[store] = (store.generation, after)
+    try:
+        store.apply(index, delete_span=delete_span, system={SHARD_KEY: after.encode()}, sync=True)
+    except BaseException:
+        _STATES.pop(store, None)  # read back from the store, whatever it holds now
+        raise
+
+
+def _outside(store: ShardStore, op: list[Any]) -> str | None:
+    """Why a data write falls outside the replica's bounds (routed before a split), or None."""
+    state = shard_state(store)
+    if state is None:
+        return None
+    shard = state.shard
+    name = op[0]
+    if name == "put":
+        bad = next((k for k, _ in op[1] if not shard.owns(k)), None)
+    elif name == "del":
+        bad = next((k for k in op[1] if not shard.owns(k)), None)
+    else:
+        start, end = op[1], end_from_wire(op[2])
+        return None if shard.start <= start and end <= shard.end else \
+            f"range [{start}, {end}) is not inside shard {shard.id} any more"
+    return None if bad is None else f"key {bad} is not in shard {shard.id} any more"
+
+
+def _apply_split(store: ShardStore, index: int, op: list[Any], hooks: SplitHooks | None) -> Any:
+    _, at, new_id, expected = op
+    state = shard_state(store)
+    shard = state.shard if state is not None else None
+    why = None
+    if shard is None or hooks is None:
+        why = "this group is not a shard"
+    elif shard.generation != expected:
+        why = f"shard {shard.id} is at generation {shard.generation}, not {expected}"
+    elif shard.stripe is not None:
+        why = f"shard {shard.id} is a stripe; stripes are not split"
+    elif not shard.start < at < shard.end:
+        why = f"split key {at} is not strictly inside shard {shard.id}"
+    elif new_id == shard.id or any(c.id == new_id for c in state.children):
+        why = f"shard id {new_id} is taken"
+    if why is not None or state is None or shard is None or hooks is None:
+        store.apply(index)
+        return {"error": why, "stale": True}
+    left = dataclasses.replace(shard, end=at, generation=shard.generation + 1)
+    child = Shard(new_id, at, shard.end, shard.replicas)
+    after = ShardState(left, (*state.children, child))
+    # The child's replica is durable before the parent forgets its rows, and the parent's write is
+    # durable (sync) before the child starts: a crash in between leaves a child directory whose
+    # parent has not applied the split, which start-up removes (the replay splits again).
+    hooks.prepare_child(child, store, index)
+    _write_state(store, after, index, delete_span=(at, shard.end))
+    hooks.open_child(child)
+    return {"shards": [left.to_dict(), child.to_dict()]}
+
+
+def _apply_stripe(store: ShardStore, index: int, op: list[Any], hooks: SplitHooks | None) -> Any:
+    _, at, end_wire, stripes, tail, expected = op
+    end = end_from_wire(end_wire)
+    state = shard_state(store)
+    shard = state.shard if state is not None else None
+    why = None
+    if shard is None or state is None:
+        why = "this group is not a shard"
+    else:
+        why = _stripe_refusal(store, state, at, end, stripes, tail, expected)
+    if why is not None or shard is None or state is None:
+        store.apply(index)
+        return {"error": why, "stale": True}
+    left = dataclasses.replace(shard, end=at, generation=shard.generation + 1)
+    born = [*stripes, *([tail] if tail is not None else [])]
+    after = ShardState(left, (*state.children, *born))
+    _write_state(store, after, index)
+    if hooks is not None:
+        for s in born:
+            hooks.open_empty(s)
+    return {"shards": [left.to_dict(), *(s.to_dict() for s in born)]}
+
+
+def _stripe_refusal(store: ShardStore, state: ShardState, at: int, end: int, stripes: list[Shard],
+                    tail: Shard | None, expected: int) -> str | None:
+    """Why a stripe command cannot apply to this replica's shard, or None."""
+    shard = state.shard
+    taken = {shard.id, *(c.id for c in state.children)}
+    k = len(stripes)
+    if shard.generation != expected:
+        return f"shard {shard.id} is at generation {shard.generation}, not {expected}"
+    if shard.stripe is not None:
+        return f"shard {shard.id} is a stripe; only a range shard can be striped"
+    if not shard.start < at < end <= shard.end:
+        return f"a striped segment [{at}, {end}) must lie inside shard {shard.id} and leave it keys below"
+    if store.key_span(at, shard.end) is not None:
+        return f"shard {shard.id} holds keys at or past {at}: a new segment must start empty"
+    if not 2 <= k <= 16 or [s.stripe for s in stripes] != [(i, k) for i in range(k)]:
+        return "stripes must be 2..16 shards numbered 0..K-1"
+    if any(s.start != at or s.end != end or s.generation != 1 or not s.born_empty for s in stripes):
+        return "every stripe must cover the segment, at generation 1, born empty"
+    if (tail is None) != (end == shard.end):
+        return "the keys past the segment need a tail shard (and only they)"
+    if tail is not None and (tail.start != end or tail.end != shard.end or tail.stripe is not None
+                             or tail.generation != 1 or not tail.born_empty):
+        return "the tail must be a range shard [end, old end), at generation 1, born empty"
+    ids = [s.id for s in stripes] + ([tail.id] if tail is not None else [])
+    if len(set(ids)) != len(ids) or taken & set(ids) or not all(_SHARD_ID.fullmatch(i) for i in ids):
+        return "the new shards need fresh, distinct ids"
+    return None
+
+
+# --- the meta group: shard records ------------------------------------------------------------
+
+RECORD = b"mrec/"  # + shard id: its Shard dict
+EPOCH = b"mepoch"
+NEXT_ID = b"mnext"
+
+
+def _records(store: ShardStore) -> dict[str, dict[str, Any]]:
+    items = store.system_items(RECORD, RECORD + b"\xff", 1 << 30)
+    out = {name[len(RECORD):].decode(): msgpack.unpackb(raw, raw=False) for name, raw in items}
+    if not out:  # a cluster made before records: its whole-map blob
+        legacy = store.get_system(MAP_KEY)
+        if legacy:
+            out = {s["id"]: s for s in msgpack.unpackb(legacy, raw=False)["shards"]}
+    return out
+
+
+def _epoch(store: ShardStore) -> int:
+    raw = store.get_system(EPOCH)
+    if raw is not None:
+        return int(msgpack.unpackb(raw))
+    legacy = store.get_system(MAP_KEY)
+    return int(msgpack.unpackb(legacy, raw=False)["epoch"]) if legacy else 0
+
+
+def _apply_records(store: ShardStore, index: int, changes: list[Any]) -> Any:
+    current = _records(store)
+    epoch = _epoch(store)
+    writes, why = records.apply_changes(current, epoch, changes)
+    if why is not None:
+        store.apply(index)
+        return {"error": why, "conflict": True, "epoch": epoch}
+    system: dict[bytes, bytes | None] = {}
+    if not store.system_names(RECORD, RECORD + b"\xff", 1):
+        # the first change of a cluster made before records: write the blob's records too
+        system.update({RECORD + sid.encode(): msgpack.packb(r, use_bin_type=True) for sid, r in current.items()})
+    for sid, record in writes.items():
+        system[RECORD + sid.encode()] = None if record is None else msgpack.packb(record, use_bin_type=True)
+    system[EPOCH] = msgpack.packb(epoch + 1)
+    store.apply(index, system=system)
+    return {"epoch": epoch + 1}
+
+
+def _apply_alloc(store: ShardStore, index: int, count: int) -> Any:
+    raw = store.get_system(NEXT_ID)
+    if raw is None and not _records(store):
+        # before the initial map's records exist, their numbers are not known to be taken
+        store.apply(index)
+        return {"error": "the shard map is not written yet; retry", "stale": True}
+    if raw is not None:
+        first = int(msgpack.unpackb(raw))
+    else:  # never allocated: past every shard number in use
+        numbers = [int(sid[1:]) for sid in _records(store) if _SHARD_ID.fullmatch(sid)]
+        first = max(numbers, default=-1) + 1
+    store.apply(index, system={NEXT_ID: msgpack.packb(first + count)})
+    return first
+
+
+def stored_shard_map(store: ShardStore) -> ShardMap | None:
+    """The shard map a meta-group store holds, or None before bootstrap."""
+    current = _records(store)
+    if not current:
+        return None
+    return records.map_of(current.values(), _epoch(store))
+
+
+def new_shard_id(number: int) -> str:
+    """The id of the shard numbered ``number`` by ``alloc``."""
+    return shard_name(number)

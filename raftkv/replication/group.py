@@ -67,6 +67,21 @@ STREAM_PATIENCE = 120.0  # seconds a snapshot transfer may hold off compaction o
 __all__ = ["FAIL_REASON", "GroupTransport", "RaftGroup", "RaftOptions", "SnapshotSerializer"]
 
 
+NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP entry
+SNAPSHOT_MARKER = "snap.meta"
+
+
+def seed_log(directory: str, index: int) -> None:
+    """Make a new replica's log start as if compacted at ``index`` (its store holds that state).
+
+    A shard made by a split starts with data but no log.  Its replicas that applied the split
+    begin at this point; a replica created empty starts at index 1, below it, so its leader must
+    send it a snapshot rather than entries -- an empty replica can never look caught up.
+    """
+    marker = {"last": [NO_OP, index, 0], "prev": [NO_OP, index - 1, 0]}
+    write_file_atomic(os.path.join(directory, SNAPSHOT_MARKER), msgpack.packb(marker, use_bin_type=True))
+
+
 class RaftOptions:
     """Timing and compaction settings shared by every group of a node."""
 
@@ -179,9 +194,11 @@ class GroupTransport(Transport):
 class SnapshotSerializer:
     """Stands in for pysyncobj's ``Serializer``: compaction marks, streamed transfers, atomic installs."""
 
-    def __init__(self, store: ShardStore, directory: str, hub: PeerHub, chunk_size: int) -> None:
+    def __init__(self, store: ShardStore, directory: str, hub: PeerHub, chunk_size: int,
+                 on_installed: Callable[[], None] | None = None) -> None:
         self._store = store
-        self._meta_path = os.path.join(directory, "snap.meta")
+        self._on_installed = on_installed
+        self._meta_path = os.path.join(directory, SNAPSHOT_MARKER)
         self._incoming_path = os.path.join(directory, "snap.incoming")
         self._hub = hub
         self._chunk = chunk_size
@@ -296,6 +313,8 @@ class SnapshotSerializer:
             self._write_meta(entry_tuple(header["last"]), entry_tuple(header["prev"]))
             self.installs += 1
             log.info("installed snapshot at index %d", header["index"])
+            if self._on_installed is not None:
+                self._on_installed()
             return True
         except StorageError as exc:  # a malformed or truncated stream: refused, the old state stays
             log.warning("snapshot refused: %s", exc)
@@ -312,15 +331,23 @@ class RaftGroup(SyncObj):
 
     def __init__(self, group_id: str, self_id: str, peer_ids: list[str], store: ShardStore, directory: str,
                  hub: PeerHub, options: RaftOptions,
-                 on_state: Callable[[str, int, int], None] | None = None) -> None:
+                 on_state: Callable[[str, int, int], None] | None = None,
+                 hooks: commands.SplitHooks | None = None, passive: bool = False,
+                 on_installed: Callable[[RaftGroup], None] | None = None) -> None:
         os.makedirs(directory, exist_ok=True)
         self.group_id = group_id
         self.store = store
         self.options = options
+        self.hooks = hooks
+        # A replica created empty (it missed the split that made its shard) waits for a snapshot
+        # from a replica that has the data: until then it never campaigns, so an empty log can
+        # never lead and hand out an empty shard.
+        self.passive = passive
+        self.on_installed = on_installed
         conf = SyncObjConf(
             autoTick=False,
             journalFile=os.path.join(directory, "raft.log"),
-            fullDumpFile=os.path.join(directory, "snap.meta"),
+            fullDumpFile=os.path.join(directory, SNAPSHOT_MARKER),
             serializer=lambda *a: None,  # any non-None: disables fork and the pickled dump path
             deserializer=lambda *a: None,
             appendEntriesUseBatch=True,
@@ -347,7 +374,7 @@ class RaftGroup(SyncObj):
         self.transport: GroupTransport = self._SyncObj__transport
         self.journal: DurableJournal = self._SyncObj__raftLog
         self.transport.journal = self.journal
-        self.serializer = SnapshotSerializer(store, directory, hub, options.snapshot_chunk)
+        self.serializer = SnapshotSerializer(store, directory, hub, options.snapshot_chunk, self._installed)
         self.serializer.journal = self.journal
         self.serializer.recover_journal()
         self._SyncObj__serializer = self.serializer
@@ -359,7 +386,18 @@ class RaftGroup(SyncObj):
         if command[:1] != commands.REGULAR:
             return None  # no-op entries (we never create membership or version entries)
         # pysyncobj bumps its applied index only after this returns: this entry's index is one more.
-        return commands.apply(self.store, self.raftLastApplied + 1, command[1:])
+        return commands.apply(self.store, self.raftLastApplied + 1, command[1:], self.hooks)
+
+    def _installed(self) -> None:
+        self.passive = False
+        if self.on_installed is not None:
+            self.on_installed(self)
+
+    def doTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802 -- wraps pysyncobj's
+        """One tick; a passive replica's election timer never fires (see ``passive``)."""
+        if self.passive:
+            self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
+        super().doTick(timeToWait)
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 -- wraps pysyncobj's (runs inside its tick)
         """Append queued commands if we lead; otherwise fail them -- never forward them.

@@ -84,8 +84,16 @@ class NodeConfig:
     # dial these peers here instead of at their peer address: the fault lab routes each peer link
     # through a proxy it can cut; where a peer *listens* is unchanged
     peer_via: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # a shard whose data outgrows this splits in two (cluster setting: give every node the same)
+    split_bytes: int = 64 << 20
+    # stripes of a hot tail segment (0: the number of nodes, at most 16)
+    tail_stripes: int = 0
+    # appends (keys/s) to one shard above which its tail is striped
+    stripe_writes_per_s: int = 2000
 
     def __post_init__(self) -> None:
+        if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
+            raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes >= 0")
         unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})
         if unknown:
             raise InvalidArgument(f"peer-via names nodes not in the node list: {', '.join(unknown)}")

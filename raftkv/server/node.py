@@ -47,10 +47,15 @@ from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
 from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
 from ..replication.loop import RaftLoop
+from ..replication.split_policy import ShardStats, SplitSettings, WriteTracker, maybe_split, stripe_replicas
+from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
-from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas
-from ..storage.leveldb import ShardStore, StoreView
+from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas, shard_name
+from ..routing.stripes import MAX_STRIPES
+from ..storage.leveldb import StoreView
+from . import maplink
 from .config import NodeConfig, check_data_dir, format_hostport
+from .registry import GroupRegistry
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,9 @@ CURSOR_IDLE_SECONDS = 60.0
 AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
+PUBLISH_INTERVAL = 1.0  # shard leaders check that the map shows their latest split this often
+SPLIT_CHECK_INTERVAL = 1.0  # shard leaders weigh their shards this often
+APPEND_LAG = 2.0  # seconds: a write past the shard's largest key of this long ago is an append
 
 
 _FAIL_TO_ERROR = {
@@ -285,9 +293,18 @@ class Node:
         bind_host = config.bind_host or self.me.peer[0]
         self.loop = RaftLoop(self.me.id, (bind_host, self.me.peer[1]),
                              config.peer_dial_addresses(), config.secret)
-        self.stores: dict[str, ShardStore] = {}
+        self.registry = GroupRegistry(self.me.id, config.data_dir, self.loop, self.options)
+        self.stores = self.registry.stores
+        self.maplink = maplink.MapLink({n.id: format_hostport(n.client) for n in config.nodes
+                                        if n.id in self.meta_nodes}, config.secret)
+        self._followed: ShardMap | None = None  # the map as last fetched, on nodes without a meta replica
+        self.split_settings = SplitSettings(split_bytes=config.split_bytes, tail_stripes=config.tail_stripes,
+                                            tail_stripe_writes_per_s=config.stripe_writes_per_s)
+        self._load: dict[str, _ShardLoad] = {}  # shard -> recent writes seen while leading it
         self._meta_bootstrapping = False
-        self._map_cache: tuple[int, ShardMap] | None = None
+        self._meta_bootstrapped = False
+        self._reconciled_epoch = 0
+        self._map_cache: tuple[tuple[int, int], ShardMap] | None = None
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
         self._cursor_ids = itertools.count(1)
@@ -299,33 +316,25 @@ class Node:
 
     # --- groups -------------------------------------------------------------------------------
 
-    def _open_group(self, group_id: str, replicas: list[str]) -> None:
-        directory = os.path.join(self.config.data_dir, "groups", group_id)
-        store = ShardStore(os.path.join(directory, "store"))
-        self.stores[group_id] = store
-        group = RaftGroup(group_id, self.me.id, list(replicas), store, directory, self.loop.hub, self.options)
-        self.loop.add_group(group)
-
     def open_groups(self) -> None:
-        """Open every replica this node hosts: the meta group (if placed here) and its shards."""
-        if self.me.id in self.meta_nodes:
-            self._open_group(META_GROUP, self.meta_nodes)
-        for shard in self.current_map().shards:
-            if self.me.id in shard.replicas:
-                self._open_group(shard.id, list(shard.replicas))
+        """Open every replica this node hosts (``registry.py``): the meta group if placed here, the
+        replicas on disk, and a new node's initial shards."""
+        self.registry.open_all(self.initial_map, self.meta_nodes)
         self.loop.every_tick(self._bootstrap_meta)
         if self.options.balance_leaders:
             self.loop.every_tick(self._balance_leaders)
 
     def current_map(self) -> ShardMap:
-        """The replicated shard map if the meta group holds one here, else the deterministic initial map."""
+        """The shard map: the meta replica's records if one is here, else the map last fetched from
+        one (``maplink.py``), else the deterministic initial map."""
         store = self.stores.get(META_GROUP)
         if store is None:
-            return self.initial_map
-        version = store.applied_index  # the map can only change when the meta store applies an entry
+            return self._followed or self.initial_map
+        # the map can only change when the meta store applies an entry or installs a snapshot
+        version = (store.generation, store.applied_index)
         if self._map_cache is None or self._map_cache[0] != version:
-            stored = commands.stored_map(store)
-            self._map_cache = (version, ShardMap.from_dict(stored) if stored else self.initial_map)
+            stored = commands.stored_shard_map(store)
+            self._map_cache = (version, stored or self.initial_map)
         return self._map_cache[1]
 
     def _bootstrap_meta(self) -> None:
@@ -333,14 +342,15 @@ class Node:
         meta = self.loop.groups.get(META_GROUP)
         if meta is None or self._meta_bootstrapping or not meta.leader_ready:
             return
-        if commands.stored_map(meta.store) is not None:
+        if self._meta_bootstrapped or commands.stored_shard_map(meta.store) is not None:
+            self._meta_bootstrapped = True
             return
         self._meta_bootstrapping = True
 
         def done(result: Any, err: int) -> None:
             self._meta_bootstrapping = False
 
-        meta.submit(commands.set_map(self.initial_map.to_dict(), 0), done)
+        meta.submit(commands.change_records(records.initial_changes(self.initial_map)), done)
 
     def _balance_leaders(self) -> None:
         """Raft thread, every few seconds: hand one group to a less loaded replica if we lead too many."""
@@ -348,9 +358,14 @@ class Node:
         if now < self._next_balance:
             return
         self._next_balance = now + BALANCE_INTERVAL
-        groups = self.loop.groups
+        groups = dict(self.loop.groups)
+        preferred = {}
+        for gid, g in groups.items():
+            state = commands.shard_state(g.store) if gid != META_GROUP else None
+            if state is not None and state.shard.stripe is not None:
+                preferred[gid] = state.shard.replicas[0]  # stripes' leaders spread over nodes
         choice = pick_transfer(self.me.id, {gid: g.leader_id for gid, g in groups.items()},
-                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()})
+                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()}, preferred)
         if choice is not None:
             gid, target = choice
             log.info("handing leadership of %s to %s (balancing)", gid, target)
@@ -358,9 +373,17 @@ class Node:
 
     def leaders(self) -> dict[str, str | None]:
         """The leader each local group believes in."""
-        return {gid: g.leader_id for gid, g in self.loop.groups.items()}
+        return {gid: g.leader_id for gid, g in dict(self.loop.groups).items()}
 
     # --- request handling ---------------------------------------------------------------------
+
+    def _stale(self, message: str, req: dict[str, Any], cls: type[StaleRoute] = StaleRoute) -> StaleRoute:
+        """A StaleRoute carrying this node's current shards for the request's keys, so the client
+        repairs its cache in one round trip (TiKV's EpochNotMatch carries the regions alike)."""
+        smap = self.current_map()
+        lo, hi = _span(req)
+        shards = [s.to_dict() for s, _, _ in smap.shards_for_range(lo, hi)][:64] if lo < hi else []
+        return cls(message, epoch=smap.epoch, shards=shards)
 
     def _group(self, req: dict[str, Any]) -> RaftGroup:
         sid = req.get("shard")
@@ -368,20 +391,20 @@ class Node:
             raise InvalidArgument("request needs a 'shard' id")
         g = self.loop.groups.get(sid)
         if g is None or sid == META_GROUP:
-            raise ShardNotHere(f"node {self.me.id} hosts no replica of shard {sid!r}", epoch=self.current_map().epoch)
+            raise self._stale(f"node {self.me.id} hosts no replica of shard {sid!r}", req, ShardNotHere)
         return g
 
-    def _shard(self, g: RaftGroup) -> Shard:
-        """The map's entry for the shard ``g`` replicates."""
-        shard = self.current_map().shard_by_id(g.group_id)
-        if shard is None:
-            raise StaleRoute(f"shard {g.group_id} is no longer in the map", epoch=self.current_map().epoch)
-        return shard
+    def _shard(self, g: RaftGroup, req: dict[str, Any]) -> Shard:
+        """The shard ``g`` replicates, as its replica's own durable state says (not the map)."""
+        state = commands.shard_state(g.store)
+        if state is None:  # a replica made empty, still waiting for its first snapshot
+            raise self._stale(f"node {self.me.id}'s replica of {g.group_id} holds no data yet", req, ShardNotHere)
+        return state.shard
 
-    def _require_in(self, shard: Shard, key: int) -> int:
+    def _require_in(self, shard: Shard, key: int, req: dict[str, Any]) -> int:
         """``key`` if ``shard`` owns it; otherwise the client routed with a stale map."""
-        if not shard.start <= key < shard.end:
-            raise StaleRoute(f"key {key} is not in shard {shard.id}", epoch=self.current_map().epoch)
+        if not shard.owns(key):
+            raise self._stale(f"key {key} is not in shard {shard.id}", req)
         return key
 
     def _leader(self, g: RaftGroup) -> None:
@@ -402,7 +425,8 @@ class Node:
         assert mailbox is not None
         return fut, lambda result=None, error=None: mailbox.post(lambda: _resolve(fut, result, error))
 
-    async def _replicate(self, g: RaftGroup, command: bytes, timeout: float) -> Any:
+    async def _replicate(self, g: RaftGroup, command: bytes, timeout: float,
+                         req: dict[str, Any] | None = None) -> Any:
         self._leader(g)
         fut, complete = self._raft_future()
 
@@ -423,6 +447,10 @@ class Node:
         if isinstance(result, dict) and "error" in result:
             if result.get("outcome_unknown"):
                 raise OutcomeUnknown(str(result["error"]))
+            if result.get("stale"):  # routed before a split, committed after it: not applied
+                raise self._stale(str(result["error"]), req or {})
+            if result.get("conflict"):
+                return result  # a map change lost its compare-and-set: the caller decides
             raise InvalidArgument(str(result["error"]))
         return result
 
@@ -449,13 +477,22 @@ class Node:
         await self._reply_room()  # last: the caller reads its result with no await in between
 
     async def op_map(self, req: dict[str, Any]) -> Any:
-        """The shard map, this node's leader hints, and every node's client address."""
-        return {"map": self.current_map().to_dict(), "leaders": self.leaders(), "node": self.me.id,
+        """The shard map, this node's leader hints, and every node's client address.
+
+        With ``if_newer`` (an epoch), ``map`` is None unless this node's map is newer: nodes that
+        follow the map poll that way.
+        """
+        smap = self.current_map()
+        newer = req.get("if_newer")
+        if newer is not None and type(newer) is not int:
+            raise InvalidArgument("if_newer must be an epoch (int)")
+        shown = smap.to_dict() if newer is None or smap.epoch > newer else None
+        return {"map": shown, "leaders": self.leaders(), "node": self.me.id,
                 "nodes": {n.id: format_hostport(n.client) for n in self.config.nodes}}
 
     async def op_get(self, req: dict[str, Any]) -> Any:
         g = self._group(req)
-        key = self._require_in(self._shard(g), check_key(req.get("key")))
+        key = self._require_in(self._shard(g, req), check_key(req.get("key")), req)
         await self._readable(g, req)
         return g.store.get(key)
 
@@ -464,17 +501,18 @@ class Node:
         pairs = req.get("pairs")
         if not isinstance(pairs, list) or not 0 < len(pairs) <= MAX_BATCH_KEYS:
             raise InvalidArgument(f"'pairs' must be a list of 1..{MAX_BATCH_KEYS} [key, value] pairs")
-        shard = self._shard(g)
+        shard = self._shard(g, req)
         clean = []
         for pair in pairs:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise InvalidArgument("each pair must be [key, value]")
-            clean.append((self._require_in(shard, check_key(pair[0])), check_value(pair[1])))
+            clean.append((self._require_in(shard, check_key(pair[0]), req), check_value(pair[1])))
         size = sum(len(v) + 16 for _, v in clean)
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
                                   "limit of one replicated command; send fewer pairs per request")
-        await self._replicate(g, commands.put(clean, self._session(req)), self._timeout(req))
+        self._observe(g, shard, [k for k, _ in clean])
+        await self._replicate(g, commands.put(clean, self._session(req)), self._timeout(req), req)
         return len(clean)
 
     async def op_delete(self, req: dict[str, Any]) -> Any:
@@ -482,18 +520,18 @@ class Node:
         keys = req.get("keys")
         if not isinstance(keys, list) or not 0 < len(keys) <= MAX_BATCH_KEYS:
             raise InvalidArgument(f"'keys' must be a list of 1..{MAX_BATCH_KEYS} keys")
-        shard = self._shard(g)
+        shard = self._shard(g, req)
         for k in keys:
-            self._require_in(shard, check_key(k))
-        return await self._replicate(g, commands.delete(keys, self._session(req)), self._timeout(req))
+            self._require_in(shard, check_key(k), req)
+        return await self._replicate(g, commands.delete(keys, self._session(req)), self._timeout(req), req)
 
     def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
-        shard = self._shard(g)
+        shard = self._shard(g, req)
         start = check_key(req.get("start", shard.start), "start")
         end = req.get("end", end_to_wire(shard.end))
         end = end_from_wire(None if end is None else check_key(end, "end"))
         if start < shard.start or end > shard.end:
-            raise StaleRoute(f"range is not inside shard {g.group_id}", epoch=self.current_map().epoch)
+            raise self._stale(f"range is not inside shard {g.group_id}", req)
         return start, end
 
     @staticmethod
@@ -555,13 +593,25 @@ class Node:
         return {"partials": partials, "resume": page.resume, "cursor": page.cursor}
 
     async def _view(self, g: RaftGroup, req: dict[str, Any]) -> StoreView:
-        """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed."""
+        """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed.
+
+        A new one is checked against the shard's bounds again *after* it is taken: a split applied
+        while the read waited for its ReadIndex round has already moved rows out of the store,
+        and a page of the old range would silently miss them.  (Bounds change before rows move,
+        see ``commands._apply_split``, so a bound that still holds now held for the snapshot.)
+        """
         cursor = req.get("cursor")
         if cursor is not None:
             await self._reply_room()
             return self._take_cursor(cursor, g.group_id)
         await self._readable(g, req)
-        return g.store.open_view()
+        view = g.store.open_view()
+        try:
+            self._bounds(g, req)
+        except BaseException:
+            view.close()
+            raise
+        return view
 
     @contextlib.contextmanager
     def _paging(self, g: RaftGroup, view: StoreView) -> Iterator[_Page]:
@@ -608,17 +658,276 @@ class Node:
         start, end = self._bounds(g, req)
         wire, _ = self._filter(req)  # compiled here only to refuse a bad filter at the door
         command = commands.delete_range(start, end_to_wire(end), wire, session=self._session(req))
-        return await self._replicate(g, command, self._timeout(req))
+        return await self._replicate(g, command, self._timeout(req), req)
+
+    # --- splits and the map ------------------------------------------------------------------
+
+    async def op_split(self, req: dict[str, Any]) -> Any:
+        """Split a shard at ``at`` (default: near its median key); at its leader.
+
+        The split is one command in the shard's own log (``commands.py``); its records then go
+        to the meta group.  Returns the two shards and the map's new epoch.
+        """
+        g = self._group(req)
+        self._leader(g)
+        shard = self._shard(g, req)
+        at = req.get("at")
+        if shard.stripe is not None:
+            raise InvalidArgument(f"shard {shard.id} is a stripe of a striped segment; stripes are not split")
+        if at is None:
+            at = await asyncio.to_thread(g.store.median_key, shard.start, shard.end)
+            if at is None:
+                raise InvalidArgument(f"shard {shard.id} holds fewer than 2 keys: give a split key (AT ...)")
+        at = check_key(at, "at")
+        state = commands.shard_state(g.store)
+        done = next((c for c in state.children if c.start == at), None) if state is not None else None
+        if done is not None and at == shard.end:  # a retry of a split that took effect
+            return {"epoch": await self._publish(g, self._timeout(req)), "shards": [shard.to_dict(), done.to_dict()]}
+        if not shard.start < at < shard.end:
+            raise InvalidArgument(f"split key {at} must lie strictly inside shard {shard.id}: "
+                                  f"{shard.start + 1} .. {shard.end - 1}")
+        return await self._split(g, shard, at, self._timeout(req), "manual", req)
+
+    async def _split(self, g: RaftGroup, shard: Shard, at: int, timeout: float, why: str,
+                     req: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Split ``g``'s shard at ``at`` through its log, then publish the records."""
+        new_id = shard_name(await self.maplink.allocate(timeout))
+        result = await self._replicate(g, commands.split(at, new_id, shard.generation), timeout, req)
+        self._load.pop(g.group_id, None)  # its bounds changed: weigh it afresh
+        epoch = await self._publish(g, timeout)
+        log.info("split %s at %d (%s): %s takes [%d, %d)", shard.id, at, why, new_id, at, shard.end)
+        return {"epoch": epoch, "shards": result["shards"]}
+
+    async def op_stripe(self, req: dict[str, Any]) -> Any:
+        """Stripe a range shard from ``at`` (default: just past its largest key) to ``end`` (default:
+        its end) over ``stripes`` new groups (default: one per node, at most 16); at its leader."""
+        g = self._group(req)
+        self._leader(g)
+        shard = self._shard(g, req)
+        at, end, k = req.get("at"), req.get("end"), req.get("stripes")
+        if at is None:
+            span = g.store.key_span(shard.start, shard.end)
+            at = shard.start + 1 if span is None else span[1] + 1
+        at = check_key(at, "at")
+        end = shard.end if end is None else check_key(end, "end")
+        if k is None:
+            k = self.split_settings.tail_stripes or len(self.config.nodes)
+        if type(k) is not int or not 2 <= k <= MAX_STRIPES:
+            raise InvalidArgument(f"stripes must be 2..{MAX_STRIPES}")
+        if not shard.start < at < end <= shard.end:
+            raise InvalidArgument(f"a striped segment [{at}, {end}) must lie inside shard {shard.id} "
+                                  f"[{shard.start}, {shard.end}) and leave it keys below")
+        return await self._stripe(g, shard, at, end, min(k, MAX_STRIPES), self._timeout(req), "manual", req)
+
+    async def _stripe(self, g: RaftGroup, shard: Shard, at: int, end: int, k: int, timeout: float, why: str,
+                      req: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Stripe ``[at, end)`` of ``g``'s shard over ``k`` new groups, leaders on different nodes."""
+        nodes = sorted(n.id for n in self.config.nodes)
+        first = await self.maplink.allocate(timeout, k + 1)
+        # rotate which node leads stripe 0, so successive segments do not all start on one node
+        nodes = nodes[first % len(nodes):] + nodes[:first % len(nodes)]
+        stripes = [Shard(shard_name(first + i), at, end,
+                         stripe_replicas(i, k, nodes, self.config.replication), stripe=(i, k), born_empty=True)
+                   for i in range(k)]
+        tail = None if end == shard.end else Shard(shard_name(first + k), end, shard.end, shard.replicas,
+                                                   born_empty=True)
+        result = await self._replicate(g, commands.stripe(at, end, stripes, tail, shard.generation), timeout, req)
+        self._load.pop(g.group_id, None)
+        epoch = await self._publish(g, timeout)
+        log.info("striped %s [%d, %d) over %d groups (%s)%s", shard.id, at, end, k, why,
+                 f"; {tail.id} takes [{end}, {shard.end})" if tail else "")
+        return {"epoch": epoch, "shards": result["shards"]}
+
+    def _observe(self, g: RaftGroup, shard: Shard, keys: list[int]) -> None:
+        """Count a write the leader accepted, for the split policy."""
+        load = self._load.get(g.group_id)
+        if load is None:
+            span = g.store.key_span(shard.start, shard.end)
+            load = self._load[g.group_id] = _ShardLoad(None if span is None else span[1])
+        now = time.monotonic()
+        load.tracker.observe(keys, now, load.tail_mark(now))
+        top = max(keys)
+        if load.largest is None or top > load.largest:
+            load.largest = top
+        load.mark(now)
+
+    async def _plan_segment(self, g: RaftGroup, shard: Shard, load: _ShardLoad,
+                            rate: float) -> tuple[int, int, int] | None:
+        """Where a hot tail's striped segment goes: ``(at, end, stripes)``, or None.
+
+        It starts half a second of appends past the largest key, so the writes in flight still
+        land below it (a segment must start empty), and spans the key space the appends should
+        cover while its stripes fill to about ``split_bytes`` each; the range after it stays
+        one shard, striped in turn when its appends grow hot.
+        """
+        k = min(self.split_settings.tail_stripes or len(self.config.nodes), MAX_STRIPES)
+        key_rate = load.key_rate()
+        if k < 2 or load.largest is None or key_rate <= 0:
+            return None
+        size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
+        row_bytes = size / keys if keys else 100.0
+        lifetime = k * self.split_settings.split_bytes / max(rate * row_bytes, 1.0)
+        at = load.largest + 1 + math.ceil(key_rate * 0.5)
+        end = min(shard.end, at + max(math.ceil(key_rate * lifetime), k))
+        if not shard.start < at < end:
+            return None
+        return at, end, k
+
+    async def _split_when_due(self) -> None:
+        """Shard leaders: split a shard that outgrew ``split_bytes`` (``split_policy.maybe_split``).
+
+        Only shards written to lately are weighed: the left side of a tail split keeps all the
+        data and takes no more writes, and copying half of it away would gain nothing.
+        """
+        while True:
+            await asyncio.sleep(SPLIT_CHECK_INTERVAL)
+            for g in list(self.loop.groups.values()):
+                try:
+                    await self._maybe_split(g)
+                except Exception as exc:
+                    self._complaints.log(f"split {g.group_id}", logging.WARNING,
+                                         "shard %s: automatic split failed: %s", g.group_id, exc)
+
+    async def _maybe_split(self, g: RaftGroup) -> None:
+        load = self._load.get(g.group_id)
+        state = commands.shard_state(g.store)
+        if load is None or state is None or not g.is_leader or state.shard.stripe is not None:
+            return
+        now = time.monotonic()
+        rate = load.tracker.writes_per_s(now)
+        settings = self.split_settings
+        if rate == 0:
+            return
+        if rate <= settings.tail_stripe_writes_per_s and \
+                g.store.approximate_size() + g.store.unflushed_bytes <= settings.split_bytes:
+            return
+        shard = state.shard
+        appends = load.tracker.append_fraction(now)
+        if rate > settings.tail_stripe_writes_per_s and appends >= settings.tail_append_fraction:
+            plan = await self._plan_segment(g, shard, load, rate)
+            if plan is not None:
+                at, end, k = plan
+                await self._stripe(g, shard, at, end, k, MAX_OP_TIMEOUT, f"hot tail, {rate:.0f} keys/s")
+                return
+        size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
+        span = g.store.key_span(shard.start, shard.end)
+        median = None
+        if appends < settings.tail_append_fraction:
+            median = await asyncio.to_thread(g.store.median_key, shard.start, shard.end)
+        stats = ShardStats(shard.id, shard.start, shard.end, size, keys, span and span[1], span and span[0],
+                           rate, appends, median)
+        decision = maybe_split(stats, settings)
+        if decision is not None:
+            await self._split(g, shard, decision.at, MAX_OP_TIMEOUT, decision.reason)
+
+    async def _publish(self, g: RaftGroup, timeout: float = 5.0) -> int:
+        """Bring the map up to date with ``g``'s own state (its splits); the map's epoch after.
+
+        A compare-and-set that loses against a map we had not seen yet is retried with a fresh one.
+        """
+        for _ in range(3):
+            state = commands.shard_state(g.store)
+            smap = self.current_map()
+            changes = records.catch_up(smap, state.shard, state.children) if state is not None else None
+            if changes is None:
+                return smap.epoch
+            reply = await self.maplink.publish(changes, timeout)
+            if not reply.get("conflict"):
+                self._learn_epoch(int(reply["epoch"]))
+                return int(reply["epoch"])
+            await self._follow_once()
+        raise errors.Unavailable(f"shard {g.group_id}: the map kept changing under the split's records")
+
+    async def op_map_change(self, req: dict[str, Any]) -> Any:
+        """Meta leader: change shard records by compare-and-set (sent by shard leaders, maplink.py)."""
+        try:
+            changes = records.check_changes(req.get("changes"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"malformed map change: {exc}") from None
+        if not maplink.proof_ok(self.config.secret, changes, req.get("proof")):
+            raise InvalidArgument("map change refused: it does not carry the cluster secret's proof")
+        meta = self._meta_group()
+        return await self._replicate(meta, commands.change_records(changes), self._timeout(req))
+
+    async def op_map_alloc(self, req: dict[str, Any]) -> Any:
+        """Meta leader: ``count`` (default 1) new shard numbers; the first is returned."""
+        count = req.get("count", 1)
+        if type(count) is not int or not 0 < count <= 64:
+            raise InvalidArgument("count must be 1..64")
+        return await self._replicate(self._meta_group(), commands.allocate_ids(count), self._timeout(req))
+
+    def _meta_group(self) -> RaftGroup:
+        meta = self.loop.groups.get(META_GROUP)
+        if meta is None:
+            raise NotLeader(f"node {self.me.id} hosts no meta replica", leader=None)
+        return meta
+
+    def _learn_epoch(self, epoch: int) -> None:
+        """A map change we made succeeded: fetch it now rather than at the next poll."""
+        if self.stores.get(META_GROUP) is None and self.current_map().epoch < epoch:
+            asyncio.get_running_loop().create_task(self._follow_once())
+
+    async def _follow_once(self) -> None:
+        """Fetch the map from a meta replica if it is newer than ours (nodes without one)."""
+        if self.stores.get(META_GROUP) is not None:
+            return
+        fresh = await self.maplink.fetch(self.current_map().epoch)
+        if fresh is not None:
+            smap = ShardMap.from_dict(fresh)
+            if smap.epoch > self.current_map().epoch:
+                self._followed = smap
+
+    async def _follow_map(self) -> None:
+        """Nodes without a meta replica: see every map change within a second.  Every node: start
+        the replicas placed here of shards made empty (stripes) that it does not run yet."""
+        while True:
+            await asyncio.sleep(maplink.FOLLOW_INTERVAL)
+            try:
+                await self._follow_once()
+                smap = self.current_map()
+                if smap.epoch != self._reconciled_epoch:
+                    self._reconciled_epoch = smap.epoch
+                    self.loop.call_soon(lambda m=smap: self.registry.reconcile(m))
+            except Exception:  # never let the follower die: the next poll may work
+                self._complaints.log("follow", logging.WARNING, "could not fetch the shard map", exc_info=True)
+
+    async def _publish_splits(self) -> None:
+        """Shard leaders: publish a split whose records never reached the map (a crash between the
+        split and its publication, or a meta leader away at the time)."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            for g in list(self.loop.groups.values()):
+                if g.group_id == META_GROUP or not g.is_leader:
+                    continue
+                state = commands.shard_state(g.store)
+                if state is None or records.catch_up(self.current_map(), state.shard, state.children) is None:
+                    continue
+                try:
+                    await self._publish(g)
+                except Exception as exc:
+                    self._complaints.log(f"publish {g.group_id}", logging.WARNING,
+                                         "shard %s: map records not published yet: %s", g.group_id, exc)
 
     async def op_status(self, req: dict[str, Any]) -> Any:
         """This node's view of its groups."""
         groups = []
         names = {0: "follower", 1: "candidate", 2: "leader"}
-        for gid, g in sorted(self.loop.groups.items()):
-            groups.append({"id": gid, "state": names.get(g._SyncObj__raftState, "?"), "leader": g.leader_id,
-                           "term": g.term, "commit": g.raftCommitIndex, "applied": g.store.applied_index,
-                           "log_entries": len(g.journal), "log_bytes": g.journal.size_bytes,
-                           "snapshots_installed": g.serializer.installs})
+        for gid, g in sorted(dict(self.loop.groups).items()):
+            entry = {"id": gid, "state": names.get(g._SyncObj__raftState, "?"), "leader": g.leader_id,
+                     "term": g.term, "commit": g.raftCommitIndex, "applied": g.store.applied_index,
+                     "log_entries": len(g.journal), "log_bytes": g.journal.size_bytes,
+                     "snapshots_installed": g.serializer.installs}
+            state = commands.shard_state(g.store) if gid != META_GROUP else None
+            if state is not None:
+                shard = state.shard
+                size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
+                load = self._load.get(gid)
+                entry.update({"generation": shard.generation, "start": shard.start, "end": end_to_wire(shard.end),
+                              "stripe": None if shard.stripe is None else list(shard.stripe),
+                              "bytes": size, "keys": keys,
+                              # writes this node accepted as the leader, over the last 10 s
+                              "writes_per_s": round(load.tracker.writes_per_s(time.monotonic()), 1) if load else 0.0})
+            groups.append(entry)
         return {"node": self.me.id, "pid": os.getpid(), "uptime": time.time() - self.started,
                 "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
                 "peers_up": self.loop.hub.up_peers()}
@@ -632,7 +941,8 @@ class Node:
 
     OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
                            "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range",
-                           "status": "op_status", "compact": "op_compact"}
+                           "status": "op_status", "compact": "op_compact", "split": "op_split",
+                           "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe"}
 
     # --- connections --------------------------------------------------------------------------
 
@@ -846,6 +1156,8 @@ class Node:
         server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
                                             limit=READ_CHUNK, backlog=256)
         expiry = asyncio.create_task(self._expire_cursors())
+        background = [asyncio.create_task(self._follow_map()), asyncio.create_task(self._publish_splits()),
+                      asyncio.create_task(self._split_when_due())]
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, stop.set)
@@ -857,10 +1169,68 @@ class Node:
             await stop.wait()
         finally:
             expiry.cancel()
+            for task in background:
+                task.cancel()
+            self.maplink.close()
             server.close()
             self.loop.stop()
-            for store in self.stores.values():
-                store.close()
+            self.registry.close()
+
+
+class _ShardLoad:
+    """A leader's recent writes to one shard, and the largest key it knows the shard holds."""
+
+    def __init__(self, largest: int | None) -> None:
+        self.tracker = WriteTracker()
+        self.largest = largest
+        self._marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)  # (t, largest), 1/s
+
+    def mark(self, now: float) -> None:
+        """Remember the largest key once a second, to tell how fast appends move through the key space."""
+        if self.largest is not None and (not self._marks or now - self._marks[-1][0] >= 1.0):
+            self._marks.append((now, self.largest))
+
+    def tail_mark(self, now: float) -> int | None:
+        """The largest key of about ``APPEND_LAG`` seconds ago: a key above it counts as an append.
+
+        Many writers of "now" timestamps interleave, so a fresh key is often a little below the
+        largest one written; what tells a hot tail from uniform writes is that the new keys
+        all lie past where the shard ended a moment ago.
+        """
+        mark = None
+        for t, largest in self._marks:
+            if now - t < APPEND_LAG and mark is not None:
+                break
+            mark = largest
+        return mark if mark is not None else self.largest
+
+    def key_rate(self) -> float:
+        """Key space the largest key advanced per second, over the last ~10 s (0 if unknown)."""
+        if len(self._marks) < 2:
+            return 0.0
+        (t0, k0), (t1, k1) = self._marks[0], self._marks[-1]
+        return max(0.0, (k1 - k0) / (t1 - t0)) if t1 > t0 else 0.0
+
+
+def _span(req: dict[str, Any]) -> tuple[int, int]:
+    """The half-open key range a request is about (empty if it names none), for StaleRoute."""
+    def key(v: Any) -> int | None:
+        return v if type(v) is int and 0 <= v < 2**64 else None
+
+    if (k := key(req.get("key"))) is not None:
+        return k, k + 1
+    for field_name in ("pairs", "keys"):
+        items = req.get(field_name)
+        if isinstance(items, list) and items:
+            found = [key(p[0] if isinstance(p, list) and p else p) for p in items[:MAX_BATCH_KEYS]]
+            found = [k for k in found if k is not None]
+            if found:
+                return min(found), max(found) + 1
+    start = key(req.get("start"))
+    if start is not None:
+        end = req.get("end")
+        return start, 2**64 if end is None else (key(end) or start)
+    return 0, 0
 
 
 def run_node(config: NodeConfig) -> None:
@@ -868,6 +1238,7 @@ def run_node(config: NodeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # a crash in C code (LevelDB, msgpack) or a fatal signal still leaves every thread's stack in the log
     faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # on demand: every thread's stack, to the log
     # Two busy threads share the GIL; the default 5 ms switch interval would add up to 5 ms
     # to every Raft round trip while the client thread serialises a page.
     sys.setswitchinterval(0.0005)

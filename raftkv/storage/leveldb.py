@@ -122,6 +122,8 @@ class ShardStore:
         self._lock = threading.RLock()  # guards self._db against a snapshot swap
         self._views: set[StoreView] = set()
         self._applied = self._load_applied()
+        self.unflushed_bytes = 0  # written since open: may still be in the memtable (see estimate())
+        self._last_on_disk = 0
         self._drop_stale_generations()
 
     # --- layout -------------------------------------------------------------------------------
@@ -186,20 +188,34 @@ class ShardStore:
     # --- writes (Raft thread only) ----------------------------------------------------------
 
     def apply(self, index: int, puts: list[tuple[int, bytes]] = (), deletes: list[int] = (),
-              system: dict[bytes, bytes | None] | None = None) -> bool:
+              system: dict[bytes, bytes | None] | None = None, delete_span: tuple[int, int] | None = None,
+              sync: bool = False) -> bool:
         """Apply one Raft entry's effect atomically with its index; False if already applied.
 
         ``system`` sets (bytes) or deletes (None) system entries in the same batch, e.g. the
         client-session records that make the entry's effect happen at most once.
+        ``delete_span`` ``(start, end)`` deletes every key of that half-open range in the same
+        batch (a split hands them to the new shard).  ``sync`` makes this write, and every one
+        before it, durable before returning.
         """
         if index <= self._applied:
             return False
         with self._lock:
-            with self._db.write_batch() as wb:
+            with self._db.write_batch(sync=sync) as wb:
                 for key, value in puts:
+                    self.unflushed_bytes += len(value) + 9
                     wb.put(_dkey(key), value)
                 for key in deletes:
                     wb.delete(_dkey(key))
+                if delete_span is not None:
+                    self.unflushed_bytes = 0  # an under-estimate is harmless; counting twice splits again
+                    it = self._db.iterator(start=_bound(delete_span[0]), stop=_bound(delete_span[1]),
+                                           include_value=False)
+                    try:
+                        for raw in it:
+                            wb.delete(raw)
+                    finally:
+                        it.close()
                 for name, raw in (system or {}).items():
                     if raw is None:
                         wb.delete(SYSTEM + name)
@@ -208,6 +224,12 @@ class ShardStore:
                 wb.put(_APPLIED, _KEY.pack(index))
         self._applied = index
         return True
+
+    def put_system(self, name: bytes, value: bytes) -> None:
+        """Set a system entry outside any Raft entry: only for values every replica derives alike
+        (a shard's initial bounds, from the deterministic initial map)."""
+        with self._lock:
+            self._db.put(SYSTEM + name, value)
 
     def get_system(self, name: bytes) -> bytes | None:
         """A system entry (e.g. the meta group's shard map)."""
@@ -306,6 +328,91 @@ class ShardStore:
             self._applied = index
             old.close()
         self._drop_stale_generations()
+
+    def raw_items(self, data: tuple[int, int], system_prefixes: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+        """Raw pairs, from one consistent view, of the data keys in half-open ``data`` and of the
+        system entries under ``system_prefixes``: what a split hands to the new shard (fed to
+        :meth:`install` of its store)."""
+        with self._lock:
+            snap = self._db.snapshot()
+        try:
+            for lo, hi in [(_bound(data[0]), _bound(data[1])),
+                           *((SYSTEM + p, SYSTEM + p + b"\xff" * 64) for p in system_prefixes)]:
+                it = snap.iterator(start=lo, stop=hi)
+                try:
+                    yield from it
+                finally:
+                    it.close()
+        finally:
+            snap.close()
+
+    def key_span(self, start: int, end: int) -> tuple[int, int] | None:
+        """The smallest and the largest key in ``[start, end)``, or None if it holds none."""
+        with self._lock:
+            first = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False)
+            last = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False, reverse=True)
+            try:
+                lo, hi = next(first, None), next(last, None)
+            finally:
+                first.close()
+                last.close()
+        if lo is None or hi is None:
+            return None
+        return _KEY.unpack(lo[1:])[0], _KEY.unpack(hi[1:])[0]
+
+    def estimate(self, start: int, end: int, sample: int = 10_000) -> tuple[int, int]:
+        """Approximate ``(bytes, keys)`` of the rows in ``[start, end)``, cheaply.
+
+        Exact when the range holds at most ``sample`` rows.  Otherwise bytes are LevelDB's
+        on-disk estimate plus what was written since this store opened and may still sit in
+        the memtable (which LevelDB does not count), and keys are bytes over the mean row
+        size of the first ``sample`` rows.
+        """
+        size = count = 0
+        with self._lock:
+            it = self._db.iterator(start=_bound(start), stop=_bound(end))
+            try:
+                for k, v in it:
+                    size += len(k) + len(v)
+                    count += 1
+                    if count > sample:
+                        break
+                else:
+                    return size, count
+            finally:
+                it.close()
+            on_disk = self._db.approximate_size(_bound(start), _bound(end))
+            if on_disk != self._last_on_disk:  # LevelDB flushed (or compacted): start counting afresh
+                self._last_on_disk, self.unflushed_bytes = on_disk, 0
+        total = max(on_disk + self.unflushed_bytes, size)
+        return total, max(count, total * count // max(size, 1))
+
+    def median_key(self, start: int, end: int, exact_up_to: int = 200_000) -> int | None:
+        """A key near the middle of ``[start, end)`` by bytes (None if it holds under 2 keys).
+
+        Counts keys exactly while the range is small; beyond ``exact_up_to`` keys, bisects the
+        key space on LevelDB's size estimates (about 64 cheap calls).
+        """
+        span = self.key_span(start, end)
+        if span is None or span[0] == span[1]:
+            return None
+        with self._lock:
+            it = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False)
+            try:
+                keys = [k for k, _ in zip(it, range(exact_up_to + 1), strict=False)]
+            finally:
+                it.close()
+            if len(keys) <= exact_up_to:
+                return _KEY.unpack(keys[len(keys) // 2][1:])[0]
+            lo, hi = span
+            whole = self._db.approximate_size(_bound(lo), _bound(hi + 1))
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._db.approximate_size(_bound(span[0]), _bound(mid)) * 2 < whole:
+                    lo = mid
+                else:
+                    hi = mid
+        return hi if span[0] < hi <= span[1] else None
 
     def approximate_size(self) -> int:
         """LevelDB's on-disk size estimate of the user data (0 for data still in the memtable)."""

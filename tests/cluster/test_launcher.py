@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
+from raftkv import Client
 from raftkv.cluster import launcher
 from raftkv.errors import InvalidArgument, Unavailable
 
@@ -37,9 +38,15 @@ def is_running(pid: int) -> bool:
         return False
 
 
+SHARD_FIELDS = {"id", "start", "end", "replicas", "leader", "generation", "stripe", "bytes", "keys", "writes_per_s"}
+
+
 def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int = 8) -> None:
-    """Exactly the documented shape, with a gap-free shard list covering the key space."""
-    assert set(st) == {"nodes", "shards"}
+    """Exactly the documented shape, with shards covering the key space in contiguous segments.
+
+    A segment is one range shard or the K stripes ``[i, K]`` of one range, which share its bounds.
+    """
+    assert set(st) == {"nodes", "shards", "epoch"}
     assert [n["id"] for n in st["nodes"]] == node_ids
     for n in st["nodes"]:
         assert set(n) == {"id", "address", "pid", "up"}
@@ -48,16 +55,31 @@ def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int
         assert n["pid"] is None or isinstance(n["pid"], int)
         assert isinstance(n["up"], bool)
     assert len(st["shards"]) == shard_count
-    expected_start = 0
-    for s in st["shards"]:
-        assert set(s) == {"id", "start", "end", "replicas", "leader"}
-        assert type(s["start"]) is int and type(s["end"]) is int
-        assert s["start"] == expected_start < s["end"]
-        expected_start = s["end"]
+    assert (st["epoch"] is None) == (shard_count == 0)
+    assert st["epoch"] is None or (type(st["epoch"]) is int and st["epoch"] >= 1)
+    expected_start, i = 0, 0
+    shards = st["shards"]
+    while i < len(shards):
+        first = shards[i]
+        count = 1 if first["stripe"] is None else first["stripe"][1]
+        segment = shards[i:i + count]
+        assert [s["stripe"] for s in segment] == ([None] if count == 1 else [[k, count] for k in range(count)])
+        assert all((s["start"], s["end"]) == (first["start"], first["end"]) for s in segment)
+        assert type(first["start"]) is int and type(first["end"]) is int
+        assert first["start"] == expected_start < first["end"]
+        expected_start = first["end"]
+        i += count
+    for s in shards:
+        assert set(s) == SHARD_FIELDS
         assert len(s["replicas"]) == len(set(s["replicas"])) == 3
         assert set(s["replicas"]) <= set(node_ids)
         assert s["leader"] is None or s["leader"] in s["replicas"]
-    assert expected_start == KEY_SPACE_END
+        assert type(s["generation"]) is int and s["generation"] >= 1
+        # load figures: None from nodes that do not report them (yet)
+        assert s["bytes"] is None or (type(s["bytes"]) is int and s["bytes"] >= 0)
+        assert s["keys"] is None or (type(s["keys"]) is int and s["keys"] >= 0)
+        assert s["writes_per_s"] is None or (type(s["writes_per_s"]) is float and s["writes_per_s"] >= 0)
+    assert expected_start == (KEY_SPACE_END if shards else 0)
 
 
 def all_led_by(st: dict[str, Any], allowed: set[str]) -> bool:
@@ -77,6 +99,10 @@ def test_status_reports_every_node_up_and_every_shard_led(shared_cluster: launch
         proc = psutil.Process(n["pid"])
         assert "raftkv" in " ".join(proc.cmdline()) and n["id"] in proc.cmdline()
     assert json.loads(json.dumps(st)) == st  # 2**64 survives JSON as an int
+    # a fresh cluster: nothing split, no stripes; the epoch is the map's
+    assert [(s["generation"], s["stripe"]) for s in st["shards"]] == [(1, None)] * 8
+    with Client(shared_cluster.seeds) as db:
+        assert st["epoch"] == db.shard_map().epoch
     assert launcher.status(shared_cluster.data_dir, include_meta=True)["meta"]["leader"] in {"n1", "n2", "n3"}
 
 
@@ -164,6 +190,7 @@ def test_kill_restart_stop_and_restart(cluster_dir: Path) -> None:
     assert not any((cluster_dir / n / "pid").exists() for n in ("n1", "n2", "n3"))
     st = launcher.status(cluster_dir)
     assert [(n["up"], n["pid"]) for n in st["nodes"]] == [(False, None)] * 3 and st["shards"] == []
+    assert st["epoch"] is None  # no node answers: no map, no epoch
     assert launcher.stop(cluster_dir) == {"n1": "not running", "n2": "not running", "n3": "not running"}
 
     # same directory: same ports, same data, every node a new process

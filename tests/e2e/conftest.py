@@ -17,10 +17,12 @@ from ..helpers import signal_ours, wait_until
 class RunningCluster:
     """Handle on a launcher-managed cluster, with the fault helpers the tests need."""
 
-    def __init__(self, root: str, raft: dict[str, Any] | None = None, shards: int = 8) -> None:
+    def __init__(self, root: str, raft: dict[str, Any] | None = None, shards: int = 8, nodes: int = 3,
+                 settings: dict[str, int] | None = None) -> None:
         self.root = root
         try:
-            self.info = launcher.start(root, nodes=3, shards=shards, raft=raft or {}, wait=60)
+            self.info = launcher.start(root, nodes=nodes, shards=shards, raft=raft or {}, wait=60,
+                                       settings=settings)
         except BaseException:
             signal_ours(None, root)  # a start that failed half way: its nodes are ours all the same
             raise
@@ -57,7 +59,7 @@ class RunningCluster:
         launcher.start_node(self.root, node_id, wait=60)
 
     def restart_all(self) -> None:
-        self.info = launcher.start(self.root, wait=60)
+        self.info = launcher.start(self.root, nodes=None, shards=None, replication=None, wait=60)
 
     def close(self) -> None:
         try:

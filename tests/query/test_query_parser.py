@@ -26,6 +26,7 @@ from raftkv.query.ast import (
     Select,
     SelectItem,
     Show,
+    Split,
     Star,
 )
 
@@ -107,6 +108,55 @@ def test_explain_and_show():
     assert parse("explain delete from kv where key < 3") == Explain(Delete(Compare("<", KEY, Literal(3))))
     assert [parse(f"SHOW {w}") for w in ("SHARDS", "nodes", "Status")] == [
         Show("shards"), Show("nodes"), Show("status")]
+
+
+def test_split_shard():
+    assert parse("SPLIT SHARD s0003") == Split("s0003")
+    assert parse("split shard s0003 at 42;") == Split("s0003", Literal(42))
+    assert parse("SPLIT SHARD 's0003' AT 0x2a") == Split("s0003", Literal(42))
+    assert parse("SPLIT SHARD s0001 AT TIMESTAMP '2026-11-21' + INTERVAL '1 hour'") == Split(
+        "s0001", Arith("+", Literal(1_795_219_200_000_000_000), Literal(3_600_000_000_000)))
+    assert parse("SPLIT SHARD s0001 AT now() - 5") == Split("s0001", Arith("-", Call("now", ()), Literal(5)))
+    assert parse("SPLIT SHARD s1 AT -(1)") == Split("s1", Neg(Literal(1)))  # parses; the planner refuses it
+    assert parse("SPLIT SHARD s1 AT 1.5").at == Literal(1.5)  # ditto: a key must be whole
+    assert parse_script("SPLIT SHARD s1; SPLIT SHARD s2 AT 7") == [Split("s1"), Split("s2", Literal(7))]
+    assert parse("SPLIT SHARD s0003 AT 42").pos == (1, 1)
+    assert parse("\n  SPLIT SHARD s0003 AT 42").at.pos == (2, 24)
+
+
+@pytest.mark.parametrize(("text", "message", "column"), [
+    ("SPLIT", "unexpected end of input; expected SHARD", 6),
+    ("SPLIT s0003", "unexpected name 's0003'; expected SHARD", 7),
+    ("SPLIT SHARDS s0003", "unexpected SHARDS; expected SHARD", 7),
+    ("SPLIT SHARD", "unexpected end of input; expected one of: a name, a string", 12),
+    ("SPLIT SHARD 3", "unexpected number 3; expected one of: a name, a string", 13),
+    ("SPLIT SHARD s0003 AT", "unexpected end of input; expected an expression", 21),
+    ("SPLIT SHARD s0003 42", "unexpected number 42", 19),
+    ("SPLIT SHARD s0003 AT 1 2", "unexpected number 2", 24),
+    ("SPLIT SHARD s0003 AT key > 5", "unexpected comparison operator >", 26),
+    ("SPLIT SHARD s0003 AT 'abc'", "the split key must be a constant number such as 42, 0x2a or "
+                                   "TIMESTAMP '2026-11-21', not 'abc'", 22),
+    ("SPLIT SHARD s0003 AT key", "the split key must be a constant number", 22),
+    ("SPLIT SHARD s0003 AT TRUE", "not TRUE", 22),
+    ("SPLIT SHARD s0003 AT x'00'", "not x'00'", 22),
+    ("SPLIT SHARD s0003 AT length(value)", "not length(value)", 22),
+    ("SPLIT SHARD s0003 AT 1 + value->'a'", "not 1 + value->'a'", 22),
+    ("SPLIT SHARD s0003 AT 0xzz", "bad hex literal 0xzz", 22),
+    ("SPLIT SHARD s0003 AT TIMESTAMP '2026-02-30'", "bad timestamp '2026-02-30'", 32),
+    ("SPLIT SHARD ''", "a shard id cannot be empty", 13),
+    ("SPLIT SHARD s0003 AT", "expected an expression", 21),
+])
+def test_split_errors_show_where(text, message, column):
+    msg = error(text)
+    first, source, caret = msg.splitlines()
+    assert first.startswith(f"line 1, column {column}: ") and message in first, msg
+    assert source == f"  {text}"
+    assert caret == " " * (column + 1) + "^"
+
+
+def test_split_words_are_reserved():
+    assert "unexpected AT" in error("SELECT key AS at FROM kv")
+    assert "unexpected SHARD" in error("SELECT count(*) AS shard FROM kv")
 
 
 def test_script():
@@ -234,7 +284,7 @@ def test_caret_follows_tabs():
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("", "unexpected end of input; expected one of: DELETE, EXPLAIN, GET, INSERT, PUT, SELECT, SHOW"),
+    ("", "unexpected end of input; expected one of: DELETE, EXPLAIN, GET, INSERT, PUT, SELECT, SHOW, SPLIT"),
     ("SELEC * FROM kv", "unexpected name 'SELEC'"),
     ("SELECT * FROM", "unexpected end of input; expected a name"),
     ("SELECT FROM kv", "unexpected FROM; expected one of: an expression, '*'"),

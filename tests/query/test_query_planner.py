@@ -19,6 +19,7 @@ from raftkv.query import (
 )
 from raftkv.query.ast import Column, InList, JsonField, Literal, Not, Select, SelectItem, Star
 from raftkv.query.keyset import FULL
+from raftkv.query.planner import SplitPlan
 from raftkv.routing.shardmap import initial_map
 
 pytestmark = pytest.mark.timeout(60)
@@ -367,6 +368,32 @@ def test_show_and_explain_plans():
     assert plan(parse("SHOW NODES"), MAP) == ShowPlan("nodes")
     p = plan(parse("EXPLAIN SELECT * FROM kv WHERE key = 1"), MAP, now_ns=NOW)
     assert isinstance(p, ExplainPlan) and p.plan == select("key = 1")
+
+
+def test_split_plan():
+    assert plan(parse("SPLIT SHARD s0003"), MAP) == SplitPlan("s0003", None)
+    assert plan(parse("SPLIT SHARD s0003 AT 0x10"), MAP) == SplitPlan("s0003", 16)
+    assert plan(parse(f"SPLIT SHARD s0007 AT {MAX_KEY}"), MAP) == SplitPlan("s0007", MAX_KEY)
+    assert plan(parse("SPLIT SHARD s0001 AT 2e3"), MAP) == SplitPlan("s0001", 2000)  # a whole float is fine
+    # now() is read once per statement, as for every other constant
+    assert plan(parse("SPLIT SHARD s0006 AT now() - INTERVAL '1 minute'"), MAP, now_ns=NOW) == SplitPlan(
+        "s0006", NOW - MIN)
+    assert plan(parse("SPLIT SHARD s0006 AT TIMESTAMP '2026-11-21T10:00:00Z'"), MAP) == SplitPlan("s0006", NOW)
+    # the planner does not judge the shard or the key against its (possibly old) map: the cluster does
+    assert plan(parse("SPLIT SHARD s0099 AT 5"), MAP) == SplitPlan("s0099", 5)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("SPLIT SHARD s0003 AT 0 - 1", "line 1, column 22: the split key -1 is outside [0, 2**64-1]"),
+    ("SPLIT SHARD s0003 AT 18446744073709551616", "outside [0, 2**64-1]"),
+    ("SPLIT SHARD s0003 AT 1.5", "the split key must be a whole number, got 1.5"),
+    ("SPLIT SHARD s0003 AT 1 / 0", "division by zero"),
+    ("SPLIT SHARD s0003 AT 1e300", "outside [0, 2**64-1]"),
+])
+def test_bad_split_keys(text, fragment):
+    with pytest.raises(QueryError) as e:
+        plan(parse(text), MAP, now_ns=NOW)
+    assert fragment in e.value.message
 
 
 def test_explain_select():

@@ -63,6 +63,7 @@ def test_help_and_quit() -> None:
     shell, _ = make_shell()
     outcome, out, _ = run(shell, "\\?")
     assert outcome is Outcome.OK and "\\consistency" in out and "\\timing" in out
+    assert "SPLIT SHARD s0003 [AT key]" in out and "SHOW SHARDS" in out
     assert run(shell, "\\help")[1] == out
     assert run(shell, "\\q")[0] is Outcome.QUIT
 

@@ -24,7 +24,7 @@ def completions(text: str, cursor: int | None = None) -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize(("before", "expected"), [
-    ("", ["SELECT", "INSERT INTO", "PUT", "GET", "DELETE FROM", "EXPLAIN", "SHOW"]),
+    ("", ["SELECT", "INSERT INTO", "PUT", "GET", "DELETE FROM", "EXPLAIN", "SHOW", "SPLIT SHARD"]),
     ("SHOW ", ["SHARDS", "NODES", "STATUS"]),
     ("EXPLAIN ", ["SELECT", "DELETE FROM"]),
     ("SELECT * ", ["AS", "FROM"]),
@@ -42,6 +42,15 @@ def completions(text: str, cursor: int | None = None) -> list[tuple[str, int]]:
     ("SELECT * FROM kv WHERE key NOT ", ["BETWEEN", "IN", "LIKE"]),
     ("SELECT * FROM kv WHERE key > TIMESTAMP ", []),
     ("SELECT * FROM kv LIMIT ", []),
+    ("SPLIT ", ["SHARD"]),
+    ("SPLIT SHARD ", []),  # a shard id comes next: the person types it
+    ("SPLIT SHARD s0003 ", ["AT"]),
+    ("SPLIT SHARD 's0003' ", ["AT"]),
+    ("SPLIT SHARD s0003 AT ", ["now", "TIMESTAMP", "INTERVAL"]),
+    ("SPLIT SHARD s0003 AT TIMESTAMP ", []),
+    ("SPLIT SHARD s0003 AT 42 ", []),
+    ("SPLIT SHARD s0003 AT 42 + ", ["now", "TIMESTAMP", "INTERVAL"]),
+    ("SPLIT SHARDS ", []),
 ])
 def test_context(before: str, expected: list[str]) -> None:
     assert texts(before) == expected
@@ -78,6 +87,14 @@ def test_nothing_inside_strings_comments_or_numbers() -> None:
     assert texts("SELECT * FROM kv WHERE value = 'sel") == []
     assert texts("SELECT * -- sel") == []
     assert texts("SELECT * FROM kv LIMIT 1") == []
+
+
+def test_split_shard_prefixes_and_case() -> None:
+    assert texts("S") == ["SELECT", "SHOW", "SPLIT SHARD"]
+    assert texts("sp") == ["split shard"]
+    assert texts("split shard s0003 a") == ["at"]
+    assert texts("SPLIT SH") == ["SHARD"]
+    assert completions("GET 1; spl") == [("split shard", -3)]
 
 
 def test_only_the_current_statement_counts() -> None:
@@ -117,6 +134,7 @@ SAMPLES = [
     "INSERT INTO kv VALUES (TIMESTAMP '2026-11-21', '{\"t\": 1}'), (0x2a, x'00ff');\nPUT (now() - 1) 'x';",
     "EXPLAIN DELETE FROM kv WHERE key NOT BETWEEN 1 AND 2 AND value STARTS WITH 'a';\n\\i some file\nSHOW NODES",
     "GET 'unterminated",
+    "SPLIT SHARD s0003 AT TIMESTAMP '2026-11-21' + INTERVAL '1 hour';\nsplit shard 's0004'",
 ]
 
 

@@ -48,3 +48,9 @@ def test_lexer_splits_multiline_tokens_by_line() -> None:
     assert get_line(2) == [("class:comment", "-- c")]
     assert get_line(9) == []
     assert "".join(t for _, t in get_line(0)) == "PUT 1 'two"
+
+
+def test_split_shard_words_are_keywords_and_the_id_is_a_name() -> None:
+    assert styled("split shard s0003 AT 0x2a") == [
+        ("class:keyword", "split"), ("class:keyword", "shard"), ("", "s0003"), ("class:keyword", "AT"),
+        ("class:number", "0x2a")]

@@ -1,0 +1,153 @@
+"""Scale-out with splits and striping: ingest on 3 and on 6 nodes, each node capped to the same CPU share.
+
+    python bench/elastic.py [--nodes 3,6] [--cpu 0.2] [--keys ts,uniform] [--warmup 30] [--seconds 30]
+
+Each node process is put in a cgroup of its own limited to ``--cpu`` of one core
+(``../shared/tools/cpucap``; needs root), so that each node behaves like a small machine and
+more nodes can mean more throughput on this 2-core box (``../shared/scale-lab.md``).  One
+client keeps ``--inflight`` puts of 100-byte values in flight:
+
+* ``ts``: increasing nanosecond timestamps (several writers interleaved, as sensors write them);
+* ``uniform``: uniformly random u64 keys.
+
+Prints JSON lines: the shard count every 5 s while it runs (``"bench": "elastic_shape"``), each
+run's puts/s after ``--warmup`` seconds (``"elastic"``), and for each key kind the ratio of the
+largest node count to the smallest (``"elastic_ratio"``).  Ratios hold within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from raftkv import AsyncClient, errors  # noqa: E402
+from raftkv.client import rpc  # noqa: E402
+from raftkv.cluster import launcher  # noqa: E402
+
+CPUCAP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "cpucap")
+
+
+def cap(info: launcher.ClusterInfo, cpus: float) -> list[str]:
+    """Put each node in a cgroup of its own; the names to clear afterwards."""
+    names = []
+    for node, pid in info.pids.items():
+        if pid is None:
+            continue
+        name = f"elastic-{node}"
+        subprocess.run([CPUCAP, name, str(cpus), str(pid)], check=True)
+        names.append(name)
+    return names
+
+
+def uncap(names: list[str]) -> None:
+    for name in names:
+        subprocess.run([CPUCAP, "--clear", name], check=False)
+
+
+def shape(seeds: str) -> dict[str, int]:
+    smap = rpc.call_any(seeds, "map", timeout=2.0)["map"]
+    shards = smap["shards"]
+    return {"epoch": smap["epoch"], "shards": len(shards), "stripes": sum(1 for s in shards if s.get("stripe"))}
+
+
+async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: float,
+                 on_tick) -> float:
+    """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding."""
+    rnd = random.Random(1)
+    base = time.time_ns()
+    counter = 0
+    done = 0
+    counting = False
+    value = b"v" * 100
+    stop_at = time.monotonic() + warmup + seconds
+    async with AsyncClient(seeds, timeout=60.0) as db:
+        async def worker(lane: int) -> None:
+            nonlocal counter, done
+            while time.monotonic() < stop_at:
+                if kind == "ts":
+                    counter += 1
+                    key = base + counter * 997 + lane  # ~1 ms of ns apart per put, lanes interleaved
+                else:
+                    key = rnd.getrandbits(64)
+                try:
+                    await db.put(key, value)
+                except errors.Unavailable:
+                    continue
+                if counting:
+                    done += 1
+
+        tasks = [asyncio.create_task(worker(i)) for i in range(inflight)]
+        t0 = time.monotonic()
+        next_tick = t0
+        while time.monotonic() < t0 + warmup:
+            await asyncio.sleep(0.5)
+            if time.monotonic() >= next_tick:
+                on_tick(time.monotonic() - t0)
+                next_tick += 5.0
+        counting = True
+        start = time.monotonic()
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(0.5)
+            if time.monotonic() >= next_tick:
+                on_tick(time.monotonic() - t0)
+                next_tick += 5.0
+        elapsed = time.monotonic() - start
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return done / elapsed
+
+
+def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
+    tmp = tempfile.mkdtemp(prefix=f"raftkv-elastic-{nodes}-")
+    info = launcher.start(tmp, nodes=nodes, wait=120, settings={"stripe_writes_per_s": args.stripe_writes,
+                                                                "split_bytes": args.split_bytes})
+    names: list[str] = []
+    try:
+        names = cap(info, args.cpu)
+
+        def tick(t: float) -> None:
+            try:
+                print(json.dumps({"bench": "elastic_shape", "nodes": nodes, "keys": kind, "t": round(t, 1),
+                                  **shape(info.seeds)}), flush=True)
+            except errors.RaftKVError:
+                pass
+
+        rate = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
+        print(json.dumps({"bench": "elastic", "nodes": nodes, "keys": kind, "cpu_per_node": args.cpu,
+                          "inflight": args.inflight, "puts_per_s": round(rate), **shape(info.seeds)}), flush=True)
+        return rate
+    finally:
+        uncap(names)
+        launcher.stop(tmp)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", default="3,6")
+    ap.add_argument("--keys", default="ts,uniform")
+    ap.add_argument("--cpu", type=float, default=0.2)
+    ap.add_argument("--inflight", type=int, default=128)
+    ap.add_argument("--warmup", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--stripe-writes", type=int, default=2000)
+    ap.add_argument("--split-bytes", type=int, default=64 << 20)
+    args = ap.parse_args()
+    counts = [int(n) for n in args.nodes.split(",")]
+    for kind in args.keys.split(","):
+        rates = {n: run(n, kind, args) for n in counts}
+        lo, hi = min(counts), max(counts)
+        print(json.dumps({"bench": "elastic_ratio", "keys": kind, "nodes": [lo, hi],
+                          "ratio": round(rates[hi] / rates[lo], 2) if rates[lo] else None}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

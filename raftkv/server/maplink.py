@@ -1,0 +1,140 @@
+"""A node's link to the meta group's replicas, over their client ports: follow the map, publish changes.
+
+Nodes that host no meta replica would otherwise never see a map change; each
+asks a meta replica for the map every ``FOLLOW_INTERVAL`` seconds (a tiny reply
+when nothing changed) and so sees a change within a second.
+
+A shard leader publishes the records of a split through :meth:`MapLink.publish`
+to the meta leader.  That request changes the map, so when the cluster has a
+secret it carries ``HMAC-SHA256(secret, "raftkv-map-change" || changes)``
+(:func:`proof`): a client that can reach a client port cannot rewrite the map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import logging
+import random
+from typing import Any
+
+import msgpack
+
+from .. import errors
+from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..routing.records import Change
+from .config import parse_hostport
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL = 0.5
+_PROOF_LABEL = b"raftkv-map-change"
+
+
+def proof(secret: bytes | None, changes: list[Change]) -> bytes | None:
+    """The authenticator a map change carries (None without a cluster secret)."""
+    if secret is None:
+        return None
+    return hmac.new(secret, _PROOF_LABEL + msgpack.packb(changes, use_bin_type=True), hashlib.sha256).digest()
+
+
+def proof_ok(secret: bytes | None, changes: list[Change], given: Any) -> bool:
+    """Whether ``given`` authenticates ``changes`` (always, without a cluster secret)."""
+    expected = proof(secret, changes)
+    return expected is None or (isinstance(given, bytes) and hmac.compare_digest(expected, given))
+
+
+class MapLink:
+    """Requests to the meta replicas' client ports, one small connection per replica."""
+
+    def __init__(self, addresses: dict[str, str], secret: bytes | None) -> None:
+        self.addresses = addresses  # meta node id -> client host:port
+        self.secret = secret
+        self._streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Lock]] = {}
+        self._ids = itertools.count(1)
+        self._leader: str | None = None
+
+    async def call(self, node_id: str, request: dict[str, Any], timeout: float) -> Any:
+        """One request to one meta node; raises what it answered, or Unavailable."""
+        async with asyncio.timeout(timeout):
+            entry = self._streams.get(node_id)
+            if entry is None or entry[1].is_closing():
+                host, port = parse_hostport(self.addresses[node_id])
+                try:
+                    reader, writer = await asyncio.open_connection(host, port)
+                except OSError as exc:
+                    raise errors.Unavailable(f"cannot reach meta node {node_id}: {exc}") from None
+                entry = self._streams[node_id] = (reader, writer, asyncio.Lock())
+            reader, writer, lock = entry
+            async with lock:
+                try:
+                    writer.write(encode({**request, "id": next(self._ids)}))
+                    decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+                    while (msg := decoder.next_message()) is NEED_DATA:
+                        data = await reader.read(1 << 20)
+                        if not data:
+                            raise errors.Unavailable(f"meta node {node_id} closed the connection")
+                        decoder.receive_data(data)
+                except (OSError, errors.RaftKVError, TimeoutError, asyncio.CancelledError):
+                    writer.close()
+                    self._streams.pop(node_id, None)
+                    raise
+        if not isinstance(msg, dict):
+            raise errors.RemoteProtocolError("malformed reply")
+        if "err" in msg:
+            raise errors.from_wire(msg["err"])
+        return msg.get("ok")
+
+    async def fetch(self, epoch: int, timeout: float = 2.0) -> dict[str, Any] | None:
+        """The map if some meta replica has one newer than ``epoch``, else None."""
+        for node_id in random.sample(list(self.addresses), len(self.addresses)):
+            try:
+                reply = await self.call(node_id, {"op": "map", "if_newer": epoch}, timeout)
+            except (errors.RaftKVError, OSError, TimeoutError):
+                continue
+            return reply.get("map") if isinstance(reply, dict) else None
+        return None
+
+    async def to_leader(self, request: dict[str, Any], timeout: float = 5.0) -> Any:
+        """Send ``request`` to the meta leader, following redirects; its reply, or raise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: Exception | None = None
+        order = random.sample(list(self.addresses), len(self.addresses))
+        if self._leader in self.addresses:
+            order.remove(self._leader)
+            order.insert(0, self._leader)
+        attempt = 0
+        while loop.time() < deadline:
+            node_id = order[attempt % len(order)]
+            attempt += 1
+            try:
+                reply = await self.call(node_id, request, max(0.1, deadline - loop.time()))
+                self._leader = node_id
+                return reply
+            except errors.NotLeader as exc:
+                last = exc
+                if exc.leader in self.addresses:
+                    order.insert(attempt, exc.leader)
+                    continue
+            except (errors.Unavailable, OSError, TimeoutError) as exc:
+                last = exc
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+        raise errors.Unavailable(f"the meta group's leader could not be reached: {last}")
+
+    async def publish(self, changes: list[Change], timeout: float = 5.0) -> Any:
+        """Apply a map change at the meta leader: ``{"epoch"}``, or ``{"conflict", "error"}``."""
+        return await self.to_leader({"op": "map_change", "changes": changes,
+                                     "proof": proof(self.secret, changes)}, timeout)
+
+    async def allocate(self, timeout: float = 5.0, count: int = 1) -> int:
+        """The first of ``count`` new shard numbers, never handed out before."""
+        return int(await self.to_leader({"op": "map_alloc", "count": count}, timeout))
+
+    def close(self) -> None:
+        """Close the connections."""
+        for _, writer, _ in self._streams.values():
+            writer.close()
+        self._streams.clear()

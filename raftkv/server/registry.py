@@ -1,0 +1,248 @@
+"""The groups a node hosts: found on disk at start-up, created by splits at run time.
+
+Each replica lives in ``DATA/groups/<id>/`` (its Raft log, its compaction
+marker, its LevelDB).  A replica made at run time also has a ``members`` file:
+the shard it was made for, and -- for the right side of a split -- its parent
+and the parent's log index of the split.  So start-up needs no shard map: it
+opens what the disk holds, plus the initial map's shards on a new node.
+
+A split is applied by every replica of the parent, each building the new
+shard's replica on its own node (``prepare_child``, then ``open_child``): its
+rows and client sessions, copied from the parent at that log index, and a log
+that starts right there (``group.seed_log``).  The steps are ordered so a crash
+anywhere is repaired at start-up:
+
+1. build the child in ``<id>.tmp``, fsync it, rename it to ``<id>``;
+2. the parent writes its new bounds (and drops the moved rows) with its
+   applied index, synced;
+3. the child's group starts.
+
+A child directory whose parent's applied index is below the split (a crash
+between 1 and 2) is removed at start-up: the parent's log replays the split.
+
+A replica that missed the split and receives a parent snapshot taken after it
+learns its children from the snapshot's bounds, and creates each one empty and
+*passive* (it never campaigns) until a replica that has the data sends it a
+snapshot.
+
+Every method that changes the set of groups runs on the Raft loop's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+
+import msgpack
+
+from ..replication import commands, sessions
+from ..replication.group import RaftGroup, RaftOptions, seed_log
+from ..replication.loop import RaftLoop
+from ..routing.shardmap import META_GROUP, Shard, ShardMap
+from ..storage.leveldb import SYSTEM, ShardStore, fsync_dir, write_file_atomic
+
+log = logging.getLogger(__name__)
+
+MEMBERS = "members"  # msgpack {"shard": Shard dict, "parent": id | None, "split_index": int}
+PASSIVE = "passive"  # present while a replica created empty waits for its first snapshot
+CHILD_START_INDEX = 3  # a split child's log starts as if compacted here (group.seed_log)
+# what a split copies to the new shard besides its rows: client sessions (a write retried after
+# the split must still be recognised on either side)
+_COPIED_SYSTEM = (sessions.PREFIX, sessions.REPLIES, sessions.BY_TIME)
+
+
+class GroupRegistry:
+    """Opens, creates and tracks this node's replicas; the split hooks of every shard replica."""
+
+    def __init__(self, node_id: str, data_dir: str, loop: RaftLoop, options: RaftOptions) -> None:
+        self.me = node_id
+        self.root = os.path.join(data_dir, "groups")
+        self.loop = loop
+        self.options = options
+        self.stores: dict[str, ShardStore] = {}
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def open_all(self, initial: ShardMap, meta_nodes: list[str]) -> None:
+        """Open the meta replica (if placed here), every replica on disk, and the initial map's
+        shards placed here that have no directory yet (a new node)."""
+        os.makedirs(self.root, exist_ok=True)
+        if self.me in meta_nodes:
+            self._open(META_GROUP, meta_nodes, None)
+        made = {}
+        for name in sorted(os.listdir(self.root)):
+            path = os.path.join(self.root, name)
+            if name.endswith(".tmp"):
+                shutil.rmtree(path, ignore_errors=True)  # a split that never finished building
+            elif name != META_GROUP and os.path.exists(os.path.join(path, MEMBERS)):
+                made[name] = _read_members(path)
+        for shard in initial.shards:
+            if self.me in shard.replicas and shard.id not in made:
+                self._open(shard.id, list(shard.replicas), shard, initial=True)
+        # parents first: a child is kept only if its parent applied the split that made it
+        for name, members in _parents_first(made):
+            parent = members.get("parent")
+            store = self.stores.get(parent) if parent else None
+            if store is not None and store.applied_index < members["split_index"]:
+                log.info("removing %s: its parent %s never applied the split (a crash); the log replays it",
+                         name, parent)
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                continue
+            shard = Shard.from_dict(members["shard"])
+            passive = os.path.exists(os.path.join(self.root, name, PASSIVE))
+            # a shard made empty: its bounds at birth, if a crash came before they were written
+            self._open(name, list(shard.replicas), shard, initial=shard.born_empty and not passive,
+                       passive=passive)
+
+    def _open(self, group_id: str, replicas: list[str], shard: Shard | None, initial: bool = False,
+              passive: bool = False) -> RaftGroup:
+        directory = os.path.join(self.root, group_id)
+        store = ShardStore(os.path.join(directory, "store"))
+        if initial and shard is not None:
+            commands.init_shard_state(store, shard)
+        group = RaftGroup(group_id, self.me, replicas, store, directory, self.loop.hub, self.options,
+                          hooks=self if shard is not None else None, passive=passive,
+                          on_installed=self._installed)
+        self.stores[group_id] = store
+        self.loop.add_group(group)
+        return group
+
+    # --- splits (Raft thread, from inside the parent's apply) ------------------------------------
+
+    def prepare_child(self, child: Shard, parent: ShardStore, index: int) -> None:
+        """Build ``child``'s replica durably from ``parent`` at log ``index`` (commands.SplitHooks)."""
+        final = os.path.join(self.root, child.id)
+        if os.path.exists(final):
+            return  # made empty from a snapshot's bounds earlier: its leader sends it the data
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        store = ShardStore(os.path.join(tmp, "store"))
+        try:
+            state = commands.ShardState(child).encode()
+            items = parent.raw_items((child.start, child.end), _COPIED_SYSTEM)
+            store.install(_with_first(SYSTEM + commands.SHARD_KEY, state, items), CHILD_START_INDEX)
+        finally:
+            store.close()
+        seed_log(tmp, CHILD_START_INDEX)
+        _write_members(tmp, child, parent=_group_of(parent, self.stores), split_index=index)
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(self.root)
+
+    def open_child(self, child: Shard) -> None:
+        """Start ``child``'s replica (commands.SplitHooks); already running: nothing to do."""
+        if child.id not in self.loop.groups:
+            self._open(child.id, list(child.replicas), child,
+                       passive=os.path.exists(os.path.join(self.root, child.id, PASSIVE)))
+            log.info("opened %s [%d, %d), made by a split", child.id, child.start, child.end)
+
+    def open_empty(self, shard: Shard) -> None:
+        """Start this node's replica of a shard made empty (a stripe, or the range after a striped
+        segment), if this node is among its replicas and has none yet (commands.SplitHooks).
+
+        Every replica of such a shard starts alike -- no rows, the shard's bounds at birth, a log
+        at index 1 -- so each node may make its own.  A record past its first generation has had
+        entries applied: a replica made now starts passive and takes a snapshot instead.
+        """
+        if self.me not in shard.replicas or shard.id in self.loop.groups:
+            return
+        final = os.path.join(self.root, shard.id)
+        if os.path.exists(final):
+            return
+        born = shard.generation == 1
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        _write_members(tmp, shard, parent=None, split_index=0)
+        if not born:
+            with open(os.path.join(tmp, PASSIVE), "wb"):
+                pass
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(self.root)
+        self._open(shard.id, list(shard.replicas), shard, initial=born, passive=not born)
+        log.info("opened %s [%d, %d)%s, made empty", shard.id, shard.start, shard.end,
+                 f" stripe {shard.stripe[0]}/{shard.stripe[1]}" if shard.stripe else "")
+
+    def reconcile(self, shard_map: ShardMap) -> None:
+        """Start the replicas placed here of every shard the map says was made empty (a node that
+        did not host the shard that striped, or was away then)."""
+        for shard in shard_map.shards:
+            if shard.born_empty:
+                self.open_empty(shard)
+
+    def _installed(self, group: RaftGroup) -> None:
+        """After a snapshot install: stop being passive; create the children it names that we lack."""
+        marker = os.path.join(self.root, group.group_id, PASSIVE)
+        if os.path.exists(marker):
+            os.unlink(marker)
+        state = commands.shard_state(group.store)
+        if state is None:
+            return
+        for child in state.children:
+            if child.id in self.loop.groups or os.path.exists(os.path.join(self.root, child.id)):
+                continue
+            if child.born_empty:
+                self.open_empty(child)
+            else:
+                self._create_empty(child, parent=group.group_id)
+
+    def _create_empty(self, shard: Shard, parent: str | None) -> None:
+        """A passive, empty replica of ``shard`` that waits for a snapshot from one with the data."""
+        final = os.path.join(self.root, shard.id)
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        _write_members(tmp, shard, parent=None, split_index=0)
+        with open(os.path.join(tmp, PASSIVE), "wb"):
+            pass
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(self.root)
+        self._open(shard.id, list(shard.replicas), shard, passive=True)
+        log.info("created %s empty (it was split from %s while this replica was away); "
+                 "waiting for a snapshot", shard.id, parent)
+
+    def close(self) -> None:
+        """Close every store (the loop has stopped its groups)."""
+        for store in self.stores.values():
+            store.close()
+
+
+def _parents_first(made: dict[str, dict]) -> list[tuple[str, dict]]:
+    """The replicas made at run time, each after its parent (when the parent was made too)."""
+    out: list[tuple[str, dict]] = []
+    done: set[str] = set()
+    pending = dict(made)
+    while pending:
+        ready = sorted(n for n, m in pending.items() if m.get("parent") not in pending)
+        for name in ready:
+            out.append((name, pending.pop(name)))
+            done.add(name)
+        if not ready:  # a cycle cannot happen (ids are never reused); keep going rather than hang
+            out.extend(sorted(pending.items()))
+            break
+    return out
+
+
+def _with_first(name: bytes, value: bytes,
+                items: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    yield name, value
+    yield from items
+
+
+def _group_of(store: ShardStore, stores: dict[str, ShardStore]) -> str | None:
+    return next((gid for gid, s in stores.items() if s is store), None)
+
+
+def _write_members(directory: str, shard: Shard, parent: str | None, split_index: int) -> None:
+    write_file_atomic(os.path.join(directory, MEMBERS), msgpack.packb(
+        {"shard": shard.to_dict(), "parent": parent, "split_index": split_index}, use_bin_type=True))
+
+
+def _read_members(directory: str) -> dict:
+    with open(os.path.join(directory, MEMBERS), "rb") as f:
+        return msgpack.unpackb(f.read(), raw=False)

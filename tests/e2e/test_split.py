@@ -1,0 +1,210 @@
+"""Shard splits on real node processes: data, routing, the map, crashes in the middle."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from raftkv import Client, errors
+from raftkv.client import rpc
+from raftkv.keys import MAX_KEY
+from raftkv.routing.shardmap import meta_replicas
+
+from ..helpers import wait_until
+from .appenders import Appenders, assert_none_lost
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def split(cluster, shard: str, at: int | None = None, timeout: float = 30.0) -> dict:
+    """Split ``shard`` at its leader, retrying while leadership moves."""
+
+    def attempt():
+        leader = cluster.leader_of(shard, timeout=timeout)
+        try:
+            return rpc.call(cluster.address(leader), "split", timeout=15.0, shard=shard, at=at)
+        except (errors.NotLeader, errors.Unavailable):
+            return None
+
+    return wait_until(attempt, timeout, f"a split of {shard}")
+
+
+def maps(cluster) -> list[dict]:
+    out = []
+    for node in cluster.info.nodes:
+        try:
+            out.append(rpc.call(cluster.address(node.id), "map", timeout=2.0)["map"])
+        except errors.RaftKVError:
+            pass
+    return out
+
+
+def test_split_moves_the_upper_half_and_every_reader_follows(make_cluster):
+    cluster = make_cluster(shards=2)
+    with Client(cluster.seeds) as db:
+        rows = {i * 1000: b"v%d" % i for i in range(3000)}
+        db.put_many(rows.items())
+        before = db.shard_map()
+        reply = split(cluster, "s0000")
+        left, right = reply["shards"]
+        assert left["id"] == "s0000" and left["generation"] == 2 and right["generation"] == 1
+        assert 0 < right["start"] == left["end"] < 3000 * 1000  # near the median: data on both sides
+        assert right["id"] not in {s.id for s in before.shards}
+        # every node sees the new map (this client's cached one is stale: it must repair itself)
+        wait_until(lambda: all(m["epoch"] == reply["epoch"] for m in maps(cluster)), 10, "the map everywhere")
+        assert db.range_query(0, MAX_KEY) == sorted(rows.items())
+        assert all(db.get(k) == v for k, v in random.Random(1).sample(sorted(rows.items()), 200))
+        for k in (left["end"] - 1000, left["end"], left["end"] + 5):
+            db.put(k, b"new")
+            rows[k] = b"new"
+        assert db.range_query(0, MAX_KEY) == sorted(rows.items())
+        assert db.shard_map().epoch == reply["epoch"]
+        # each replica of both sides holds exactly its half, and says so
+        below = sum(1 for k in rows if k < right["start"])
+        for node in cluster.info.nodes:
+            groups = {g["id"]: g for g in rpc.call(cluster.address(node.id), "status")["groups"]}
+            wait_until(lambda n=node: {g["id"]: g for g in rpc.call(cluster.address(n.id), "status")["groups"]}
+                       [right["id"]]["keys"] == len(rows) - below, 10, "the new shard's rows on every replica")
+            assert groups["s0000"]["keys"] == below and groups["s0000"]["generation"] == 2
+
+
+def test_split_retries_are_idempotent_and_bad_split_keys_are_refused(make_cluster):
+    cluster = make_cluster(shards=1)
+    with Client(cluster.seeds) as db:
+        db.put_many((k, b"x") for k in range(100))
+        first = split(cluster, "s0000", at=50)
+        again = split(cluster, "s0000", at=50)  # a retry after a lost reply
+        assert again["shards"] == first["shards"] and again["epoch"] == first["epoch"]
+
+        def ask(**fields):
+            return rpc.call(cluster.address(cluster.leader_of("s0000")), "split", timeout=15.0, shard="s0000",
+                            **fields)
+
+        with pytest.raises(errors.InvalidArgument, match="strictly inside"):
+            ask(at=70)
+        with pytest.raises(errors.InvalidArgument, match="strictly inside"):
+            ask(at=0)
+        with pytest.raises(errors.InvalidKey):
+            ask(at=-1)
+        split(cluster, "s0000", at=1)
+        with pytest.raises(errors.InvalidArgument, match="fewer than 2 keys"):
+            ask(at=None)
+        assert db.range_query(0, MAX_KEY) == [(k, b"x") for k in range(100)]
+        assert len(db.shard_map().shards) == 3
+
+
+def test_nodes_without_a_meta_replica_follow_the_map_and_route(make_cluster):
+    cluster = make_cluster(shards=2, nodes=5)
+    ids = [n.id for n in cluster.info.nodes]
+    outsiders = [n for n in ids if n not in meta_replicas(ids)]
+    assert len(outsiders) == 2
+    first = split(cluster, "s0000", at=1 << 40)
+    second = split(cluster, first["shards"][1]["id"], at=1 << 50)
+
+    def epoch_at(node_id: str) -> int:
+        return rpc.call(cluster.address(node_id), "map", timeout=2.0)["map"]["epoch"]
+
+    for node_id in outsiders:
+        wait_until(lambda n=node_id: epoch_at(n) == second["epoch"], 5.0, f"{node_id} to see the new map")
+    # a client that knows only a node without a meta replica finds every shard
+    with Client(cluster.address(outsiders[0])) as db:
+        keys = [5, (1 << 40) + 1, (1 << 50) + 7, 1 << 63, MAX_KEY]
+        db.put_many((k, b"k%d" % k) for k in keys)
+        assert db.range_query(0, MAX_KEY) == [(k, b"k%d" % k) for k in keys]
+        assert len(db.shard_map().shards) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["follower", "leader", "every node"])
+def test_kill_9_in_the_middle_of_a_split_loses_nothing(make_cluster, victim):
+    cluster = make_cluster(shards=1)
+    with Appenders(cluster.seeds, 3, lambda lane, i: [((lane + 1 << 32) + i, b"w%d" % i)]) as writers:
+        acked = writers.acked
+        wait_until(lambda: len(acked) > 300, 60, "writes before the split")
+        leader = cluster.leader_of("s0000")
+        result: list = []
+        splitter = threading.Thread(target=lambda: result.append(_try_split(cluster, leader)))
+        splitter.start()
+        time.sleep(random.Random(victim).uniform(0.0, 0.05))
+        if victim == "every node":
+            for node in cluster.info.nodes:
+                cluster.kill(node.id)
+            cluster.restart_all()
+        else:
+            target = leader if victim == "leader" else next(n.id for n in cluster.info.nodes if n.id != leader)
+            cluster.kill(target)
+            time.sleep(1.0)
+            cluster.restart(target)
+        splitter.join(timeout=60)
+        wait_until(lambda: len(acked) > 0 and _one_epoch(cluster), 30, "one map on every node")
+        split(cluster, "s0000", at=(2 << 32))  # splitting still works after the crash
+        n = len(acked)
+        wait_until(lambda: len(acked) > n + 100, 60, "writes after the crash")
+    got = assert_none_lost(cluster.seeds, acked)
+    with Client(cluster.seeds, timeout=30.0) as fresh:
+        shards = fresh.shard_map().shards
+        assert len(shards) >= 2
+        # every replica of every shard holds exactly the rows the map gives its shard
+        wait_until(lambda: _replicas_agree(cluster, shards, got), 30, "replicas agreeing with the map")
+
+
+def _try_split(cluster, leader: str) -> Any:
+    try:
+        return rpc.call(cluster.address(leader), "split", timeout=10.0, shard="s0000", at=None)
+    except errors.RaftKVError as exc:
+        return exc
+
+
+def _one_epoch(cluster) -> bool:
+    found = maps(cluster)
+    return len(found) == len(cluster.info.nodes) and len({m["epoch"] for m in found}) == 1
+
+
+def _replicas_agree(cluster, shards, rows: dict[int, bytes]) -> bool:
+    for node in cluster.info.nodes:
+        groups = {g["id"]: g for g in rpc.call(cluster.address(node.id), "status", timeout=5.0)["groups"]}
+        for s in shards:
+            if node.id not in s.replicas:
+                continue
+            g = groups.get(s.id)
+            expected = sum(1 for k in rows if s.start <= k < s.end)
+            if g is None or g.get("keys") != expected or g.get("generation") != s.generation:
+                return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_replica_that_missed_a_split_learns_it_from_snapshots(make_cluster):
+    cluster = make_cluster(shards=1, raft={"compact_entries": 100})
+    leader = cluster.leader_of("s0000")
+    away = next(n.id for n in cluster.info.nodes if n.id != leader)
+    cluster.kill(away)
+    with Client(cluster.seeds, timeout=30.0) as db:
+        rows = {k * 7: b"r%d" % k for k in range(1000)}
+        db.put_many(rows.items())
+        reply = split(cluster, "s0000")
+        child = reply["shards"][1]["id"]
+        for k in range(1000, 1400):  # both sides move on; their logs are compacted past the split
+            db.put(k * 7, b"r%d" % k)
+            rows[k * 7] = b"r%d" % k
+        for node in cluster.info.nodes:
+            if node.id != away:
+                for sid in ("s0000", child):
+                    rpc.call(cluster.address(node.id), "compact", shard=sid)
+        cluster.restart(away)
+
+        def caught_up() -> bool:
+            groups = {g["id"]: g for g in rpc.call(cluster.address(away), "status")["groups"]}
+            return child in groups and groups[child].get("keys") == sum(1 for k in rows if k >= reply["shards"][1]["start"])
+
+        wait_until(caught_up, 60, f"{away} to hold {child}'s rows")
+        # with another replica down, the one that missed the split is needed for every quorum
+        other = next(n.id for n in cluster.info.nodes if n.id not in (away, cluster.leader_of(child)))
+        cluster.kill(other)
+        assert db.range_query(0, MAX_KEY) == sorted(rows.items())
+        db.put(13, b"after")
+        assert db.get(13) == b"after"
