@@ -1,4 +1,4 @@
-"""Idle cost of many Raft groups: CPU, threads and sockets of each node with N shards (JSON lines).
+"""Idle cost of many Raft groups: CPU, threads, descriptors and memory of each node with N shards (JSON lines).
 
     python bench/idle.py [--shards 64] [--seconds 10]
 """
@@ -30,7 +30,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="raftkv-idle-")
     t0 = time.monotonic()
-    info = launcher.start(tmp, nodes=3, shards=args.shards, wait=120)
+    info = launcher.start(tmp, nodes=3, shards=args.shards, wait=max(120.0, args.shards * 0.5))
     ready = time.monotonic() - t0
     try:
         time.sleep(2.0)  # let elections settle
@@ -40,10 +40,13 @@ def main() -> int:
         for node, pid in sorted(info.pids.items()):
             threads = len(os.listdir(f"/proc/{pid}/task"))
             fds = len(os.listdir(f"/proc/{pid}/fd"))
+            with open(f"/proc/{pid}/status") as f:
+                rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
             print(json.dumps({"bench": "idle", "node": node, "shards": args.shards,
                               "replicas_hosted": args.shards + 1,
                               "cpu_percent": round(100 * (after[node] - before[node]) / args.seconds, 2),
-                              "threads": threads, "fds": fds, "all_leaders_after_s": round(ready, 2)}))
+                              "threads": threads, "fds": fds, "rss_mib": round(rss_kib / 1024, 1),
+                              "all_leaders_after_s": round(ready, 2)}))
     finally:
         launcher.stop(tmp)
     return 0

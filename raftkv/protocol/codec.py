@@ -60,6 +60,17 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def load(data: bytes) -> Any:
+    """Decode what this process wrote itself (a file, a system entry of its store): no limits, any
+    map keys.  What arrives from a socket goes through :func:`unpack` instead."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_refused)
+
+
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of ``length`` items (the items follow, packed one by one)."""
+    return msgpack.Packer().pack_array_header(length)
+
+
 def _walk_table() -> list[tuple[int, int, int, int, int] | None]:
     """Per msgpack type byte: (bytes to skip, children, width of a length/count field, extra bytes
     after it, children per count -- 0 if the field is a byte length).  None: an unused byte."""

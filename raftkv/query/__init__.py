@@ -1,25 +1,32 @@
 """The query language: parse text into a checked AST, plan it against the shard map, and the
-pure pieces the shards run (row filters, partial aggregates). See docs/query-language.md."""
+pure pieces the shards run (row filters, partial aggregates). See docs/query-language.md.
 
-from .aggregate import Aggregates
-from .parser import parse, parse_script
-from .planner import (
-    DeletePlan,
-    ExplainPlan,
-    GetPlan,
-    InsertPlan,
-    Plan,
-    SelectPlan,
-    ShardScan,
-    ShardWrite,
-    ShowPlan,
-    explain,
-    plan,
-)
-from .predicate import compile_expr, compile_exprs, compile_filter, expr_to_wire, to_wire
+Names load on first use (PEP 562): a node process evaluates pushed-down filters through
+``query.predicate`` and must not pay for -- or depend on -- the parser and its lark grammar.
+"""
 
-__all__ = [
-    "Aggregates", "DeletePlan", "ExplainPlan", "GetPlan", "InsertPlan", "Plan", "SelectPlan", "ShardScan",
-    "ShardWrite", "ShowPlan", "compile_expr", "compile_exprs", "compile_filter", "explain", "expr_to_wire",
-    "parse", "parse_script", "plan", "to_wire",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Aggregates": "aggregate",
+    "parse": "parser", "parse_script": "parser",
+    "DeletePlan": "planner", "ExplainPlan": "planner", "GetPlan": "planner", "InsertPlan": "planner",
+    "Plan": "planner", "SelectPlan": "planner", "ShardScan": "planner", "ShardWrite": "planner",
+    "ShowPlan": "planner", "SplitPlan": "planner", "explain": "planner", "plan": "planner",
+    "compile_expr": "predicate", "compile_exprs": "predicate", "compile_filter": "predicate",
+    "expr_to_wire": "predicate", "to_wire": "predicate",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raftkv.query' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

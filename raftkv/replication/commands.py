@@ -51,10 +51,9 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Protocol
 
-import msgpack
-
 from ..errors import InvalidArgument
 from ..keys import MAX_KEY, MAX_VALUE_BYTES
+from ..protocol.codec import load, pack, unpack
 from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import Shard, ShardMap, shard_name
@@ -72,7 +71,7 @@ FILTER_WORK_PER_STEP = 1_000_000  # filter nodes x rows one range-delete step ma
 
 def encode(op: list[Any]) -> bytes:
     """The log-entry bytes of a command."""
-    return REGULAR + msgpack.packb(op, use_bin_type=True)
+    return REGULAR + pack(op)
 
 
 Session = list[Any] | None  # [client_id, seq, low, now_ms], see sessions.py
@@ -134,7 +133,7 @@ def _key(k: Any) -> int:
 def decode(payload: bytes) -> list[Any]:
     """Validate and decode a command body (without the type byte)."""
     try:
-        op = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        op = unpack(payload)
     except Exception as exc:
         raise InvalidArgument(f"undecodable command: {exc}") from None
     if not isinstance(op, list) or not op or not isinstance(op[0], str):
@@ -359,19 +358,19 @@ def _size(wire: Any) -> int:
 def _apply_map(store: ShardStore, index: int, op: list[Any]) -> int:
     _, new_map, expected = op
     raw = store.get_system(MAP_KEY)
-    current = msgpack.unpackb(raw, raw=False) if raw else None
+    current = load(raw) if raw else None
     epoch = current["epoch"] if current else 0
     if epoch != expected:
         store.apply(index)
         return epoch
-    store.apply_system(index, MAP_KEY, msgpack.packb(new_map, use_bin_type=True))
+    store.apply_system(index, MAP_KEY, pack(new_map))
     return int(new_map.get("epoch", 0))
 
 
 def stored_map(store: ShardStore) -> dict[str, Any] | None:
     """The shard map held by a meta-group store, or None before bootstrap."""
     raw = store.get_system(MAP_KEY)
-    return msgpack.unpackb(raw, raw=False) if raw else None
+    return load(raw) if raw else None
 
 
 # --- shard bounds ---------------------------------------------------------------------------
@@ -388,13 +387,12 @@ class ShardState:
 
     def encode(self) -> bytes:
         """Stored form."""
-        return msgpack.packb({"shard": self.shard.to_dict(), "children": [c.to_dict() for c in self.children]},
-                             use_bin_type=True)
+        return pack({"shard": self.shard.to_dict(), "children": [c.to_dict() for c in self.children]})
 
     @classmethod
     def decode(cls, raw: bytes) -> ShardState:
         """Inverse of :meth:`encode`."""
-        d = msgpack.unpackb(raw, raw=False)
+        d = load(raw)
         return cls(Shard.from_dict(d["shard"]), tuple(Shard.from_dict(c) for c in d["children"]))
 
 
@@ -547,20 +545,20 @@ NEXT_ID = b"mnext"
 
 def _records(store: ShardStore) -> dict[str, dict[str, Any]]:
     items = store.system_items(RECORD, RECORD + b"\xff", 1 << 30)
-    out = {name[len(RECORD):].decode(): msgpack.unpackb(raw, raw=False) for name, raw in items}
+    out = {name[len(RECORD):].decode(): load(raw) for name, raw in items}
     if not out:  # a cluster made before records: its whole-map blob
         legacy = store.get_system(MAP_KEY)
         if legacy:
-            out = {s["id"]: s for s in msgpack.unpackb(legacy, raw=False)["shards"]}
+            out = {s["id"]: s for s in load(legacy)["shards"]}
     return out
 
 
 def _epoch(store: ShardStore) -> int:
     raw = store.get_system(EPOCH)
     if raw is not None:
-        return int(msgpack.unpackb(raw))
+        return int(load(raw))
     legacy = store.get_system(MAP_KEY)
-    return int(msgpack.unpackb(legacy, raw=False)["epoch"]) if legacy else 0
+    return int(load(legacy)["epoch"]) if legacy else 0
 
 
 def _apply_records(store: ShardStore, index: int, changes: list[Any]) -> Any:
@@ -573,10 +571,10 @@ def _apply_records(store: ShardStore, index: int, changes: list[Any]) -> Any:
     system: dict[bytes, bytes | None] = {}
     if not store.system_names(RECORD, RECORD + b"\xff", 1):
         # the first change of a cluster made before records: write the blob's records too
-        system.update({RECORD + sid.encode(): msgpack.packb(r, use_bin_type=True) for sid, r in current.items()})
+        system.update({RECORD + sid.encode(): pack(r) for sid, r in current.items()})
     for sid, record in writes.items():
-        system[RECORD + sid.encode()] = None if record is None else msgpack.packb(record, use_bin_type=True)
-    system[EPOCH] = msgpack.packb(epoch + 1)
+        system[RECORD + sid.encode()] = None if record is None else pack(record)
+    system[EPOCH] = pack(epoch + 1)
     store.apply(index, system=system)
     return {"epoch": epoch + 1}
 
@@ -588,11 +586,11 @@ def _apply_alloc(store: ShardStore, index: int, count: int) -> Any:
         store.apply(index)
         return {"error": "the shard map is not written yet; retry", "stale": True}
     if raw is not None:
-        first = int(msgpack.unpackb(raw))
+        first = int(load(raw))
     else:  # never allocated: past every shard number in use
         numbers = [int(sid[1:]) for sid in _records(store) if _SHARD_ID.fullmatch(sid)]
         first = max(numbers, default=-1) + 1
-    store.apply(index, system={NEXT_ID: msgpack.packb(first + count)})
+    store.apply(index, system={NEXT_ID: pack(first + count)})
     return first
 
 

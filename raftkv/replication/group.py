@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgpack
 import pysyncobj.syncobj as _syncobj
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
@@ -40,6 +39,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from ..errors import StorageError
+from ..protocol.codec import load, pack
 from ..storage.leveldb import ShardStore, write_file_atomic
 from . import commands
 from .journal import DurableJournal
@@ -79,7 +79,7 @@ def seed_log(directory: str, index: int) -> None:
     send it a snapshot rather than entries -- an empty replica can never look caught up.
     """
     marker = {"last": [NO_OP, index, 0], "prev": [NO_OP, index - 1, 0]}
-    write_file_atomic(os.path.join(directory, SNAPSHOT_MARKER), msgpack.packb(marker, use_bin_type=True))
+    write_file_atomic(os.path.join(directory, SNAPSHOT_MARKER), pack(marker))
 
 
 class RaftOptions:
@@ -254,12 +254,11 @@ class SnapshotSerializer:
         self._outgoing.clear()
 
     def _write_meta(self, last: Any, prev: Any) -> None:
-        write_file_atomic(self._meta_path, msgpack.packb({"last": list(last), "prev": list(prev)},
-                                                         use_bin_type=True))
+        write_file_atomic(self._meta_path, pack({"last": list(last), "prev": list(prev)}))
 
     def _read_meta(self) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int]]:
         with open(self._meta_path, "rb") as f:
-            meta = msgpack.unpackb(f.read(), raw=False)
+            meta = load(f.read())
         return entry_tuple(meta["last"]), entry_tuple(meta["prev"])
 
     def deserialize(self) -> tuple[Any, ...]:

@@ -46,9 +46,8 @@ import struct
 import zlib
 from typing import Any
 
-import msgpack
-
 from ..errors import StorageError
+from ..protocol.codec import load, pack
 from ..storage.leveldb import write_file_atomic
 
 _REC = struct.Struct(">IIQQ")
@@ -118,7 +117,7 @@ class DurableJournal:
             raw = None
         if raw is not None:
             try:
-                meta = msgpack.unpackb(raw, raw=False)
+                meta = load(raw)
             except Exception as exc:
                 raise StorageError(f"{self._meta_path} (term and vote) is corrupt: {exc}") from None
             if not isinstance(meta, dict):
@@ -279,7 +278,7 @@ class DurableJournal:
             self._truncated = False
         if self._meta_dirty:
             term_vote = {"term": self._meta.get("term", 0), "vote": self._meta.get("vote")}
-            write_file_atomic(self._meta_path, msgpack.packb(term_vote, use_bin_type=True))
+            write_file_atomic(self._meta_path, pack(term_vote))
             self._meta_dirty = False
 
     def _truncate_to(self, position: int) -> None:
@@ -339,7 +338,7 @@ class DurableJournal:
             term_vote = (self._meta.get("term", 0), self._meta.get("vote"))
             try:
                 with open(self._meta_path, "rb") as f:
-                    saved = msgpack.unpackb(f.read(), raw=False)
+                    saved = load(f.read())
                 assert (saved.get("term", 0), saved.get("vote")) == term_vote, (saved, term_vote)
             except FileNotFoundError:
                 assert term_vote == (0, None), f"term/vote {term_vote} clean but never saved"

@@ -42,9 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from ..errors import InvalidArgument
+from ..protocol.codec import load, pack
 
 PREFIX = b"sess/"  # system-key prefix of session records: [low, touched_ms]
 REPLIES = b"sesr/"  # + len(client id) (1 byte) + client id + seq (8 bytes BE): one remembered reply
@@ -96,14 +95,14 @@ class Session:
 
     def encode(self) -> bytes:
         """The stored record (msgpack ``[low, touched_ms, touched_index]``; replies are entries of their own)."""
-        return msgpack.packb([self.low, self.touched_ms, self.touched_index])
+        return pack([self.low, self.touched_ms, self.touched_index])
 
     @staticmethod
     def decode(raw: bytes | None, replies: list[tuple[bytes, bytes]] = ()) -> Session:
         """A stored record and its reply entries (``(name, value)``), or a fresh session for None."""
         if raw is None:
             return Session()
-        low, touched, index = msgpack.unpackb(raw)
+        low, touched, index = load(raw)
         return Session(low, touched, {_seq_of(name): unpack_reply(value) for name, value in replies}, index)
 
 
@@ -137,12 +136,12 @@ def _seq_of(name: bytes) -> int:
 
 def pack_reply(reply: Any) -> bytes:
     """A reply as stored (msgpack)."""
-    return msgpack.packb(reply, use_bin_type=True)
+    return pack(reply)
 
 
 def unpack_reply(raw: bytes) -> Any:
     """A stored reply."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    return load(raw)
 
 
 def _index_key(touched_ms: int, client_id: bytes) -> bytes:

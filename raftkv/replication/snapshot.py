@@ -18,16 +18,15 @@ import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-import msgpack
-
 from ..errors import StorageError
+from ..protocol.codec import pack, unpack
 
 _LEN = struct.Struct(">I")
 _MAX_FRAME = 64 * 1024 * 1024
 
 
 def _frame(obj: Any) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
+    body = pack(obj)
     return _LEN.pack(len(body)) + body
 
 
@@ -64,7 +63,7 @@ def _read_frame(f: BinaryIO) -> Any:
     if len(body) < length:
         raise StorageError("snapshot stream is truncated")
     try:
-        return msgpack.unpackb(body, raw=False, use_list=True)
+        return unpack(body, max_len=_MAX_FRAME)  # from a peer: the untrusted decoder, with its limits
     except Exception as exc:
         raise StorageError(f"snapshot frame is malformed: {exc}") from None
 

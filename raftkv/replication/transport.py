@@ -49,11 +49,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from ..errors import ACCEPT_STARVED, LocalProtocolError, ProtocolError
 from ..logs import LogLimiter
-from ..protocol.codec import NEED_DATA, FrameDecoder, encode, pack
+from ..protocol.codec import NEED_DATA, FrameDecoder, array_header, encode, pack
 from .snapshot import is_index
 
 log = logging.getLogger(__name__)
@@ -100,7 +98,7 @@ def frames(items: list[list[Any]], target: int = FRAME_TARGET) -> list[bytes]:
 
 
 def _frame(packed: list[bytes]) -> bytes:
-    body = msgpack.Packer().pack_array_header(len(packed)) + b"".join(packed)
+    body = array_header(len(packed)) + b"".join(packed)
     if len(body) > PEER_MAX_FRAME:
         raise LocalProtocolError(f"one peer message of {len(body)} bytes exceeds the frame limit")
     return struct.pack(">I", len(body)) + body

@@ -20,10 +20,8 @@ import logging
 import random
 from typing import Any
 
-import msgpack
-
 from .. import errors
-from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode, pack
 from ..routing.records import Change
 from .config import parse_hostport
 
@@ -37,7 +35,7 @@ def proof(secret: bytes | None, changes: list[Change]) -> bytes | None:
     """The authenticator a map change carries (None without a cluster secret)."""
     if secret is None:
         return None
-    return hmac.new(secret, _PROOF_LABEL + msgpack.packb(changes, use_bin_type=True), hashlib.sha256).digest()
+    return hmac.new(secret, _PROOF_LABEL + pack(changes), hashlib.sha256).digest()
 
 
 def proof_ok(secret: bytes | None, changes: list[Change], given: Any) -> bool:

@@ -494,7 +494,12 @@ class Node:
         g = self._group(req)
         key = self._require_in(self._shard(g, req), check_key(req.get("key")), req)
         await self._readable(g, req)
-        return g.store.get(key)
+        value = g.store.get(key)
+        # Checked again *after* the read: a split applied while the read waited for its ReadIndex
+        # round moves the row away.  Bounds change before rows move (commands._write_state), so
+        # bounds that still own the key now owned it when the value was read.
+        self._require_in(self._shard(g, req), key, req)
+        return value
 
     async def op_put(self, req: dict[str, Any]) -> Any:
         g = self._group(req)

@@ -35,8 +35,7 @@ import os
 import shutil
 from collections.abc import Iterator
 
-import msgpack
-
+from ..protocol.codec import load, pack
 from ..replication import commands, sessions
 from ..replication.group import RaftGroup, RaftOptions, seed_log
 from ..replication.loop import RaftLoop
@@ -239,10 +238,10 @@ def _group_of(store: ShardStore, stores: dict[str, ShardStore]) -> str | None:
 
 
 def _write_members(directory: str, shard: Shard, parent: str | None, split_index: int) -> None:
-    write_file_atomic(os.path.join(directory, MEMBERS), msgpack.packb(
-        {"shard": shard.to_dict(), "parent": parent, "split_index": split_index}, use_bin_type=True))
+    write_file_atomic(os.path.join(directory, MEMBERS), pack(
+        {"shard": shard.to_dict(), "parent": parent, "split_index": split_index}))
 
 
 def _read_members(directory: str) -> dict:
     with open(os.path.join(directory, MEMBERS), "rb") as f:
-        return msgpack.unpackb(f.read(), raw=False)
+        return load(f.read())

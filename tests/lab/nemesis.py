@@ -21,16 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-FAULT_KINDS = ("kill", "leader-kill", "pause", "partition", "restart-all")
+FAULT_KINDS = ("kill", "leader-kill", "pause", "partition", "restart-all", "split", "stripe")
 PARTITION_VARIANTS = ("leader", "node", "link")  # isolate the leader / a random node / cut one pair
 CUT_MODES = ("reset", "blackhole")
 
 # how long each kind of fault lasts (seconds, drawn uniformly): pauses outlast the lab's election
 # timeout (0.4-0.8 s) so that a paused leader is deposed while it sleeps
 HOLD = {"kill": (1.0, 4.0), "leader-kill": (1.0, 4.0), "pause": (1.5, 3.0), "partition": (2.0, 5.0),
-        "restart-all": (0.5, 2.0)}
+        "restart-all": (0.5, 2.0), "split": (0.0, 0.0), "stripe": (0.0, 0.0)}
 # time the cluster needs after the heal before the next fault should start (restarts, elections)
-RECOVERY = {"kill": 2.0, "leader-kill": 2.0, "pause": 1.0, "partition": 1.0, "restart-all": 4.0}
+RECOVERY = {"kill": 2.0, "leader-kill": 2.0, "pause": 1.0, "partition": 1.0, "restart-all": 4.0,
+            "split": 1.0, "stripe": 1.0}
 QUIET = (0.5, 2.5)  # extra fault-free time after each recovery, so clients get served between faults
 
 
@@ -131,6 +132,10 @@ class ClusterControl(Protocol):
     def heal_links(self) -> None:
         """Heal every cut link."""
 
+    def reshape(self, kind: str, pick: int) -> dict[str, Any] | None:
+        """Split (``kind`` "split") or stripe ("stripe") the ``pick``-th range shard of the current
+        map (modulo their number) at its leader; the node's reply, or None if none could."""
+
 
 class Nemesis:
     """Runs a plan against a cluster on its own thread, logging each event as a JSON line."""
@@ -227,6 +232,15 @@ class Nemesis:
                 self._sleep(fault.hold)
             finally:
                 c.heal_links()
+            self.event(fault, "heal", index=index)
+        elif fault.kind in ("split", "stripe"):
+            # permanent: nothing to heal. The clients' writes and reads cross the new boundary.
+            reply = c.reshape(fault.kind, fault.shard)
+            if reply is None:
+                self.event(fault, "skip", reason="no shard could be changed", index=index)
+                return
+            self.event(fault, "start", shards=[s["id"] for s in reply["shards"]], index=index,
+                       plan=fault.to_json())
             self.event(fault, "heal", index=index)
         elif fault.kind == "restart-all":
             pids = c.kill_all()

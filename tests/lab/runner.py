@@ -39,7 +39,7 @@ from typing import Any
 from raftkv import Client
 from raftkv.client import rpc
 from raftkv.cluster import launcher
-from raftkv.errors import InvalidArgument, RaftKVError
+from raftkv.errors import InvalidArgument, NotLeader, RaftKVError, Unavailable
 from raftkv.server.config import format_hostport
 
 from ..helpers import signal_ours
@@ -101,6 +101,7 @@ class LabCluster:
         self.info: launcher.ClusterInfo | None = None
         self.node_ids: list[str] = []
         self._shard_ids: list[str] = []
+        self.keys: list[int] = []  # the clients' contended keys: splits cut between them
 
     # lifecycle
 
@@ -206,6 +207,36 @@ class LabCluster:
         """Heal every proxy."""
         for p in self.proxies.values():
             p.heal()
+
+    def reshape(self, kind: str, pick: int) -> dict[str, Any] | None:
+        """Split or stripe a range shard of the current map at its leader (see nemesis.ClusterControl).
+
+        A split cuts between the clients' keys when the shard holds any (so that operations on
+        neighbouring keys cross the new boundary); a stripe starts past the shard's largest key.
+        """
+        smap = rpc.call_any(self.seeds, "map", timeout=2.0)["map"]
+        shards = [s for s in smap["shards"] if not s.get("stripe")]
+        shard = shards[pick % len(shards)]
+        start, end = shard["start"], 2**64 if shard["end"] is None else shard["end"]
+        fields: dict[str, Any] = {"shard": shard["id"]}
+        if kind == "split":
+            inside = [k for k in self.keys if start < k < end]
+            fields["at"] = inside[pick % len(inside)] if inside else start + (end - start) // 2
+            if not start < fields["at"] < end:
+                return None
+        else:
+            fields["stripes"] = 3
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            for node in self.node_ids:
+                try:
+                    return rpc.call(self.address(node), kind, timeout=10.0, **fields)
+                except (NotLeader, Unavailable):
+                    continue  # not the leader, or down (a fault): ask the next node
+                except RaftKVError:
+                    return None  # refused (say, no room past the largest key): no change this time
+            time.sleep(0.2)
+        return None
 
 
 # --- clients --------------------------------------------------------------------------------------
@@ -404,6 +435,7 @@ def run(cfg: LabConfig, log: Any = print) -> LabResult:
         cluster.start()
         summary["pids"] = sorted(cluster.pids)
         keys = lab_keys(cfg.keys, cfg.shards)
+        cluster.keys = keys
         t0 = time.monotonic()
         summary["t0"] = t0
         nemesis = Nemesis(cluster, plan, os.path.join(cfg.out, "nemesis.jsonl"), t0, t0 + cfg.duration)

@@ -27,6 +27,7 @@ SCENARIOS = [
     pytest.param(["pause"], 10, id="pause"),
     pytest.param(["partition"], 13, id="partition"),
     pytest.param(["restart-all", "kill"], 16, id="restart-all+kill"),
+    pytest.param(["split", "stripe", "leader-kill"], 21, id="split+stripe+leader-kill"),
 ]
 
 
