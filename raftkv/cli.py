@@ -37,8 +37,8 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="a shard whose data outgrows this many bytes splits in two (default 64 MiB)")
     p.add_argument("--tail-stripes", type=int, default=0 if defaults else None,
                    help="stripes of a hot tail segment (default 0: one per node, at most 16)")
-    p.add_argument("--stripe-writes-per-s", type=int, default=2000 if defaults else None,
-                   help="keys/s of appends above which a shard's tail is striped (default 2000)")
+    p.add_argument("--stripe-writes-per-s", type=int, default=1000 if defaults else None,
+                   help="keys/s of appends above which a shard's tail is striped (default 1000)")
 
 
 def _cmd_node(args: argparse.Namespace) -> int:

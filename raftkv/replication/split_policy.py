@@ -8,9 +8,9 @@ a :class:`ShardStats` from it and from its store's estimates, and asks:
   writes land past the largest key (timestamps inserted in increasing order),
   it splits *at the tail*, just past the largest key: the right-hand shard
   starts empty, so nothing is copied.  Otherwise it splits at the median key.
-* :func:`plan_stripes` -- a tail that takes more writes than one Raft group
-  should carry is striped: from just past its largest key on, the key space is
-  served by K groups (``routing/stripes.py``), whose leaders
+* :func:`plan_segment` -- a tail that takes more writes than one Raft group
+  should carry is striped: a stretch of key space from just past its largest
+  key is served by K groups (``routing/stripes.py``), whose leaders
   :func:`place_stripe_leaders` and :func:`stripe_replicas` spread over nodes.
 * :func:`manual_split_point` -- checks (or picks) the split key of an
   operator's ``SPLIT`` and says in plain words why it cannot.
@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..keys import KEY_SPACE_END
 from ..routing.stripes import MAX_STRIPES
 
 SplitReason = Literal["size", "tail", "manual"]
@@ -132,8 +131,9 @@ class SplitSettings:
     # "most writes land past the largest key": the tail is where the writes go
     tail_append_fraction: float = 0.8
     min_keys_to_split: int = 2
-    # PLACEHOLDER: tail load (keys/s) one group should not carry; to be set from measurement
-    tail_stripe_writes_per_s: float = 3000.0
+    # tail load (keys/s) above which the tail is striped: one group whose leader has 0.2 of a core
+    # on the development machines takes about 1,700 single-key puts/s (bench/elastic.py)
+    tail_stripe_writes_per_s: float = 1000.0
     tail_stripes: int = 0  # K; 0 means "the number of nodes"
     max_stripes: int = MAX_STRIPES
 
@@ -162,10 +162,12 @@ class Split:
 
 @dataclass(frozen=True)
 class StripePlan:
-    """Serve ``[at, 2**64)`` as a new segment of ``stripes`` stripes; keys below ``at`` stay put."""
+    """Serve ``[at, end)`` as a new segment of ``stripes`` stripes; keys below ``at`` stay put, keys
+    from ``end`` on go to a new range shard (none when ``end`` is the shard's end)."""
 
     at: int
     stripes: int
+    end: int
 
 
 def _inside(stats: ShardStats, at: int) -> bool:
@@ -245,42 +247,35 @@ def manual_split_point(stats: ShardStats, at: int | None) -> int:
     return point
 
 
-def plan_stripes(stats: ShardStats, settings: SplitSettings, node_count: int, striped: bool,
-                 current_stripes: int = 0) -> StripePlan | None:
-    """Whether the tail of the key space should get a new striped segment, and with how many stripes.
+def plan_segment(stats: ShardStats, settings: SplitSettings, node_count: int, key_rate: float,
+                 row_bytes: float) -> StripePlan | None:
+    """Where a hot tail's striped segment goes, or None (the shard is a range shard, not a stripe).
 
-    ``stats`` describes the last segment (``end == 2**64``; anything else gets
-    None).  Appends must dominate (``append_fraction >= tail_append_fraction``)
-    and there must be room past ``largest_key`` inside the segment; the plan then
-    cuts at ``largest_key + 1``, so keys already written stay where they are and
-    only new appends go to the stripes.
+    Only a shard taking more than ``tail_stripe_writes_per_s`` keys/s, most of them past its
+    largest key (``append_fraction >= tail_append_fraction``), is striped, over
+    ``K = tail_stripes or node_count`` stripes (at most ``max_stripes``; one node alone gains
+    nothing from stripes).  The segment:
 
-    * ``striped`` False -- the tail is one range shard: when its
-      ``writes_per_s`` exceeds ``tail_stripe_writes_per_s``, plan
-      ``K = tail_stripes or node_count`` stripes, clamped to ``2..max_stripes``.
-    * ``striped`` True -- the tail is already ``current_stripes`` stripes and
-      ``stats`` holds their combined figures: when the load still exceeds
-      ``current_stripes * tail_stripe_writes_per_s``, plan a segment with more
-      stripes: enough to bring each under the threshold and at least the K
-      above, at most ``max_stripes``; None if that is not more than now.
+    * starts half a second of appends past the largest key (``key_rate``: how fast the largest
+      key moves, keys of key space per second), so writes in flight still land below it -- a
+      segment must start empty;
+    * ends where its stripes would hold about ``split_bytes`` each at the current rate
+      (``row_bytes`` per key), or at the shard's end.  The range after it stays one shard,
+      striped in turn when its appends grow hot, so a striped segment never needs re-cutting.
     """
-    if striped and current_stripes < 1:
-        raise ValueError("current_stripes is needed when the tail is striped")
-    if stats.end != KEY_SPACE_END or stats.largest_key is None:
+    if stats.writes_per_s <= settings.tail_stripe_writes_per_s or stats.largest_key is None:
         return None
-    if stats.append_fraction < settings.tail_append_fraction:
-        return None  # the writes are not at the tail: striping the tail would not spread them
-    at = stats.largest_key + 1
-    if not _inside(stats, at):
+    if stats.append_fraction < settings.tail_append_fraction or not key_rate > 0:
         return None
-    threshold = settings.tail_stripe_writes_per_s
-    base = min(settings.max_stripes, max(2, settings.tail_stripes or node_count))
-    if not striped:
-        return StripePlan(at, base) if stats.writes_per_s > threshold else None
-    if stats.writes_per_s <= current_stripes * threshold:
+    k = min(settings.max_stripes, settings.tail_stripes or node_count)
+    if k < 2:
         return None
-    wanted = min(settings.max_stripes, max(base, math.ceil(stats.writes_per_s / threshold)))
-    return StripePlan(at, wanted) if wanted > current_stripes else None
+    at = stats.largest_key + 1 + math.ceil(key_rate * 0.5)
+    lifetime = k * settings.split_bytes / max(stats.writes_per_s * max(row_bytes, 1.0), 1.0)
+    end = min(stats.end, at + max(math.ceil(key_rate * lifetime), k))
+    if not stats.start < at < end:
+        return None
+    return StripePlan(at, k, end)
 
 
 def _distinct(nodes: Sequence[str]) -> list[str]:

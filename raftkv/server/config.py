@@ -89,7 +89,7 @@ class NodeConfig:
     # stripes of a hot tail segment (0: the number of nodes, at most 16)
     tail_stripes: int = 0
     # appends (keys/s) to one shard above which its tail is striped
-    stripe_writes_per_s: int = 2000
+    stripe_writes_per_s: int = 1000
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:

@@ -47,7 +47,15 @@ from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
 from ..replication.group import FAIL_REASON, RaftGroup, RaftOptions
 from ..replication.loop import RaftLoop
-from ..replication.split_policy import ShardStats, SplitSettings, WriteTracker, maybe_split, stripe_replicas
+from ..replication.split_policy import (
+    ShardStats,
+    SplitSettings,
+    StripePlan,
+    WriteTracker,
+    maybe_split,
+    plan_segment,
+    stripe_replicas,
+)
 from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas, shard_name
@@ -756,27 +764,13 @@ class Node:
             load.largest = top
         load.mark(now)
 
-    async def _plan_segment(self, g: RaftGroup, shard: Shard, load: _ShardLoad,
-                            rate: float) -> tuple[int, int, int] | None:
-        """Where a hot tail's striped segment goes: ``(at, end, stripes)``, or None.
-
-        It starts half a second of appends past the largest key, so the writes in flight still
-        land below it (a segment must start empty), and spans the key space the appends should
-        cover while its stripes fill to about ``split_bytes`` each; the range after it stays
-        one shard, striped in turn when its appends grow hot.
-        """
-        k = min(self.split_settings.tail_stripes or len(self.config.nodes), MAX_STRIPES)
-        key_rate = load.key_rate()
-        if k < 2 or load.largest is None or key_rate <= 0:
-            return None
+    async def _plan_segment(self, g: RaftGroup, shard: Shard, load: _ShardLoad, rate: float,
+                            appends: float) -> StripePlan | None:
+        """``split_policy.plan_segment`` for ``g``'s shard, from its leader's figures."""
         size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
-        row_bytes = size / keys if keys else 100.0
-        lifetime = k * self.split_settings.split_bytes / max(rate * row_bytes, 1.0)
-        at = load.largest + 1 + math.ceil(key_rate * 0.5)
-        end = min(shard.end, at + max(math.ceil(key_rate * lifetime), k))
-        if not shard.start < at < end:
-            return None
-        return at, end, k
+        stats = ShardStats(shard.id, shard.start, shard.end, size, keys, load.largest, None, rate, appends)
+        return plan_segment(stats, self.split_settings, len(self.config.nodes), load.key_rate(),
+                            size / keys if keys else 100.0)
 
     async def _split_when_due(self) -> None:
         """Shard leaders: split a shard that outgrew ``split_bytes`` (``split_policy.maybe_split``).
@@ -809,10 +803,10 @@ class Node:
         shard = state.shard
         appends = load.tracker.append_fraction(now)
         if rate > settings.tail_stripe_writes_per_s and appends >= settings.tail_append_fraction:
-            plan = await self._plan_segment(g, shard, load, rate)
+            plan = await self._plan_segment(g, shard, load, rate, appends)
             if plan is not None:
-                at, end, k = plan
-                await self._stripe(g, shard, at, end, k, MAX_OP_TIMEOUT, f"hot tail, {rate:.0f} keys/s")
+                await self._stripe(g, shard, plan.at, plan.end, plan.stripes, MAX_OP_TIMEOUT,
+                                   f"hot tail, {rate:.0f} keys/s")
                 return
         size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
         span = g.store.key_span(shard.start, shard.end)

@@ -10,12 +10,11 @@ from raftkv.replication.split_policy import (
     ShardStats,
     Split,
     SplitSettings,
-    StripePlan,
     WriteTracker,
     manual_split_point,
     maybe_split,
     place_stripe_leaders,
-    plan_stripes,
+    plan_segment,
     stripe_replicas,
 )
 from raftkv.routing.stripes import MAX_STRIPES
@@ -265,66 +264,61 @@ def test_write_tracker_memory_is_bounded():
     assert t.writes_per_s(99.9999) == pytest.approx(10_000, rel=0.01)
 
 
-# --- plan_stripes -------------------------------------------------------------------------------
+# --- plan_segment -------------------------------------------------------------------------------
 
-def tail(wps, appends=1.0, largest=T0, start=2**60):
-    return stats(start=start, end=END, smallest=start, largest=largest, wps=wps, appends=appends,
+def tail(wps, appends=1.0, largest=T0, start=2**60, end=END):
+    return stats(start=start, end=end, smallest=start, largest=largest, wps=wps, appends=appends,
                  median=None, size=0)
 
 
-def test_plan_stripes_thresholds():
+RATE = 10**9  # key space per second: nanosecond timestamps written in real time
+
+
+def test_plan_segment_thresholds():
     th = S.tail_stripe_writes_per_s
-    assert plan_stripes(tail(th), S, 3, False) is None  # must exceed, not equal
-    assert plan_stripes(tail(th + 1), S, 3, False) == StripePlan(T0 + 1, 3)
-    assert plan_stripes(tail(th + 1, appends=0.79), S, 3, False) is None  # writes are not at the tail
-    assert plan_stripes(tail(10 * th, largest=MAXK), S, 3, False) is None  # no room past the largest key
-    assert plan_stripes(tail(10 * th, largest=None), S, 3, False) is None
-    inner = stats(start=0, end=2**62, smallest=0, largest=T0, wps=10 * th, appends=1.0)
-    assert plan_stripes(inner, S, 3, False) is None  # only the last segment is striped
+    assert plan_segment(tail(th), S, 3, RATE, 100) is None  # must exceed, not equal
+    plan = plan_segment(tail(th + 1), S, 3, RATE, 100)
+    assert plan.at == T0 + 1 + RATE // 2 and plan.stripes == 3 and plan.at < plan.end < END
+    assert plan_segment(tail(th + 1, appends=0.79), S, 3, RATE, 100) is None  # writes are not at the tail
+    assert plan_segment(tail(10 * th, largest=MAXK), S, 3, RATE, 100) is None  # no room past the largest key
+    assert plan_segment(tail(10 * th, largest=None), S, 3, RATE, 100) is None
+    assert plan_segment(tail(10 * th), S, 3, 0.0, 100) is None  # the largest key does not move
+    assert plan_segment(tail(10 * th), S, 1, RATE, 100) is None  # one node: stripes gain nothing
+
+
+def test_a_segment_is_sized_so_its_stripes_fill_to_split_bytes():
+    cfg = SplitSettings(split_bytes=64 << 20)
+    wps, row = 5000.0, 100.0
+    plan = plan_segment(tail(wps), cfg, 4, RATE, row)
+    seconds = (plan.end - plan.at) / RATE  # how long the appends take to cross it
+    assert seconds * wps * row == pytest.approx(4 * (64 << 20), rel=1e-6)
+    inner = plan_segment(tail(wps, start=0, end=T0 + 10 * RATE), cfg, 4, RATE, row)
+    assert inner.end == T0 + 10 * RATE  # the shard ends first: no range shard after the segment
 
 
 @pytest.mark.parametrize("nodes, tail_stripes, k", [
-    (3, 0, 3), (1, 0, 2), (0, 0, 2), (40, 0, MAX_STRIPES), (3, 5, 5), (3, 1, 2), (3, 99, MAX_STRIPES),
+    (3, 0, 3), (40, 0, MAX_STRIPES), (3, 5, 5), (3, 99, MAX_STRIPES), (1, 4, 4),
 ])
-def test_plan_stripes_count(nodes, tail_stripes, k):
+def test_plan_segment_stripe_count(nodes, tail_stripes, k):
     cfg = SplitSettings(tail_stripes=tail_stripes)
-    assert plan_stripes(tail(10**9), cfg, nodes, False) == StripePlan(T0 + 1, k)
-
-
-def test_plan_stripes_when_already_striped():
-    th = S.tail_stripe_writes_per_s
-    assert plan_stripes(tail(3 * th), S, 3, True, current_stripes=3) is None  # within K * threshold
-    assert plan_stripes(tail(3 * th + 1), S, 3, True, current_stripes=3) == StripePlan(T0 + 1, 4)
-    assert plan_stripes(tail(3 * th + 1), S, 6, True, current_stripes=3) == StripePlan(T0 + 1, 6)  # new nodes
-    assert plan_stripes(tail(7.5 * th), S, 3, True, current_stripes=3) == StripePlan(T0 + 1, 8)
-    assert plan_stripes(tail(10**9), S, 3, True, current_stripes=MAX_STRIPES) is None  # already max
-    capped = SplitSettings(max_stripes=4)
-    assert plan_stripes(tail(10**9), capped, 3, True, current_stripes=3) == StripePlan(T0 + 1, 4)
-    assert plan_stripes(tail(10**9, appends=0.5), S, 3, True, current_stripes=3) is None
-    with pytest.raises(ValueError):
-        plan_stripes(tail(10**9), S, 3, True)
+    assert plan_segment(tail(10**9), cfg, nodes, RATE, 100).stripes == k
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_plan_stripes_invariants_on_random_stats(seed):
+def test_plan_segment_invariants_on_random_stats(seed):
     rng = random.Random(seed)
     for _ in range(2000):
         s = _random_stats(rng)
-        s = ShardStats(s.shard_id, s.start, rng.choice([END, s.end]), s.bytes, s.keys, s.largest_key,
-                       s.smallest_key, rng.choice([0.0, S.tail_stripe_writes_per_s, rng.random() * 10**5]),
+        s = ShardStats(s.shard_id, s.start, s.end, s.bytes, s.keys, s.largest_key, s.smallest_key,
+                       rng.choice([0.0, S.tail_stripe_writes_per_s, rng.random() * 10**5]),
                        s.append_fraction, s.median_key)
-        nodes, current = rng.randrange(0, 30), rng.randrange(1, MAX_STRIPES + 1)
-        striped = rng.random() < 0.5
-        plan = plan_stripes(s, S, nodes, striped, current)
+        rate = rng.choice([0.0, 1.0, rng.random() * 10**12])
+        plan = plan_segment(s, S, rng.randrange(0, 30), rate, rng.choice([0.0, 100.0, 1e6]))
         if plan is None:
             continue
-        assert s.end == END and s.start < plan.at < END and plan.at == s.largest_key + 1
-        assert s.append_fraction >= S.tail_append_fraction
+        assert s.start < plan.at < plan.end <= s.end and plan.at > s.largest_key
+        assert s.append_fraction >= S.tail_append_fraction and s.writes_per_s > S.tail_stripe_writes_per_s
         assert 2 <= plan.stripes <= S.max_stripes
-        if striped:
-            assert s.writes_per_s > current * S.tail_stripe_writes_per_s and plan.stripes > current
-        else:
-            assert s.writes_per_s > S.tail_stripe_writes_per_s
 
 
 # --- stripe placement ---------------------------------------------------------------------------
