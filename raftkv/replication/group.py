@@ -112,6 +112,8 @@ class GroupTransport(Transport):
         self.seq = 0  # stamp of the last AppendEntries sent
         self.acked: dict[str, int] = {}  # peer -> highest stamp it answered
         self._echo: int | None = None
+        self.quiescing = False  # the AppendEntries being sent tell followers to stop their timers
+        self.group: RaftGroup | None = None
 
     # pysyncobj's Transport interface
     @property
@@ -141,7 +143,7 @@ class GroupTransport(Transport):
             return False
         if kind == "append_entries":
             self.seq += 1
-            message = {**message, "rs": self.seq}
+            message = {**message, "rs": self.seq, **({"rq": True} if self.quiescing else {})}
         elif kind == "next_node_idx" and self._echo is not None:
             message = {**message, "ra": self._echo}
         return self.hub.send(node.id, self.group_id, message)
@@ -174,6 +176,11 @@ class GroupTransport(Transport):
                 message = {**message, "commit_index": newest}
         stamp = message.pop("rs", None)
         answered = message.pop("ra", None)
+        quiesce = message.pop("rq", None) is True
+        group = self.group
+        if group is not None and group.quiesced and not (
+                message.get("type") == "next_node_idx" and message.get("success") is True):
+            group.wake()  # anything but a follower's "caught up" answer to our last heartbeat
         if isinstance(answered, int) and answered > self.acked.get(peer_id, 0):
             self.acked[peer_id] = answered
         self._echo = stamp if isinstance(stamp, int) else None
@@ -183,6 +190,8 @@ class GroupTransport(Transport):
             self._echo = None
             if self.journal is not None:
                 self.journal.end_message()
+        if quiesce and group is not None:
+            group.follow_quietly(message)
 
     def link_changed(self, peer_id: str, up: bool) -> None:
         """Tell pysyncobj a peer became reachable or was lost."""
@@ -252,6 +261,11 @@ class SnapshotSerializer:
     def cancel_streams(self) -> None:
         """Forget outgoing transfers (no longer leader): releases their LevelDB snapshots."""
         self._outgoing.clear()
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a snapshot is being sent to a follower."""
+        return bool(self._outgoing)
 
     def _write_meta(self, last: Any, prev: Any) -> None:
         write_file_atomic(self._meta_path, pack({"last": list(last), "prev": list(prev)}))
@@ -343,6 +357,11 @@ class RaftGroup(SyncObj):
         # never lead and hand out an empty shard.
         self.passive = passive
         self.on_installed = on_installed
+        # Quiescence: an idle group's leader stops heartbeating once every follower holds its last
+        # entry, and its followers stop their election timers; the loop stops ticking both. Any
+        # message, command or read wakes it; so does a leader's node going silent (loop.py).
+        self.quiesced = False
+        self.busy_at = time.monotonic()
         conf = SyncObjConf(
             autoTick=False,
             journalFile=os.path.join(directory, "raft.log"),
@@ -371,6 +390,7 @@ class RaftGroup(SyncObj):
 
         super().__init__(Node(self_id), [Node(p) for p in peers], conf, transportClass=make_transport)
         self.transport: GroupTransport = self._SyncObj__transport
+        self.transport.group = self
         self.journal: DurableJournal = self._SyncObj__raftLog
         self.transport.journal = self.journal
         self.serializer = SnapshotSerializer(store, directory, hub, options.snapshot_chunk, self._installed)
@@ -455,6 +475,52 @@ class RaftGroup(SyncObj):
     def send_now(self) -> None:
         """Send AppendEntries to every follower now, instead of at the next heartbeat."""
         self._SyncObj__sendAppendEntries()
+
+    # --- quiescence (Raft thread) ---------------------------------------------------------------
+
+    def can_quiesce(self, now: float, idle: float) -> bool:
+        """Leader, idle for ``idle`` seconds, everything committed and applied, every follower
+        holding the last entry, nothing queued or streaming: it may stop heartbeating."""
+        if self.quiesced or not self.leader_ready or now - self.busy_at < idle:
+            return False
+        last = self._SyncObj__getCurrentLogIndex()
+        if self.raftCommitIndex != last or self.raftLastApplied != last or self.journal.dirty:
+            return False
+        match = self._SyncObj__raftMatchIndex
+        if any(match.get(node, 0) != last for node in self._SyncObj__otherNodes):
+            return False
+        return not self._SyncObj__commandsQueue._FastQueue__queue and not self.serializer.streaming
+
+    def quiesce(self) -> None:
+        """Send the heartbeat that quiesces the followers, and stop (the loop skips us from now)."""
+        self.transport.quiescing = True
+        try:
+            self.send_now()
+        finally:
+            self.transport.quiescing = False
+        self.quiesced = True
+
+    def follow_quietly(self, message: dict[str, Any]) -> None:
+        """Follower, told by the leader's heartbeat that the group is idle: quiesce if caught up."""
+        if not self.is_leader and self.leader_id is not None and \
+                self._SyncObj__getCurrentLogIndex() == message.get("commit_index") == self.raftCommitIndex:
+            self.quiesced = True
+
+    def wake(self) -> None:
+        """Resume ticking.  Timers restart rather than fire at once: a leader does not step down
+        for followers it has not heard from while quiet, a follower waits a full election
+        timeout for the leader's next heartbeat before it campaigns."""
+        now = time.monotonic()
+        self.busy_at = now
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        if self._isLeader():
+            heard = self._SyncObj__lastResponseTime
+            for node in self._SyncObj__otherNodes:
+                heard[node] = now
+        else:
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
 
     def transfer_to(self, node_id: str) -> None:
         """Ask ``node_id`` to take over leadership (Raft TimeoutNow); pysyncobj refuses if it lags."""

@@ -18,8 +18,14 @@ Each iteration, in this order (the order *is* the durability argument):
 9. only then release everything else: AppendEntries replies, votes, vote
    requests -- every message that promises something about this node's disk.
 
-Ticking only the groups with work keeps 64 idle groups cheap, and one peer
-socket per node pair instead of one per group keeps the poller small.
+Ticking only the groups with work keeps idle groups cheap, and one peer
+socket per node pair instead of one per group keeps the poller small.  A group
+idle for ``QUIESCE_AFTER`` goes quiet (``RaftGroup.quiesce``): its leader sends
+one last heartbeat that tells the followers to stop their election timers, and
+the loop stops ticking it on every node, so a thousand idle groups cost almost
+nothing.  A message, a command or a read wakes it; so does the hub seeing the
+leader's node fall silent (its pings stop), which stands in for the heartbeats
+the group no longer sends.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ from .transport import PeerHub
 log = logging.getLogger(__name__)
 
 TICK = 0.05  # periodic tick of every group: timers only; commits, applies and reads are event-driven
+QUIESCE_AFTER = 2.0  # seconds without new entries, commands or reads before an idle group goes quiet
+# a quiet follower whose leader's node sent nothing (not even the hub's pings) for this long wakes
+# and, hearing nothing more, campaigns after its election timeout
+PEER_SILENT = 1.5
 ReadCallback = Callable[[Exception | None], None]
 
 
@@ -118,7 +128,13 @@ class RaftLoop:
 
     def poke(self, group_id: str) -> None:
         """Make sure ``group_id`` is ticked soon (thread-safe), e.g. after :meth:`RaftGroup.submit`."""
-        self.call_soon(lambda: self._active.add(group_id))
+        self.call_soon(lambda: self._touch(group_id))
+
+    def _touch(self, group_id: str) -> None:
+        g = self.groups.get(group_id)
+        if g is not None:
+            g.wake()
+            self._active.add(group_id)
 
     def wake(self) -> None:
         """Interrupt the loop's wait (thread-safe, coalesced)."""
@@ -168,11 +184,14 @@ class RaftLoop:
 
     def _link_changed(self, peer_id: str, up: bool) -> None:
         log.info("peer %s link %s", peer_id, "up" if up else "down")
-        for g in self.groups.values():
+        for g in list(self.groups.values()):
             g.transport.link_changed(peer_id, up)
+            if peer_id in g.peer_ids:
+                g.wake()  # a peer came back (it must hear its leader) or went away (we may lead now)
 
     def _register_read(self, group_id: str, callback: ReadCallback, timeout: float) -> None:
         g = self.groups[group_id]
+        g.wake()
         if not g.is_leader:
             callback(NotLeader(f"shard {group_id}: this replica is not the leader", leader=g.leader_id))
             return
@@ -196,17 +215,23 @@ class RaftLoop:
                     self.hub.maintain(now)
                     for fn in self._periodic:
                         fn()
-                    ticking = list(self.groups.values())
+                    self._wake_orphans(now)
+                    ticking = [g for g in list(self.groups.values())
+                               if not g.quiesced or g.group_id in self._active]
                 else:
                     ticking = [self.groups[g] for g in self._active if g in self.groups]
                 self._active.clear()
                 for g in ticking:
                     before = len(g.journal)
                     g.doTick(0.0)
+                    if len(g.journal) != before:
+                        g.busy_at = now
                     if g.is_leader and (len(g.journal) != before or self._owes_heartbeat(g)):
                         g.send_now()
                     if periodic:
                         g.maybe_compact()
+                        if g.group_id not in self._reads and g.can_quiesce(now, QUIESCE_AFTER):
+                            g.quiesce()
                 self._serve_reads()
                 self.hub.release_early()  # leaders replicate while their own disk write runs
                 for g in self.groups.values():
@@ -222,6 +247,15 @@ class RaftLoop:
                 self._complaints.log(f"iteration {type(exc).__name__}", logging.ERROR,
                                      "raft loop iteration failed", exc_info=True)
                 time.sleep(0.01)
+
+    def _wake_orphans(self, now: float) -> None:
+        """Wake quiet followers whose leader's node went silent: the pings that stand in for its
+        heartbeats stopped, so it may be dead, paused or cut off, and someone must campaign."""
+        for g in list(self.groups.values()):
+            if g.quiesced and not g.is_leader:
+                leader = g.leader_id
+                if leader is None or self.hub.silent_for(leader, now) > PEER_SILENT:
+                    g.wake()
 
     def _dispatch(self, callback: Callable[[int], None], mask: int) -> None:
         """Run one socket event's handler; its failure must not cost the iteration its ticks and fsyncs."""

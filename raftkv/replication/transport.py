@@ -40,6 +40,7 @@ import errno
 import hashlib
 import hmac
 import logging
+import math
 import os
 import reprlib
 import selectors
@@ -60,6 +61,11 @@ PEER_MAX_FRAME = 64 * 1024 * 1024
 FRAME_TARGET = 8 * 1024 * 1024  # split a peer's pending messages into frames of about this size
 HELLO_MAX_FRAME = 4096  # what an unauthenticated dialer may send before we know who it is
 RECONNECT_INTERVAL = 0.2
+# Node-level liveness, one per pair of nodes rather than one per Raft group: a link that carried
+# nothing for PING_INTERVAL gets an empty frame, so a peer silent for much longer is down or cut
+# off even while its TCP connection looks open (a quiesced group relies on this, loop.py).
+PING_INTERVAL = 0.5
+_PING = struct.pack(">I", 1) + b"\x90"  # a frame holding an empty batch
 _READ_CHUNK = 256 * 1024
 MAX_PENDING_HANDSHAKES = 64  # accepted connections that have not authenticated yet
 MAX_LINKS_PER_PEER = 4  # authenticated inbound connections per peer (one is normal; a reconnect overlaps)
@@ -122,7 +128,7 @@ _REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
 }
 # Optional fields: checked when present.  rs/ra are GroupTransport's ReadIndex stamps.
 _OPTIONAL: dict[str, Callable[[Any], bool]] = {
-    "rs": is_index, "ra": is_index,
+    "rs": is_index, "ra": is_index, "rq": lambda v: v is True,
 }
 
 
@@ -218,6 +224,7 @@ class _Outbound:
         self.early: list[list[Any]] = []  # leader AppendEntries: may leave before the fsync
         self.out = bytearray()
         self.next_attempt = 0.0
+        self.last_sent = 0.0
 
 
 class _Inbound:
@@ -252,11 +259,16 @@ class PeerHub:
         self._accept_resume = 0.0  # when to listen again after running out of descriptors
         self._starved: str | None = None  # why accept() last failed for want of resources, until one succeeds
         self.dropped_messages = 0  # malformed Raft messages dropped (for tests and status)
+        self._heard: dict[str, float] = {}  # peer -> when its last frame arrived
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound peer address."""
         return self._listener.getsockname()[:2]
+
+    def silent_for(self, peer_id: str, now: float) -> float:
+        """Seconds since anything arrived from ``peer_id`` (inf if nothing ever did)."""
+        return now - self._heard.get(peer_id, -math.inf)
 
     def is_up(self, peer_id: str) -> bool:
         """Whether our outbound link to ``peer_id`` is established and authenticated."""
@@ -304,6 +316,7 @@ class PeerHub:
                 pending.clear()
                 for frame in frames(batch):
                     ob.out += frame
+                ob.last_sent = time.monotonic()
                 self._write(ob)
             elif pending:
                 pending.clear()
@@ -315,6 +328,10 @@ class PeerHub:
             if ob.state == "down" and now >= ob.next_attempt:
                 ob.next_attempt = now + RECONNECT_INTERVAL
                 self._dial(ob)
+            elif ob.state == "up" and now - ob.last_sent >= PING_INTERVAL:
+                ob.out += _PING
+                ob.last_sent = now
+                self._write(ob)
         for conn in [c for c in self._in.values() if c.peer_id is None and now >= c.deadline]:
             self._complaints.log("handshake", logging.WARNING,
                                  "peer port: closed a connection that did not complete its hello in %g s",
@@ -505,6 +522,7 @@ class PeerHub:
                     continue
                 if not isinstance(msg, list):
                     raise ProtocolError("peer frame is not a batch")
+                self._heard[conn.peer_id] = time.monotonic()
                 for item in msg:
                     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
                             and isinstance(item[1], dict)):

@@ -211,30 +211,40 @@ class LabCluster:
     def reshape(self, kind: str, pick: int) -> dict[str, Any] | None:
         """Split or stripe a range shard of the current map at its leader (see nemesis.ClusterControl).
 
-        A split cuts between the clients' keys when the shard holds any (so that operations on
-        neighbouring keys cross the new boundary); a stripe starts past the shard's largest key.
+        The ``pick``-th range shard is tried first, then the others in turn, until one takes the
+        change.  A split cuts between the clients' keys when the shard holds any (so that
+        operations on neighbouring keys cross the new boundary); a stripe starts past the
+        shard's largest key, which a shard whose keys reach its end cannot do.
         """
         smap = rpc.call_any(self.seeds, "map", timeout=2.0)["map"]
         shards = [s for s in smap["shards"] if not s.get("stripe")]
-        shard = shards[pick % len(shards)]
-        start, end = shard["start"], 2**64 if shard["end"] is None else shard["end"]
-        fields: dict[str, Any] = {"shard": shard["id"]}
-        if kind == "split":
-            inside = [k for k in self.keys if start < k < end]
-            fields["at"] = inside[pick % len(inside)] if inside else start + (end - start) // 2
-            if not start < fields["at"] < end:
-                return None
-        else:
-            fields["stripes"] = 3
+        for i in range(len(shards)):
+            shard = shards[(pick + i) % len(shards)]
+            start, end = shard["start"], 2**64 if shard["end"] is None else shard["end"]
+            fields: dict[str, Any] = {"shard": shard["id"]}
+            if kind == "split":
+                inside = [k for k in self.keys if start < k < end]
+                fields["at"] = inside[pick % len(inside)] if inside else start + (end - start) // 2
+                if not start < fields["at"] < end:
+                    continue
+            else:
+                fields["stripes"] = 3
+            reply = self._at_leader(kind, fields)
+            if reply is not None:
+                return reply
+        return None
+
+    def _at_leader(self, op: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """``op`` answered by the shard's leader (the nodes are asked in turn), or None if refused."""
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             for node in self.node_ids:
                 try:
-                    return rpc.call(self.address(node), kind, timeout=10.0, **fields)
+                    return rpc.call(self.address(node), op, timeout=10.0, **fields)
                 except (NotLeader, Unavailable):
                     continue  # not the leader, or down (a fault): ask the next node
                 except RaftKVError:
-                    return None  # refused (say, no room past the largest key): no change this time
+                    return None  # refused (say, no room past the largest key)
             time.sleep(0.2)
         return None
 
