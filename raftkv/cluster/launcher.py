@@ -439,9 +439,9 @@ class _View:
         return [g for g in self.groups() if g not in self.leaders]
 
 
-def _ask(address: str, timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _ask(address: str, timeout: float, brief: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        st = call(address, "status", timeout=timeout)
+        st = call(address, "status", timeout=timeout, **({"brief": True} if brief else {}))
     except RaftKVError:
         return None, None
     try:
@@ -452,16 +452,17 @@ def _ask(address: str, timeout: float) -> tuple[dict[str, Any] | None, dict[str,
 
 
 def _probe(addrs: Sequence[str], expect: dict[str, tuple[str, int | None]] | None = None,
-           timeout: float = PROBE_TIMEOUT) -> _View:
+           timeout: float = PROBE_TIMEOUT, brief: bool = True) -> _View:
     """Ask every address for ``status`` and ``map`` in parallel.
 
     ``expect`` maps address -> (node id, pid): a reply from a different node or process (a stray
-    process on a reused port) does not count as that node answering.
+    process on a reused port) does not count as that node answering.  ``brief`` leaves out what
+    costs the nodes a read of every store (sizes and key counts): readiness does not need them.
     """
     if not addrs:
         return _View({}, None, {})
     with ThreadPoolExecutor(max_workers=len(addrs)) as pool:
-        replies = dict(zip(addrs, pool.map(lambda a: _ask(a, timeout), addrs), strict=True))
+        replies = dict(zip(addrs, pool.map(lambda a: _ask(a, timeout, brief), addrs), strict=True))
     status: dict[str, dict[str, Any]] = {}
     best_map: dict[str, Any] | None = None
     for addr, (st, mp) in replies.items():
@@ -727,7 +728,7 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
     """
     info = load(data_dir)
     expect = {format_hostport(n.client): (n.id, info.pids[n.id]) for n in info.nodes if info.pids[n.id]}
-    view = _probe(list(expect), expect)
+    view = _probe(list(expect), expect, brief=False)  # with each shard's size, rate and keys
     up_ids = {st["node"] for st in view.status.values()}
     out: dict[str, Any] = {
         "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids}

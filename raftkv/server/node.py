@@ -916,10 +916,13 @@ class Node:
                      "term": g.term, "commit": g.raftCommitIndex, "applied": g.store.applied_index,
                      "log_entries": len(g.journal), "log_bytes": g.journal.size_bytes,
                      "snapshots_installed": g.serializer.installs}
+            entry["quiesced"] = g.quiesced
             state = commands.shard_state(g.store) if gid != META_GROUP else None
             if state is not None:
                 shard = state.shard
-                size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
+                # sizes read every store: left out when the caller only asks who leads (``brief``)
+                size, keys = (None, None) if req.get("brief") is True else \
+                    await asyncio.to_thread(g.store.estimate, shard.start, shard.end, 1000)
                 load = self._load.get(gid)
                 entry.update({"generation": shard.generation, "start": shard.start, "end": end_to_wire(shard.end),
                               "stripe": None if shard.stripe is None else list(shard.stripe),
