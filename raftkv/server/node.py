@@ -922,7 +922,7 @@ class Node:
                 shard = state.shard
                 # sizes read every store: left out when the caller only asks who leads (``brief``)
                 size, keys = (None, None) if req.get("brief") is True else \
-                    await asyncio.to_thread(g.store.estimate, shard.start, shard.end, 1000)
+                    await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
                 load = self._load.get(gid)
                 entry.update({"generation": shard.generation, "start": shard.start, "end": end_to_wire(shard.end),
                               "stripe": None if shard.stripe is None else list(shard.stripe),
