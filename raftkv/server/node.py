@@ -705,11 +705,16 @@ class Node:
                      req: dict[str, Any] | None = None) -> dict[str, Any]:
         """Split ``g``'s shard at ``at`` through its log, then publish the records."""
         new_id = shard_name(await self.maplink.allocate(timeout))
-        result = await self._replicate(g, commands.split(at, new_id, shard.generation), timeout, req)
-        self._load.pop(g.group_id, None)  # its bounds changed: weigh it afresh
-        epoch = await self._publish(g, timeout)
+        done = await self._reshape(g, commands.split(at, new_id, shard.generation), timeout, req)
         log.info("split %s at %d (%s): %s takes [%d, %d)", shard.id, at, why, new_id, at, shard.end)
-        return {"epoch": epoch, "shards": result["shards"]}
+        return done
+
+    async def _reshape(self, g: RaftGroup, command: bytes, timeout: float,
+                       req: dict[str, Any] | None) -> dict[str, Any]:
+        """Commit a split or stripe command through ``g``'s log, then publish the records it made."""
+        result = await self._replicate(g, command, timeout, req)
+        self._load.pop(g.group_id, None)  # its bounds changed: weigh it afresh
+        return {"epoch": await self._publish(g, timeout), "shards": result["shards"]}
 
     async def op_stripe(self, req: dict[str, Any]) -> Any:
         """Stripe a range shard from ``at`` (default: just past its largest key) to ``end`` (default:
@@ -744,12 +749,10 @@ class Node:
                    for i in range(k)]
         tail = None if end == shard.end else Shard(shard_name(first + k), end, shard.end, shard.replicas,
                                                    born_empty=True)
-        result = await self._replicate(g, commands.stripe(at, end, stripes, tail, shard.generation), timeout, req)
-        self._load.pop(g.group_id, None)
-        epoch = await self._publish(g, timeout)
+        done = await self._reshape(g, commands.stripe(at, end, stripes, tail, shard.generation), timeout, req)
         log.info("striped %s [%d, %d) over %d groups (%s)%s", shard.id, at, end, k, why,
                  f"; {tail.id} takes [{end}, {shard.end})" if tail else "")
-        return {"epoch": epoch, "shards": result["shards"]}
+        return done
 
     def _observe(self, g: RaftGroup, shard: Shard, keys: list[int]) -> None:
         """Count a write the leader accepted, for the split policy."""

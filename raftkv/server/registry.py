@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..protocol.codec import load, pack
 from ..replication import commands, sessions
@@ -115,21 +115,18 @@ class GroupRegistry:
         final = os.path.join(self.root, child.id)
         if os.path.exists(final):
             return  # made empty from a snapshot's bounds earlier: its leader sends it the data
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        store = ShardStore(os.path.join(tmp, "store"))
-        try:
-            state = commands.ShardState(child).encode()
-            items = parent.raw_items((child.start, child.end), _COPIED_SYSTEM)
-            store.install(_with_first(SYSTEM + commands.SHARD_KEY, state, items), CHILD_START_INDEX)
-        finally:
-            store.close()
-        seed_log(tmp, CHILD_START_INDEX)
-        _write_members(tmp, child, parent=_group_of(parent, self.stores), split_index=index)
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(self.root)
+
+        def fill(tmp: str) -> None:
+            store = ShardStore(os.path.join(tmp, "store"))
+            try:
+                state = commands.ShardState(child).encode()
+                items = parent.raw_items((child.start, child.end), _COPIED_SYSTEM)
+                store.install(_with_first(SYSTEM + commands.SHARD_KEY, state, items), CHILD_START_INDEX)
+            finally:
+                store.close()
+            seed_log(tmp, CHILD_START_INDEX)
+
+        self._make(child, parent=_group_of(parent, self.stores), split_index=index, fill=fill)
 
     def open_child(self, child: Shard) -> None:
         """Start ``child``'s replica (commands.SplitHooks); already running: nothing to do."""
@@ -152,16 +149,7 @@ class GroupRegistry:
         if os.path.exists(final):
             return
         born = shard.generation == 1
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        _write_members(tmp, shard, parent=None, split_index=0)
-        if not born:
-            with open(os.path.join(tmp, PASSIVE), "wb"):
-                pass
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(self.root)
+        self._make(shard, passive=not born)
         self._open(shard.id, list(shard.replicas), shard, initial=born, passive=not born)
         log.info("opened %s [%d, %d)%s, made empty", shard.id, shard.start, shard.end,
                  f" stripe {shard.stripe[0]}/{shard.stripe[1]}" if shard.stripe else "")
@@ -191,19 +179,28 @@ class GroupRegistry:
 
     def _create_empty(self, shard: Shard, parent: str | None) -> None:
         """A passive, empty replica of ``shard`` that waits for a snapshot from one with the data."""
+        self._make(shard, passive=True)
+        self._open(shard.id, list(shard.replicas), shard, passive=True)
+        log.info("created %s empty (it was split from %s while this replica was away); "
+                 "waiting for a snapshot", shard.id, parent)
+
+    def _make(self, shard: Shard, *, parent: str | None = None, split_index: int = 0, passive: bool = False,
+              fill: Callable[[str], None] | None = None) -> None:
+        """Create ``shard``'s replica directory whole or not at all: built in ``<id>.tmp`` (``fill``
+        adds a store and log to it), made durable, then renamed into place."""
         final = os.path.join(self.root, shard.id)
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        _write_members(tmp, shard, parent=None, split_index=0)
-        with open(os.path.join(tmp, PASSIVE), "wb"):
-            pass
+        if fill is not None:
+            fill(tmp)
+        _write_members(tmp, shard, parent=parent, split_index=split_index)
+        if passive:
+            with open(os.path.join(tmp, PASSIVE), "wb"):
+                pass
         fsync_dir(tmp)
         os.replace(tmp, final)
         fsync_dir(self.root)
-        self._open(shard.id, list(shard.replicas), shard, passive=True)
-        log.info("created %s empty (it was split from %s while this replica was away); "
-                 "waiting for a snapshot", shard.id, parent)
 
     def close(self) -> None:
         """Close every store (the loop has stopped its groups)."""
