@@ -326,9 +326,18 @@ def _pid_is_node(pid: int, node_dir: str) -> bool:
     A PID file can outlive its process and the PID be reused, so existence alone proves nothing:
     the process must be ours and (where /proc exists) its command line must name raftkv and this
     node's data dir.
+
+    A process this one spawned and has not reaped is judged by the argv it was spawned with, not by
+    /proc: its PID cannot have been reused, and /proc/PID/cmdline reads *empty* for a moment after
+    Popen returns (Popen waits for exec to close the close-on-exec descriptors, and the kernel sets
+    the new argv only after that, while it loads the program).  A node caught in that moment was
+    taken for dead by ``_wait_started``, which then waited for pid -1 and ignored its answers.
     """
     if not _pid_exists(pid):
         return False
+    child = _CHILDREN.get(pid)  # still there: _pid_exists just saw it running
+    if child is not None and isinstance(child.args, (list, tuple)):
+        return node_dir in child.args
     try:
         os.kill(pid, 0)
     except OSError:
@@ -430,6 +439,7 @@ class _View:
     status: dict[str, dict[str, Any]]  # address -> its `status` reply
     shard_map: dict[str, Any] | None  # the newest (highest epoch) map any node returned
     leaders: dict[str, str]  # group id -> node id, from the nodes' own claims
+    why_silent: dict[str, str] = field(default_factory=dict)  # address -> why it did not count
 
     def groups(self) -> list[str]:
         shards = [s["id"] for s in self.shard_map["shards"]] if self.shard_map else []
@@ -439,11 +449,12 @@ class _View:
         return [g for g in self.groups() if g not in self.leaders]
 
 
-def _ask(address: str, timeout: float, brief: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _ask(address: str, timeout: float, brief: bool) -> tuple[dict[str, Any] | str, dict[str, Any] | None]:
+    """``status`` and ``map`` from one node; instead of the status, why there is none."""
     try:
         st = call(address, "status", timeout=timeout, **({"brief": True} if brief else {}))
-    except RaftKVError:
-        return None, None
+    except RaftKVError as exc:
+        return f"{type(exc).__name__}: {exc}", None
     try:
         mp = call(address, "map", timeout=timeout)
     except RaftKVError:
@@ -465,12 +476,15 @@ def _probe(addrs: Sequence[str], expect: dict[str, tuple[str, int | None]] | Non
         replies = dict(zip(addrs, pool.map(lambda a: _ask(a, timeout, brief), addrs), strict=True))
     status: dict[str, dict[str, Any]] = {}
     best_map: dict[str, Any] | None = None
+    why: dict[str, str] = {}
     for addr, (st, mp) in replies.items():
         if not isinstance(st, dict):
+            why[addr] = st if isinstance(st, str) else f"status answered {st!r:.80}"
             continue
         if expect is not None:
             node_id, pid = expect[addr]
             if st.get("node") != node_id or (pid is not None and st.get("pid") != pid):
+                why[addr] = f"answered as {st.get('node')!r} pid {st.get('pid')!r}, not {node_id} pid {pid}"
                 continue
         status[addr] = st
         shard_map = mp.get("map") if isinstance(mp, dict) else None
@@ -483,7 +497,7 @@ def _probe(addrs: Sequence[str], expect: dict[str, tuple[str, int | None]] | Non
         for g in st.get("groups", []):
             if g.get("state") == "leader" and (g["id"] not in claims or g["term"] > claims[g["id"]][0]):
                 claims[g["id"]] = (g["term"], st["node"])
-    return _View(status, best_map, {gid: node for gid, (_, node) in claims.items()})
+    return _View(status, best_map, {gid: node for gid, (_, node) in claims.items()}, why)
 
 
 def wait_ready(addrs: Sequence[str], timeout: float = 30.0,
@@ -510,7 +524,8 @@ def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[st
         if given_up or time.monotonic() >= deadline:
             problems = []
             if silent:
-                problems.append(f"not answering: {', '.join(silent)}")
+                problems.append("not answering: " + ", ".join(
+                    f"{a} ({view.why_silent[a]})" if a in view.why_silent else a for a in silent))
             if view.shard_map is None:
                 problems.append("no node returned the shard map")
             elif view.leaderless():

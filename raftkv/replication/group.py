@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,7 +41,7 @@ from pysyncobj.transport import Transport
 
 from ..errors import StorageError
 from ..protocol.codec import load, pack
-from ..storage.leveldb import ShardStore, write_file_atomic
+from ..storage.leveldb import HardStateSlot, ShardStore, write_file_atomic
 from . import commands
 from .journal import DurableJournal
 from .snapshot import encode_stream, entry_tuple, read_stream
@@ -48,8 +49,10 @@ from .transport import PeerHub
 
 log = logging.getLogger(__name__)
 
-# pysyncobj builds its journal through this module-level factory; ours is durable.
-_syncobj.createJournal = lambda path: DurableJournal(path)
+# pysyncobj builds its journal through this module-level factory; ours is durable.  Where a group
+# keeps its term and vote is handed over by journal path, the only thing the factory is given.
+_HARD_STATES: dict[str, HardStateSlot] = {}
+_syncobj.createJournal = lambda path: DurableJournal(path, _HARD_STATES.pop(path, None))
 
 
 class _QuietTruncation(logging.Filter):
@@ -178,6 +181,11 @@ class GroupTransport(Transport):
         answered = message.pop("ra", None)
         quiesce = message.pop("rq", None) is True
         group = self.group
+        if group is not None and group.serializer.installing and message.get("type") == "append_entries":
+            # installing a snapshot (RaftGroup.doTick): the install's own answer tells the leader
+            # where to go on from; an answer now would only make it send the snapshot again
+            group.busy_at = time.monotonic()
+            return
         if group is not None and group.quiesced and not (
                 message.get("type") == "next_node_idx" and message.get("success") is True):
             group.wake()  # anything but a follower's "caught up" answer to our last heartbeat
@@ -217,6 +225,8 @@ class SnapshotSerializer:
         self.journal: DurableJournal | None = None
         self._incoming: Any = None
         self.installs = 0
+        self._install: _Install | None = None  # the install running in the background, if any
+        self.notify: Callable[[], None] = lambda: None  # thread-safe: have the Raft loop tick us
 
     # -- compaction (leader and followers alike) --
     def checkSerializing(self) -> tuple[int, Any]:  # noqa: N802
@@ -304,7 +314,21 @@ class SnapshotSerializer:
         self._outgoing.pop(node, None)
 
     # -- receiving one --
+    @property
+    def installing(self) -> bool:
+        """Whether a received snapshot is being installed (in the background)."""
+        return self._install is not None
+
     def setTransmissionData(self, data: Any) -> bool:  # noqa: N802
+        """Take one chunk; on the last, start installing in the background and return False.
+
+        Installing a big snapshot takes seconds of LevelDB writes: on the Raft thread it would
+        stall every other group of the node (their heartbeats, their puts, then elections).  The
+        group stands still meanwhile (``RaftGroup.doTick``, ``GroupTransport.deliver``), and
+        :meth:`finish_install` completes what pysyncobj does when this returns True.
+        """
+        if self._install is not None:
+            return False  # a leader re-sending while we install: ignore it, the install answers
         if not (isinstance(data, (list, tuple)) and len(data) == 3 and isinstance(data[0], bytes)):
             return False
         chunk, first, last = data
@@ -319,24 +343,66 @@ class SnapshotSerializer:
             return False
         self._incoming.close()
         self._incoming = None
+        job = self._install = _Install(self._store, self._incoming_path, self.notify)
+        job.start()
+        return False
+
+    def finish_install(self) -> bool | None:
+        """Raft thread: complete an install that finished in the background.
+
+        None while one runs (or none was started); True once installed, with the compaction
+        marker written; False if it was refused (a malformed or truncated stream leaves the old
+        state, and the leader sends the snapshot again).
+        """
+        job = self._install
+        if job is None or not job.done.is_set():
+            return None
+        self._install = None
+        if job.header is None:
+            return False
+        header = job.header
+        self._write_meta(entry_tuple(header["last"]), entry_tuple(header["prev"]))
+        self.installs += 1
+        log.info("installed snapshot at index %d in %.1f s", header["index"], job.seconds)
+        if self._on_installed is not None:
+            self._on_installed()
+        return True
+
+    def abandon_install(self) -> None:
+        """Wait for a background install to end (the group is closing)."""
+        if self._install is not None:
+            self._install.done.wait()
+
+
+class _Install(threading.Thread):
+    """Reads a received snapshot file into the store, off the Raft thread; deletes the file."""
+
+    def __init__(self, store: ShardStore, path: str, notify: Callable[[], None]) -> None:
+        super().__init__(name="snapshot-install", daemon=True)
+        self.store, self.path, self.notify = store, path, notify
+        self.header: dict[str, Any] | None = None  # set once installed
+        self.seconds = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
         try:
-            with open(self._incoming_path, "rb") as f:
+            with open(self.path, "rb") as f:
                 header, items = read_stream(f)
-                self._store.install(items, header["index"])
-            self._write_meta(entry_tuple(header["last"]), entry_tuple(header["prev"]))
-            self.installs += 1
-            log.info("installed snapshot at index %d", header["index"])
-            if self._on_installed is not None:
-                self._on_installed()
-            return True
+                self.store.install(items, header["index"])
+            self.header = header
         except StorageError as exc:  # a malformed or truncated stream: refused, the old state stays
             log.warning("snapshot refused: %s", exc)
-            return False
         except Exception:
             log.exception("snapshot install failed")
-            return False
         finally:
-            os.unlink(self._incoming_path)
+            self.seconds = time.monotonic() - started
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.done.set()
+            self.notify()
 
 
 class RaftGroup(SyncObj):
@@ -346,7 +412,8 @@ class RaftGroup(SyncObj):
                  hub: PeerHub, options: RaftOptions,
                  on_state: Callable[[str, int, int], None] | None = None,
                  hooks: commands.SplitHooks | None = None, passive: bool = False,
-                 on_installed: Callable[[RaftGroup], None] | None = None) -> None:
+                 on_installed: Callable[[RaftGroup], None] | None = None,
+                 hard_state: HardStateSlot | None = None) -> None:
         os.makedirs(directory, exist_ok=True)
         self.group_id = group_id
         self.store = store
@@ -388,7 +455,12 @@ class RaftGroup(SyncObj):
         def make_transport(syncobj: Any, self_node: Any, other_nodes: Any) -> GroupTransport:
             return GroupTransport(hub, group_id, syncobj, self_node, other_nodes)
 
-        super().__init__(Node(self_id), [Node(p) for p in peers], conf, transportClass=make_transport)
+        if hard_state is not None:
+            _HARD_STATES[conf.journalFile] = hard_state
+        try:
+            super().__init__(Node(self_id), [Node(p) for p in peers], conf, transportClass=make_transport)
+        finally:
+            _HARD_STATES.pop(conf.journalFile, None)
         self.transport: GroupTransport = self._SyncObj__transport
         self.transport.group = self
         self.journal: DurableJournal = self._SyncObj__raftLog
@@ -413,7 +485,23 @@ class RaftGroup(SyncObj):
             self.on_installed(self)
 
     def doTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802 -- wraps pysyncobj's
-        """One tick; a passive replica's election timer never fires (see ``passive``)."""
+        """One tick; a passive replica's election timer never fires (see ``passive``).
+
+        While a snapshot installs in the background the group stands still: no entries applied
+        (they would land on the state being replaced), no campaign (its log is about to be
+        replaced too).  Once it is in, this finishes what pysyncobj does after an install: load
+        the new log start, and tell the leader where to go on from.
+        """
+        if self.serializer.installing:
+            done = self.serializer.finish_install()
+            self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__generateRaftTimeout()
+            if done is None:
+                return
+            if done:
+                self._SyncObj__loadDumpFile(clearJournal=True)
+                leader = self._SyncObj__raftLeader
+                if leader is not None:
+                    self._SyncObj__sendNextNodeIdx(leader, success=True)
         if self.passive:
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
         super().doTick(timeToWait)
@@ -537,6 +625,7 @@ class RaftGroup(SyncObj):
     def close(self) -> None:
         """Stop the group and flush its journal (the store is closed by its owner)."""
         self._SyncObj__destroying = True
+        self.serializer.abandon_install()  # the store must not be written after its owner closes it
         try:
             self.journal.sync()
         finally:

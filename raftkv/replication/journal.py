@@ -5,9 +5,11 @@ writes the term/vote file without fsync.  This journal keeps the same duck
 interface (``add``, ``clear``, ``deleteEntriesFrom``, ``deleteEntriesTo``,
 indexing, term/vote/commit accessors) but only *stages* changes; the Raft loop
 calls :meth:`DurableJournal.sync` -- one ``write`` + ``fdatasync`` for every
-entry staged since the last call, plus an atomic, fsynced rewrite of the
-term/vote file when it changed -- **before** it lets any message out of the
-process.  So:
+entry staged since the last call, plus the term and vote when they changed --
+**before** it lets any message out of the process.  Term and vote go to the
+node's database (:class:`~raftkv.storage.leveldb.HardStateSlot`), where one
+synced write per loop iteration covers every group; a journal without one
+(tests, tools) replaces a ``.meta`` file atomically instead.  So:
 
 * a follower's ``success`` reply to AppendEntries leaves only after the
   entries it acknowledges are on disk;
@@ -48,7 +50,7 @@ from typing import Any
 
 from ..errors import StorageError
 from ..protocol.codec import load, pack
-from ..storage.leveldb import write_file_atomic
+from ..storage.leveldb import HardStateSlot, write_file_atomic
 
 _REC = struct.Struct(">IIQQ")
 Entry = tuple[bytes, int, int]  # (command, index, term) -- pysyncobj's entry shape
@@ -85,9 +87,10 @@ def decode_records(data: bytes) -> tuple[list[Entry], list[int], int]:
 class DurableJournal:
     """pysyncobj-compatible journal with staged writes and explicit :meth:`sync`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hard: HardStateSlot | None = None) -> None:
         self._path = path
-        self._meta_path = path + ".meta"  # term and vote: replaced atomically and fsynced
+        self._meta_path = path + ".meta"  # term and vote without ``hard``: replaced atomically, fsynced
+        self._hard = hard
         self._commit_path = path + ".commit"  # the commit hint: written lazily, never fsynced
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         with os.fdopen(os.dup(fd), "rb") as f:
@@ -101,8 +104,8 @@ class DurableJournal:
         self._written = valid
         self._staged: list[bytes] = []
         self._bytes = sum(len(e[0]) for e in self._entries)
-        self._meta = self._load_meta()
         self._meta_dirty = False
+        self._meta = self._load_meta()
         self._commit_dirty = False
         self._truncated = False  # an ftruncate awaits its fsync
         self._lazy_from: int | None = None  # position marked by deleteEntriesFrom, see module doc
@@ -110,18 +113,25 @@ class DurableJournal:
     def _load_meta(self) -> dict[str, Any]:
         """Term and vote (fsynced, must be whole) plus the commit hint (best effort, own file)."""
         meta: dict[str, Any] = {}
-        try:
-            with open(self._meta_path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raw = None
+        raw = where = None
+        if self._hard is not None:
+            raw, where = self._hard.load(), "the node's term/vote record"
+        if raw is None:
+            try:
+                with open(self._meta_path, "rb") as f:
+                    raw, where = f.read(), self._meta_path
+            except FileNotFoundError:
+                pass
+            else:
+                # a journal from before term and vote moved to the node's database: move them
+                self._meta_dirty = self._hard is not None
         if raw is not None:
             try:
                 meta = load(raw)
             except Exception as exc:
-                raise StorageError(f"{self._meta_path} (term and vote) is corrupt: {exc}") from None
+                raise StorageError(f"{where} (term and vote) is corrupt: {exc}") from None
             if not isinstance(meta, dict):
-                raise StorageError(f"{self._meta_path} (term and vote) is corrupt")
+                raise StorageError(f"{where} (term and vote) is corrupt")
         try:
             with open(self._commit_path, "rb") as f:
                 meta["commit"] = int(f.read().strip())
@@ -257,7 +267,8 @@ class DurableJournal:
         return self._bytes
 
     def sync(self) -> None:
-        """Write staged records and fdatasync; fsync term/vote if they changed.
+        """Write staged records and fdatasync; save term/vote if they changed (fsynced here, or
+        staged in the node's database for the loop's one flush).
 
         Raises OSError on any I/O failure, leaving everything staged: the caller must not
         release a single message after that (the Raft loop stops the process).
@@ -277,8 +288,11 @@ class DurableJournal:
             os.fsync(self._fd)
             self._truncated = False
         if self._meta_dirty:
-            term_vote = {"term": self._meta.get("term", 0), "vote": self._meta.get("vote")}
-            write_file_atomic(self._meta_path, pack(term_vote))
+            term_vote = pack({"term": self._meta.get("term", 0), "vote": self._meta.get("vote")})
+            if self._hard is not None:
+                self._hard.stage(term_vote)
+            else:
+                write_file_atomic(self._meta_path, term_vote)
             self._meta_dirty = False
 
     def _truncate_to(self, position: int) -> None:
@@ -336,9 +350,15 @@ class DurableJournal:
         assert on_file == written, "the file's records differ from the entries below _written"
         if not self._meta_dirty:
             term_vote = (self._meta.get("term", 0), self._meta.get("vote"))
-            try:
-                with open(self._meta_path, "rb") as f:
-                    saved = load(f.read())
-                assert (saved.get("term", 0), saved.get("vote")) == term_vote, (saved, term_vote)
-            except FileNotFoundError:
+            raw = self._hard.load() if self._hard is not None else None
+            if raw is None:
+                try:
+                    with open(self._meta_path, "rb") as f:
+                        raw = f.read()
+                except FileNotFoundError:
+                    pass
+            if raw is None:
                 assert term_vote == (0, None), f"term/vote {term_vote} clean but never saved"
+            else:
+                saved = load(raw)
+                assert (saved.get("term", 0), saved.get("vote")) == term_vote, (saved, term_vote)

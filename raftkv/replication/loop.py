@@ -81,6 +81,7 @@ class RaftLoop:
         self._wake_pending = False
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self._after: list[Callable[[], None]] = []
+        self._durable: list[Callable[[], int]] = []
         self._periodic: list[Callable[[], None]] = []
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -93,8 +94,15 @@ class RaftLoop:
     def add_group(self, group: RaftGroup) -> None:
         """Drive ``group`` from this loop."""
         self.groups[group.group_id] = group
+        group.serializer.notify = lambda gid=group.group_id: self.poke(gid)  # a background install ended
         for peer in self.hub.up_peers():
             group.transport.link_changed(peer, True)
+
+    def before_release(self, fn: Callable[[], int]) -> None:
+        """Run ``fn`` after the journals' syncs and before any held message leaves: it makes
+        durable what the journals staged elsewhere (the node's term/vote records) and returns how
+        many fsyncs' worth it wrote.  A failure stops the node, as a failed journal sync does."""
+        self._durable.append(fn)
 
     def after_iteration(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` at the end of every iteration, after messages are released (on the loop thread)."""
@@ -237,6 +245,8 @@ class RaftLoop:
                 for g in self.groups.values():
                     if g.journal.dirty:
                         self._sync_or_die(g)
+                for fn in self._durable:
+                    self._durable_or_die(fn)
                 self.hub.release()
                 for fn in self._after:
                     fn()
@@ -291,6 +301,16 @@ class RaftLoop:
             logging.shutdown()
             os._exit(70)
         self.fsyncs += 1
+
+    def _durable_or_die(self, fn: Callable[[], int]) -> None:
+        """:meth:`before_release` work; a failure is fatal for the reasons :meth:`_sync_or_die` gives."""
+        try:
+            if fn():
+                self.fsyncs += 1
+        except Exception:
+            log.critical("making term/vote durable failed; stopping the node", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
     def _owes_heartbeat(self, g: RaftGroup) -> bool:
         """A read registered since the group last sent AppendEntries needs a fresh round."""

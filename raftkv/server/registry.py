@@ -1,7 +1,9 @@
 """The groups a node hosts: found on disk at start-up, created by splits at run time.
 
-Each replica lives in ``DATA/groups/<id>/`` (its Raft log, its compaction
-marker, its LevelDB).  A replica made at run time also has a ``members`` file:
+Each replica has a directory ``DATA/groups/<id>/`` (its Raft log, its compaction
+marker) and a keyspace of the node's one LevelDB, ``DATA/store/`` (its state).
+The directory says the replica exists: a keyspace without one is left over from a
+crash and is dropped at start-up.  A replica made at run time also has a ``members`` file:
 the shard it was made for, and -- for the right side of a split -- its parent
 and the parent's log index of the split.  So start-up needs no shard map: it
 opens what the disk holds, plus the initial map's shards on a new node.
@@ -12,7 +14,8 @@ rows and client sessions, copied from the parent at that log index, and a log
 that starts right there (``group.seed_log``).  The steps are ordered so a crash
 anywhere is repaired at start-up:
 
-1. build the child in ``<id>.tmp``, fsync it, rename it to ``<id>``;
+1. build the child's state in its keyspace and its log in ``<id>.tmp``, fsync
+   them, rename the directory to ``<id>``;
 2. the parent writes its new bounds (and drops the moved rows) with its
    applied index, synced;
 3. the child's group starts.
@@ -40,7 +43,7 @@ from ..replication import commands, sessions
 from ..replication.group import RaftGroup, RaftOptions, seed_log
 from ..replication.loop import RaftLoop
 from ..routing.shardmap import META_GROUP, Shard, ShardMap
-from ..storage.leveldb import SYSTEM, ShardStore, fsync_dir, write_file_atomic
+from ..storage.leveldb import SYSTEM, NodeStore, ShardStore, fsync_dir, migrate_legacy, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class GroupRegistry:
         self.loop = loop
         self.options = options
         self.stores: dict[str, ShardStore] = {}
+        self.kv = NodeStore(os.path.join(data_dir, "store"))
+        loop.before_release(self.kv.flush_hard_states)  # every group's term and vote: one fsync
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -68,8 +73,6 @@ class GroupRegistry:
         """Open the meta replica (if placed here), every replica on disk, and the initial map's
         shards placed here that have no directory yet (a new node)."""
         os.makedirs(self.root, exist_ok=True)
-        if self.me in meta_nodes:
-            self._open(META_GROUP, meta_nodes, None)
         made = {}
         for name in sorted(os.listdir(self.root)):
             path = os.path.join(self.root, name)
@@ -77,6 +80,11 @@ class GroupRegistry:
                 shutil.rmtree(path, ignore_errors=True)  # a split that never finished building
             elif name != META_GROUP and os.path.exists(os.path.join(path, MEMBERS)):
                 made[name] = _read_members(path)
+        for name in self.kv.names():  # state whose directory never came to be, or was removed
+            if not os.path.isdir(os.path.join(self.root, name)):
+                self.kv.drop(name)
+        if self.me in meta_nodes:
+            self._open(META_GROUP, meta_nodes, None)
         for shard in initial.shards:
             if self.me in shard.replicas and shard.id not in made:
                 self._open(shard.id, list(shard.replicas), shard, initial=True)
@@ -88,6 +96,7 @@ class GroupRegistry:
                 log.info("removing %s: its parent %s never applied the split (a crash); the log replays it",
                          name, parent)
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                self.kv.drop(name)
                 continue
             shard = Shard.from_dict(members["shard"])
             passive = os.path.exists(os.path.join(self.root, name, PASSIVE))
@@ -98,12 +107,17 @@ class GroupRegistry:
     def _open(self, group_id: str, replicas: list[str], shard: Shard | None, initial: bool = False,
               passive: bool = False) -> RaftGroup:
         directory = os.path.join(self.root, group_id)
-        store = ShardStore(os.path.join(directory, "store"))
+        if not os.path.isdir(directory):  # the directory first: it is what says the replica exists
+            os.makedirs(directory)
+            fsync_dir(self.root)
+        store = self.kv.replica(group_id)
+        if migrate_legacy(store, os.path.join(directory, "store")):
+            log.info("%s: moved its state from its own LevelDB into the node's", group_id)
         if initial and shard is not None:
             commands.init_shard_state(store, shard)
         group = RaftGroup(group_id, self.me, replicas, store, directory, self.loop.hub, self.options,
                           hooks=self if shard is not None else None, passive=passive,
-                          on_installed=self._installed)
+                          on_installed=self._installed, hard_state=self.kv.hard_state(group_id))
         self.stores[group_id] = store
         self.loop.add_group(group)
         return group
@@ -117,7 +131,7 @@ class GroupRegistry:
             return  # made empty from a snapshot's bounds earlier: its leader sends it the data
 
         def fill(tmp: str) -> None:
-            store = ShardStore(os.path.join(tmp, "store"))
+            store = self.kv.replica(child.id)
             try:
                 state = commands.ShardState(child).encode()
                 items = parent.raw_items((child.start, child.end), _COPIED_SYSTEM)
@@ -191,6 +205,7 @@ class GroupRegistry:
         final = os.path.join(self.root, shard.id)
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        self.kv.drop(shard.id)  # nothing of an attempt that a failure cut short
         os.makedirs(tmp)
         if fill is not None:
             fill(tmp)
@@ -203,9 +218,10 @@ class GroupRegistry:
         fsync_dir(self.root)
 
     def close(self) -> None:
-        """Close every store (the loop has stopped its groups)."""
+        """Close every store and the node's database (the loop has stopped its groups)."""
         for store in self.stores.values():
             store.close()
+        self.kv.close()
 
 
 def _parents_first(made: dict[str, dict]) -> list[tuple[str, dict]]:

@@ -1,7 +1,12 @@
-"""A shard replica's state, kept in LevelDB.
+"""Replica state in LevelDB: one database per node, one keyspace per replica.
 
 Rules this module keeps:
 
+* **One LevelDB per node.**  Every replica a node hosts lives in the node's one
+  database (:class:`NodeStore`) under its own key prefix, so its cache, write
+  buffer and open files are node-wide budgets, and a thousand replicas cost a
+  handful of descriptors, not four thousand.  One write-ahead log also means
+  one fsync makes every replica's writes durable.
 * **Applied index in the same batch.**  Every write carries the Raft index it
   applies, stored under a system key in the *same* ``WriteBatch`` as the data,
   so after any crash LevelDB holds a prefix of the applied log and says exactly
@@ -12,16 +17,27 @@ Rules this module keeps:
   snapshot.  :meth:`ShardStore.make_durable` (a ``sync=True`` write, which
   LevelDB turns into an fsync of its log after all earlier writes) is called
   before the journal is compacted past what LevelDB holds.
-* **Snapshots install atomically.**  A snapshot is loaded into a fresh
-  ``db-<gen>`` directory; a fsynced ``CURRENT`` file then names it.  A crash
-  leaves either the old state or the new one, never a mixture.
-* **One open per directory per process.**  LevelDB 1.22 drops its lock file
-  descriptor after a failed second open in the same process, which silently
-  lets another process in.  A process-wide registry refuses the second open
-  before LevelDB sees it.
+* **Snapshots install atomically.**  A replica's keys carry a *generation*; a
+  snapshot is written under the next one, then one synced write points the
+  replica at it.  A crash leaves either the old state or the new one, never a
+  mixture; the generation that lost is deleted in the background (and found
+  again at the next open if a crash came first).
+* **One open per directory, and per keyspace, per process.**  LevelDB 1.22
+  drops its lock file descriptor after a failed second open in the same
+  process, which silently lets another process in.  A process-wide registry
+  refuses the second open before LevelDB sees it.
 
-Keys: user data under ``b"k" + 8-byte big-endian key``; system entries under
-``b"s" + name``.  The prefix keeps system keys out of every user scan.
+Keys, in the node's database:
+
+* ``b"c" + name`` -> the replica's current generation (8 bytes, big-endian);
+* ``b"r" + name`` -> the replica's Raft term and vote (:class:`HardStateSlot`);
+* ``b"g" + name + b"/" + generation`` + a replica key, where a replica key is
+  ``b"k" + 8-byte big-endian key`` for user data, ``b"s" + name`` for system
+  entries.  ``/`` never occurs in a name, so no name's keys are a prefix of
+  another's; the ``k``/``s`` split keeps system keys out of every user scan.
+
+Snapshots and pages carry replica keys (``b"k" + 8 bytes``), not the prefix:
+the wire format does not depend on where a replica lives.
 """
 
 from __future__ import annotations
@@ -37,42 +53,31 @@ from typing import Any
 import plyvel
 
 from ..errors import StorageError
-from ..protocol.pages import KEY_RECORD, decode_raw_keys
+from ..protocol.pages import decode_raw_keys
 
-DATA = b"k"
-SYSTEM = b"s"
+DATA = b"k"  # replica key prefix of user data
+SYSTEM = b"s"  # replica key prefix of system entries
 _DATA_END = b"l"  # first prefix after DATA
-_APPLIED = SYSTEM + b"applied"
+_APPLIED = b"applied"  # system entry: the applied index
+_CURRENT = b"c"  # node key prefix: a replica's current generation
+_HARD = b"r"  # node key prefix: a replica's Raft term and vote
+_REPLICAS = b"g"  # node key prefix: replica keyspaces
+_REPLICAS_END = b"h"
+_SEP = b"/"
 _KEY = struct.Struct(">Q")
-_PREFIXED = KEY_RECORD  # b"k" + big-endian u64: the stored form is also the wire form of a page
+_PURGE_BATCH = 5_000  # keys deleted per batch when a dropped generation is cleared
+
+# Node-wide budgets (one database per node): what a thousand tiny per-replica databases used to
+# multiply.  LevelDB keeps two memtables at most, so memory is about cache + 2 x write buffer.
+CACHE_BYTES = 64 << 20
+WRITE_BUFFER_BYTES = 16 << 20
+MAX_OPEN_FILES = 256
 
 _open_paths: set[str] = set()
 _open_lock = threading.Lock()
 
 Row = tuple[int, bytes]
 Filter = Callable[[int, bytes], bool]
-
-
-def _dkey(key: int) -> bytes:
-    return DATA + _KEY.pack(key)
-
-
-def _bound(key: int) -> bytes:
-    """Encoded lower/upper bound for a half-open key range end; 2**64 maps past all data."""
-    return _DATA_END if key >= 2**64 else _dkey(key)
-
-
-def _reverse_start(key: int) -> bytes:
-    """Lower bound for a *reverse* iterator over keys ``>= key``: never itself a stored key.
-
-    plyvel 1.5.1's reverse iterator ends at once when the greatest key in range equals ``start``
-    (its first step tests ``Compare(start, key) >= 0``, ignoring ``include_start``): a reverse
-    page whose only row was the range's first key came back empty, so a reverse scan lost its
-    last row.  A bound just below ``_dkey(key)`` that no stored key can equal sidesteps that.
-    """
-    if key >= 2**64:
-        return _DATA_END
-    return DATA if key == 0 else _dkey(key - 1) + b"\x00"  # 10 bytes: above key - 1, below key
 
 
 def fsync_dir(path: str) -> None:
@@ -95,15 +100,31 @@ def write_file_atomic(path: str, data: bytes) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def _open_db(path: str) -> plyvel.DB:
-    return plyvel.DB(path, create_if_missing=True, bloom_filter_bits=10, max_open_files=256,
-                     lru_cache_size=8 << 20, write_buffer_size=4 << 20)
+def _check_name(name: str) -> bytes:
+    raw = name.encode()
+    if not raw or _SEP in raw or len(raw) > 200:
+        raise StorageError(f"bad replica name {name!r}: 1..200 bytes, no '/'")
+    return raw
 
 
-class ShardStore:
-    """The LevelDB state of one replica.  Writes come from the Raft thread only; reads from anywhere."""
+def _space(raw_name: bytes) -> bytes:
+    return _REPLICAS + raw_name + _SEP
 
-    def __init__(self, path: str) -> None:
+
+def _prefix(raw_name: bytes, gen: int) -> bytes:
+    return _space(raw_name) + _KEY.pack(gen)
+
+
+class NodeStore:
+    """The one LevelDB of a node: a keyspace per replica (:meth:`replica`), generations, purging.
+
+    Thread-safe.  A background thread deletes the keys of generations no replica uses any more
+    (replaced by a snapshot, or of a replica dropped); work left over by a crash is found again
+    when the database opens.
+    """
+
+    def __init__(self, path: str, *, cache_bytes: int = CACHE_BYTES,
+                 write_buffer_bytes: int = WRITE_BUFFER_BYTES, max_open_files: int = MAX_OPEN_FILES) -> None:
         self.path = os.path.realpath(path)
         with _open_lock:
             if self.path in _open_paths:
@@ -111,45 +132,291 @@ class ShardStore:
             _open_paths.add(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
-            self._gen = self._read_current()
-            self._db = _open_db(self._gen_dir(self._gen))
+            self._db = plyvel.DB(self.path, create_if_missing=True, bloom_filter_bits=10,
+                                 max_open_files=max_open_files, lru_cache_size=cache_bytes,
+                                 write_buffer_size=write_buffer_bytes)
         except plyvel.Error as exc:
             self._release()
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         except BaseException:
             self._release()
             raise
-        self._lock = threading.RLock()  # guards self._db against a snapshot swap
-        self._views: set[StoreView] = set()
-        self._applied = self._load_applied()
-        self.unflushed_bytes = 0  # written since open: may still be in the memtable (see estimate())
-        self._last_on_disk = 0
-        self._drop_stale_generations()
-
-    # --- layout -------------------------------------------------------------------------------
-
-    def _gen_dir(self, gen: int) -> str:
-        return os.path.join(self.path, f"db-{gen}")
-
-    def _read_current(self) -> int:
-        try:
-            with open(os.path.join(self.path, "CURRENT"), "rb") as f:
-                return int(f.read().strip() or b"0")
-        except FileNotFoundError:
-            return 0
-
-    def _drop_stale_generations(self) -> None:
-        for name in os.listdir(self.path):
-            if name.startswith("db-") and name != f"db-{self._gen}":
-                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
-
-    def _load_applied(self) -> int:
-        raw = self._db.get(_APPLIED)
-        return _KEY.unpack(raw)[0] if raw else 0
+        self._lock = threading.Lock()
+        self._open: set[bytes] = set()  # names of the replicas open now
+        self._purge: list[bytes] = []  # prefixes whose keys are to be deleted
+        self._purging = threading.Condition(self._lock)
+        self._closing = False
+        self._purger: threading.Thread | None = None
+        self._hard_staged: dict[bytes, bytes] = {}  # name -> term/vote not yet durable
+        for prefix in self._stale_prefixes():
+            self._schedule_purge(prefix)
 
     def _release(self) -> None:
         with _open_lock:
             _open_paths.discard(self.path)
+
+    # --- replicas -----------------------------------------------------------------------------
+
+    def replica(self, name: str) -> ShardStore:
+        """Open replica ``name``'s keyspace (empty at first); one open per name at a time."""
+        return ShardStore(node=self, name=name)
+
+    def names(self) -> list[str]:
+        """Every replica that has a keyspace here, open or not."""
+        it = self._db.iterator(prefix=_CURRENT, include_value=False)
+        try:
+            return [k[len(_CURRENT):].decode() for k in it]
+        finally:
+            it.close()
+
+    def drop(self, name: str) -> None:
+        """Delete replica ``name``'s state (it must not be open): durably forgotten now, its keys
+        deleted in the background."""
+        raw = _check_name(name)
+        with self._lock:
+            if raw in self._open:
+                raise StorageError(f"replica {name} is open; close it before dropping it")
+        with self._lock:
+            self._hard_staged.pop(raw, None)
+        gen = self.current(raw)
+        with self._db.write_batch(sync=True) as wb:
+            wb.delete(_CURRENT + raw)
+            wb.delete(_HARD + raw)
+        if gen is not None:
+            self._schedule_purge(_prefix(raw, gen))
+
+    def current(self, raw_name: bytes) -> int | None:
+        """The generation replica ``raw_name`` uses now (None: it has no keyspace)."""
+        got = self._db.get(_CURRENT + raw_name)
+        return None if got is None else _KEY.unpack(got)[0]
+
+    def next_generation(self, raw_name: bytes) -> int:
+        """A generation above every one that still has keys for ``raw_name`` (purged or not)."""
+        space = _space(raw_name)
+        it = self._db.iterator(prefix=space, include_value=False, reverse=True)
+        try:
+            last = next(it, None)
+        finally:
+            it.close()
+        newest = _KEY.unpack_from(last, len(space))[0] if last is not None else 0
+        return max(newest, self.current(raw_name) or 0) + 1
+
+    def claim(self, raw_name: bytes) -> None:
+        """Mark ``raw_name`` open (StorageError if it already is)."""
+        with self._lock:
+            if self._closing:
+                raise StorageError(f"{self.path} is closed")
+            if raw_name in self._open:
+                raise StorageError(f"replica {raw_name.decode()} is already open in this process")
+            self._open.add(raw_name)
+
+    def unclaim(self, raw_name: bytes) -> None:
+        """Mark ``raw_name`` closed."""
+        with self._lock:
+            self._open.discard(raw_name)
+
+    # --- Raft hard state (term and vote) ---------------------------------------------------------
+
+    def hard_state(self, name: str) -> HardStateSlot:
+        """Where replica ``name``'s Raft journal keeps its term and vote."""
+        return HardStateSlot(self, _check_name(name))
+
+    def flush_hard_states(self) -> int:
+        """Make every staged term and vote durable in one synced write; how many there were.
+
+        The Raft loop calls this once per iteration, before any message leaves: a thousand
+        groups electing at once cost one fsync, not a thousand file replacements.
+        """
+        with self._lock:
+            staged, self._hard_staged = self._hard_staged, {}
+        if staged:
+            with self._db.write_batch(sync=True) as wb:
+                for raw_name, value in staged.items():
+                    wb.put(_HARD + raw_name, value)
+        return len(staged)
+
+    # --- purging old generations ----------------------------------------------------------------
+
+    def _stale_prefixes(self) -> list[bytes]:
+        """Every (name, generation) with keys that is not a replica's current generation: a snapshot
+        install or a drop that a crash interrupted.  One seek per generation, not a full scan."""
+        stale = []
+        it = self._db.iterator(start=_REPLICAS, stop=_REPLICAS_END, include_value=False)
+        try:
+            it.seek(_REPLICAS)
+            while (key := next(it, None)) is not None:
+                cut = key.index(_SEP, len(_REPLICAS))
+                raw_name = key[len(_REPLICAS):cut]
+                gen = _KEY.unpack_from(key, cut + 1)[0]
+                if self.current(raw_name) != gen:
+                    stale.append(_prefix(raw_name, gen))
+                if gen == 2**64 - 1:
+                    it.seek(_REPLICAS + raw_name + bytes([_SEP[0] + 1]))
+                else:
+                    it.seek(_prefix(raw_name, gen + 1))
+        finally:
+            it.close()
+        return stale
+
+    def _schedule_purge(self, prefix: bytes) -> None:
+        with self._lock:
+            self._purge.append(prefix)
+            if self._purger is None:
+                self._purger = threading.Thread(target=self._run_purger, name="leveldb-purge", daemon=True)
+                self._purger.start()
+            self._purging.notify()
+
+    def _run_purger(self) -> None:
+        while True:
+            with self._lock:
+                while not self._purge and not self._closing:
+                    self._purging.wait()
+                if self._closing:
+                    return
+                prefix = self._purge[0]
+            if self._purge_some(prefix):
+                with self._lock:
+                    self._purge.remove(prefix)
+                    self._purging.notify_all()
+
+    def _purge_some(self, prefix: bytes) -> bool:
+        """Delete one batch of ``prefix``'s keys; True once none is left."""
+        it = self._db.iterator(prefix=prefix, include_value=False)
+        try:
+            with self._db.write_batch() as wb:
+                n = 0
+                for key in it:
+                    wb.delete(key)
+                    n += 1
+                    if n >= _PURGE_BATCH:
+                        return False
+        finally:
+            it.close()
+        return True
+
+    def wait_purged(self, timeout: float = 30.0) -> bool:
+        """Wait until no purge is pending (tests, and a tidy close); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._purge and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._purging.wait(left)
+            return not self._purge
+
+    # --- node-wide ------------------------------------------------------------------------------
+
+    def approximate_size(self, start: bytes, stop: bytes) -> int:
+        """LevelDB's on-disk size estimate of ``[start, stop)`` (0 for what is still in the memtable)."""
+        return self._db.approximate_size(start, stop)
+
+    @property
+    def db(self) -> plyvel.DB:
+        """The LevelDB handle (the replicas' stores use it; nothing else should)."""
+        return self._db
+
+    def close(self) -> None:
+        """Close the database (every replica should be closed first); pending purges resume at the
+        next open."""
+        with self._lock:
+            self._closing = True
+            self._purging.notify_all()
+            purger = self._purger
+        if purger is not None:
+            purger.join()
+        if not self._db.closed:
+            self.flush_hard_states()  # a journal closing after the loop's last flush staged these
+            self._db.close()
+        self._release()
+
+
+class HardStateSlot:
+    """One replica's term and vote in its node's database, made durable by
+    :meth:`NodeStore.flush_hard_states` (the journal stages, the Raft loop flushes)."""
+
+    def __init__(self, node: NodeStore, raw_name: bytes) -> None:
+        self._node, self._raw_name = node, raw_name
+
+    def load(self) -> bytes | None:
+        """The latest value: staged, else stored, else None."""
+        with self._node._lock:
+            staged = self._node._hard_staged.get(self._raw_name)
+        return staged if staged is not None else self._node.db.get(_HARD + self._raw_name)
+
+    def stage(self, value: bytes) -> None:
+        """Set the value; durable after the next flush."""
+        with self._node._lock:
+            self._node._hard_staged[self._raw_name] = value
+
+
+class ShardStore:
+    """The state of one replica: a keyspace of its node's :class:`NodeStore`.
+
+    ``ShardStore(path)`` opens a store with a database of its own (tests and tools);
+    a node opens its replicas with :meth:`NodeStore.replica`.  Writes come from the Raft thread
+    only; reads from anywhere.
+    """
+
+    def __init__(self, path: str | None = None, *, node: NodeStore | None = None, name: str = "replica") -> None:
+        if (path is None) == (node is None):
+            raise StorageError("a store needs a path or a node store, not both")
+        self._owned = node is None
+        if node is None:
+            self.path = os.path.realpath(path)
+            node = NodeStore(os.path.join(self.path, "kv"))
+        else:
+            self.path = os.path.join(node.path, name)
+        self._node = node
+        self.name = name
+        self._raw_name = _check_name(name)
+        try:
+            node.claim(self._raw_name)
+        except BaseException:
+            if self._owned:
+                node.close()
+            raise
+        self._db = node.db
+        self._lock = threading.RLock()  # guards the key prefix against a snapshot swap
+        self._views: set[StoreView] = set()
+        gen = node.current(self._raw_name)
+        if gen is None:  # a new replica: name its first generation (ordered before any of its writes)
+            gen = node.next_generation(self._raw_name)
+            self._db.put(_CURRENT + self._raw_name, _KEY.pack(gen))
+        self._use(gen)
+        raw = self._db.get(self._applied_key)
+        self._applied = _KEY.unpack(raw)[0] if raw else 0
+        self.unflushed_bytes = 0  # written since open: may still be in the memtable (see estimate())
+        self._last_on_disk = 0
+        self._closed = False
+
+    def _use(self, gen: int) -> None:
+        """Point this store at generation ``gen``'s keys."""
+        self._gen = gen
+        self._prefix = _prefix(self._raw_name, gen)
+        self._data = self._prefix + DATA
+        self._system = self._prefix + SYSTEM
+        self._data_end = self._prefix + _DATA_END
+        self._applied_key = self._system + _APPLIED
+
+    def _dkey(self, key: int) -> bytes:
+        return self._data + _KEY.pack(key)
+
+    def _bound(self, key: int) -> bytes:
+        """Encoded lower/upper bound for a half-open key range end; 2**64 maps past all data."""
+        return self._data_end if key >= 2**64 else self._data + _KEY.pack(key)
+
+    def _reverse_start(self, key: int) -> bytes:
+        """Lower bound for a *reverse* iterator over keys ``>= key``: never itself a stored key.
+
+        plyvel 1.5.1's reverse iterator ends at once when the greatest key in range equals ``start``
+        (its first step tests ``Compare(start, key) >= 0``, ignoring ``include_start``): a reverse
+        page whose only row was the range's first key came back empty, so a reverse scan lost its
+        last row.  A bound just below the key that no stored key can equal sidesteps that.
+        """
+        if key >= 2**64:
+            return self._data_end
+        return self._data if key == 0 else self._data + _KEY.pack(key - 1) + b"\x00"
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -161,7 +428,7 @@ class ShardStore:
     def get(self, key: int) -> bytes | None:
         """The value under ``key``, or None."""
         with self._lock:
-            return self._db.get(_dkey(key))
+            return self._db.get(self._dkey(key))
 
     def scan(self, start: int, end: int, *, reverse: bool = False, limit: int = 1000,
              max_bytes: int = 1 << 20, filter: Filter | None = None,
@@ -176,7 +443,7 @@ class ShardStore:
         ``end``) to pass for the next page, or None when the range is done.
         """
         with self._lock:
-            return _rows(_scan_page(self._db, start, end, reverse, limit, max_bytes, filter, max_examined))
+            return _rows(_scan_page(self, self._db, start, end, reverse, limit, max_bytes, filter, max_examined))
 
     def open_view(self) -> StoreView:
         """A frozen, consistent view of the store for paging through a large scan."""
@@ -201,15 +468,16 @@ class ShardStore:
         if index <= self._applied:
             return False
         with self._lock:
+            data, pack = self._data, _KEY.pack
             with self._db.write_batch(sync=sync) as wb:
                 for key, value in puts:
                     self.unflushed_bytes += len(value) + 9
-                    wb.put(_dkey(key), value)
+                    wb.put(data + pack(key), value)
                 for key in deletes:
-                    wb.delete(_dkey(key))
+                    wb.delete(data + pack(key))
                 if delete_span is not None:
                     self.unflushed_bytes = 0  # an under-estimate is harmless; counting twice splits again
-                    it = self._db.iterator(start=_bound(delete_span[0]), stop=_bound(delete_span[1]),
+                    it = self._db.iterator(start=self._bound(delete_span[0]), stop=self._bound(delete_span[1]),
                                            include_value=False)
                     try:
                         for raw in it:
@@ -218,10 +486,10 @@ class ShardStore:
                         it.close()
                 for name, raw in (system or {}).items():
                     if raw is None:
-                        wb.delete(SYSTEM + name)
+                        wb.delete(self._system + name)
                     else:
-                        wb.put(SYSTEM + name, raw)
-                wb.put(_APPLIED, _KEY.pack(index))
+                        wb.put(self._system + name, raw)
+                wb.put(self._applied_key, _KEY.pack(index))
         self._applied = index
         return True
 
@@ -229,12 +497,12 @@ class ShardStore:
         """Set a system entry outside any Raft entry: only for values every replica derives alike
         (a shard's initial bounds, from the deterministic initial map)."""
         with self._lock:
-            self._db.put(SYSTEM + name, value)
+            self._db.put(self._system + name, value)
 
     def get_system(self, name: bytes) -> bytes | None:
         """A system entry (e.g. the meta group's shard map)."""
         with self._lock:
-            return self._db.get(SYSTEM + name)
+            return self._db.get(self._system + name)
 
     @property
     def generation(self) -> int:
@@ -244,18 +512,20 @@ class ShardStore:
     def system_items(self, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` system entries ``(name, value)`` with names in ``[start, stop)``, in order."""
         with self._lock:
-            it = self._db.iterator(start=SYSTEM + start, stop=SYSTEM + stop)
+            cut = len(self._system)
+            it = self._db.iterator(start=self._system + start, stop=self._system + stop)
             try:
-                return [(k[len(SYSTEM):], v) for (k, v), _ in zip(it, range(limit), strict=False)]
+                return [(k[cut:], v) for (k, v), _ in zip(it, range(limit), strict=False)]
             finally:
                 it.close()
 
     def system_names(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
         """Up to ``limit`` names of system entries in ``[start, stop)``, in order."""
         with self._lock:
-            it = self._db.iterator(start=SYSTEM + start, stop=SYSTEM + stop, include_value=False)
+            cut = len(self._system)
+            it = self._db.iterator(start=self._system + start, stop=self._system + stop, include_value=False)
             try:
-                return [k[len(SYSTEM):] for k, _ in zip(it, range(limit), strict=False)]
+                return [k[cut:] for k, _ in zip(it, range(limit), strict=False)]
             finally:
                 it.close()
 
@@ -265,31 +535,34 @@ class ShardStore:
             return False
         with self._lock:
             with self._db.write_batch() as wb:
-                wb.put(SYSTEM + name, value)
-                wb.put(_APPLIED, _KEY.pack(index))
+                wb.put(self._system + name, value)
+                wb.put(self._applied_key, _KEY.pack(index))
         self._applied = index
         return True
 
     def make_durable(self) -> None:
         """fsync everything written so far (LevelDB syncs its log, which holds all earlier writes)."""
         with self._lock:
-            self._db.put(_APPLIED, _KEY.pack(self._applied), sync=True)
+            self._db.put(self._applied_key, _KEY.pack(self._applied), sync=True)
 
     # --- snapshots ----------------------------------------------------------------------------
 
     def snapshot_items(self) -> tuple[int, Iterator[tuple[bytes, bytes]]]:
-        """A consistent view: its applied index and an iterator of every raw (key, value), system keys included."""
+        """A consistent view: its applied index and an iterator of every (replica key, value),
+        system entries included."""
         with self._lock:
             snap = self._db.snapshot()
-            applied = snap.get(_APPLIED)
+            prefix, applied_key = self._prefix, self._applied_key
+        applied = snap.get(applied_key)
         index = _KEY.unpack(applied)[0] if applied else 0
 
         def items() -> Iterator[tuple[bytes, bytes]]:
-            it = snap.iterator()
+            cut = len(prefix)
+            it = snap.iterator(prefix=prefix)
             try:
                 for k, v in it:
-                    if k != _APPLIED:
-                        yield k, v
+                    if k != applied_key:
+                        yield k[cut:], v
             finally:
                 it.close()
                 snap.close()
@@ -297,50 +570,54 @@ class ShardStore:
         return index, items()
 
     def install(self, items: Iterator[tuple[bytes, bytes]], index: int) -> None:
-        """Replace the whole state with ``items`` (raw pairs from :meth:`snapshot_items`) at ``index``."""
-        gen = self._gen + 1
-        new_dir = self._gen_dir(gen)
-        shutil.rmtree(new_dir, ignore_errors=True)
-        db = _open_db(new_dir)
+        """Replace the whole state with ``items`` (pairs from :meth:`snapshot_items`) at ``index``."""
+        gen = self._node.next_generation(self._raw_name)
+        prefix = _prefix(self._raw_name, gen)
+        applied_key = prefix + SYSTEM + _APPLIED
+        db = self._db
         try:
             wb = db.write_batch()
             n = 0
             for k, v in items:
-                if not (k.startswith(DATA) or k.startswith(SYSTEM)) or k == _APPLIED:
+                if not (k.startswith(DATA) or k.startswith(SYSTEM)) or k == SYSTEM + _APPLIED:
                     raise StorageError("snapshot holds a key outside the known prefixes")
-                wb.put(k, v)
+                wb.put(prefix + k, v)
                 n += 1
                 if n % 10000 == 0:
                     wb.write()
                     wb = db.write_batch()
-            wb.put(_APPLIED, _KEY.pack(index))
             wb.write()
-            db.put(_APPLIED, _KEY.pack(index), sync=True)
+            # the switch: the new generation's index and the pointer to it, in one synced write
+            with db.write_batch(sync=True) as last:
+                last.put(applied_key, _KEY.pack(index))
+                last.put(_CURRENT + self._raw_name, _KEY.pack(gen))
         except BaseException:
-            db.close()
-            shutil.rmtree(new_dir, ignore_errors=True)
+            self._node._schedule_purge(prefix)  # what was written of it is garbage
             raise
-        write_file_atomic(os.path.join(self.path, "CURRENT"), str(gen).encode())
         with self._lock:
-            for view in list(self._views):  # they read the old database, which is going away
+            for view in list(self._views):  # they read the replaced state; a reader starts over
                 view.close()
-            old, self._db, self._gen = self._db, db, gen
+            old = self._prefix
+            self._use(gen)
             self._applied = index
-            old.close()
-        self._drop_stale_generations()
+            self.unflushed_bytes = 0
+        self._node._schedule_purge(old)
 
     def raw_items(self, data: tuple[int, int], system_prefixes: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
-        """Raw pairs, from one consistent view, of the data keys in half-open ``data`` and of the
-        system entries under ``system_prefixes``: what a split hands to the new shard (fed to
-        :meth:`install` of its store)."""
+        """Pairs (replica key, value), from one consistent view, of the data keys in half-open
+        ``data`` and of the system entries under ``system_prefixes``: what a split hands to the new
+        shard (fed to :meth:`install` of its store)."""
         with self._lock:
             snap = self._db.snapshot()
+            cut, system = len(self._prefix), self._system
+            ranges = [(self._bound(data[0]), self._bound(data[1])),
+                      *((system + p, system + p + b"\xff" * 64) for p in system_prefixes)]
         try:
-            for lo, hi in [(_bound(data[0]), _bound(data[1])),
-                           *((SYSTEM + p, SYSTEM + p + b"\xff" * 64) for p in system_prefixes)]:
+            for lo, hi in ranges:
                 it = snap.iterator(start=lo, stop=hi)
                 try:
-                    yield from it
+                    for k, v in it:
+                        yield k[cut:], v
                 finally:
                     it.close()
         finally:
@@ -349,8 +626,9 @@ class ShardStore:
     def key_span(self, start: int, end: int) -> tuple[int, int] | None:
         """The smallest and the largest key in ``[start, end)``, or None if it holds none."""
         with self._lock:
-            first = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False)
-            last = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False, reverse=True)
+            lo_b, hi_b, cut = self._bound(start), self._bound(end), len(self._data)
+            first = self._db.iterator(start=lo_b, stop=hi_b, include_value=False)
+            last = self._db.iterator(start=lo_b, stop=hi_b, include_value=False, reverse=True)
             try:
                 lo, hi = next(first, None), next(last, None)
             finally:
@@ -358,7 +636,7 @@ class ShardStore:
                 last.close()
         if lo is None or hi is None:
             return None
-        return _KEY.unpack(lo[1:])[0], _KEY.unpack(hi[1:])[0]
+        return _KEY.unpack_from(lo, cut)[0], _KEY.unpack_from(hi, cut)[0]
 
     def estimate(self, start: int, end: int, sample: int = 10_000) -> tuple[int, int]:
         """Approximate ``(bytes, keys)`` of the rows in ``[start, end)``, cheaply.
@@ -366,14 +644,15 @@ class ShardStore:
         Exact when the range holds at most ``sample`` rows.  Otherwise bytes are LevelDB's
         on-disk estimate plus what was written since this store opened and may still sit in
         the memtable (which LevelDB does not count), and keys are bytes over the mean row
-        size of the first ``sample`` rows.
+        size of the first ``sample`` rows.  Sizes count replica keys (9 bytes), not the prefix.
         """
         size = count = 0
+        overhead = len(self._prefix)
         with self._lock:
-            it = self._db.iterator(start=_bound(start), stop=_bound(end))
+            it = self._db.iterator(start=self._bound(start), stop=self._bound(end))
             try:
                 for k, v in it:
-                    size += len(k) + len(v)
+                    size += len(k) - overhead + len(v)
                     count += 1
                     if count > sample:
                         break
@@ -381,7 +660,7 @@ class ShardStore:
                     return size, count
             finally:
                 it.close()
-            on_disk = self._db.approximate_size(_bound(start), _bound(end))
+            on_disk = self._db.approximate_size(self._bound(start), self._bound(end))
             if on_disk != self._last_on_disk:  # LevelDB flushed (or compacted): start counting afresh
                 self._last_on_disk, self.unflushed_bytes = on_disk, 0
         total = max(on_disk + self.unflushed_bytes, size)
@@ -397,18 +676,19 @@ class ShardStore:
         if span is None or span[0] == span[1]:
             return None
         with self._lock:
-            it = self._db.iterator(start=_bound(start), stop=_bound(end), include_value=False)
+            cut = len(self._data)
+            it = self._db.iterator(start=self._bound(start), stop=self._bound(end), include_value=False)
             try:
                 keys = [k for k, _ in zip(it, range(exact_up_to + 1), strict=False)]
             finally:
                 it.close()
             if len(keys) <= exact_up_to:
-                return _KEY.unpack(keys[len(keys) // 2][1:])[0]
+                return _KEY.unpack_from(keys[len(keys) // 2], cut)[0]
             lo, hi = span
-            whole = self._db.approximate_size(_bound(lo), _bound(hi + 1))
+            whole = self._db.approximate_size(self._bound(lo), self._bound(hi + 1))
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if self._db.approximate_size(_bound(span[0]), _bound(mid)) * 2 < whole:
+                if self._db.approximate_size(self._bound(span[0]), self._bound(mid)) * 2 < whole:
                     lo = mid
                 else:
                     hi = mid
@@ -417,47 +697,80 @@ class ShardStore:
     def approximate_size(self) -> int:
         """LevelDB's on-disk size estimate of the user data (0 for data still in the memtable)."""
         with self._lock:
-            return self._db.approximate_size(DATA, _DATA_END)
+            return self._db.approximate_size(self._data, self._data_end)
 
     def _check(self) -> None:
         """Assert the module's rules on the current state; read-only (tests call it after every step).
 
         The applied index in memory is the one stored in the database (the same batch wrote
-        both); every stored key is a data key (``b"k"`` + 8 bytes) or a system key, so no write
-        escaped the key layout; ``CURRENT`` names the one live generation, and no other
-        generation directory is left; open views are tracked, closed ones are not; this process
-        holds the directory's registry entry.
+        both); every key of this replica's generation is a data key (prefix + ``b"k"`` + 8 bytes)
+        or a system key, so no write escaped the key layout; the node's pointer names the
+        generation in use; open views are tracked, closed ones are not; this store holds its name.
         """
         with self._lock:
-            assert self._db is not None, "store is closed"
-            raw = self._db.get(_APPLIED)
+            assert not self._closed, "store is closed"
+            raw = self._db.get(self._applied_key)
             stored = _KEY.unpack(raw)[0] if raw is not None else 0
             assert stored == self._applied, f"applied index {self._applied} in memory, {stored} stored"
-            it = self._db.iterator(include_value=False)
+            it = self._db.iterator(prefix=self._prefix, include_value=False)
             try:
                 for key in it:
-                    if key.startswith(DATA):
-                        assert len(key) == len(DATA) + _KEY.size, f"malformed data key {key!r}"
+                    if key.startswith(self._data):
+                        assert len(key) == len(self._data) + _KEY.size, f"malformed data key {key!r}"
                     else:
-                        assert key.startswith(SYSTEM), f"key {key!r} outside the known prefixes"
+                        assert key.startswith(self._system), f"key {key!r} outside the known prefixes"
             finally:
                 it.close()
-            assert self._read_current() == self._gen, f"CURRENT names {self._read_current()}, open is {self._gen}"
-            generations = sorted(n for n in os.listdir(self.path) if n.startswith("db-"))
-            assert generations == [f"db-{self._gen}"], f"generation directories {generations}"
+            assert self._node.current(self._raw_name) == self._gen, "the node's pointer names another generation"
             assert all(not v.closed for v in self._views), "a closed view is still tracked"
-        with _open_lock:
-            assert self.path in _open_paths, "directory not registered as open"
+        assert self._raw_name in self._node._open, "replica not registered as open"
 
     def close(self) -> None:
-        """Close the database and release the directory for another open."""
+        """Close this replica (and the database, if it is the store's own)."""
         with self._lock:
             for view in list(self._views):
                 view.close()
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        self._release()
+            if self._closed:
+                return
+            self._closed = True
+        self._node.unclaim(self._raw_name)
+        if self._owned:
+            self._node.close()
+
+
+def migrate_legacy(store: ShardStore, path: str) -> bool:
+    """Move a replica kept in a LevelDB of its own at ``path`` (the layout before one database per
+    node: ``CURRENT`` naming a ``db-<gen>`` directory) into ``store``, then delete ``path``.
+
+    Safe to repeat: the install is atomic and the old directory goes only after it, so a crash in
+    between migrates again at the next start.  False if ``path`` holds no such replica.
+    """
+    try:
+        with open(os.path.join(path, "CURRENT"), "rb") as f:
+            gen = int(f.read().strip() or b"0")
+    except FileNotFoundError:
+        return False
+    except ValueError as exc:
+        raise StorageError(f"{path}: unreadable CURRENT file: {exc}") from exc
+    old = os.path.join(path, f"db-{gen}")
+    if os.path.isdir(old):
+        try:
+            db = plyvel.DB(old, create_if_missing=False)
+        except plyvel.Error as exc:
+            raise StorageError(f"cannot open {old} to migrate it: {exc}") from exc
+        try:
+            applied = db.get(SYSTEM + _APPLIED)
+            it = db.iterator()
+            try:
+                store.install(((k, v) for k, v in it if k != SYSTEM + _APPLIED),
+                              _KEY.unpack(applied)[0] if applied else 0)
+            finally:
+                it.close()
+        finally:
+            db.close()
+    shutil.rmtree(path)
+    fsync_dir(os.path.dirname(path))
+    return True
 
 
 class StoreView:
@@ -492,7 +805,8 @@ class StoreView:
         with self._lock:
             if self._snap is None:
                 raise StorageError("this view of the store was closed")
-            return _scan_page(self._snap, start, end, reverse, limit, max_bytes, filter, max_examined, deadline)
+            return _scan_page(self._store, self._snap, start, end, reverse, limit, max_bytes, filter, max_examined,
+                              deadline)
 
     def close(self) -> None:
         """Release the snapshot (waits for a page being read from it)."""
@@ -503,35 +817,38 @@ class StoreView:
         self._store._views.discard(self)
 
 
-def _scan_page(source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
+def _scan_page(store: ShardStore, source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
                filter: Filter | None, max_examined: int,
                deadline: float | None = None) -> tuple[bytes, list[bytes], int | None]:
-    """One page: its raw store keys joined in one blob, their values, and where to resume.
+    """One page of ``store`` read from ``source`` (its database or a snapshot of it): its replica
+    keys (``b"k"`` + 8 bytes, the wire form) joined in one blob, their values, and where to resume.
 
     See :meth:`ShardStore.scan` for the bounds.
     """
     keys: list[bytes] = []
     values: list[bytes] = []
     size = examined = 0
-    unpack = _PREFIXED.unpack
+    cut = len(store._prefix)
+    at = cut + len(DATA)
+    unpack = _KEY.unpack_from
     # How often to read the clock: every 256 rows when a row costs only a read, but after every
     # row under a filter, whose per-row cost the caller chooses (a long LIKE over a 1 MiB value
     # costs milliseconds); a clock read is cheap next to any filter call. At least one row is
     # always examined, so every page makes progress.
     clock_mask = 0 if filter is not None else 255
-    lower = _reverse_start(start) if reverse else _bound(start)
-    it = source.iterator(start=lower, stop=_bound(end), reverse=reverse)
+    lower = store._reverse_start(start) if reverse else store._bound(start)
+    it = source.iterator(start=lower, stop=store._bound(end), reverse=reverse)
     try:
         for raw, value in it:
             if (len(keys) >= limit or (keys and size + len(value) + 8 > max_bytes) or examined >= max_examined
                     or (deadline is not None and examined and examined & clock_mask == clock_mask
                         and time.monotonic() > deadline)):
-                key = unpack(raw)[1]
+                key = unpack(raw, at)[0]
                 return b"".join(keys), values, key + 1 if reverse else key
             examined += 1
-            if filter is not None and not filter(unpack(raw)[1], value):
+            if filter is not None and not filter(unpack(raw, at)[0], value):
                 continue
-            keys.append(raw)
+            keys.append(raw[cut:])
             values.append(value)
             size += len(value) + 8
     finally:

@@ -564,6 +564,10 @@ def test_a_forged_snapshot_is_refused_in_one_line_and_changes_nothing(tmp_path, 
         serializer = c.loops[follower].groups["g1"].serializer
         with caplog.at_level("WARNING", logger="raftkv.replication.group"):
             assert _on_loop(c, follower, lambda: serializer.setTransmissionData((stream, True, True))) is False
+            deadline = time.monotonic() + 10  # it is read off the Raft thread; the group's tick ends it
+            while serializer.installing and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not serializer.installing
         refusals = [r for r in caplog.records if r.name == "raftkv.replication.group"]
         assert [r.getMessage().startswith("snapshot refused") for r in refusals] == [True]
         assert refusals[0].exc_info is None

@@ -92,3 +92,21 @@ def test_a_shard_made_empty_is_started_from_the_map_once_and_passive_after_its_f
         assert set(loop.groups) == {"s0000", "s0005", "s0006"} and loop.groups["s0006"].passive
     finally:
         _close(reg, loop)
+
+
+def test_state_without_a_replica_directory_is_dropped_at_start_up(tmp_path):
+    # a split child's state is written before its directory is renamed into place: a crash in
+    # between leaves state that no directory claims
+    reg, loop = _registry(tmp_path)
+    orphan = reg.kv.replica("s0009")
+    orphan.apply(4, puts=[(k, b"o") for k in range(100)])
+    orphan.close()
+    _close(reg, loop)
+    reg, loop = _registry(tmp_path)
+    try:
+        assert reg.kv.names() == ["s0000"] and reg.kv.wait_purged()
+        fresh = reg.kv.replica("s0009")  # the name is free and empty again
+        assert fresh.applied_index == 0 and fresh.scan(0, 2**64)[0] == []
+        fresh.close()
+    finally:
+        _close(reg, loop)
