@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -244,3 +245,28 @@ def test_start_timeout_says_what_is_missing(cluster_dir: Path) -> None:
     assert "cannot reach" in silent[1]  # and why it counts as silent
     assert "n2 exited (exit status 1)" in message and "node.log" in message  # how it ended, from its parent
     assert "Address already in use" in message or "Errno 98" in message
+
+
+def test_a_node_just_spawned_counts_as_alive_before_its_command_line_is_readable(cluster_dir: Path,
+                                                                                  monkeypatch) -> None:
+    # For a moment after Popen returns, /proc/PID/cmdline of the child reads empty (the kernel sets
+    # the new argv while it loads the program).  A readiness wait that looked then took the node for
+    # dead and ignored its answers for a whole minute (a flaky start-up failure on a busy machine).
+    launcher.start(cluster_dir, nodes=1, shards=1, replication=1, wait=60.0)
+    launcher.stop(cluster_dir)
+    info = launcher.load(cluster_dir)
+    real_open = open
+
+    def racing_open(path, *args, **kwargs):  # the window, held open
+        if isinstance(path, str) and path.startswith("/proc/") and path.endswith("/cmdline"):
+            return io.BytesIO(b"")
+        return real_open(path, *args, **kwargs)
+
+    pid = launcher._spawn(info, "n1")
+    monkeypatch.setattr("builtins.open", racing_open)
+    try:
+        assert launcher._live_pid(info, "n1") == pid
+    finally:
+        monkeypatch.undo()
+    launcher.start(cluster_dir, nodes=None, shards=None, replication=None, wait=60.0)  # it serves
+    assert launcher._live_pid(info, "n1") == pid

@@ -15,7 +15,7 @@ from raftkv.cluster.launcher import free_ports
 from raftkv.replication import commands
 from raftkv.replication.group import RaftGroup, RaftOptions
 from raftkv.replication.loop import RaftLoop
-from raftkv.storage.leveldb import ShardStore
+from raftkv.storage.leveldb import NodeStore
 
 from ..helpers import wait_until
 
@@ -32,15 +32,18 @@ class LocalCluster:
         self.options = options or RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8)
         self.secret = secret
         self.loops: dict[str, RaftLoop] = {}
+        self.kvs: dict[str, NodeStore] = {}  # each node's one LevelDB, as a real node has
         for nid in self.ids:
             self.start_node(nid)
 
     def start_node(self, nid: str) -> RaftLoop:
         loop = RaftLoop(nid, self.peers[nid], self.peers, self.secret)
+        kv = self.kvs[nid] = NodeStore(os.path.join(self.root, nid, "store"))
+        loop.before_release(kv.flush_hard_states)
         for gid in self.group_ids:
             directory = os.path.join(self.root, nid, gid)
-            store = ShardStore(os.path.join(directory, "store"))
-            loop.add_group(RaftGroup(gid, nid, self.ids, store, directory, loop.hub, self.options))
+            loop.add_group(RaftGroup(gid, nid, self.ids, kv.replica(gid), directory, loop.hub, self.options,
+                                     hard_state=kv.hard_state(gid)))
         loop.start()
         self.loops[nid] = loop
         return loop
@@ -50,6 +53,7 @@ class LocalCluster:
         loop.stop()
         for g in loop.groups.values():
             g.store.close()
+        self.kvs.pop(nid).close()
 
     def close(self) -> None:
         for nid in list(self.loops):
