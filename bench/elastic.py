@@ -107,6 +107,15 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
     return done / elapsed, client_cpu
 
 
+def flushes(info: launcher.ClusterInfo) -> dict[str, tuple[int, float]]:
+    """Each node's durable flushes so far and the seconds its Raft loop waited for them."""
+    out = {}
+    for node in info.nodes:
+        st = rpc.call(launcher.format_hostport(node.client), "status", timeout=10.0, brief=True)
+        out[node.id] = (st["fsyncs"], st.get("fsync_seconds", 0.0))
+    return out
+
+
 def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
     tmp = tempfile.mkdtemp(prefix=f"raftkv-elastic-{nodes}-")
     info = launcher.start(tmp, nodes=nodes, wait=120, settings={"stripe_writes_per_s": args.stripe_writes,
@@ -122,7 +131,15 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
             except errors.RaftKVError:
                 pass
 
+        before = flushes(info)
         rate, client_cpu = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
+        after = flushes(info)
+        count = sum(after[n][0] - before[n][0] for n in after)
+        waited = sum(after[n][1] - before[n][1] for n in after)
+        # the nodes share this machine's one disk: its flush latency grows with the node count
+        print(json.dumps({"bench": "elastic_fsync", "nodes": nodes, "keys": kind, "fsyncs_per_s_per_node":
+                          round(count / len(after) / (args.warmup + args.seconds)),
+                          "fsync_ms_mean": round(1000 * waited / max(count, 1), 2)}), flush=True)
         # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
         print(json.dumps({"bench": "elastic", "nodes": nodes, "keys": kind, "cpu_per_node": args.cpu,
                           "inflight": args.inflight, "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),

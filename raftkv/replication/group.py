@@ -41,7 +41,7 @@ from pysyncobj.transport import Transport
 
 from ..errors import StorageError
 from ..protocol.codec import load, pack
-from ..storage.leveldb import HardStateSlot, ShardStore, write_file_atomic
+from ..storage.leveldb import RaftLogSlot, ShardStore, write_file_atomic
 from . import commands
 from .journal import DurableJournal
 from .snapshot import encode_stream, entry_tuple, read_stream
@@ -50,9 +50,10 @@ from .transport import PeerHub
 log = logging.getLogger(__name__)
 
 # pysyncobj builds its journal through this module-level factory; ours is durable.  Where a group
-# keeps its term and vote is handed over by journal path, the only thing the factory is given.
-_HARD_STATES: dict[str, HardStateSlot] = {}
-_syncobj.createJournal = lambda path: DurableJournal(path, _HARD_STATES.pop(path, None))
+# keeps its log is handed over by journal path, the only thing the factory is given (the path
+# itself only names a legacy log file to move into the node's database).
+_RAFT_LOGS: dict[str, RaftLogSlot] = {}
+_syncobj.createJournal = lambda path: DurableJournal(_RAFT_LOGS.pop(path), legacy_path=path)
 
 
 class _QuietTruncation(logging.Filter):
@@ -408,12 +409,11 @@ class _Install(threading.Thread):
 class RaftGroup(SyncObj):
     """A replica of one Raft group whose state machine is a :class:`ShardStore`."""
 
-    def __init__(self, group_id: str, self_id: str, peer_ids: list[str], store: ShardStore, directory: str,
-                 hub: PeerHub, options: RaftOptions,
+    def __init__(self, group_id: str, self_id: str, peer_ids: list[str], store: ShardStore, raft_log: RaftLogSlot,
+                 directory: str, hub: PeerHub, options: RaftOptions,
                  on_state: Callable[[str, int, int], None] | None = None,
                  hooks: commands.SplitHooks | None = None, passive: bool = False,
-                 on_installed: Callable[[RaftGroup], None] | None = None,
-                 hard_state: HardStateSlot | None = None) -> None:
+                 on_installed: Callable[[RaftGroup], None] | None = None) -> None:
         os.makedirs(directory, exist_ok=True)
         self.group_id = group_id
         self.store = store
@@ -455,12 +455,11 @@ class RaftGroup(SyncObj):
         def make_transport(syncobj: Any, self_node: Any, other_nodes: Any) -> GroupTransport:
             return GroupTransport(hub, group_id, syncobj, self_node, other_nodes)
 
-        if hard_state is not None:
-            _HARD_STATES[conf.journalFile] = hard_state
+        _RAFT_LOGS[conf.journalFile] = raft_log
         try:
             super().__init__(Node(self_id), [Node(p) for p in peers], conf, transportClass=make_transport)
         finally:
-            _HARD_STATES.pop(conf.journalFile, None)
+            _RAFT_LOGS.pop(conf.journalFile, None)
         self.transport: GroupTransport = self._SyncObj__transport
         self.transport.group = self
         self.journal: DurableJournal = self._SyncObj__raftLog

@@ -87,6 +87,7 @@ class RaftLoop:
         self._thread: threading.Thread | None = None
         self.iterations = 0
         self.fsyncs = 0
+        self.fsync_seconds = 0.0  # time the loop waited for its durable flushes
         self._complaints = LogLimiter(log)
 
     # --- setup (before start) ----------------------------------------------------------------
@@ -100,8 +101,9 @@ class RaftLoop:
 
     def before_release(self, fn: Callable[[], int]) -> None:
         """Run ``fn`` after the journals' syncs and before any held message leaves: it makes
-        durable what the journals staged elsewhere (the node's term/vote records) and returns how
-        many fsyncs' worth it wrote.  A failure stops the node, as a failed journal sync does."""
+        durable what the journals staged (``NodeStore.flush_durable``: every group's entries,
+        truncations, terms and votes in one synced write) and returns how many keys it wrote.
+        A failure stops the node: after a failed fsync nothing may be acknowledged."""
         self._durable.append(fn)
 
     def after_iteration(self, fn: Callable[[], None]) -> None:
@@ -276,7 +278,8 @@ class RaftLoop:
                                  "raft loop: socket event handler failed", exc_info=True)
 
     def _sync_or_die(self, g: RaftGroup) -> None:
-        """fsync a journal; if that fails in any way, stop the process before anything is acknowledged.
+        """Stage a journal's changes for the node's flush; if that fails, stop the process before
+        anything is acknowledged.
 
         After a failed fsync the kernel may have dropped the dirty pages, so neither a retry nor
         carrying on is safe (the PostgreSQL "fsyncgate" lesson); etcd panics here too.
@@ -300,15 +303,16 @@ class RaftLoop:
                          g.group_id, exc_info=True)
             logging.shutdown()
             os._exit(70)
-        self.fsyncs += 1
 
     def _durable_or_die(self, fn: Callable[[], int]) -> None:
         """:meth:`before_release` work; a failure is fatal for the reasons :meth:`_sync_or_die` gives."""
+        started = time.monotonic()
         try:
             if fn():
                 self.fsyncs += 1
+                self.fsync_seconds += time.monotonic() - started
         except Exception:
-            log.critical("making term/vote durable failed; stopping the node", exc_info=True)
+            log.critical("making the Raft logs durable failed; stopping the node", exc_info=True)
             logging.shutdown()
             os._exit(70)
 

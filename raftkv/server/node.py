@@ -935,6 +935,7 @@ class Node:
             groups.append(entry)
         return {"node": self.me.id, "pid": os.getpid(), "uptime": time.time() - self.started,
                 "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
+                "fsync_seconds": round(self.loop.fsync_seconds, 3),
                 "peers_up": self.loop.hub.up_peers()}
 
     async def op_compact(self, req: dict[str, Any]) -> Any:

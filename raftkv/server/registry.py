@@ -65,7 +65,7 @@ class GroupRegistry:
         self.options = options
         self.stores: dict[str, ShardStore] = {}
         self.kv = NodeStore(os.path.join(data_dir, "store"))
-        loop.before_release(self.kv.flush_hard_states)  # every group's term and vote: one fsync
+        loop.before_release(self.kv.flush_durable)  # every group's log entries, term and vote: one fsync
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -115,9 +115,10 @@ class GroupRegistry:
             log.info("%s: moved its state from its own LevelDB into the node's", group_id)
         if initial and shard is not None:
             commands.init_shard_state(store, shard)
-        group = RaftGroup(group_id, self.me, replicas, store, directory, self.loop.hub, self.options,
+        group = RaftGroup(group_id, self.me, replicas, store, self.kv.raft_log(group_id), directory,
+                          self.loop.hub, self.options,
                           hooks=self if shard is not None else None, passive=passive,
-                          on_installed=self._installed, hard_state=self.kv.hard_state(group_id))
+                          on_installed=self._installed)
         self.stores[group_id] = store
         self.loop.add_group(group)
         return group

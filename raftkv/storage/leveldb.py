@@ -30,7 +30,8 @@ Rules this module keeps:
 Keys, in the node's database:
 
 * ``b"c" + name`` -> the replica's current generation (8 bytes, big-endian);
-* ``b"r" + name`` -> the replica's Raft term and vote (:class:`HardStateSlot`);
+* ``b"j" + name + b"/" + index`` -> a Raft log entry: 8-byte term + command (:class:`RaftLogSlot`);
+* ``b"m" + name`` -> the replica's commit hint; ``b"r" + name`` -> its Raft term and vote;
 * ``b"g" + name + b"/" + generation`` + a replica key, where a replica key is
   ``b"k" + 8-byte big-endian key`` for user data, ``b"s" + name`` for system
   entries.  ``/`` never occurs in a name, so no name's keys are a prefix of
@@ -61,6 +62,8 @@ _DATA_END = b"l"  # first prefix after DATA
 _APPLIED = b"applied"  # system entry: the applied index
 _CURRENT = b"c"  # node key prefix: a replica's current generation
 _HARD = b"r"  # node key prefix: a replica's Raft term and vote
+_LOG = b"j"  # node key prefix: a replica's Raft log entries
+_COMMIT = b"m"  # node key prefix: a replica's commit hint
 _REPLICAS = b"g"  # node key prefix: replica keyspaces
 _REPLICAS_END = b"h"
 _SEP = b"/"
@@ -147,7 +150,7 @@ class NodeStore:
         self._purging = threading.Condition(self._lock)
         self._closing = False
         self._purger: threading.Thread | None = None
-        self._hard_staged: dict[bytes, bytes] = {}  # name -> term/vote not yet durable
+        self._pending: dict[bytes, bytes | None] = {}  # key -> value (None: delete) for the next flush
         for prefix in self._stale_prefixes():
             self._schedule_purge(prefix)
 
@@ -176,12 +179,21 @@ class NodeStore:
         with self._lock:
             if raw in self._open:
                 raise StorageError(f"replica {name} is open; close it before dropping it")
+        log = _LOG + raw + _SEP
         with self._lock:
-            self._hard_staged.pop(raw, None)
+            self._pending = {k: v for k, v in self._pending.items() if not k.startswith(log)}
+            for key in (_HARD + raw, _COMMIT + raw):
+                self._pending.pop(key, None)
         gen = self.current(raw)
-        with self._db.write_batch(sync=True) as wb:
-            wb.delete(_CURRENT + raw)
-            wb.delete(_HARD + raw)
+        it = self._db.iterator(prefix=log, include_value=False)
+        try:
+            with self._db.write_batch(sync=True) as wb:  # a log is bounded by compaction: gone now
+                for key in it:
+                    wb.delete(key)
+                for key in (_CURRENT + raw, _HARD + raw, _COMMIT + raw):
+                    wb.delete(key)
+        finally:
+            it.close()
         if gen is not None:
             self._schedule_purge(_prefix(raw, gen))
 
@@ -215,25 +227,35 @@ class NodeStore:
         with self._lock:
             self._open.discard(raw_name)
 
-    # --- Raft hard state (term and vote) ---------------------------------------------------------
+    # --- Raft logs ---------------------------------------------------------------------------------
 
-    def hard_state(self, name: str) -> HardStateSlot:
-        """Where replica ``name``'s Raft journal keeps its term and vote."""
-        return HardStateSlot(self, _check_name(name))
+    def raft_log(self, name: str) -> RaftLogSlot:
+        """Where replica ``name``'s Raft journal keeps its entries, term, vote and commit hint."""
+        return RaftLogSlot(self, _check_name(name))
 
-    def flush_hard_states(self) -> int:
-        """Make every staged term and vote durable in one synced write; how many there were.
+    def stage(self, changes: dict[bytes, bytes | None]) -> None:
+        """Add writes (None: delete) to the batch the next :meth:`flush_durable` makes durable."""
+        with self._lock:
+            self._pending.update(changes)
 
-        The Raft loop calls this once per iteration, before any message leaves: a thousand
-        groups electing at once cost one fsync, not a thousand file replacements.
+    def flush_durable(self) -> int:
+        """Make every staged write durable in one synced write; how many keys it held.
+
+        The Raft loop calls this once per iteration, before any message leaves: every group's
+        new log entries, truncations, terms and votes cost one fsync together -- not one (or,
+        for a term, two) per group.  A staged write is visible to nothing before it: the
+        journals keep what they staged in memory.
         """
         with self._lock:
-            staged, self._hard_staged = self._hard_staged, {}
-        if staged:
+            pending, self._pending = self._pending, {}
+        if pending:
             with self._db.write_batch(sync=True) as wb:
-                for raw_name, value in staged.items():
-                    wb.put(_HARD + raw_name, value)
-        return len(staged)
+                for key, value in pending.items():
+                    if value is None:
+                        wb.delete(key)
+                    else:
+                        wb.put(key, value)
+        return len(pending)
 
     # --- purging old generations ----------------------------------------------------------------
 
@@ -326,28 +348,84 @@ class NodeStore:
         if purger is not None:
             purger.join()
         if not self._db.closed:
-            self.flush_hard_states()  # a journal closing after the loop's last flush staged these
+            self.flush_durable()  # journals closing after the loop's last flush staged these
             self._db.close()
         self._release()
 
 
-class HardStateSlot:
-    """One replica's term and vote in its node's database, made durable by
-    :meth:`NodeStore.flush_hard_states` (the journal stages, the Raft loop flushes)."""
+class RaftLogSlot:
+    """One replica's Raft log, term, vote and commit hint in its node's database.
+
+    The journal (``replication/journal.py``) keeps the log in memory and stages its changes
+    here; :meth:`NodeStore.flush_durable` makes them durable, for every replica at once.
+    """
 
     def __init__(self, node: NodeStore, raw_name: bytes) -> None:
         self._node, self._raw_name = node, raw_name
+        self._log = _LOG + raw_name + _SEP
 
-    def load(self) -> bytes | None:
-        """The latest value: staged, else stored, else None."""
-        with self._node._lock:
-            staged = self._node._hard_staged.get(self._raw_name)
-        return staged if staged is not None else self._node.db.get(_HARD + self._raw_name)
+    def entries(self, flush: bool = True, staged: bool = False) -> list[tuple[bytes, int, int]]:
+        """The stored log, ``(command, index, term)`` in index order.
 
-    def stage(self, value: bytes) -> None:
-        """Set the value; durable after the next flush."""
-        with self._node._lock:
-            self._node._hard_staged[self._raw_name] = value
+        ``flush`` first makes what the node staged durable; without it, this is what a crash now
+        would leave; ``staged`` (without flushing) adds what is staged (tests check both).
+        """
+        if flush:
+            self._node.flush_durable()  # nothing staged may hide from a reader
+        cut = len(self._log)
+        it = self._node.db.iterator(prefix=self._log)
+        try:
+            found = {key: value for key, value in it}
+        finally:
+            it.close()
+        if staged:
+            with self._node._lock:
+                for key, value in self._node._pending.items():
+                    if key.startswith(self._log):
+                        found[key] = value
+        out: list[tuple[bytes, int, int]] = []
+        for key in sorted(k for k, v in found.items() if v is not None):
+            index, value = _KEY.unpack_from(key, cut)[0], found[key]
+            if out and index != out[-1][1] + 1:
+                raise StorageError(f"the Raft log of {self._raw_name.decode()} has a gap after index {out[-1][1]}")
+            out.append((value[_KEY.size:], index, _KEY.unpack_from(value)[0]))
+        return out
+
+    def entry_key(self, index: int) -> bytes:
+        """The node-database key of log entry ``index``."""
+        return self._log + _KEY.pack(index)
+
+    @staticmethod
+    def entry_value(command: bytes, term: int) -> bytes:
+        """What is stored for an entry."""
+        return _KEY.pack(term) + command
+
+    def hard_state_key(self) -> bytes:
+        """The node-database key of the term and vote."""
+        return _HARD + self._raw_name
+
+    def hard_state(self, flush: bool = True, staged: bool = False) -> bytes | None:
+        """The stored term and vote (None: never saved); ``flush`` and ``staged`` as for :meth:`entries`."""
+        if flush:
+            self._node.flush_durable()
+        if staged:
+            with self._node._lock:
+                if _HARD + self._raw_name in self._node._pending:
+                    return self._node._pending[_HARD + self._raw_name]
+        return self._node.db.get(_HARD + self._raw_name)
+
+    def stage(self, changes: dict[bytes, bytes | None]) -> None:
+        """Hand writes to the node's next durable flush."""
+        self._node.stage(changes)
+
+    def commit_hint(self) -> int | None:
+        """The saved commit index (a replay hint; not synced, may be behind or missing)."""
+        raw = self._node.db.get(_COMMIT + self._raw_name)
+        return _KEY.unpack(raw)[0] if raw else None
+
+    def set_commit_hint(self, index: int) -> None:
+        """Save the commit hint without syncing: it only ever helps a restart replay sooner."""
+        self._node.db.put(_COMMIT + self._raw_name, _KEY.pack(index))
 
 
 class ShardStore:

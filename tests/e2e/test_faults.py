@@ -15,7 +15,7 @@ import pytest
 from raftkv import Client, errors
 from raftkv.client import rpc
 from raftkv.keys import MAX_KEY
-from raftkv.replication.journal import decode_records
+from raftkv.storage.leveldb import NodeStore
 
 from ..helpers import wait_until
 
@@ -200,9 +200,12 @@ def test_replica_down_while_log_compacted_catches_up_by_snapshot(make_cluster):
         leader = cluster.leader_of(shard.id)
         victim = next(n.id for n in cluster.info.nodes if n.id != leader)
         cluster.kill(victim, signal.SIGKILL)
-        [log_path] = glob.glob(os.path.join(cluster.root, victim, "**", shard.id, "raft.log"), recursive=True)
-        with open(log_path, "rb") as f:
-            entries, _, _ = decode_records(f.read())  # the log the victim will load when it restarts
+        [store] = glob.glob(os.path.join(cluster.root, victim, "**", "store"), recursive=True)
+        kv = NodeStore(store)  # the victim is dead: its LevelDB is free to read
+        try:
+            entries = kv.raft_log(shard.id).entries(flush=False)  # the log the victim loads when it restarts
+        finally:
+            kv.close()
         last = entries[-1][1] if entries else 0
         expected = {}
         for i in range(1500):

@@ -39,11 +39,11 @@ class LocalCluster:
     def start_node(self, nid: str) -> RaftLoop:
         loop = RaftLoop(nid, self.peers[nid], self.peers, self.secret)
         kv = self.kvs[nid] = NodeStore(os.path.join(self.root, nid, "store"))
-        loop.before_release(kv.flush_hard_states)
+        loop.before_release(kv.flush_durable)
         for gid in self.group_ids:
             directory = os.path.join(self.root, nid, gid)
-            loop.add_group(RaftGroup(gid, nid, self.ids, kv.replica(gid), directory, loop.hub, self.options,
-                                     hard_state=kv.hard_state(gid)))
+            loop.add_group(RaftGroup(gid, nid, self.ids, kv.replica(gid), kv.raft_log(gid), directory,
+                                     loop.hub, self.options))
         loop.start()
         self.loops[nid] = loop
         return loop
@@ -54,6 +54,17 @@ class LocalCluster:
         for g in loop.groups.values():
             g.store.close()
         self.kvs.pop(nid).close()
+
+    def stored_log(self, nid: str, gid: str = "g1") -> list[tuple[bytes, int, int]]:
+        """Node ``nid``'s log of ``gid`` as its database holds it -- what a crash now would leave
+        (a running node's staged writes are not in it)."""
+        if nid in self.kvs:
+            return self.kvs[nid].raft_log(gid).entries(flush=False)
+        kv = NodeStore(os.path.join(self.root, nid, "store"))
+        try:
+            return kv.raft_log(gid).entries(flush=False)
+        finally:
+            kv.close()
 
     def close(self) -> None:
         for nid in list(self.loops):

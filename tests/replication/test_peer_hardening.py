@@ -478,11 +478,13 @@ def test_a_journal_that_cannot_serialise_its_state_stops_the_node_loudly(tmp_pat
         import logging, os, time
         from raftkv.replication.group import RaftGroup, RaftOptions
         from raftkv.replication.loop import RaftLoop
-        from raftkv.storage.leveldb import ShardStore
+        from raftkv.storage.leveldb import NodeStore
         logging.basicConfig(level=logging.INFO)
         root = {str(tmp_path)!r}
         loop = RaftLoop("n1", ("127.0.0.1", 0), {{"n1": ("127.0.0.1", 0)}})
-        g = RaftGroup("g1", "n1", ["n1"], ShardStore(os.path.join(root, "store")), os.path.join(root, "g1"),
+        kv = NodeStore(os.path.join(root, "store"))
+        loop.before_release(kv.flush_durable)
+        g = RaftGroup("g1", "n1", ["n1"], kv.replica("g1"), kv.raft_log("g1"), os.path.join(root, "g1"),
                       loop.hub, RaftOptions(heartbeat=0.05, election_min=0.2, election_max=0.4))
         loop.add_group(g)
         loop.start()
@@ -502,8 +504,13 @@ def test_a_journal_that_cannot_serialise_its_state_stops_the_node_loudly(tmp_pat
     term = int(proc.stdout.split()[1])
     import msgpack
 
-    with open(tmp_path / "g1" / "raft.log.meta", "rb") as f:
-        assert msgpack.unpackb(f.read())["term"] == term
+    from raftkv.storage.leveldb import NodeStore
+
+    kv = NodeStore(str(tmp_path / "store"))
+    try:
+        assert msgpack.unpackb(kv.raft_log("g1").hard_state())["term"] == term
+    finally:
+        kv.close()
 
 
 # --- the launcher's cluster secret --------------------------------------------------------------------

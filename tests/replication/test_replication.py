@@ -10,7 +10,6 @@ import pytest
 
 from raftkv.replication import commands
 from raftkv.replication.group import RaftOptions
-from raftkv.replication.journal import decode_records
 
 from ..helpers import wait_until
 from .harness import LocalCluster
@@ -33,8 +32,8 @@ def test_no_message_leaves_before_its_journal_is_synced(cluster):
 
         def checked(loop=loop, real=real_release, nid=nid):
             dirty = [g.group_id for g in loop.groups.values() if g.journal.dirty]
-            if cluster.kvs[nid]._hard_staged:  # term/vote staged in the node's LevelDB, not yet synced
-                dirty.append(f"term/vote of {sorted(cluster.kvs[nid]._hard_staged)}")
+            if cluster.kvs[nid]._pending:  # staged for the node's LevelDB but not yet synced
+                dirty.append(f"{len(cluster.kvs[nid]._pending)} staged writes")
             waiting = [m for ob in loop.hub._out.values() for m in ob.staged]
             if dirty and waiting:
                 violations.append(f"{nid}: {dirty} dirty while {len(waiting)} replies leave")
@@ -65,14 +64,13 @@ def test_no_message_leaves_before_its_journal_is_synced(cluster):
 
 
 def test_acknowledged_writes_are_in_a_majority_of_journals_on_disk(cluster):
-    """Read the journal files back from disk (as a crash would) right after each ack."""
+    """Read the logs back from each node's database (as a crash would) right after each ack."""
     for i in range(30):
         cmd = commands.put([(i, os.urandom(50))])
         cluster.write(cmd)
         holders = 0
         for nid in cluster.ids:
-            path = os.path.join(cluster.root, nid, "g1", "raft.log")
-            if cmd in open(path, "rb").read():
+            if any(cmd in entry[0] for entry in cluster.stored_log(nid)):
                 holders += 1
         assert holders >= 2, f"write {i} acknowledged but on disk at only {holders} node(s)"
 
@@ -176,8 +174,7 @@ def test_replica_down_during_compaction_catches_up_by_snapshot(tmp_path):
         leader_id, _ = c.leader()
         victim = next(n for n in c.ids if n != leader_id)
         c.stop_node(victim)
-        with open(os.path.join(c.root, victim, "g1", "raft.log"), "rb") as f:
-            entries, _, _ = decode_records(f.read())  # what the victim will load when it restarts
+        entries = c.stored_log(victim)  # what the victim will load when it restarts
         last = entries[-1][1]
         rng = random.Random(9)
         for _ in range(300):
@@ -246,7 +243,6 @@ def test_crash_between_compaction_marker_and_log_truncation_loses_nothing(tmp_pa
     """
     import msgpack
 
-    from raftkv.replication.journal import DurableJournal
 
     c = LocalCluster(str(tmp_path))
     expected = {}
@@ -259,9 +255,8 @@ def test_crash_between_compaction_marker_and_log_truncation_loses_nothing(tmp_pa
         c.close()
     for nid in c.ids:  # the state a crash inside compaction leaves behind, on every node
         d = tmp_path / nid / "g1"
-        j = DurableJournal(str(d / "raft.log"))
-        prev, last = j[len(j) - 12], j[len(j) - 11]
-        j._destroy()
+        log = c.stored_log(nid)
+        prev, last = log[len(log) - 12], log[len(log) - 11]
         (d / "snap.meta").write_bytes(msgpack.packb({"last": list(last), "prev": list(prev)}))
     c = LocalCluster(str(tmp_path))  # the same directories, restarted
     try:

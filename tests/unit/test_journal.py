@@ -1,12 +1,27 @@
-"""The durable journal: what pysyncobj's FileJournal got wrong, each with a test that catches it."""
+"""The durable journal: what pysyncobj's FileJournal got wrong, each with a test that catches it.
+
+The journal stages its changes in the node's LevelDB (``NodeStore``); the Raft loop makes them
+durable with ``flush_durable``.  "A crash" here is a journal reopened after the staged, unflushed
+writes are dropped: exactly what a process killed before the flush leaves.
+"""
 
 import os
 
 import pytest
 
+from raftkv.errors import StorageError
+from raftkv.protocol.codec import pack
 from raftkv.replication.journal import DurableJournal, encode_record
+from raftkv.storage.leveldb import NodeStore
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def kv(tmp_path):
+    node = NodeStore(str(tmp_path / "store"))
+    yield node
+    node.close()
 
 
 def _fill(j, n, term=1):
@@ -14,62 +29,53 @@ def _fill(j, n, term=1):
         j.add(b"c%d" % i, i, term)
 
 
-def test_nothing_is_written_before_sync_and_everything_after(tmp_path):
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+def _after_crash(kv, name="g"):
+    """The journal a restart would load now: whatever was staged but not flushed is lost."""
+    kv._pending.clear()
+    return DurableJournal(kv.raft_log(name))
+
+
+def test_nothing_is_durable_before_the_flush_and_everything_after(kv):
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 5)
     j.setCurrentTerm(3, "n2")
     assert j.dirty
-    assert os.path.getsize(path) == 0  # staged only: the Raft loop decides when it hits the disk
-    assert not os.path.exists(path + ".meta")
-    j.sync()
+    j.sync()  # staged for the node's flush: the Raft loop decides when it hits the disk
     assert not j.dirty
-    j2 = DurableJournal(path)  # a fresh reader (as after kill -9) sees everything synced
-    assert [e[1] for e in j2[:]] == [1, 2, 3, 4, 5]
-    assert (j2.getCurrentTerm(), j2.getVotedForNodeId()) == (3, "n2")
+    assert kv.raft_log("g").entries(flush=False) == []
+    assert kv.flush_durable() == 6  # five entries and the term/vote record, in one synced write
+    again = _after_crash(kv)
+    assert [e[1] for e in again[:]] == [1, 2, 3, 4, 5]
+    assert (again.getCurrentTerm(), again.getVotedForNodeId()) == (3, "n2")
 
 
-def test_sync_uses_fdatasync_and_fsyncs_meta(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
-    j = DurableJournal(str(tmp_path / "log"))
-    _fill(j, 3)
-    j.setCurrentTerm(1, None)
-    j.sync()
-    assert calls[0] == "fdatasync" and calls.count("fsync") >= 2  # meta file + its directory
+def test_one_flush_makes_every_group_durable(kv):
+    journals = [DurableJournal(kv.raft_log(f"g{i}")) for i in range(20)]
+    for n, j in enumerate(journals, 1):
+        _fill(j, n)
+        j.setCurrentTerm(n, "me")
+        j.sync()
+    assert kv.flush_durable() == sum(range(1, 21)) + 20
+    for n in range(1, 21):
+        again = _after_crash(kv, f"g{n - 1}")
+        assert len(again) == n and again.getCurrentTerm() == n
 
 
-def test_torn_tail_is_cut(tmp_path):
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
-    _fill(j, 3)
-    j.sync()
-    with open(path, "ab") as f:
-        f.write(encode_record(b"partial", 4, 1)[:-3])  # a write cut short by a crash
-    j2 = DurableJournal(path)
-    assert [e[1] for e in j2[:]] == [1, 2, 3]
-    j2.add(b"c4", 4, 1)
-    j2.sync()
-    assert [e[1] for e in DurableJournal(path)[:]] == [1, 2, 3, 4]
-
-
-def test_corrupt_record_ends_the_log(tmp_path):
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+def test_a_crash_before_the_flush_loses_only_what_no_one_heard_of(kv):
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 3)
     j.sync()
-    data = bytearray(open(path, "rb").read())
-    data[-1] ^= 0xFF  # flip a bit in the last command
-    open(path, "wb").write(bytes(data))
-    assert [e[1] for e in DurableJournal(path)[:]] == [1, 2]
+    kv.flush_durable()
+    j.add(b"c4", 4, 1)
+    j.setCurrentTerm(7, "n1")
+    j.sync()  # staged, never flushed: no message that depends on it left the node
+    again = _after_crash(kv)
+    assert [e[1] for e in again[:]] == [1, 2, 3] and again.getCurrentTerm() == 0
 
 
-def test_follower_keeps_a_matching_suffix(tmp_path):
+def test_follower_keeps_a_matching_suffix(kv):
     """pysyncobj deletes every entry after prevLogIdx, even matching ones; we only cut on conflict."""
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 5)
     j.sync()
     # a re-sent AppendEntries(prev=2, entries=[3]): pysyncobj calls deleteEntriesFrom(2), then add(3)
@@ -84,83 +90,87 @@ def test_follower_keeps_a_matching_suffix(tmp_path):
     j.add(b"new", 4, 2)
     j.end_message()
     j.sync()
-    assert DurableJournal(path)[:] == [(b"c1", 1, 1), (b"c2", 2, 1), (b"c3", 3, 1), (b"new", 4, 2)]
+    kv.flush_durable()
+    assert _after_crash(kv)[:] == [(b"c1", 1, 1), (b"c2", 2, 1), (b"c3", 3, 1), (b"new", 4, 2)]
 
 
-def test_compaction_rewrites_and_survives_reopen(tmp_path):
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+def test_compaction_survives_reopen(kv):
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 100)
     j.deleteEntriesTo(98)
     j.add(b"c101", 101, 1)
     j.sync()
-    assert [e[1] for e in DurableJournal(path)[:]] == [99, 100, 101]
+    kv.flush_durable()
+    assert [e[1] for e in _after_crash(kv)[:]] == [99, 100, 101]
     assert j.size_bytes == sum(len(e[0]) for e in j[:])
+    j._check()
 
 
-def test_truncate_of_written_entries_is_durable(tmp_path):
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+def test_truncate_of_written_entries_is_durable(kv):
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 5)
     j.sync()
+    kv.flush_durable()
     j.deleteEntriesFrom(1)
     j.add(b"x", 2, 2)
     j.sync()
-    assert DurableJournal(path)[:] == [(b"c1", 1, 1), (b"x", 2, 2)]
+    kv.flush_durable()
+    assert _after_crash(kv)[:] == [(b"c1", 1, 1), (b"x", 2, 2)]
+    j = DurableJournal(kv.raft_log("g"))
     j.clear()
     j.sync()
-    assert len(DurableJournal(path)) == 0
+    kv.flush_durable()
+    assert len(_after_crash(kv)) == 0
 
 
-def test_commit_hint_never_points_past_the_log(tmp_path):
+def test_commit_hint_never_points_past_the_log(kv):
     """After a crash the lazily saved commit index may name entries that never reached the disk."""
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 3)
     j.sync()
+    kv.flush_durable()
     j.setRaftCommitIndex(9)
     j.onOneSecondTimer()  # the hint is saved ...
-    j.add(b"c4", 4, 1)  # ... entries 4.. were staged but the process died before sync
-    assert DurableJournal(path).getRaftCommitIndex() == 3
-    assert DurableJournal(str(tmp_path / "empty")).getRaftCommitIndex() == 1
+    j.add(b"c4", 4, 1)  # ... entries 4.. were staged but the process died before the flush
+    j.sync()
+    assert _after_crash(kv).getRaftCommitIndex() == 3
+    assert DurableJournal(kv.raft_log("empty")).getRaftCommitIndex() == 1
 
 
-def test_failed_fsync_keeps_everything_staged(tmp_path, monkeypatch):
-    """A failed write must not mark entries durable, nor leave a gap on disk later."""
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
+def test_a_term_that_cannot_be_stored_keeps_the_journal_dirty(kv):
+    """The loop stops the node when a sync raises: nothing may be acknowledged on its strength."""
+    j = DurableJournal(kv.raft_log("g"))
     _fill(j, 2)
-    j.sync()
-    j.add(b"c3", 3, 1)
-    real = os.fdatasync
-
-    def broken(fd):
-        raise OSError(5, "EIO")
-
-    monkeypatch.setattr(os, "fdatasync", broken)
-    with pytest.raises(OSError):
+    j.setCurrentTerm(2**64, None)
+    with pytest.raises(Exception):  # noqa: B017 -- msgpack's OverflowError; any error will do
         j.sync()
-    assert j.dirty  # nothing may be acknowledged on the strength of this sync
-    monkeypatch.setattr(os, "fdatasync", real)
-    j.add(b"c4", 4, 1)
-    j.sync()
-    assert [e[1] for e in DurableJournal(path)[:]] == [1, 2, 3, 4]
+    assert j.dirty
 
 
-def test_term_vote_file_is_only_replaced_durably_and_must_be_whole(tmp_path):
-    from raftkv.errors import StorageError
-
-    path = str(tmp_path / "log")
-    j = DurableJournal(path)
-    _fill(j, 3)
+def test_term_vote_must_be_whole(kv):
+    j = DurableJournal(kv.raft_log("g"))
     j.setCurrentTerm(4, "n3")
     j.sync()
-    meta_before = open(path + ".meta", "rb").read()
-    j.setRaftCommitIndex(3)
-    j.onOneSecondTimer()  # the commit hint goes to its own file ...
-    assert open(path + ".meta", "rb").read() == meta_before  # ... never through the term/vote file
-    again = DurableJournal(path)
-    assert (again.getCurrentTerm(), again.getVotedForNodeId(), again.getRaftCommitIndex()) == (4, "n3", 3)
-    open(path + ".meta", "wb").write(b"\xc1garbage")
-    with pytest.raises(StorageError):
-        DurableJournal(path)  # a node that lost its vote must not start as if it never voted
+    kv.flush_durable()
+    kv.db.put(b"rg", b"\xc1garbage")
+    with pytest.raises(StorageError, match="term and vote"):
+        DurableJournal(kv.raft_log("g"))  # a node that lost its vote must not start as if it never voted
+
+
+def test_a_log_file_of_the_old_layout_moves_into_the_node_store(kv, tmp_path):
+    path = str(tmp_path / "g" / "raft.log")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        for i in range(1, 4):
+            f.write(encode_record(b"c%d" % i, i, 2))
+        f.write(encode_record(b"torn", 4, 2)[:-3])  # a write a crash cut short: not part of the log
+    with open(path + ".meta", "wb") as f:
+        f.write(pack({"term": 5, "vote": "n2"}))
+    with open(path + ".commit", "wb") as f:
+        f.write(b"2")
+    j = DurableJournal(kv.raft_log("g"), legacy_path=path)
+    assert j[:] == [(b"c1", 1, 2), (b"c2", 2, 2), (b"c3", 3, 2)]
+    assert (j.getCurrentTerm(), j.getVotedForNodeId(), j.getRaftCommitIndex()) == (5, "n2", 2)
+    assert not any(os.path.exists(path + s) for s in ("", ".meta", ".commit"))
+    again = _after_crash(kv)  # moved durably
+    assert again[:] == j[:] and again.getCurrentTerm() == 5

@@ -1,15 +1,15 @@
 """The durable journal against a list model, driven the way pysyncobj drives it.
 
-A hypothesis state machine runs a real :class:`DurableJournal` on a temp directory: leader
-appends, follower AppendEntries (``deleteEntriesFrom`` + ``add`` ... + ``end_message``),
-snapshot installs (``clear`` + two entries), compaction, term/vote changes, the commit hint,
-``sync``, and crashes (reopen without ``sync``, optionally with a torn or corrupt tail).  The
-model is plain lists kept by Raft's own rules, not by the journal's mechanics:
+A hypothesis state machine runs a real :class:`DurableJournal` in a real node LevelDB on a temp
+directory: leader appends, follower AppendEntries (``deleteEntriesFrom`` + ``add`` ... +
+``end_message``), snapshot installs (``clear`` + two entries), compaction, term/vote changes, the
+commit hint, ``sync`` (staging), the node's flush, and crashes (reopen after dropping what was
+staged but not flushed).  The model is plain lists kept by Raft's own rules, not by the journal's
+mechanics:
 
 * ``log``: what the journal must report now;
-* ``on_file``: what a crashed process leaves (records written by ``sync``, minus what a
-  truncation has cut since -- an ``ftruncate`` reaches the file at once);
-* ``synced_meta``: the term and vote as of the last ``sync`` -- nothing newer may survive a crash.
+* ``on_file``: what a crashed process leaves (the log as of the last flush);
+* ``synced_meta``: the term and vote as of the last flush -- nothing newer may survive a crash.
 
 After every step the journal must equal the model and pass ``DurableJournal._check()``.
 Derandomized: CI runs the same examples every time.
@@ -17,7 +17,6 @@ Derandomized: CI runs the same examples every time.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from typing import Any
@@ -27,7 +26,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from raftkv.replication.journal import DurableJournal, Entry, decode_records
+from raftkv.replication.journal import DurableJournal, Entry
+from raftkv.storage.leveldb import NodeStore
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,26 +35,27 @@ COMMANDS = st.binary(max_size=24)
 
 
 class JournalMachine(RuleBasedStateMachine):
-    """One journal file, its Raft-level model, and crashes in between."""
+    """One journal, its Raft-level model, and crashes in between."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dir: str | None = None
         self.j: DurableJournal | None = None
+        self.kv: NodeStore | None = None
 
     @initialize()
     def open_journal(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="journal-model-")
-        self.path = os.path.join(self.dir, "raft.log")
-        self.j = DurableJournal(self.path)
+        self.kv = NodeStore(f"{self.dir}/store")
+        self.j = DurableJournal(self.kv.raft_log("g"))
         self.log: list[Entry] = []
         self.on_file: list[Entry] = []
         self.term, self.vote = 0, None
         self.synced_meta: tuple[int, Any] = (0, None)
 
     def teardown(self) -> None:
-        if self.j is not None and self.j._fd >= 0:
-            os.close(self.j._fd)
+        if self.kv is not None:
+            self.kv.close()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -67,9 +68,8 @@ class JournalMachine(RuleBasedStateMachine):
         return self.log[-1][2] if self.log else 0
 
     def _truncated_at(self, pos: int) -> None:
-        """The journal cut its log at list position ``pos``: the file loses those records at once."""
+        """The journal cut its log at list position ``pos`` (durable at the next flush)."""
         del self.log[pos:]
-        del self.on_file[pos:]
 
     # --- what a leader does -------------------------------------------------------------------
 
@@ -142,9 +142,16 @@ class JournalMachine(RuleBasedStateMachine):
 
     @rule()
     def sync(self) -> None:
+        """What the Raft loop does each iteration: stage, then one flush for the node."""
         self.j.sync()
+        self.kv.flush_durable()
         self.on_file = list(self.log)
         self.synced_meta = (self.term, self.vote)
+
+    @rule()
+    def stage_only(self) -> None:
+        """Staged but not flushed: still lost in a crash."""
+        self.j.sync()
 
     @precondition(lambda self: len(self.log) >= 2)
     @rule(data=st.data())
@@ -156,10 +163,7 @@ class JournalMachine(RuleBasedStateMachine):
             assert not self.j.compact_to((b"x" * 40, self.log[pos][1], self.log[pos][2]))  # not in the log
         else:
             self.j.deleteEntriesTo(pos)
-        if pos > 0:  # it syncs, then rewrites the file durably
-            del self.log[:pos]
-            self.on_file = list(self.log)
-            self.synced_meta = (self.term, self.vote)
+        del self.log[:pos]  # durable at the next flush; a crash before it brings the prefix back
 
     @rule(data=st.data())
     def commit_hint(self, data: st.DataObject) -> None:
@@ -169,32 +173,14 @@ class JournalMachine(RuleBasedStateMachine):
         if data.draw(st.booleans(), label="timer"):
             self.j.onOneSecondTimer()
 
-    @rule(tear=st.sampled_from(["none", "cut", "flip", "partial"]), cut=st.integers(1, 40))
-    def crash_and_reopen(self, tear: str, cut: int) -> None:
-        """kill -9: staged state is gone, the page cache (written records, truncations) is not;
-        optionally the last write was torn or damaged.  Nothing unsynced may come back."""
-        os.close(self.j._fd)  # no sync, no flush: the process just dies
-        self.j._fd = -1
-        size = os.path.getsize(self.path)
-        if tear != "none" and self.on_file:
-            last = self.on_file[-1]
-            rec = 24 + len(last[0])
-            with open(self.path, "r+b") as f:
-                if tear == "cut":
-                    f.truncate(size - min(cut, rec))
-                elif tear == "flip":
-                    f.seek(size - 1)
-                    byte = f.read(1)
-                    f.seek(size - 1)
-                    f.write(bytes([byte[0] ^ 0xFF]))
-                else:  # a record whose tail never made it: it is not in the model at all
-                    f.seek(size)
-                    f.write(b"\x00\x00\x00\x10" + b"\x01" * min(cut, 20))
-            if tear in ("cut", "flip"):
-                self.on_file.pop()
-        self.j = DurableJournal(self.path)
+    @rule()
+    def crash_and_reopen(self) -> None:
+        """kill -9: what was staged but not flushed is gone, and so is the journal's memory.
+        Nothing unflushed may come back."""
+        self.kv._pending.clear()  # no flush: the process just dies
+        self.j = DurableJournal(self.kv.raft_log("g"))
         self.log = list(self.on_file)
-        # term and vote never go back past what a sync made durable (and so what others heard)
+        # term and vote never go back past what a flush made durable (and so what others heard)
         assert self.j.getCurrentTerm() >= self.synced_meta[0]
         self.term, self.vote = self.synced_meta
 
@@ -214,13 +200,11 @@ class JournalMachine(RuleBasedStateMachine):
         assert commit == 1 if not self.log else commit <= self.log[-1][1]
 
     @invariant()
-    def file_holds_what_a_crash_leaves(self) -> None:
-        """A second reader (as after kill -9 right now) would load exactly ``on_file``."""
-        if self.j is None:
+    def database_holds_what_a_crash_leaves(self) -> None:
+        """A restart right now would load exactly ``on_file``."""
+        if self.kv is None:
             return
-        with open(self.path, "rb") as f:
-            entries, _, _ = decode_records(f.read())  # read-only: the constructor would truncate
-        assert entries == self.on_file
+        assert self.kv.raft_log("g").entries(flush=False) == self.on_file
 
 
 JournalMachine.TestCase.settings = settings(derandomize=True, max_examples=150, stateful_step_count=40,
