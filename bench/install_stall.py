@@ -1,13 +1,16 @@
 """Does installing a big snapshot stall the receiving node's other Raft groups? (JSON lines)
 
-    python bench/install_stall.py [--mb 200] [--shards 8] [--inflight 1] [--interval 0.02]
+    python bench/install_stall.py [--mb 200] [--shards 8] [--inflight 1] [--interval 0.02] [--pause brief|long]
 
-Three nodes, ``--shards`` shards (auto-splitting and striping disabled).  Node X, a follower of
-shard A (the last shard), is paused with SIGSTOP; about ``--mb`` MB of 1 KiB values are loaded into
-A; A's log is compacted on the two live replicas; X is resumed.  X must now receive A's snapshot,
-while the other nodes' leadership balancing hands X some of the other groups.  Meanwhile every
-other shard takes a steady stream of single puts (``--inflight`` sequential writers per shard, one
-put per ``--interval`` seconds each).
+Three nodes, ``--shards`` shards (auto-splitting and striping disabled).  Node X (n1) is a
+follower of shard A (the last shard); the other nodes reach X's peer port through a small proxy
+that this script runs.  About ``--mb`` MB of 1 KiB values are loaded into A; then (``--pause
+brief``, the default) only the link from A's leader to X is cut for a moment while A takes a few
+more entries and its log is compacted on the live replicas, so that X must receive A's snapshot
+while it keeps leading the groups that leadership balancing gave it; ``--pause long`` SIGSTOPs X
+instead (X then leads little during the install: balancing hands groups back one per 3 s).
+Meanwhile every other shard takes a steady stream of single puts (``--inflight`` sequential writers
+per shard, one put per ``--interval`` seconds each).
 
 Each put is classed by the node that led its shard when it started (polled from ``status``), and
 the script reports put latency p50/p99/max for shards led by X and for the rest, leader and term
