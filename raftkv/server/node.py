@@ -95,6 +95,7 @@ CURSOR_IDLE_SECONDS = 60.0
 AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
+BALANCE_RETRY_AFTER = 30.0  # seconds before a group whose hand-off did not happen is tried again
 PUBLISH_INTERVAL = 1.0  # shard leaders check that the map shows their latest split this often
 SPLIT_CHECK_INTERVAL = 1.0  # shard leaders weigh their shards this often
 APPEND_LAG = 2.0  # seconds: a write past the shard's largest key of this long ago is an append
@@ -314,6 +315,7 @@ class Node:
         self._reconciled_epoch = 0
         self._map_cache: tuple[tuple[int, int], ShardMap] | None = None
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
+        self._balance_tried: dict[str, float] = {}  # group -> when we last asked to hand it away
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
         self._cursor_ids = itertools.count(1)
         self._clients: set[_ClientConnection] = set()
@@ -372,10 +374,12 @@ class Node:
             state = commands.shard_state(g.store) if gid != META_GROUP else None
             if state is not None and state.shard.stripe is not None:
                 preferred[gid] = state.shard.replicas[0]  # stripes' leaders spread over nodes
+        tried = self._balance_tried = {g: t for g, t in self._balance_tried.items() if now - t < BALANCE_RETRY_AFTER}
         choice = pick_transfer(self.me.id, {gid: g.leader_id for gid, g in groups.items()},
-                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()}, preferred)
+                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()}, preferred, tried)
         if choice is not None:
             gid, target = choice
+            tried[gid] = now
             log.info("handing leadership of %s to %s (balancing)", gid, target)
             groups[gid].transfer_to(target)
 

@@ -61,3 +61,19 @@ def test_a_group_with_a_preferred_leader_goes_there_and_stays():
     assert all(pick_transfer(n, leaders, replicas, preferred) is None for n in ALL3)
     # a preference for a node that is not a replica is ignored
     assert pick_transfer("n1", {"t0": "n1"}, {"t0": ["n1", "n2"]}, {"t0": "n9"}) is None
+
+
+def test_a_hand_off_that_did_not_happen_does_not_block_the_others():
+    # the target of the first choice refused (it lags, or is down): the next call moves another
+    # group rather than asking for the same one forever
+    replicas = {f"s{i}": ALL3 for i in range(6)}
+    leaders = {g: "n1" for g in replicas}
+    first = pick_transfer("n1", leaders, replicas)
+    second = pick_transfer("n1", leaders, replicas, recently_tried={first[0]})
+    assert second is not None and second[0] != first[0]
+    # the same for a stripe whose preferred node does not take it
+    preferred = {"s0": "n2", "s1": "n3"}
+    assert pick_transfer("n1", leaders, replicas, preferred)[0] == "s0"
+    assert pick_transfer("n1", leaders, replicas, preferred, recently_tried={"s0"})[0] == "s1"
+    # everything tried: nothing to do until the retry time passes
+    assert pick_transfer("n1", leaders, replicas, preferred, recently_tried=set(replicas)) is None
