@@ -317,7 +317,28 @@ def _pid_exists(pid: int) -> bool:
         return not os.path.isdir("/proc")  # without /proc the signal probe is all we have
     except OSError:
         return True
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    if _state(stat) not in (b"Z", b"X"):
+        return True
+    # A process whose main thread has exited shows as a zombie while its other threads still run
+    # (say, one finishing an fsync after SIGKILL); its files -- LevelDB's lock among them -- are
+    # released only when the last thread is gone.
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                if _state(f.read()) not in (b"Z", b"X"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _state(stat: bytes) -> bytes:
+    """The state letter of a /proc stat line (after the parenthesised command name)."""
+    return stat[stat.rfind(b")") + 2:][:1]
 
 
 def _pid_is_node(pid: int, node_dir: str) -> bool:

@@ -201,7 +201,8 @@ def test_replica_down_while_log_compacted_catches_up_by_snapshot(make_cluster):
         victim = next(n.id for n in cluster.info.nodes if n.id != leader)
         cluster.kill(victim, signal.SIGKILL)
         [store] = glob.glob(os.path.join(cluster.root, victim, "**", "store"), recursive=True)
-        kv = NodeStore(store)  # the victim is dead: its LevelDB is free to read
+        # the victim is dead (kill_node waits for its last thread): its LevelDB is free to read
+        kv = wait_until(lambda: NodeStore(store), 10, "the victim's LevelDB lock", ignore=(errors.StorageError,))
         try:
             entries = kv.raft_log(shard.id).entries(flush=False)  # the log the victim loads when it restarts
         finally:
