@@ -329,10 +329,6 @@ class NodeStore:
 
     # --- node-wide ------------------------------------------------------------------------------
 
-    def approximate_size(self, start: bytes, stop: bytes) -> int:
-        """LevelDB's on-disk size estimate of ``[start, stop)`` (0 for what is still in the memtable)."""
-        return self._db.approximate_size(start, stop)
-
     @property
     def db(self) -> plyvel.DB:
         """The LevelDB handle (the replicas' stores use it; nothing else should)."""
