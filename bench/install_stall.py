@@ -271,6 +271,7 @@ def proxy_child(target_port: int) -> int:
                 if cut.is_set():
                     raise OSError("cut")
                 up = socket.create_connection((launcher.HOST, target_port), timeout=2.0)
+                up.settimeout(None)  # the timeout was for connecting: an idle direction is normal
             except OSError:
                 down.close()
                 continue
