@@ -30,6 +30,11 @@ Ops:
   compare-and-set on its generation (``routing/records.py``).
 * ``["alloc", count]`` -- meta group: reserve ``count`` new shard numbers; reply
   the first.
+* ``["conf", voters, learners, expected_version]`` -- any group: change its
+  membership (``membership.py``) if its configuration is still at
+  ``expected_version``; it takes effect on each replica when applied.  A shard's
+  own record follows (replicas = voters, learners, next generation), so the map
+  catches up with it as it does after a split.  Reply: ``{"members": config}``.
 
 A shard replica keeps its own bounds (its ``Shard`` record and the children its
 splits created) in its store, written in the same batch as the split, and
@@ -58,7 +63,7 @@ from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import Shard, ShardMap, shard_name
 from ..storage.leveldb import ShardStore
-from . import sessions
+from . import membership, sessions
 
 REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR
 MAP_KEY = b"shard_map"
@@ -124,6 +129,19 @@ def allocate_ids(count: int = 1) -> bytes:
     return encode(["alloc", count])
 
 
+def change_members(voters: list[str], learners: list[str], expected_version: int) -> bytes:
+    """Command changing the group's membership, decided from configuration ``expected_version``."""
+    return encode(["conf", sorted(voters), sorted(learners), expected_version])
+
+
+_CONF_HEAD = encode(["conf", [], [], 0])[:7]  # type byte, a 4-list, the op name
+
+
+def is_member_change(entry: bytes) -> bool:
+    """Whether a log entry's command changes the group's membership (without decoding it)."""
+    return entry[:7] == _CONF_HEAD
+
+
 def _key(k: Any) -> int:
     if type(k) is not int or not 0 <= k <= MAX_KEY:
         raise InvalidArgument("bad key in command")
@@ -181,6 +199,11 @@ def decode(payload: bytes) -> list[Any]:
             raise InvalidArgument(f"malformed map change: {exc}") from None
     elif name == "alloc" and len(op) == 2 and type(op[1]) is int and 0 < op[1] <= 1024:
         pass
+    elif name == "conf" and len(op) == 4 and type(op[3]) is int:
+        try:
+            membership.Config.from_wire({"voters": op[1], "learners": op[2], "version": op[3]})
+        except ValueError as exc:
+            raise InvalidArgument(f"malformed membership change: {exc}") from None
     else:
         raise InvalidArgument(f"unknown or malformed command {name!r:.40}")
     return op
@@ -232,6 +255,8 @@ def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | Non
         return _apply_split(store, index, op, hooks)
     if name == "stripe":
         return _apply_stripe(store, index, op, hooks)
+    if name == "conf":
+        return _apply_conf(store, index, op)
     stale = _outside(store, op)
     if stale is not None:
         store.apply(index)
@@ -469,6 +494,9 @@ def _apply_split(store: ShardStore, index: int, op: list[Any], hooks: SplitHooks
         why = f"split key {at} is not strictly inside shard {shard.id}"
     elif new_id == shard.id or any(c.id == new_id for c in state.children):
         why = f"shard id {new_id} is taken"
+    elif shard.learners:
+        # the child starts on the voters only: a joining replica would be left half in
+        why = f"shard {shard.id} has replicas joining ({', '.join(shard.learners)}); split once they are in"
     if why is not None or state is None or shard is None or hooks is None:
         store.apply(index)
         return {"error": why, "stale": True}
@@ -534,6 +562,51 @@ def _stripe_refusal(store: ShardStore, state: ShardState, at: int, end: int, str
     if len(set(ids)) != len(ids) or taken & set(ids) or not all(_SHARD_ID.fullmatch(i) for i in ids):
         return "the new shards need fresh, distinct ids"
     return None
+
+
+# --- membership ---------------------------------------------------------------------------------
+
+CONF_KEY = b"conf"  # system entry: the group's membership.Config (wire form)
+
+
+def stored_config(store: ShardStore) -> membership.Config | None:
+    """The group's configuration as its replica last applied it (None: never written)."""
+    raw = store.get_system(CONF_KEY)
+    return None if raw is None else membership.Config.from_wire(load(raw))
+
+
+def init_config(store: ShardStore, config: membership.Config) -> membership.Config:
+    """The stored configuration, or ``config`` written as the first one: the group's creation
+    config, which every replica derives alike (the initial map, a split's parent, a record)."""
+    stored = stored_config(store)
+    if stored is None:
+        store.put_system(CONF_KEY, pack(config.to_wire()))
+        stored = config
+    return stored
+
+
+def _apply_conf(store: ShardStore, index: int, op: list[Any]) -> Any:
+    _, voters, learners, expected = op
+    old = stored_config(store)
+    new = "the group has no configuration" if old is None else membership.apply(old, voters, learners, expected)
+    if isinstance(new, str):
+        store.apply(index)
+        return {"error": new}
+    system = {CONF_KEY: pack(new.to_wire())}
+    state = shard_state(store)
+    after = None
+    if state is not None:
+        # the record keeps its replicas' order (best first), the newcomer last
+        kept = [r for r in state.shard.replicas if r in new.voters]
+        replicas = (*kept, *(v for v in new.voters if v not in kept))
+        after = ShardState(dataclasses.replace(state.shard, replicas=replicas, learners=new.learners,
+                                               generation=state.shard.generation + 1), state.children)
+        system[SHARD_KEY] = after.encode()
+    # synced: the configuration counts majorities, and must not roll back behind what it acknowledged
+    store.apply(index, system=system, sync=True)
+    if after is not None:
+        _STATES[store] = (store.generation, after)
+    return {"members": new.to_wire()}
 
 
 # --- the meta group: shard records ------------------------------------------------------------

@@ -17,6 +17,10 @@ This is the only module that imports pysyncobj.  It closes the library's gaps:
   installs it atomically (see ``storage/leveldb.py``).
 * **Multiplexed transport** -- :class:`GroupTransport` plugs the group into
   the node's single :class:`~raftkv.replication.transport.PeerHub`.
+* **Membership at apply time, without pickle** -- a change is our own
+  ``["conf", ...]`` command (``membership.py``); applying it reshapes
+  pysyncobj's voter and read-only (learner) sets.  Learners never campaign
+  nor vote; votes from non-voters are not counted.
 * **ReadIndex** -- :class:`GroupTransport` stamps every AppendEntries with a
   sequence number that the follower's reply echoes; :meth:`RaftGroup.confirmed`
   tells whether a majority has answered a message sent after a given point,
@@ -42,7 +46,7 @@ from pysyncobj.transport import Transport
 from ..errors import StorageError
 from ..protocol.codec import load, pack
 from ..storage.leveldb import RaftLogSlot, ShardStore, write_file_atomic
-from . import commands
+from . import commands, membership
 from .journal import DurableJournal
 from .snapshot import encode_stream, entry_tuple, read_stream
 from .transport import PeerHub
@@ -178,10 +182,14 @@ class GroupTransport(Transport):
             newest = message["prevLogIdx"] + len(message.get("entries") or ())
             if isinstance(message.get("commit_index"), int) and message["commit_index"] > newest:
                 message = {**message, "commit_index": newest}
+        kind = message["type"]
+        group = self.group
+        if kind in ("request_vote", "response_vote") and group is not None and \
+                (peer_id not in group.peer_ids or not group.votes):
+            return  # elections are between voters only: learners and removed replicas sit them out
         stamp = message.pop("rs", None)
         answered = message.pop("ra", None)
         quiesce = message.pop("rq", None) is True
-        group = self.group
         if group is not None and group.serializer.installing and message.get("type") == "append_entries":
             # installing a snapshot (RaftGroup.doTick): the install's own answer tells the leader
             # where to go on from; an answer now would only make it send the snapshot again
@@ -437,9 +445,11 @@ class RaftGroup(SyncObj):
                  directory: str, hub: PeerHub, options: RaftOptions,
                  on_state: Callable[[str, int, int], None] | None = None,
                  hooks: commands.SplitHooks | None = None, passive: bool = False,
-                 on_installed: Callable[[RaftGroup], None] | None = None) -> None:
+                 on_installed: Callable[[RaftGroup], None] | None = None,
+                 learners: list[str] = ()) -> None:
         os.makedirs(directory, exist_ok=True)
         self.group_id = group_id
+        self.self_id = self_id
         self.store = store
         self.options = options
         self.hooks = hooks
@@ -474,7 +484,10 @@ class RaftGroup(SyncObj):
             dynamicMembershipChange=False,
             onStateChanged=(lambda old, new: on_state(group_id, old, new)) if on_state else None,
         )
-        peers = [p for p in peer_ids if p != self_id]
+        # the durable configuration wins over the one this replica was created with: it is what
+        # the group's log says, and ``peer_ids`` is only the creation config (map, parent, record)
+        self.config = commands.init_config(store, membership.Config.of(peer_ids, learners))
+        peers = [p for p in self.config.voters if p != self_id]
 
         def make_transport(syncobj: Any, self_node: Any, other_nodes: Any) -> GroupTransport:
             return GroupTransport(hub, group_id, syncobj, self_node, other_nodes)
@@ -493,6 +506,7 @@ class RaftGroup(SyncObj):
         self.serializer.recover_journal()
         self._SyncObj__serializer = self.serializer
         self.peer_ids = peers
+        self._set_members(self.config)
 
     # --- the state machine --------------------------------------------------------------------
 
@@ -500,10 +514,16 @@ class RaftGroup(SyncObj):
         if command[:1] != commands.REGULAR:
             return None  # no-op entries (we never create membership or version entries)
         # pysyncobj bumps its applied index only after this returns: this entry's index is one more.
-        return commands.apply(self.store, self.raftLastApplied + 1, command[1:], self.hooks)
+        result = commands.apply(self.store, self.raftLastApplied + 1, command[1:], self.hooks)
+        if isinstance(result, dict) and "members" in result:
+            self._set_members(membership.Config.from_wire(result["members"]))
+        return result
 
     def _installed(self) -> None:
         self.passive = False
+        config = commands.stored_config(self.store)
+        if config is not None:  # the snapshot carries the configuration it was taken under
+            self._set_members(config)
         if self.on_installed is not None:
             self.on_installed(self)
 
@@ -525,9 +545,101 @@ class RaftGroup(SyncObj):
                 leader = self._SyncObj__raftLeader
                 if leader is not None:
                     self._SyncObj__sendNextNodeIdx(leader, success=True)
-        if self.passive:
+        if self.passive or not self.votes or self.raftCommitIndex > self.raftLastApplied:
+            # Never campaign as a learner or a removed replica; nor with committed entries not yet
+            # applied, one of which may change the configuration our majority would count in
+            # (etcd's rule): a node two configurations behind could win with a stale majority.
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
         super().doTick(timeToWait)
+
+    # --- membership (Raft thread) -------------------------------------------------------------
+
+    @property
+    def votes(self) -> bool:
+        """Whether this replica is a voter of the group's current configuration."""
+        return self.self_id in self.config.voters
+
+    def _set_members(self, config: membership.Config) -> None:
+        """Make pysyncobj's voter and learner sets ``config``'s (it takes effect now: applied)."""
+        me = self.self_id
+        voters = set(config.voters) - {me}
+        learners = set(config.learners) - {me}
+        others = self._SyncObj__otherNodes
+        readonly = self._SyncObj__readonlyNodes
+        next_index, match_index = self._SyncObj__raftNextIndex, self._SyncObj__raftMatchIndex
+        connected = self._SyncObj__connectedNodes
+        known = {n.id: n for n in others | readonly}
+        for nid, node in known.items():
+            if nid not in voters and nid not in learners:
+                next_index.pop(node, None)
+                match_index.pop(node, None)
+                connected.discard(node)
+                self.transport.dropNode(node)
+                self.serializer.cancelTransmisstion(node)
+        new_voters, new_learners = set(), set()
+        last = self._SyncObj__getCurrentLogIndex()
+        now = time.monotonic()
+        for nid in voters | learners:
+            node = known.get(nid)
+            if node is None:
+                node = Node(nid)
+                self.transport.addNode(node)
+                next_index[node] = last + 1
+                match_index[node] = 0
+                self._SyncObj__lastResponseTime[node] = now
+                if self.transport.hub.is_up(nid):
+                    connected.add(node)
+            (new_voters if nid in voters else new_learners).add(node)
+        self._SyncObj__otherNodes = new_voters
+        self._SyncObj__readonlyNodes = new_learners
+        self.peer_ids = sorted(voters)
+        self.config = config
+        if me not in config.voters and self._isLeader():
+            # removed while leading (a change proposed elsewhere, or forced): step down; the
+            # voters elect a leader among themselves
+            self._SyncObj__raftState = _syncobj._RAFT_STATE.FOLLOWER
+            self._SyncObj__raftLeader = None
+
+    def member_change_refusal(self, voters: list[str], learners: list[str]) -> str | None:
+        """Why this replica cannot propose changing the configuration now, or None.
+
+        The replicas apply a change only if it is still one safe step from the configuration
+        it was decided on (``membership.apply``); these checks keep a leader from proposing
+        one that would then be refused, or one that would strand the group.
+        """
+        if not self.leader_ready:
+            return "not the leader (or its term's first entry is not applied yet)"
+        if self._change_unapplied():
+            return "a configuration change is still being applied; retry"
+        if self.self_id not in voters:
+            return "the leader cannot remove itself: transfer leadership first"
+        why = membership.refusal(self.config, voters, learners)
+        if why is not None:
+            return why
+        added = set(learners) - set(self.config.learners) - set(self.config.voters)
+        if added and self._SyncObj__raftLog[0][1] <= 1:
+            # a newcomer must start from a snapshot: replaying the log from entry 1 would run
+            # commands (splits, sessions) against bounds that are no longer the ones they met
+            self.forceLogCompaction()
+            return "preparing a snapshot for the new replica; retry"
+        return None
+
+    def _change_unapplied(self) -> bool:
+        # one change at a time: none may sit in the log between what is applied and its end
+        log_ = self._SyncObj__raftLog
+        first = log_[0][1]
+        return any(commands.is_member_change(log_[i - first][0])
+                   for i in range(max(first, self.raftLastApplied + 1), self.last_index + 1))
+
+    def learner_progress(self) -> dict[str, int]:
+        """Leader: each learner's match index (how much of our log it holds)."""
+        match = self._SyncObj__raftMatchIndex
+        return {n.id: match.get(n, 0) for n in self._SyncObj__readonlyNodes}
+
+    @property
+    def last_index(self) -> int:
+        """The index of the last entry in our log."""
+        return self._SyncObj__getCurrentLogIndex()
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 -- wraps pysyncobj's (runs inside its tick)
         """Append queued commands if we lead; otherwise fail them -- never forward them.
@@ -598,7 +710,7 @@ class RaftGroup(SyncObj):
         if self.raftCommitIndex != last or self.raftLastApplied != last or self.journal.dirty:
             return False
         match = self._SyncObj__raftMatchIndex
-        if any(match.get(node, 0) != last for node in self._SyncObj__otherNodes):
+        if any(match.get(node, 0) != last for node in self._SyncObj__otherNodes | self._SyncObj__readonlyNodes):
             return False
         return not self._SyncObj__commandsQueue._FastQueue__queue and not self.serializer.streaming
 

@@ -180,6 +180,7 @@ class RaftLoop:
         group = self.groups.get(group_id)
         if group is None:
             return
+        was_quiet = group.quiesced
         try:
             group.transport.deliver(peer_id, message)
         except Exception as exc:
@@ -190,7 +191,12 @@ class RaftLoop:
                                  "group %s: message from %s dropped: %s: %s", group_id, peer_id,
                                  type(exc).__name__, str(exc)[:200])
             log.debug("group %s: message from %s dropped", group_id, peer_id, exc_info=True)
-        self._active.add(group_id)
+        if not (was_quiet and group.quiesced):
+            # A quiet group that the message did not wake (a follower's "caught up", or anything
+            # from a node that is no longer a member) must not be ticked: its timers stood still
+            # while it was quiet, and one tick would make its leader step down for followers it
+            # has not heard from, or its follower campaign.
+            self._active.add(group_id)
 
     def _link_changed(self, peer_id: str, up: bool) -> None:
         log.info("peer %s link %s", peer_id, "up" if up else "down")

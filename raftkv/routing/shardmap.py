@@ -45,6 +45,9 @@ class Shard:
     # made with no data (a stripe, or the range after a striped segment): a node that should hold
     # a replica and has none may start one empty; a split's child never is (it starts with rows)
     born_empty: bool = False
+    # replicas joining as non-voters (replication/membership.py): they hold the data but never
+    # lead nor count, so clients never go to them
+    learners: tuple[str, ...] = ()
 
     def owns(self, key: int) -> bool:
         """Whether ``key`` belongs to this shard."""
@@ -59,6 +62,8 @@ class Shard:
              "stripe": None if self.stripe is None else list(self.stripe)}
         if self.born_empty:
             d["born_empty"] = True
+        if self.learners:
+            d["learners"] = list(self.learners)
         return d
 
     @classmethod
@@ -84,8 +89,13 @@ class Shard:
                                        and all(type(x) is int for x in stripe)
                                        and 0 <= stripe[0] < stripe[1] <= MAX_STRIPES):
             raise ValueError(f"shard {sid}: stripe must be [i, K] with 0 <= i < K <= {MAX_STRIPES}")
+        learners = d.get("learners", [])
+        if not (isinstance(learners, list) and all(isinstance(r, str) and r for r in learners)
+                and len(set(learners)) == len(learners) and not set(learners) & set(replicas)):
+            raise ValueError(f"shard {sid}: learners must be distinct node ids that are not replicas")
         return cls(sid, start, end_from_wire(end), tuple(replicas), generation,
-                   None if stripe is None else (stripe[0], stripe[1]), d.get("born_empty") is True)
+                   None if stripe is None else (stripe[0], stripe[1]), d.get("born_empty") is True,
+                   tuple(learners))
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,16 @@ class LocalCluster:
     """``n`` nodes (one RaftLoop each) hosting the same Raft groups."""
 
     def __init__(self, root: str, n: int = 3, groups: tuple[str, ...] = ("g1",),
-                 options: RaftOptions | None = None, secret: bytes | None = None) -> None:
+                 options: RaftOptions | None = None, secret: bytes | None = None,
+                 members: int | None = None) -> None:
+        """``members``: how many of the ``n`` nodes (the first ones) host the groups at first;
+        the others start with none (``add_replica`` gives them one)."""
         self.root = root
         self.ids = [f"n{i + 1}" for i in range(n)]
+        self.members = self.ids[:members or n]
+        # what each node hosts, so a restart reopens the same replicas: gid -> (voters, learners)
+        self.hosting: dict[str, dict[str, tuple[list[str], list[str]]]] = {
+            nid: {gid: (self.members, []) for gid in groups} if nid in self.members else {} for nid in self.ids}
         self.peers = {nid: ("127.0.0.1", p) for nid, p in zip(self.ids, free_ports(n), strict=True)}
         self.group_ids = groups
         self.options = options or RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8)
@@ -40,14 +47,28 @@ class LocalCluster:
         loop = RaftLoop(nid, self.peers[nid], self.peers, self.secret)
         kv = self.kvs[nid] = NodeStore(os.path.join(self.root, nid, "store"))
         loop.before_release(kv.flush_durable)
-        for gid in self.group_ids:
-            directory = os.path.join(self.root, nid, gid)
-            loop.add_group(RaftGroup(gid, nid, self.ids, kv.replica(gid), kv.raft_log(gid), directory,
-                                     loop.hub, self.options))
-        loop.start()
         self.loops[nid] = loop
+        for gid, (voters, learners) in self.hosting[nid].items():
+            loop.add_group(self._group(nid, gid, voters, learners))
+        loop.start()
         return loop
 
+    def _group(self, nid: str, gid: str, voters: list[str], learners: list[str]) -> RaftGroup:
+        kv = self.kvs[nid]
+        return RaftGroup(gid, nid, voters, kv.replica(gid), kv.raft_log(gid), os.path.join(self.root, nid, gid),
+                         self.loops[nid].hub, self.options,
+                         passive=nid in learners, learners=learners)
+
+    def add_replica(self, nid: str, gid: str, voters: list[str], learners: list[str]) -> RaftGroup:
+        """Open an empty replica of ``gid`` on running node ``nid`` (as a real node's registry
+        does when the map names it a learner): it waits for a snapshot from the leader."""
+        self.hosting[nid][gid] = (voters, learners)
+        loop = self.loops[nid]
+        group = self._group(nid, gid, voters, learners)
+        done = threading.Event()
+        loop.call_soon(lambda: (loop.add_group(group), done.set()))
+        assert done.wait(10), "the loop did not take the group"
+        return group
     def stop_node(self, nid: str) -> None:
         loop = self.loops.pop(nid)
         loop.stop()
@@ -75,7 +96,7 @@ class LocalCluster:
 
         def ready() -> tuple[str, RaftGroup] | None:
             return next(((nid, loop.groups[gid]) for nid, loop in self.loops.items()
-                         if loop.groups[gid].leader_ready), None)
+                         if gid in loop.groups and loop.groups[gid].leader_ready), None)
 
         return wait_until(ready, timeout, f"a ready leader of {gid}", interval=0.02)
 
