@@ -39,6 +39,9 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="stripes of a hot tail segment (default 0: one per node, at most 16)")
     p.add_argument("--stripe-writes-per-s", type=int, default=1000 if defaults else None,
                    help="keys/s of appends above which a shard's tail is striped (default 1000)")
+    p.add_argument("--dead-after", type=int, default=60 if defaults else None, metavar="S",
+                   help="seconds of silence after which a node is declared dead and its replicas are "
+                        "re-created on other nodes (default 60, at least 5)")
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -54,7 +57,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         shards=args.shards, replication=args.replication, bind_host=args.bind,
                         secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
-                        stripe_writes_per_s=args.stripe_writes_per_s)
+                        stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after)
     config.me()
     run_node(config)
     return 0

@@ -613,7 +613,7 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
 
 # cluster settings the launcher stores and passes to every node, with the node option that takes each
 SETTINGS = {"split_bytes": "--split-bytes", "tail_stripes": "--tail-stripes",
-            "stripe_writes_per_s": "--stripe-writes-per-s"}
+            "stripe_writes_per_s": "--stripe-writes-per-s", "dead_after": "--dead-after"}
 
 
 def check_settings(settings: dict[str, Any]) -> dict[str, int]:
@@ -628,6 +628,8 @@ def check_settings(settings: dict[str, Any]) -> dict[str, int]:
             raise InvalidArgument(f"cluster setting {name} must be a non-negative integer, not {value!r}")
     if settings.get("split_bytes") == 0:
         raise InvalidArgument("split_bytes must be positive")
+    if settings.get("dead_after", 5) < 5:
+        raise InvalidArgument("dead_after must be at least 5 seconds")
     return dict(settings)
 
 

@@ -28,6 +28,9 @@ Ops:
   map records: compare and set the whole map.  Reply: the epoch now stored.
 * ``["mrec", changes]`` -- meta group: change shard records, each by
   compare-and-set on its generation (``routing/records.py``).
+* ``["nrec", changes]`` -- meta group: change node records, each by
+  compare-and-set on its version (``routing/nodes.py``).  Reply: ``{"nodes": n}``,
+  the number of node records now stored.
 * ``["alloc", count]`` -- meta group: reserve ``count`` new shard numbers; reply
   the first.
 * ``["conf", voters, learners, expected_version]`` -- any group: change its
@@ -59,7 +62,7 @@ from typing import Any, Protocol
 from ..errors import InvalidArgument
 from ..keys import MAX_KEY, MAX_VALUE_BYTES
 from ..protocol.codec import load, pack, unpack
-from ..routing import records
+from ..routing import nodes, records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import Shard, ShardMap, shard_name
 from ..storage.leveldb import ShardStore
@@ -122,6 +125,11 @@ def stripe(at: int, end: int, stripes: list[Shard], tail: Shard | None, expected
 def change_records(changes: list[records.Change]) -> bytes:
     """Meta command: change shard records by compare-and-set (``routing/records.py``)."""
     return encode(["mrec", changes])
+
+
+def change_nodes(changes: list[nodes.NodeChange]) -> bytes:
+    """Meta command: change node records by compare-and-set (``routing/nodes.py``)."""
+    return encode(["nrec", changes])
 
 
 def allocate_ids(count: int = 1) -> bytes:
@@ -197,6 +205,11 @@ def decode(payload: bytes) -> list[Any]:
             records.check_changes(op[1])
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(f"malformed map change: {exc}") from None
+    elif name == "nrec" and len(op) == 2:
+        try:
+            nodes.check_node_changes(op[1])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"malformed node change: {exc}") from None
     elif name == "alloc" and len(op) == 2 and type(op[1]) is int and 0 < op[1] <= 1024:
         pass
     elif name == "conf" and len(op) == 4 and type(op[3]) is int:
@@ -249,6 +262,8 @@ def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | Non
         return _apply_map(store, index, op)
     if name == "mrec":
         return _apply_records(store, index, op[1])
+    if name == "nrec":
+        return _apply_nodes(store, index, op[1])
     if name == "alloc":
         return _apply_alloc(store, index, op[1])
     if name == "split":
@@ -673,6 +688,33 @@ def stored_shard_map(store: ShardStore) -> ShardMap | None:
     if not current:
         return None
     return records.map_of(current.values(), _epoch(store))
+
+
+# --- the meta group: node records ----------------------------------------------------------------
+
+NODE = b"nrec/"  # + node id: its NodeRecord dict
+
+
+def _node_dicts(store: ShardStore) -> dict[str, dict[str, Any]]:
+    items = store.system_items(NODE, NODE + b"\xff", 1 << 30)
+    return {name[len(NODE):].decode(): load(raw) for name, raw in items}
+
+
+def _apply_nodes(store: ShardStore, index: int, changes: list[Any]) -> Any:
+    current = _node_dicts(store)
+    writes, why = nodes.apply_node_changes(current, changes)
+    if why is not None:
+        store.apply(index)
+        return {"error": why, "conflict": True}
+    system: dict[bytes, bytes | None] = {
+        NODE + nid.encode(): None if record is None else pack(record) for nid, record in writes.items()}
+    store.apply(index, system=system)
+    return {"nodes": sum(1 for r in {**current, **writes}.values() if r is not None)}
+
+
+def stored_nodes(store: ShardStore) -> dict[str, nodes.NodeRecord]:
+    """The node records a meta-group store holds, by node id (empty before any was written)."""
+    return {nid: nodes.NodeRecord.from_dict(d) for nid, d in _node_dicts(store).items()}
 
 
 def new_shard_id(number: int) -> str:

@@ -99,6 +99,17 @@ class RaftLoop:
         for peer in self.hub.up_peers():
             group.transport.link_changed(peer, True)
 
+    def remove_group(self, group_id: str) -> RaftGroup | None:
+        """Stop driving ``group_id`` and close it (loop thread); reads waiting on it fail."""
+        g = self.groups.pop(group_id, None)
+        if g is None:
+            return None
+        self._active.discard(group_id)
+        for r in self._reads.pop(group_id, ()):
+            r.callback(NotLeader(f"shard {group_id}: this replica was removed from the node", leader=None))
+        g.close()
+        return g
+
     def before_release(self, fn: Callable[[], int]) -> None:
         """Run ``fn`` after the journals' syncs and before any held message leaves: it makes
         durable what the journals staged (``NodeStore.flush_durable``: every group's entries,
@@ -135,6 +146,10 @@ class RaftLoop:
         """Run ``fn`` on the loop thread at the next iteration (thread-safe)."""
         self._calls.append(fn)
         self.wake()
+
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        """Make ``peers`` (id -> dial address) the node's peers (thread-safe): nodes join and leave."""
+        self.call_soon(lambda: self.hub.set_peers(peers))
 
     def poke(self, group_id: str) -> None:
         """Make sure ``group_id`` is ticked soon (thread-safe), e.g. after :meth:`RaftGroup.submit`."""

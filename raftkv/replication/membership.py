@@ -102,3 +102,45 @@ def caught_up(match_index: int, leader_last: int) -> bool:
     """Whether a learner holding the log up to ``match_index`` may be promoted: at least 90 % of
     the leader's last index, as etcd requires (it then catches up the rest as a voter)."""
     return match_index > 0 and match_index >= PROMOTE_AT * leader_last
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a group's leader does next to move a replica: ``change`` to (voters, learners),
+    ``transfer`` its leadership to ``target``, ``wait``, or nothing left (``done``)."""
+
+    kind: str
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    target: str | None = None
+    why: str = ""
+
+
+def next_step(config: Config, *, add: str | None, remove: str | None, me: str,
+              learner_match: Mapping[str, int], last_index: int) -> Step:
+    """The next step toward ``add`` holding a voting replica and ``remove`` none, as leader ``me``
+    sees it; each step is one safe change, so a crash between steps leaves a valid group and the
+    same call resumes.  ``add`` joins as a learner and is promoted once caught up before anything
+    is removed, so the group never drops below its voter count on the way.
+    """
+    voters, learners = set(config.voters), set(config.learners)
+    if add is not None and add not in voters:
+        if add not in learners:
+            return Step("change", config.voters, tuple(sorted(learners | {add})), why=f"{add} joins as a learner")
+        match = learner_match.get(add, 0)
+        if not caught_up(match, last_index):
+            return Step("wait", why=f"{add} is catching up ({match} of {last_index})")
+        return Step("change", tuple(sorted(voters | {add})), tuple(sorted(learners - {add})),
+                    why=f"{add} is promoted")
+    if remove is not None and remove in learners:
+        return Step("change", config.voters, tuple(sorted(learners - {remove})), why=f"learner {remove} leaves")
+    if remove is not None and remove in voters:
+        if len(voters) == 1:
+            return Step("wait", why=f"{remove} is the group's last voter")
+        if remove == me:
+            # a leader cannot remove itself (pysyncobj; and it would have to step down anyway)
+            others = sorted(voters - {me})
+            return Step("transfer", target=add if add in others else others[0],
+                        why=f"{me} hands leadership away before it leaves")
+        return Step("change", tuple(sorted(voters - {remove})), config.learners, why=f"{remove} leaves")
+    return Step("done")

@@ -342,6 +342,24 @@ class PeerHub:
             self._accepting = True
         self._complaints.flush()
 
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        """Make ``peers`` (id -> address to dial) the node's peers, at run time: a node that joined
+        is dialed and its hello accepted from now on; one that left is hung up on and refused; one
+        whose address changed is dialed again there."""
+        peers = {pid: addr for pid, addr in peers.items() if pid != self.self_id}
+        for pid in [p for p in self._out if p not in peers or self._out[p].address != peers[p]]:
+            self._drop_out(self._out.pop(pid))
+            for sock in [c.sock for c in self._in.values() if c.peer_id == pid and pid not in peers]:
+                self._drop_in(sock)
+        for pid, addr in peers.items():
+            if pid not in self._out:
+                self._out[pid] = _Outbound(pid, addr)
+
+    @property
+    def peer_ids(self) -> list[str]:
+        """The peers this hub knows (it dials them and accepts their hello)."""
+        return sorted(self._out)
+
     @property
     def inbound_count(self) -> tuple[int, int]:
         """(connections still in their handshake, authenticated inbound connections)."""

@@ -90,10 +90,14 @@ class NodeConfig:
     tail_stripes: int = 0
     # appends (keys/s) to one shard above which its tail is striped
     stripe_writes_per_s: int = 1000
+    # a node silent this long (seconds) is declared dead and its replicas re-created elsewhere
+    dead_after: float = 60.0
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
             raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes >= 0")
+        if not self.dead_after >= 5.0:
+            raise InvalidArgument("dead_after must be at least 5 seconds")
         unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})
         if unknown:
             raise InvalidArgument(f"peer-via names nodes not in the node list: {', '.join(unknown)}")

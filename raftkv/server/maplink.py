@@ -95,22 +95,30 @@ class MapLink:
             return reply.get("map") if isinstance(reply, dict) else None
         return None
 
-    async def to_leader(self, request: dict[str, Any], timeout: float = 5.0) -> Any:
-        """Send ``request`` to the meta leader, following redirects; its reply, or raise."""
+    async def to_leader(self, request: dict[str, Any], timeout: float = 5.0,
+                        candidates: list[str] | None = None) -> Any:
+        """Send ``request`` to the meta leader (or to the leader among ``candidates``, in that
+        order: a shard's replicas), following redirects; its reply, or raise."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last: Exception | None = None
-        order = random.sample(list(self.addresses), len(self.addresses))
-        if self._leader in self.addresses:
-            order.remove(self._leader)
-            order.insert(0, self._leader)
+        if candidates is not None:
+            order = [c for c in candidates if c in self.addresses]
+            if not order:
+                raise errors.Unavailable(f"no address known for any of {candidates}")
+        else:
+            order = random.sample(list(self.addresses), len(self.addresses))
+            if self._leader in self.addresses:
+                order.remove(self._leader)
+                order.insert(0, self._leader)
         attempt = 0
         while loop.time() < deadline:
             node_id = order[attempt % len(order)]
             attempt += 1
             try:
                 reply = await self.call(node_id, request, max(0.1, deadline - loop.time()))
-                self._leader = node_id
+                if candidates is None:
+                    self._leader = node_id
                 return reply
             except errors.NotLeader as exc:
                 last = exc

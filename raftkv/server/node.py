@@ -63,6 +63,7 @@ from ..routing.stripes import MAX_STRIPES
 from ..storage.leveldb import StoreView
 from . import maplink
 from .config import NodeConfig, check_data_dir, format_hostport
+from .members import Members
 from .registry import GroupRegistry
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ class Node:
         self.mailbox: Mailbox | None = None
         self.started = time.time()
         self._complaints = LogLimiter(log)
+        self.members = Members(self)
 
     # --- groups -------------------------------------------------------------------------------
 
@@ -331,6 +333,7 @@ class Node:
         replicas on disk, and a new node's initial shards."""
         self.registry.open_all(self.initial_map, self.meta_nodes)
         self.loop.every_tick(self._bootstrap_meta)
+        self.loop.every_tick(self.members.bootstrap)
         if self.options.balance_leaders:
             self.loop.every_tick(self._balance_leaders)
 
@@ -437,6 +440,19 @@ class Node:
         assert mailbox is not None
         return fut, lambda result=None, error=None: mailbox.post(lambda: _resolve(fut, result, error))
 
+    async def on_raft(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn()`` on the Raft thread (where group state may be read and changed); its result."""
+        fut, complete = self._raft_future()
+
+        def run() -> None:
+            try:
+                complete(fn())
+            except Exception as exc:  # noqa: BLE001 -- handed to the awaiting request
+                complete(error=exc)
+
+        self.loop.call_soon(run)
+        return await asyncio.wait_for(fut, timeout)
+
     async def _replicate(self, g: RaftGroup, command: bytes, timeout: float,
                          req: dict[str, Any] | None = None) -> Any:
         self._leader(g)
@@ -500,7 +516,7 @@ class Node:
             raise InvalidArgument("if_newer must be an epoch (int)")
         shown = smap.to_dict() if newer is None or smap.epoch > newer else None
         return {"map": shown, "leaders": self.leaders(), "node": self.me.id,
-                "nodes": {n.id: format_hostport(n.client) for n in self.config.nodes}}
+                "nodes": {r.id: r.client for r in self.members.records().values()}}
 
     async def op_get(self, req: dict[str, Any]) -> Any:
         g = self._group(req)
@@ -952,7 +968,9 @@ class Node:
     OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
                            "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range",
                            "status": "op_status", "compact": "op_compact", "split": "op_split",
-                           "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe"}
+                           "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe",
+                           "nodes": "members.op_nodes", "heartbeat": "members.op_heartbeat",
+                           "reconfigure": "members.op_reconfigure"}
 
     # --- connections --------------------------------------------------------------------------
 
@@ -1121,7 +1139,8 @@ class Node:
             name = self.OPS.get(op) if isinstance(op, str) else None
             if name is None:
                 raise UnknownOperation(f"unknown operation {op!r:.40}; known: {', '.join(sorted(self.OPS))}")
-            handler: Callable[[dict[str, Any]], Awaitable[Any]] = getattr(self, name)
+            owner, _, attr = name.rpartition(".")  # "members.op_nodes": a handler of a part of the node
+            handler: Callable[[dict[str, Any]], Awaitable[Any]] = getattr(getattr(self, owner) if owner else self, attr)
             reply = {"id": rid, "ok": await handler(msg)}
         except RaftKVError as exc:
             reply = {"id": rid, "err": errors.to_wire(exc)}
@@ -1152,6 +1171,10 @@ class Node:
             self._complaints.log("accept", logging.WARNING, "client port: cannot accept (%s); "
                                  "asyncio pauses accepting for a second", exc)
             return
+        if isinstance(exc, asyncio.CancelledError):
+            # connection handlers cancelled as the node shuts down (other nodes keep connections
+            # open to us for heartbeats and map polls): nothing went wrong
+            return
         aloop.default_exception_handler(context)
 
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
@@ -1167,7 +1190,7 @@ class Node:
                                             limit=READ_CHUNK, backlog=256)
         expiry = asyncio.create_task(self._expire_cursors())
         background = [asyncio.create_task(self._follow_map()), asyncio.create_task(self._publish_splits()),
-                      asyncio.create_task(self._split_when_due())]
+                      asyncio.create_task(self._split_when_due()), asyncio.create_task(self.members.run())]
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, stop.set)

@@ -118,7 +118,7 @@ class GroupRegistry:
         group = RaftGroup(group_id, self.me, replicas, store, self.kv.raft_log(group_id), directory,
                           self.loop.hub, self.options,
                           hooks=self if shard is not None else None, passive=passive,
-                          on_installed=self._installed)
+                          on_installed=self._installed, learners=list(shard.learners) if shard else [])
         self.stores[group_id] = store
         self.loop.add_group(group)
         return group
@@ -170,11 +170,48 @@ class GroupRegistry:
                  f" stripe {shard.stripe[0]}/{shard.stripe[1]}" if shard.stripe else "")
 
     def reconcile(self, shard_map: ShardMap) -> None:
-        """Start the replicas placed here of every shard the map says was made empty (a node that
-        did not host the shard that striped, or was away then)."""
+        """Bring the replicas here in line with the map (loop thread):
+
+        * start the replicas placed here of every shard the map says was made empty (a node that
+          did not host the shard that striped, or was away then);
+        * start an empty, passive replica of every shard that names this node a learner (a
+          replica moving here): its leader sends it a snapshot;
+        * remove every replica the map has moved away from this node.
+        """
         for shard in shard_map.shards:
             if shard.born_empty:
                 self.open_empty(shard)
+            if self.me in shard.learners and shard.id not in self.loop.groups \
+                    and not os.path.exists(os.path.join(self.root, shard.id)):
+                self._make(shard, passive=True)
+                self._open(shard.id, list(shard.replicas), shard, passive=True)
+                log.info("opened %s empty as a learner (a replica moving here); waiting for a snapshot", shard.id)
+        for gid in [g for g in self.loop.groups if g != META_GROUP]:
+            record = shard_map.shard_by_id(gid)
+            if record is not None and self._moved_away(gid, record):
+                self.remove(gid)
+
+    def _moved_away(self, gid: str, record: Shard) -> bool:
+        """Whether this node's replica of ``gid`` is no longer wanted: the map does not name this
+        node, and either the replica applied its own removal, or the map is at a generation past
+        the replica's (a replica that missed its removal).  A map that lags behind the replica
+        proves nothing: a newer change may have added this node."""
+        if self.me in record.replicas or self.me in record.learners:
+            return False
+        state = commands.shard_state(self.stores[gid])
+        local = state.shard.generation if state is not None else 0
+        return record.generation > local or self.me not in self.loop.groups[gid].config.members
+
+    def remove(self, gid: str) -> None:
+        """Drop this node's replica of ``gid``: its group, its directory, its state (loop thread)."""
+        self.loop.remove_group(gid)
+        store = self.stores.pop(gid, None)
+        if store is not None:
+            store.close()
+        shutil.rmtree(os.path.join(self.root, gid), ignore_errors=True)
+        fsync_dir(self.root)
+        self.kv.drop(gid)
+        log.info("removed the replica of %s: the map has moved it to other nodes", gid)
 
     def _installed(self, group: RaftGroup) -> None:
         """After a snapshot install: stop being passive; create the children it names that we lack."""

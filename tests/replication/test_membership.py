@@ -202,3 +202,31 @@ def test_a_removed_voter_cannot_disrupt_the_group(four):
     assert g2.term == term, f"the group's term moved from {term} to {g2.term}"
     four.put(2, b"b")
     assert removed.is_leader is False
+
+
+def test_the_peer_port_learns_and_forgets_nodes_at_run_time(tmp_path):
+    """A node that joins later is unknown to the others' peer ports, which refuse its hello, until
+    they are told of it; a node that left is hung up on and refused."""
+    from raftkv.cluster.launcher import free_ports
+    from raftkv.replication.loop import RaftLoop
+
+    pa, pb = free_ports(2)
+    a_addr, b_addr = ("127.0.0.1", pa), ("127.0.0.1", pb)
+    secret = b"s" * 16
+    a = RaftLoop("a", a_addr, {"a": a_addr}, secret)
+    b = RaftLoop("b", b_addr, {"a": a_addr, "b": b_addr}, secret)
+    a.start()
+    b.start()
+    try:
+        time.sleep(1.0)  # b dials a five times meanwhile
+        assert a.hub.inbound_count[1] == 0, "a accepted the hello of a node it does not know"
+        a.set_peers({"a": a_addr, "b": b_addr})
+        wait_until(lambda: a.hub.is_up("b") and b.hub.is_up("a"), 10, "both links up")
+        assert a.hub.peer_ids == ["b"]
+        a.set_peers({"a": a_addr})
+        wait_until(lambda: not a.hub.is_up("b") and a.hub.inbound_count[1] == 0, 10, "a hung up on b")
+        time.sleep(1.0)  # b keeps dialing; a keeps refusing
+        assert a.hub.inbound_count[1] == 0 and a.hub.peer_ids == []
+    finally:
+        a.stop()
+        b.stop()

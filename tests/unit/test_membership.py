@@ -104,3 +104,35 @@ def test_a_shard_record_with_learners_round_trips_and_learners_never_overlap_rep
     assert "learners" not in Shard("s0002", 5, 10, ("a",)).to_dict()  # old readers see old records
     with pytest.raises(ValueError):
         Shard.from_dict({**s.to_dict(), "learners": ["a"]})
+
+
+def test_a_move_is_add_learner_then_promote_then_remove_resuming_from_any_point():
+    progress = {"d": 0}
+    c = ABC
+    kinds = []
+    for _ in range(10):
+        step = membership.next_step(c, add="d", remove="a", me="b", learner_match=progress, last_index=100)
+        kinds.append(step.kind)
+        if step.kind == "done":
+            break
+        if step.kind == "wait":
+            progress["d"] = 95  # caught up meanwhile
+            continue
+        assert step.kind == "change" and membership.refusal(c, step.voters, step.learners) is None
+        c = Config(step.voters, step.learners, c.version + 1)
+    assert kinds == ["change", "wait", "change", "change", "done"]
+    assert c.voters == ("b", "c", "d") and c.learners == ()
+
+
+def test_a_leader_that_must_leave_hands_leadership_away_first():
+    step = membership.next_step(ABC, add=None, remove="a", me="a", learner_match={}, last_index=10)
+    assert step.kind == "transfer" and step.target in ("b", "c")
+    step = membership.next_step(Config.of(["a", "b", "c", "d"]), add="d", remove="a", me="a",
+                                learner_match={}, last_index=10)
+    assert step == membership.Step("transfer", target="d", why=step.why)
+    # a learner whose node is lost is simply dropped
+    step = membership.next_step(Config.of(["a", "b", "c"], ["d"]), add=None, remove="d", me="a",
+                                learner_match={}, last_index=10)
+    assert step.kind == "change" and step.learners == () and step.voters == ABC.voters
+    assert membership.next_step(Config.of(["a"]), add=None, remove="a", me="b", learner_match={},
+                                last_index=1).kind == "wait"

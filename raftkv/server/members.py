@@ -1,0 +1,308 @@
+"""Cluster membership on a node: node records, heartbeats, failure detection, the replica mover.
+
+* **Node records** (``routing/nodes.py``) live in the meta group, one per node: its
+  addresses and admin state (active or decommissioning).  The meta leader writes the
+  founding nodes' records once; every node follows them (``nodes`` op, polled with a
+  tag so an unchanged set costs a few bytes), dials the peers they name
+  (``PeerHub.set_peers``) and keeps a copy in ``DATA/nodes.json`` for its next start.
+* **Heartbeats and liveness.**  Every node reports to the meta leader every
+  ``HEARTBEAT_INTERVAL``; the meta leader keeps when it last heard from each
+  (``nodes.Liveness``, in memory: a new meta leader gives every node a full
+  ``dead_after`` of grace rather than trust what it never saw).
+* **The mover** runs on the meta leader, once per ``MOVE_INTERVAL``.  It decides with
+  the pure planner (``replication/planner.py``) and acts one safe step at a time by
+  asking the shard's leader to take the next step (``op_reconfigure``:
+  ``membership.next_step``): a new replica joins as a learner, is promoted once caught
+  up, and only then is a replica removed.  The mover keeps no state of its own: a
+  shard with a learner, or with more voters than the replication factor, *is* a move
+  under way, so a new meta leader resumes every move from the map alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgument, NotLeader
+from ..logs import LogLimiter
+from ..replication import commands, membership, planner
+from ..routing import nodes, placement
+from ..routing.nodes import NodeRecord
+from ..routing.shardmap import META_GROUP, Shard
+from ..storage.leveldb import write_file_atomic
+from . import maplink
+from .config import format_hostport
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 1.0
+MOVE_INTERVAL = 1.0
+MAX_STEPS_PER_ROUND = 8  # shards the mover advances at once: moves are rate-limited, traffic goes on
+MAX_MOVES_PER_NODE = 2  # moves touching one node at a time (its disk and links carry the snapshots)
+NODES_FILE = "nodes.json"
+_RANK = {nodes.DEAD: 0, nodes.DECOMMISSIONING: 1, nodes.SUSPECT: 2, nodes.UP: 3}
+
+
+def records_tag(recs: dict[str, NodeRecord]) -> str:
+    """A short tag that changes whenever the node records do (followers poll with it)."""
+    return ",".join(f"{r.id}:{r.version}" for r in sorted(recs.values(), key=lambda r: r.id))
+
+
+class Members:
+    """A node's part in cluster membership (see the module docstring); runs on the node's asyncio loop."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+        self.me = node.me.id
+        self.dead_after = node.config.dead_after
+        self.liveness = nodes.Liveness(time.monotonic())
+        self.leading = False  # whether we led the meta group at the last round
+        self.reports: dict[str, dict[str, int]] = {}  # node -> its last heartbeat's counts
+        self._path = os.path.join(node.config.data_dir, NODES_FILE)
+        self._followed: dict[str, NodeRecord] | None = self._load()
+        self._tag: str | None = None
+        self._dialing: dict[str, tuple[str, int]] | None = None
+        self._bootstrapping = False
+        self.links = maplink.MapLink({}, node.config.secret)  # to any node's client port
+        self._complaints = LogLimiter(log)
+
+    # --- node records ---------------------------------------------------------------------------
+
+    def records(self) -> dict[str, NodeRecord]:
+        """Every node's record: the meta replica's if one is here, else the copy last followed,
+        else the founding nodes of the configuration."""
+        store = self.node.stores.get(META_GROUP)
+        if store is not None:
+            stored = commands.stored_nodes(store)
+            if stored:
+                return stored
+        if self._followed:
+            return self._followed
+        return {n.id: NodeRecord(n.id, format_hostport(n.client), format_hostport(n.peer))
+                for n in self.config.nodes}
+
+    def bootstrap(self) -> None:
+        """Meta leader, on the Raft thread: write the founding nodes' records once."""
+        meta = self.node.loop.groups.get(META_GROUP)
+        if meta is None or self._bootstrapping or not meta.leader_ready or commands.stored_nodes(meta.store):
+            return
+        self._bootstrapping = True
+        founders = self.records()
+        changes = [[r.id, 0, r.to_dict()] for r in founders.values()]
+
+        def done(result: Any, err: int) -> None:
+            self._bootstrapping = False
+
+        meta.submit(commands.change_nodes(changes), done)
+
+    def _load(self) -> dict[str, NodeRecord] | None:
+        try:
+            with open(self._path) as f:
+                return {d["id"]: NodeRecord.from_dict(d) for d in json.load(f)}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: %s", self._path, exc)
+            return None
+
+    def sync(self) -> None:
+        """Act on the current records: dial the peers they name, know every client address,
+        and keep a copy on disk (a restarted node must find nodes that joined after it began)."""
+        recs = self.records()
+        dialing = {r.id: self.config.peer_via.get(r.id, r.peer_address) for r in recs.values()}
+        if dialing != self._dialing:
+            self._dialing = dialing
+            self.node.loop.set_peers(dialing)
+            self.links.addresses = {r.id: r.client for r in recs.values()}
+            write_file_atomic(self._path, json.dumps([r.to_dict() for r in recs.values()]).encode())
+            log.info("cluster nodes: %s", ", ".join(sorted(recs)))
+
+    async def follow(self) -> None:
+        """Nodes without a meta replica: fetch the records when they changed."""
+        if self.node.stores.get(META_GROUP) is not None:
+            return
+        for node_id in list(self.node.maplink.addresses):
+            try:
+                reply = await self.node.maplink.call(node_id, {"op": "nodes", "if_tag": self._tag}, 2.0)
+            except Exception:  # noqa: BLE001 -- any meta replica will do; the next poll retries
+                continue
+            if isinstance(reply, dict) and reply.get("records") is not None:
+                self._followed = {d["id"]: NodeRecord.from_dict(d) for d in reply["records"]}
+                self._tag = reply.get("tag")
+            return
+
+    async def op_nodes(self, req: dict[str, Any]) -> Any:
+        """Every node's record (None if ``if_tag`` is still current), and at the meta leader each
+        node's liveness and its replica and leader counts."""
+        recs = self.records()
+        tag = records_tag(recs)
+        out: dict[str, Any] = {"tag": tag, "records": None if req.get("if_tag") == tag else
+                               [r.to_dict() for r in recs.values()]}
+        meta = self.node.loop.groups.get(META_GROUP)
+        if meta is not None and meta.is_leader:
+            now = time.monotonic()
+            states = self.liveness.states(recs, now, self.dead_after)
+            counts = self._replica_counts()
+            out["states"] = {nid: {"state": st, "replicas": counts.get(nid, 0),
+                                   "leaders": self.reports.get(nid, {}).get("leaders")}
+                             for nid, st in states.items()}
+        return out
+
+    # --- heartbeats -----------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Tell the meta leader we are alive, with how many replicas and leaders we hold."""
+        groups = dict(self.node.loop.groups)
+        body = {"op": "heartbeat", "node": self.me, "replicas": len(groups),
+                "leaders": sum(1 for g in groups.values() if g.is_leader)}
+        body["proof"] = maplink.proof(self.config.secret, ["heartbeat", self.me])
+        await self.node.maplink.to_leader(body, timeout=HEARTBEAT_INTERVAL * 2)
+
+    async def op_heartbeat(self, req: dict[str, Any]) -> Any:
+        """Meta leader: a node reports it is alive."""
+        node_id = req.get("node")
+        if not isinstance(node_id, str) or not maplink.proof_ok(self.config.secret, ["heartbeat", node_id],
+                                                                 req.get("proof")):
+            raise InvalidArgument("malformed or unauthenticated heartbeat")
+        self._meta_leader()
+        self.liveness.observe(node_id, time.monotonic())
+        self.reports[node_id] = {k: req[k] for k in ("replicas", "leaders") if type(req.get(k)) is int}
+        return True
+
+    def _meta_leader(self) -> Any:
+        meta = self.node.loop.groups.get(META_GROUP)
+        if meta is None or not meta.is_leader:
+            raise NotLeader(f"node {self.me} does not lead the meta group",
+                            leader=None if meta is None else meta.leader_id)
+        return meta
+
+    # --- the mover (meta leader) ------------------------------------------------------------------
+
+    def _replica_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.node.current_map().shards:
+            for n in (*s.replicas, *s.learners):
+                counts[n] = counts.get(n, 0) + 1
+        return counts
+
+    async def move_round(self) -> list[tuple[str, str | None, str | None]]:
+        """One round of the mover; the steps it asked for, as (shard, add, remove)."""
+        meta = self.node.loop.groups.get(META_GROUP)
+        now = time.monotonic()
+        if meta is None or not meta.leader_ready:
+            self.leading = False
+            return []
+        if not self.leading:
+            self.leading = True
+            self.liveness.reset(now)  # judge only by what this term of leadership sees
+        self.liveness.observe(self.me, now)
+        recs = self.records()
+        states = self.liveness.states(recs, now, self.dead_after)
+        smap = self.node.current_map()
+        factor = self.config.replication
+        counts = self._replica_counts()
+        # nodes the map places replicas on that have no record (cannot happen once records are
+        # written, but never let a gap make the planner refuse): count them as up
+        for s in smap.shards:
+            for n in (*s.replicas, *s.learners):
+                states.setdefault(n, nodes.UP)
+        steps: dict[str, tuple[Shard, str | None, str | None]] = {}
+        for s in smap.shards:
+            if s.learners:  # a move under way: promote its learner, or drop it if its node is gone
+                x = s.learners[0]
+                steps[s.id] = (s, x, None) if states.get(x) == nodes.UP else (s, None, x)
+            elif len(s.replicas) > factor:  # promoted: now the extra voter leaves
+                steps[s.id] = (s, None, self._extra(s, states, counts))
+        if len(steps) < MAX_STEPS_PER_ROUND:
+            by_id = {s.id: s for s in smap.shards}
+            for m in planner.plan_moves(smap, states, factor=factor, in_flight=list(steps),
+                                        max_per_node=MAX_MOVES_PER_NODE,
+                                        max_moves=MAX_STEPS_PER_ROUND - len(steps)):
+                # a replacement adds first; its removal is the "extra voter" step once promoted
+                steps[m.shard] = (by_id[m.shard], m.add, None if m.add is not None else m.remove)
+        chosen = list(steps.values())[:MAX_STEPS_PER_ROUND]
+        await asyncio.gather(*(self._step(s, add, remove) for s, add, remove in chosen))
+        return [(s.id, add, remove) for s, add, remove in chosen]
+
+    def _extra(self, shard: Shard, states: dict[str, str], counts: dict[str, int]) -> str:
+        """Which voter of an over-replicated shard leaves: a dead one, then a decommissioning one,
+        then a suspect one, then the one on the fullest node (rendezvous weight breaks ties)."""
+        return min(shard.replicas, key=lambda n: (_RANK.get(states.get(n, nodes.UP), 3), -counts.get(n, 0),
+                                                  placement.weight(shard.id, n), n))
+
+    async def _step(self, shard: Shard, add: str | None, remove: str | None) -> None:
+        request = {"op": "reconfigure", "shard": shard.id, "add": add, "remove": remove,
+                   "proof": maplink.proof(self.config.secret, ["reconfigure", shard.id, add, remove])}
+        try:
+            reply = await self.links.to_leader(request, timeout=5.0, candidates=list(shard.replicas))
+        except Exception as exc:  # noqa: BLE001 -- the next round retries from the map
+            self._complaints.log(f"move {shard.id}", logging.WARNING, "shard %s: move step (add %s, remove %s) "
+                                 "not taken: %s", shard.id, add, remove, exc)
+            return
+        if isinstance(reply, dict) and reply.get("step") in ("change", "transfer"):
+            log.info("shard %s: %s (%s)", shard.id, reply.get("why"), reply.get("step"))
+        elif isinstance(reply, dict):
+            log.debug("shard %s: move step (add %s, remove %s): %s", shard.id, add, remove, reply.get("why"))
+
+    async def run(self) -> None:
+        """Every node: heartbeats and following the records; the meta leader: the mover too."""
+        next_move = time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self.follow()
+                self.sync()
+                await self.heartbeat()
+            except Exception as exc:  # noqa: BLE001 -- never let this loop die; the next round may work
+                self._complaints.log("heartbeat", logging.WARNING, "membership: %s: %s", type(exc).__name__, exc)
+            if time.monotonic() >= next_move:
+                next_move = time.monotonic() + MOVE_INTERVAL
+                try:
+                    await self.move_round()
+                except Exception:  # noqa: BLE001
+                    self._complaints.log("mover", logging.WARNING, "the replica mover failed a round", exc_info=True)
+
+    # --- a shard leader takes one step ------------------------------------------------------------
+
+    async def op_reconfigure(self, req: dict[str, Any]) -> Any:
+        """Shard leader: take the next step of moving a replica to ``add`` and away from ``remove``
+        (``membership.next_step``); sent by the meta leader's mover."""
+        add, remove = req.get("add"), req.get("remove")
+        g = self.node._group(req)
+        if not all(x is None or (isinstance(x, str) and 0 < len(x) <= 64) for x in (add, remove)) \
+                or (add is None and remove is None) or add == remove:
+            raise InvalidArgument("reconfigure needs 'add' and/or 'remove' node ids, different")
+        if not maplink.proof_ok(self.config.secret, ["reconfigure", g.group_id, add, remove], req.get("proof")):
+            raise InvalidArgument("reconfigure refused: it does not carry the cluster secret's proof")
+        if add is not None and add not in self.records():
+            raise InvalidArgument(f"node {add} is not a member of the cluster")
+        self.node._leader(g)
+
+        def decide() -> tuple[membership.Step, str | None, int]:
+            step = membership.next_step(g.config, add=add, remove=remove, me=self.me,
+                                        learner_match=g.learner_progress(), last_index=g.last_index)
+            why = None
+            if step.kind == "change":
+                why = g.member_change_refusal(list(step.voters), list(step.learners))
+            elif step.kind == "transfer" and step.target is not None:
+                g.transfer_to(step.target)
+            return step, why, g.config.version
+
+        step, why, version = await self.node.on_raft(decide)
+        self.node.loop.poke(g.group_id)  # a quiet group must tick: to compact for the newcomer, to transfer
+        if why is not None:
+            return {"step": "wait", "why": why}
+        if step.kind != "change":
+            return {"step": step.kind, "why": step.why}
+        result = await self.node._replicate(
+            g, commands.change_members(list(step.voters), list(step.learners), version), self.node._timeout(req))
+        await self.node._publish(g)  # the map shows the new replicas (clients, and the learner's node)
+        return {"step": "change", "why": step.why, "members": result["members"]}

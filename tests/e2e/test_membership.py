@@ -1,0 +1,79 @@
+"""Nodes fail and come back, on real node processes: replicas are re-created from snapshots, moved
+one safe step at a time, and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from raftkv.client import rpc
+
+from ..helpers import wait_until
+from .appenders import Appenders, assert_none_lost
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+SPREAD = 0x9E3779B97F4A7C15  # odd: multiplying by it mod 2**64 is a bijection, so keys never repeat
+
+
+def batch(lane: int, i: int) -> list[tuple[int, bytes]]:
+    """Three fresh keys, spread over every initial shard."""
+    return [(((i * 3 + lane) * 3 + j) * SPREAD % 2**64, b"v%d-%d-%d" % (lane, i, j)) for j in range(3)]
+
+
+def shards(seeds: str) -> list[dict[str, Any]]:
+    return rpc.call_any(seeds, "map", timeout=2.0)["map"]["shards"]
+
+
+def placed_on(seeds: str, node: str) -> list[str]:
+    """The shards that still keep a replica (voter or learner) on ``node``."""
+    return [s["id"] for s in shards(seeds) if node in s["replicas"] or node in s.get("learners", [])]
+
+
+def fully_replicated(seeds: str, factor: int = 3) -> bool:
+    return all(len(s["replicas"]) == factor and not s.get("learners") for s in shards(seeds))
+
+
+def node_states(cluster: Any) -> dict[str, dict[str, Any]]:
+    """Each node's liveness and counts, as the meta leader sees them."""
+    for addr in cluster.info.addresses:
+        try:
+            reply = rpc.call(addr, "nodes", timeout=2.0)
+        except Exception:  # noqa: BLE001 -- a dead node; ask the next
+            continue
+        if "states" in reply:
+            return reply["states"]
+    return {}
+
+
+def test_a_dead_node_is_replaced_under_writes_and_its_stale_replicas_go_when_it_returns(make_cluster):
+    cluster = make_cluster(nodes=4, settings={"dead_after": 5})
+    victim = "n4"
+    held = placed_on(cluster.seeds, victim)
+    assert held, "the initial placement puts replicas on every node"
+    with Appenders(cluster.seeds, lanes=3, batch=batch) as writers:
+        wait_until(lambda: len(writers.acked) > 300, 60, "writes before the failure")
+        cluster.kill(victim)
+        killed_at = time.monotonic()
+        wait_until(lambda: node_states(cluster).get(victim, {}).get("state") == "dead", 30,
+                   f"{victim} declared dead")
+        assert time.monotonic() - killed_at >= 4.0, "declared dead before dead_after"
+        wait_until(lambda: not placed_on(cluster.seeds, victim) and fully_replicated(cluster.seeds), 120,
+                   f"every replica of {victim} re-created elsewhere")
+        acked_during = len(writers.acked)
+        wait_until(lambda: len(writers.acked) > acked_during + 100, 60, "writes after the repair")
+    assert_none_lost(cluster.seeds, writers.acked)
+    # the dead node comes back: its stale replicas are removed, and balance moves some back to it
+    cluster.restart(victim)
+
+    def holds_only_what_the_map_gives_it() -> bool:
+        st = rpc.call(cluster.address(victim), "status", timeout=5.0, brief=True)
+        local = {g["id"] for g in st["groups"] if g["id"] != "meta"}
+        return local == set(placed_on(cluster.seeds, victim))
+
+    wait_until(holds_only_what_the_map_gives_it, 60, f"{victim} to drop the replicas it lost")
+    # three live replicas everywhere again: any one more node may fail without losing a write
+    cluster.kill(next(s for s in shards(cluster.seeds) if s["id"] == held[0])["replicas"][0])
+    assert_none_lost(cluster.seeds, writers.acked)
