@@ -27,6 +27,9 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-via", default=None, metavar="ID=HOST:PORT,...",
                    help="dial these peers at these addresses instead of their peer ports (e.g. through a "
                         "proxy, as the fault lab does); where this node listens is unchanged")
+    p.add_argument("--join", default=None, metavar="ADDRS",
+                   help="join the running cluster at these client addresses (host:port,...); --nodes then "
+                        "names only this node, and the cluster's shard count and replication apply")
     add_split_options(p, defaults=True)
     p.set_defaults(func=_cmd_node)
 
@@ -59,6 +62,10 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
                         stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after)
     config.me()
+    if args.join:
+        from .server.joining import joined_config
+
+        config = joined_config(config, args.join)
     run_node(config)
     return 0
 

@@ -92,6 +92,10 @@ class NodeConfig:
     stripe_writes_per_s: int = 1000
     # a node silent this long (seconds) is declared dead and its replicas re-created elsewhere
     dead_after: float = 60.0
+    # the nodes the cluster was created with, when this node joined later (``nodes`` then holds
+    # their addresses and this node's): the initial map and the meta group's first members are
+    # derived from them on every node alike
+    founders: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
@@ -113,9 +117,13 @@ class NodeConfig:
                 return n
         raise InvalidArgument(f"node id {self.node_id!r} is not in the node list")
 
+    def founder_ids(self) -> list[str]:
+        """The ids of the nodes the cluster was created with."""
+        return list(self.founders) if self.founders is not None else [n.id for n in self.nodes]
+
     def cluster_identity(self) -> dict[str, Any]:
         """What must not change across restarts of a data directory."""
-        return {"nodes": sorted(n.id for n in self.nodes), "shards": self.shards, "replication": self.replication}
+        return {"nodes": sorted(self.founder_ids()), "shards": self.shards, "replication": self.replication}
 
 
 def check_data_dir(config: NodeConfig) -> None:

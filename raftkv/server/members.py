@@ -89,6 +89,10 @@ class Members:
         return {n.id: NodeRecord(n.id, format_hostport(n.client), format_hostport(n.peer))
                 for n in self.config.nodes}
 
+    def active_ids(self) -> list[str]:
+        """The nodes new replicas may be placed on (not decommissioning), sorted."""
+        return sorted(r.id for r in self.records().values() if r.state == nodes.ACTIVE)
+
     def bootstrap(self) -> None:
         """Meta leader, on the Raft thread: write the founding nodes' records once."""
         meta = self.node.loop.groups.get(META_GROUP)
@@ -164,7 +168,26 @@ class Members:
         body = {"op": "heartbeat", "node": self.me, "replicas": len(groups),
                 "leaders": sum(1 for g in groups.values() if g.is_leader)}
         body["proof"] = maplink.proof(self.config.secret, ["heartbeat", self.me])
-        await self.node.maplink.to_leader(body, timeout=HEARTBEAT_INTERVAL * 2)
+        reply = await self.node.maplink.to_leader(body, timeout=HEARTBEAT_INTERVAL * 2)
+        if isinstance(reply, dict) and isinstance(reply.get("meta"), dict):
+            self._follow_meta(membership.Config.from_wire(reply["meta"]))
+
+    def _follow_meta(self, config: membership.Config) -> None:
+        """The meta group's configuration, as its leader told us: ask the members for the map from
+        now on, and open or drop our own meta replica as it says."""
+        recs = self.records()
+        addresses = {v: recs[v].client for v in config.voters if v in recs}
+        if addresses:
+            self.node.maplink.addresses = addresses
+        local = self.node.loop.groups.get(META_GROUP)
+        joining = local is None and self.me in config.learners
+        leaving = local is not None and self.me not in config.members and config.version > local.config.version
+        if joining or leaving:
+            if leaving:
+                # keep serving what the replica knew until the followed copies are fresh again
+                self.node._followed = self.node.current_map()
+                self._followed = recs
+            self.node.loop.call_soon(lambda: self.node.registry.follow_meta(config))
 
     async def op_heartbeat(self, req: dict[str, Any]) -> Any:
         """Meta leader: a node reports it is alive."""
@@ -172,10 +195,12 @@ class Members:
         if not isinstance(node_id, str) or not maplink.proof_ok(self.config.secret, ["heartbeat", node_id],
                                                                  req.get("proof")):
             raise InvalidArgument("malformed or unauthenticated heartbeat")
-        self._meta_leader()
+        meta = self._meta_leader()
         self.liveness.observe(node_id, time.monotonic())
         self.reports[node_id] = {k: req[k] for k in ("replicas", "leaders") if type(req.get(k)) is int}
-        return True
+        # the answer says where the meta group is now: a node whose meta replica moved away, or
+        # that should start one, learns it here
+        return {"meta": meta.config.to_wire(), "tag": records_tag(self.records())}
 
     def _meta_leader(self) -> Any:
         meta = self.node.loop.groups.get(META_GROUP)
@@ -183,6 +208,98 @@ class Members:
             raise NotLeader(f"node {self.me} does not lead the meta group",
                             leader=None if meta is None else meta.leader_id)
         return meta
+
+    # --- joining and leaving (meta leader; any node forwards) ------------------------------------
+
+    def _at_meta_leader(self) -> Any:
+        """The meta group if we lead it, else None (the caller forwards the request there)."""
+        meta = self.node.loop.groups.get(META_GROUP)
+        if meta is not None and meta.is_leader:
+            return meta
+        return None
+
+    def _admin(self, req: dict[str, Any], op: str) -> tuple[str, Any]:
+        """An operator's request about one node: its id (checked, with the secret's proof), and
+        the meta group if we lead it (else None: forward it there)."""
+        node_id = req.get("node")
+        if not isinstance(node_id, str) or not maplink.proof_ok(self.config.secret, [op, node_id],
+                                                                 req.get("proof")):
+            raise InvalidArgument(f"malformed or unauthenticated {op}")
+        return node_id, self._at_meta_leader()
+
+    async def _change_node(self, meta: Any, node_id: str, expected: int, record: NodeRecord | None,
+                           req: dict[str, Any]) -> None:
+        result = await self.node._replicate(meta, commands.change_nodes(
+            [[node_id, expected, None if record is None else record.to_dict()]]), self.node._timeout(req))
+        if isinstance(result, dict) and result.get("conflict"):
+            raise InvalidArgument(f"node {node_id}: {result.get('error')}")
+
+    async def op_join(self, req: dict[str, Any]) -> Any:
+        """A new node asks to be admitted (``raftkv node --join``): its record is written, and it is
+        told what it needs to start: the founders (the initial map is theirs) and the layout."""
+        raw = req.get("node")
+        try:
+            record = NodeRecord.from_dict({**raw, "state": nodes.ACTIVE, "version": 1}) \
+                if isinstance(raw, dict) else None
+        except ValueError as exc:
+            raise InvalidArgument(f"malformed join: {exc}") from None
+        if record is None or not maplink.proof_ok(self.config.secret, ["join", record.id, record.client,
+                                                                        record.peer], req.get("proof")):
+            raise InvalidArgument("malformed or unauthenticated join")
+        meta = self._at_meta_leader()
+        if meta is None:
+            return await self.node.maplink.to_leader(req, timeout=self.node._timeout(req))
+        known = self.records().get(record.id)
+        if known is None:
+            await self._change_node(meta, record.id, 0, record, req)
+            log.info("node %s joins (client %s, peer %s)", record.id, record.client, record.peer)
+        elif (known.client, known.peer) != (record.client, record.peer):
+            raise InvalidArgument(f"node id {record.id} is taken by a node at {known.client}")
+        recs = self.records()
+        founders = [recs[f].to_dict() for f in self.config.founder_ids() if f in recs]
+        return {"records": [r.to_dict() for r in recs.values()], "founders": founders,
+                "shards": self.config.shards, "replication": self.config.replication}
+
+    async def op_decommission(self, req: dict[str, Any]) -> Any:
+        """Start draining a node: no new replicas go to it, the mover moves its replicas (and so its
+        leadership) away.  Refused when fewer active nodes than the replication factor would remain."""
+        node_id, meta = self._admin(req, "decommission")
+        if meta is None:
+            return await self.node.maplink.to_leader(req, timeout=self.node._timeout(req))
+        recs = self.records()
+        known = recs.get(node_id)
+        if known is None:
+            raise InvalidArgument(f"no node {node_id!r} in the cluster (nodes: {', '.join(sorted(recs))})")
+        if known.state != nodes.DECOMMISSIONING:
+            remaining = [r for r in recs.values() if r.state == nodes.ACTIVE and r.id != node_id]
+            if len(remaining) < self.config.replication:
+                raise InvalidArgument(
+                    f"refusing to remove {node_id}: only {len(remaining)} active nodes would remain, fewer "
+                    f"than the replication factor {self.config.replication}; add a node first")
+            await self._change_node(meta, node_id, known.version, NodeRecord(
+                known.id, known.client, known.peer, nodes.DECOMMISSIONING, known.version + 1), req)
+            log.info("node %s is being decommissioned", node_id)
+        return {"state": nodes.DECOMMISSIONING}
+
+    async def op_forget(self, req: dict[str, Any]) -> Any:
+        """Delete a node's record once it holds no replica (after decommissioning); its peers then
+        hang up on it and refuse it."""
+        node_id, meta = self._admin(req, "forget")
+        if meta is None:
+            return await self.node.maplink.to_leader(req, timeout=self.node._timeout(req))
+        known = self.records().get(node_id)
+        if known is None:
+            return {"forgotten": node_id}
+        held = [s.id for s in self.node.current_map().shards if node_id in s.replicas or node_id in s.learners]
+        if node_id in meta.config.members:
+            held.append(META_GROUP)
+        if held:
+            raise InvalidArgument(f"node {node_id} still holds replicas of {len(held)} shards "
+                                  f"(e.g. {', '.join(held[:3])}): decommission it and wait")
+        await self._change_node(meta, node_id, known.version, None, req)
+        self.liveness.forget(node_id)
+        log.info("node %s left the cluster", node_id)
+        return {"forgotten": node_id}
 
     # --- the mover (meta leader) ------------------------------------------------------------------
 
@@ -220,7 +337,7 @@ class Members:
                 x = s.learners[0]
                 steps[s.id] = (s, x, None) if states.get(x) == nodes.UP else (s, None, x)
             elif len(s.replicas) > factor:  # promoted: now the extra voter leaves
-                steps[s.id] = (s, None, self._extra(s, states, counts))
+                steps[s.id] = (s, None, self._extra(s.id, s.replicas, states, counts))
         if len(steps) < MAX_STEPS_PER_ROUND:
             by_id = {s.id: s for s in smap.shards}
             for m in planner.plan_moves(smap, states, factor=factor, in_flight=list(steps),
@@ -229,14 +346,42 @@ class Members:
                 # a replacement adds first; its removal is the "extra voter" step once promoted
                 steps[m.shard] = (by_id[m.shard], m.add, None if m.add is not None else m.remove)
         chosen = list(steps.values())[:MAX_STEPS_PER_ROUND]
-        await asyncio.gather(*(self._step(s, add, remove) for s, add, remove in chosen))
+        await asyncio.gather(self._move_meta(meta, states, counts),
+                             *(self._step(s, add, remove) for s, add, remove in chosen))
         return [(s.id, add, remove) for s, add, remove in chosen]
 
-    def _extra(self, shard: Shard, states: dict[str, str], counts: dict[str, int]) -> str:
-        """Which voter of an over-replicated shard leaves: a dead one, then a decommissioning one,
+    def _extra(self, group_id: str, voters: tuple[str, ...], states: dict[str, str], counts: dict[str, int]) -> str:
+        """Which voter of an over-replicated group leaves: a dead one, then a decommissioning one,
         then a suspect one, then the one on the fullest node (rendezvous weight breaks ties)."""
-        return min(shard.replicas, key=lambda n: (_RANK.get(states.get(n, nodes.UP), 3), -counts.get(n, 0),
-                                                  placement.weight(shard.id, n), n))
+        return min(voters, key=lambda n: (_RANK.get(states.get(n, nodes.UP), 3), -counts.get(n, 0),
+                                          placement.weight(group_id, n), n))
+
+    async def _move_meta(self, meta: Any, states: dict[str, str], counts: dict[str, int]) -> None:
+        """The meta group's own replicas follow the same rules as a shard's: replace a dead or
+        decommissioning voter, one safe step at a time, run here (we lead it)."""
+        config = meta.config
+        factor = self.config.replication
+        add = remove = None
+        if config.learners:
+            learner = config.learners[0]
+            add, remove = (learner, None) if states.get(learner) == nodes.UP else (None, learner)
+        elif len(config.voters) > factor:
+            remove = self._extra(META_GROUP, config.voters, states, counts)
+        elif any(states.get(v) in (nodes.DEAD, nodes.DECOMMISSIONING) for v in config.voters):
+            spare = [n for n, st in states.items() if st == nodes.UP and n not in config.members]
+            if spare:
+                add = min(spare, key=lambda n: (counts.get(n, 0), -placement.weight(META_GROUP, n), n))
+            elif len(config.voters) > 1 and all(states.get(v) != nodes.DEAD for v in config.voters):
+                remove = self._extra(META_GROUP, config.voters, states, counts)
+        if add is None and remove is None:
+            return
+        try:
+            reply = await self._take_step(meta, add, remove, timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 -- the next round retries
+            self._complaints.log("move meta", logging.WARNING, "meta group: move step not taken: %s", exc)
+            return
+        if reply.get("step") in ("change", "transfer"):
+            log.info("meta group: %s (%s)", reply.get("why"), reply.get("step"))
 
     async def _step(self, shard: Shard, add: str | None, remove: str | None) -> None:
         request = {"op": "reconfigure", "shard": shard.id, "add": add, "remove": remove,
@@ -285,6 +430,13 @@ class Members:
         if add is not None and add not in self.records():
             raise InvalidArgument(f"node {add} is not a member of the cluster")
         self.node._leader(g)
+        reply = await self._take_step(g, add, remove, self.node._timeout(req))
+        if reply.get("step") == "change":
+            await self.node._publish(g)  # the map shows the new replicas (clients, and the learner's node)
+        return reply
+
+    async def _take_step(self, g: Any, add: str | None, remove: str | None, timeout: float) -> dict[str, Any]:
+        """Leader of ``g``: the next step of moving a replica to ``add`` and away from ``remove``."""
 
         def decide() -> tuple[membership.Step, str | None, int]:
             step = membership.next_step(g.config, add=add, remove=remove, me=self.me,
@@ -303,6 +455,5 @@ class Members:
         if step.kind != "change":
             return {"step": step.kind, "why": step.why}
         result = await self.node._replicate(
-            g, commands.change_members(list(step.voters), list(step.learners), version), self.node._timeout(req))
-        await self.node._publish(g)  # the map shows the new replicas (clients, and the learner's node)
+            g, commands.change_members(list(step.voters), list(step.learners), version), timeout)
         return {"step": "change", "why": step.why, "members": result["members"]}

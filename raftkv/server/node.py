@@ -296,7 +296,7 @@ class Node:
         self.limits = limits or ClientLimits()
         self.me = config.me()
         check_data_dir(config)
-        ids = [n.id for n in config.nodes]
+        ids = config.founder_ids()
         self.initial_map = initial_map(ids, config.shards, replication=config.replication)
         self.meta_nodes = meta_replicas(ids, config.replication)
         self.options = RaftOptions(**config.raft)
@@ -749,7 +749,7 @@ class Node:
         at = check_key(at, "at")
         end = shard.end if end is None else check_key(end, "end")
         if k is None:
-            k = self.split_settings.tail_stripes or len(self.config.nodes)
+            k = self.split_settings.tail_stripes or len(self.members.active_ids())
         if type(k) is not int or not 2 <= k <= MAX_STRIPES:
             raise InvalidArgument(f"stripes must be 2..{MAX_STRIPES}")
         if not shard.start < at < end <= shard.end:
@@ -760,7 +760,7 @@ class Node:
     async def _stripe(self, g: RaftGroup, shard: Shard, at: int, end: int, k: int, timeout: float, why: str,
                       req: dict[str, Any] | None = None) -> dict[str, Any]:
         """Stripe ``[at, end)`` of ``g``'s shard over ``k`` new groups, leaders on different nodes."""
-        nodes = sorted(n.id for n in self.config.nodes)
+        nodes = self.members.active_ids()
         first = await self.maplink.allocate(timeout, k + 1)
         # rotate which node leads stripe 0, so successive segments do not all start on one node
         nodes = nodes[first % len(nodes):] + nodes[:first % len(nodes)]
@@ -792,7 +792,7 @@ class Node:
         """``split_policy.plan_segment`` for ``g``'s shard, from its leader's figures."""
         size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
         stats = ShardStats(shard.id, shard.start, shard.end, size, keys, load.largest, None, rate, appends)
-        return plan_segment(stats, self.split_settings, len(self.config.nodes), load.key_rate(),
+        return plan_segment(stats, self.split_settings, len(self.members.active_ids()), load.key_rate(),
                             size / keys if keys else 100.0)
 
     async def _split_when_due(self) -> None:
@@ -970,7 +970,8 @@ class Node:
                            "status": "op_status", "compact": "op_compact", "split": "op_split",
                            "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe",
                            "nodes": "members.op_nodes", "heartbeat": "members.op_heartbeat",
-                           "reconfigure": "members.op_reconfigure"}
+                           "reconfigure": "members.op_reconfigure", "join": "members.op_join",
+                           "decommission": "members.op_decommission", "forget": "members.op_forget"}
 
     # --- connections --------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import shutil
 from collections.abc import Callable, Iterator
 
 from ..protocol.codec import load, pack
-from ..replication import commands, sessions
+from ..replication import commands, membership, sessions
 from ..replication.group import RaftGroup, RaftOptions, seed_log
 from ..replication.loop import RaftLoop
 from ..routing.shardmap import META_GROUP, Shard, ShardMap
@@ -83,8 +83,10 @@ class GroupRegistry:
         for name in self.kv.names():  # state whose directory never came to be, or was removed
             if not os.path.isdir(os.path.join(self.root, name)):
                 self.kv.drop(name)
-        if self.me in meta_nodes:
-            self._open(META_GROUP, meta_nodes, None)
+        meta_dir = os.path.join(self.root, META_GROUP)
+        if self.me in meta_nodes or os.path.isdir(meta_dir):
+            # a meta replica that moved here later has its directory (and its configuration) already
+            self._open(META_GROUP, meta_nodes, None, passive=os.path.exists(os.path.join(meta_dir, PASSIVE)))
         for shard in initial.shards:
             if self.me in shard.replicas and shard.id not in made:
                 self._open(shard.id, list(shard.replicas), shard, initial=True)
@@ -105,7 +107,7 @@ class GroupRegistry:
                        passive=passive)
 
     def _open(self, group_id: str, replicas: list[str], shard: Shard | None, initial: bool = False,
-              passive: bool = False) -> RaftGroup:
+              passive: bool = False, learners: list[str] | None = None) -> RaftGroup:
         directory = os.path.join(self.root, group_id)
         if not os.path.isdir(directory):  # the directory first: it is what says the replica exists
             os.makedirs(directory)
@@ -118,7 +120,8 @@ class GroupRegistry:
         group = RaftGroup(group_id, self.me, replicas, store, self.kv.raft_log(group_id), directory,
                           self.loop.hub, self.options,
                           hooks=self if shard is not None else None, passive=passive,
-                          on_installed=self._installed, learners=list(shard.learners) if shard else [])
+                          on_installed=self._installed,
+                          learners=learners if learners is not None else list(shard.learners) if shard else [])
         self.stores[group_id] = store
         self.loop.add_group(group)
         return group
@@ -201,6 +204,23 @@ class GroupRegistry:
         state = commands.shard_state(self.stores[gid])
         local = state.shard.generation if state is not None else 0
         return record.generation > local or self.me not in self.loop.groups[gid].config.members
+
+    def follow_meta(self, config: membership.Config) -> None:
+        """Bring this node's meta replica in line with the meta group's configuration as its leader
+        last told us (loop thread): open one, empty and passive, when we are named a learner;
+        remove ours when a newer configuration no longer names us."""
+        group = self.loop.groups.get(META_GROUP)
+        if group is None and self.me in config.learners:
+            directory = os.path.join(self.root, META_GROUP)
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, PASSIVE), "wb"):
+                pass
+            fsync_dir(directory)
+            fsync_dir(self.root)
+            self._open(META_GROUP, list(config.voters), None, passive=True, learners=list(config.learners))
+            log.info("opened a meta replica as a learner (the meta group moves here); waiting for a snapshot")
+        elif group is not None and self.me not in config.members and config.version > group.config.version:
+            self.remove(META_GROUP)
 
     def remove(self, gid: str) -> None:
         """Drop this node's replica of ``gid``: its group, its directory, its state (loop thread)."""

@@ -36,21 +36,37 @@ def fully_replicated(seeds: str, factor: int = 3) -> bool:
     return all(len(s["replicas"]) == factor and not s.get("learners") for s in shards(seeds))
 
 
-def node_states(cluster: Any) -> dict[str, dict[str, Any]]:
-    """Each node's liveness and counts, as the meta leader sees them."""
-    for addr in cluster.info.addresses:
+def meta_leader(cluster: Any) -> str | None:
+    """The node leading the meta group (the one whose ``nodes`` answer has the liveness states)."""
+    for node in cluster.info.nodes:
         try:
-            reply = rpc.call(addr, "nodes", timeout=2.0)
+            if "states" in rpc.call(cluster.address(node.id), "nodes", timeout=2.0):
+                return node.id
         except Exception:  # noqa: BLE001 -- a dead node; ask the next
             continue
-        if "states" in reply:
-            return reply["states"]
-    return {}
+    return None
+
+
+def node_states(cluster: Any) -> dict[str, dict[str, Any]]:
+    """Each node's liveness and counts, as the meta leader sees them."""
+    leader = meta_leader(cluster)
+    return {} if leader is None else rpc.call(cluster.address(leader), "nodes", timeout=2.0)["states"]
+
+
+def _hosts_meta(cluster: Any, node: str) -> bool:
+    try:
+        st = rpc.call(cluster.address(node), "status", timeout=2.0, brief=True)
+    except Exception:  # noqa: BLE001 -- down
+        return False
+    return any(g["id"] == "meta" for g in st["groups"])
 
 
 def test_a_dead_node_is_replaced_under_writes_and_its_stale_replicas_go_when_it_returns(make_cluster):
+    """The node that dies is the meta leader: the meta group elects another, which declares the
+    node dead and moves its shard replicas *and* its meta replica to the spare node."""
     cluster = make_cluster(nodes=4, settings={"dead_after": 5})
-    victim = "n4"
+    victim = wait_until(lambda: meta_leader(cluster), 30, "a meta leader")
+    spare = next(n.id for n in cluster.info.nodes if not _hosts_meta(cluster, n.id))
     held = placed_on(cluster.seeds, victim)
     assert held, "the initial placement puts replicas on every node"
     with Appenders(cluster.seeds, lanes=3, batch=batch) as writers:
@@ -62,6 +78,7 @@ def test_a_dead_node_is_replaced_under_writes_and_its_stale_replicas_go_when_it_
         assert time.monotonic() - killed_at >= 4.0, "declared dead before dead_after"
         wait_until(lambda: not placed_on(cluster.seeds, victim) and fully_replicated(cluster.seeds), 120,
                    f"every replica of {victim} re-created elsewhere")
+        wait_until(lambda: _hosts_meta(cluster, spare), 60, f"a meta replica on the spare node {spare}")
         acked_during = len(writers.acked)
         wait_until(lambda: len(writers.acked) > acked_during + 100, 60, "writes after the repair")
     assert_none_lost(cluster.seeds, writers.acked)
@@ -74,6 +91,7 @@ def test_a_dead_node_is_replaced_under_writes_and_its_stale_replicas_go_when_it_
         return local == set(placed_on(cluster.seeds, victim))
 
     wait_until(holds_only_what_the_map_gives_it, 60, f"{victim} to drop the replicas it lost")
+    wait_until(lambda: not _hosts_meta(cluster, victim), 60, f"{victim} to drop its stale meta replica")
     # three live replicas everywhere again: any one more node may fail without losing a write
     cluster.kill(next(s for s in shards(cluster.seeds) if s["id"] == held[0])["replicas"][0])
     assert_none_lost(cluster.seeds, writers.acked)
