@@ -13,6 +13,10 @@ client keeps ``--inflight`` puts of 100-byte values in flight:
 Prints JSON lines: the shard count every 5 s while it runs (``"bench": "elastic_shape"``), each
 run's puts/s after ``--warmup`` seconds (``"elastic"``), and for each key kind the ratio of the
 largest node count to the smallest (``"elastic_ratio"``).  Ratios hold within one run only.
+
+``--add-node``: ingest on 3 nodes, add a fourth (capped alike) while it runs, and print puts/s
+before, while replicas move to it and after, and the seconds until it joined and until the
+cluster was balanced again (``"elastic_add_node"``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,11 @@ from raftkv.cluster import launcher  # noqa: E402
 CPUCAP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "cpucap")
 
 
-def cap(info: launcher.ClusterInfo, cpus: float) -> list[str]:
-    """Put each node in a cgroup of its own; the names to clear afterwards."""
+def cap(info: launcher.ClusterInfo, cpus: float, only: str | None = None) -> list[str]:
+    """Put each node (or just ``only``) in a cgroup of its own; the names to clear afterwards."""
     names = []
     for node, pid in info.pids.items():
-        if pid is None:
+        if pid is None or (only is not None and node != only):
             continue
         name = f"elastic-{node}"
         subprocess.run([CPUCAP, name, str(cpus), str(pid)], check=True)
@@ -150,6 +154,96 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
         launcher.stop(tmp)
 
 
+def balanced(seeds: str, factor: int) -> bool:
+    """No move under way, and every node's replica count within the planner's band."""
+    from raftkv.replication.planner import band
+
+    shards = rpc.call_any(seeds, "map", timeout=2.0)["map"]["shards"]
+    if any(s.get("learners") or len(s["replicas"]) != factor for s in shards):
+        return False
+    records = rpc.call_any(seeds, "nodes", timeout=2.0)["records"] or []
+    counts = {r["id"]: 0 for r in records if r["state"] == "active"}
+    for s in shards:
+        for n in s["replicas"]:
+            counts[n] = counts.get(n, 0) + 1
+    lo, hi = band(list(counts.values()))
+    return all(lo <= c <= hi for c in counts.values())
+
+
+def add_node_run(kind: str, args: argparse.Namespace) -> None:
+    """Ingest on 3 capped nodes; add a fourth (capped alike) while it runs; puts/s before, while
+    replicas move to it, and after the cluster is balanced again, and how long that took."""
+    tmp = tempfile.mkdtemp(prefix="raftkv-elastic-add-")
+    info = launcher.start(tmp, nodes=3, wait=120, settings={"stripe_writes_per_s": args.stripe_writes,
+                                                            "split_bytes": args.split_bytes, "dead_after": 10})
+    names: list[str] = []
+    try:
+        names = cap(info, args.cpu)
+        samples: list[tuple[float, int]] = []  # (seconds since start, puts done)
+        marks: dict[str, float] = {}
+
+        async def drive() -> None:
+            done = [0]
+            stop = asyncio.Event()
+            rnd = random.Random(1)
+            base = time.time_ns()
+            counter = [0]
+            value = b"v" * 100
+            async with AsyncClient(info.seeds, timeout=60.0) as db:
+                async def worker(lane: int) -> None:
+                    while not stop.is_set():
+                        counter[0] += 1
+                        key = base + counter[0] * 997 + lane if kind == "ts" else rnd.getrandbits(64)
+                        try:
+                            await db.put(key, value)
+                        except errors.Unavailable:
+                            continue
+                        done[0] += 1
+
+                tasks = [asyncio.create_task(worker(i)) for i in range(args.inflight)]
+                t0 = time.monotonic()
+
+                async def sample_until(cond_seconds: float | None, cond=None) -> None:
+                    start = time.monotonic()
+                    while True:
+                        await asyncio.sleep(1.0)
+                        samples.append((time.monotonic() - t0, done[0]))
+                        if cond_seconds is not None and time.monotonic() - start >= cond_seconds:
+                            return
+                        if cond is not None and await asyncio.to_thread(cond):
+                            return
+
+                await sample_until(args.warmup + args.seconds)
+                marks["add"] = time.monotonic() - t0
+                node_id = await asyncio.to_thread(launcher.add_node, tmp, 120.0)
+                names.append(cap(launcher.load(tmp), args.cpu, only=node_id)[0])
+                marks["joined"] = time.monotonic() - t0
+                await sample_until(None, lambda: balanced(info.seeds, info.replication))
+                marks["balanced"] = time.monotonic() - t0
+                await sample_until(args.seconds)
+                marks["end"] = time.monotonic() - t0
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(drive())
+
+        def rate(lo: float, hi: float) -> float:
+            inside = [(t, n) for t, n in samples if lo <= t <= hi]
+            return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) if len(inside) > 1 else 0.0
+
+        print(json.dumps({"bench": "elastic_add_node", "keys": kind, "cpu_per_node": args.cpu,
+                          "inflight": args.inflight,
+                          "puts_per_s_before": round(rate(args.warmup, marks["add"])),
+                          "puts_per_s_during": round(rate(marks["joined"], marks["balanced"])),
+                          "puts_per_s_after": round(rate(marks["balanced"], marks["end"])),
+                          "seconds_to_join": round(marks["joined"] - marks["add"], 1),
+                          "seconds_to_balanced": round(marks["balanced"] - marks["add"], 1),
+                          **shape(info.seeds)}), flush=True)
+    finally:
+        uncap(names)
+        launcher.stop(tmp)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", default="3,6")
@@ -160,7 +254,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--stripe-writes", type=int, default=1000)
     ap.add_argument("--split-bytes", type=int, default=64 << 20)
+    ap.add_argument("--add-node", action="store_true",
+                    help="instead: ingest on 3 nodes, add a 4th while it runs, report before/during/after")
     args = ap.parse_args()
+    if args.add_node:
+        for kind in args.keys.split(","):
+            add_node_run(kind, args)
+        return 0
     counts = [int(n) for n in args.nodes.split(",")]
     for kind in args.keys.split(","):
         rates = {n: run(n, kind, args) for n in counts}

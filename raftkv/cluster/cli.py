@@ -1,4 +1,5 @@
-"""``raftkv cluster start|status|split|stop``: a local cluster of node processes, and shard splits on any cluster."""
+"""``raftkv cluster start|status|split|add-node|remove-node|stop``: a local cluster of node processes, shard
+splits and node removal on any cluster."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="start, inspect or stop a local cluster (processes on 127.0.0.1); split shards",
                        description="A cluster of node processes on this machine, all kept in one --data-dir; "
                                    "`split` also works on any cluster through --connect.")
-    csub = p.add_subparsers(dest="cluster_command", required=True, metavar="{start,status,split,stop}")
+    csub = p.add_subparsers(dest="cluster_command", required=True, metavar="{start,status,split,add-node,remove-node,stop}")
 
     s = csub.add_parser("start", help="start (or restart) a local cluster and wait until it is ready",
                         description="Start the cluster in --data-dir, creating it on first use; on later "
@@ -49,9 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      "shard takes [KEY, end) on the same replicas. Without --at the leader "
                                      "picks a key near the shard's median. Works on the local cluster in "
                                      "--data-dir or on any cluster through --connect.")
-    where = sl.add_mutually_exclusive_group(required=True)
-    where.add_argument("--data-dir", help="directory holding a local cluster")
-    where.add_argument("--connect", metavar="ADDRS", help="host:port[,host:port...] of any nodes of a cluster")
+    _add_where(sl)
     sl.add_argument("--shard", required=True, metavar="ID", help="the shard to split, e.g. s0003 (see `status`)")
     sl.add_argument("--at", metavar="KEY", default=None,
                     help="first key of the new shard, decimal or 0x-hex (default: near the median)")
@@ -59,10 +58,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sl.add_argument("--json", action="store_true", help='print {"epoch", "shards": [left, right]} as JSON')
     sl.set_defaults(func=_guarded(_cmd_split))
 
+    an = csub.add_parser("add-node", help="add a node to a running local cluster and print its id",
+                         description="Start one more node in --data-dir (next id, free ports); it joins the "
+                                     "running cluster, which then moves replicas to it over time.")
+    an.add_argument("--data-dir", required=True, help="directory holding the whole cluster")
+    an.add_argument("--wait", type=float, default=60.0, help="seconds to wait until it has joined (default 60)")
+    an.set_defaults(func=_guarded(_cmd_add_node))
+
+    rn = csub.add_parser("remove-node", help="drain a node of its replicas and take it out of the cluster",
+                         description="Decommission a node: its replicas (and the leadership of its shards) move "
+                                     "to the other nodes, then the cluster forgets it. With --data-dir its "
+                                     "process is stopped and it leaves cluster.json; with --connect you stop "
+                                     "the process yourself once this command says so.")
+    _add_where(rn)
+    rn.add_argument("--node", required=True, metavar="ID", help="the node to remove, e.g. n4 (see `status`)")
+    rn.add_argument("--secret-file", default=None,
+                    help="with --connect: the cluster secret's file, if the cluster has one")
+    rn.add_argument("--timeout", type=float, default=600.0,
+                    help="seconds to wait for the node to be drained (default 600)")
+    rn.set_defaults(func=_guarded(_cmd_remove_node))
+
     sp = csub.add_parser("stop", help="stop every node of a local cluster (SIGTERM, then SIGKILL)")
     sp.add_argument("--data-dir", required=True, help="directory holding the whole cluster")
     sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait before SIGKILL (default 10)")
     sp.set_defaults(func=_guarded(_cmd_stop))
+
+
+def _add_where(p: argparse.ArgumentParser) -> None:
+    """``--data-dir`` (a local cluster) or ``--connect`` (any cluster), exactly one."""
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", help="directory holding a local cluster")
+    where.add_argument("--connect", metavar="ADDRS", help="host:port[,host:port...] of any nodes of a cluster")
 
 
 def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -175,6 +201,49 @@ def _split_shard_view(d: dict[str, Any]) -> dict[str, Any]:
             "stripe": None if d.get("stripe") is None else [int(x) for x in d["stripe"]]}
 
 
+def _cmd_add_node(args: argparse.Namespace) -> int:
+    if args.wait <= 0:
+        raise InvalidArgument(f"--wait must be positive, not {args.wait:g}")
+    print(launcher.add_node(args.data_dir, wait=args.wait))
+    return 0
+
+
+def _cmd_remove_node(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise InvalidArgument(f"--timeout must be positive, not {args.timeout:g}")
+    node_id = args.node.strip()
+    if not node_id:
+        raise InvalidArgument("--node needs a node id, e.g. n4")
+    if args.data_dir is not None and args.secret_file is not None:
+        raise InvalidArgument("--secret-file goes with --connect; with --data-dir the cluster's own secret is used")
+
+    def progress(left: int) -> None:
+        # on stderr: stdout keeps only the outcome
+        print(f"{node_id}: {left} shard{'' if left == 1 else 's'} still with a replica on it",
+              file=sys.stderr, flush=True)
+
+    try:
+        if args.data_dir is not None:
+            outcome = launcher.remove_node(args.data_dir, node_id, wait=args.timeout, progress=progress)
+            print(f"{node_id} removed from the cluster; its process: {outcome}")
+            return 1 if outcome == "still running" else 0
+        secret = launcher.read_secret(args.secret_file)
+        try:
+            # a quick probe: an unreachable cluster is reported in seconds, not after the whole --timeout
+            call_any(args.connect, "nodes", timeout=min(args.timeout, 3.0))
+        except Unavailable as exc:
+            raise Unavailable(f"cannot reach the cluster at {args.connect}: {exc.message}") from None
+        launcher.drain_and_forget(args.connect, node_id, secret, timeout=args.timeout, progress=progress)
+    except InvalidArgument as exc:
+        hint = ""
+        if "unauthenticated" in exc.message and args.secret_file is None and args.connect is not None:
+            hint = " (the cluster has a secret: pass its file with --secret-file)"
+        raise InvalidArgument(f"cannot remove {node_id}: {exc.message}{hint}") from None
+    print(f"{node_id} removed from the cluster: it holds no replica and the other nodes no longer talk to it. "
+          f"Stop its process yourself now (this command cannot signal a process on another machine).")
+    return 0
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     result = launcher.stop(args.data_dir, timeout=args.timeout)
     for node_id, outcome in result.items():
@@ -255,9 +324,13 @@ def render_status(st: dict[str, Any]) -> str:
         summary += f", meta leader {st['meta']['leader'] or '-'}"
     if st.get("epoch") is not None:
         summary += f", map epoch {st['epoch']}"
+    # MEMBER and the counts are the meta leader's view (a status from before membership has none:
+    # "-"); STATE is what this machine sees of the process
     node_rows = [(n["id"], n["address"], n["pid"],
-                  "up" if n["up"] else "down" if n["pid"] is None else "not answering") for n in nodes]
-    out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE"), node_rows)]
+                  "up" if n["up"] else "down" if n["pid"] is None else "not answering",
+                  n.get("state"), n.get("replicas"), n.get("leaders")) for n in nodes]
+    out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS"), node_rows,
+                               right=(5, 6))]
     if shards:
         shard_rows = [(s["id"], key_range(s["start"], s["end"]), stripe_text(s.get("stripe")), s.get("generation"),
                        ",".join(s["replicas"]), s["leader"], human_count(s.get("keys")),

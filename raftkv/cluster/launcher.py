@@ -2,7 +2,8 @@
 
 A cluster directory looks like this::
 
-    DATA_DIR/cluster.json   node ids and ports, shard count, replication, Raft options (fixed at first start)
+    DATA_DIR/cluster.json   node ids and ports, shard count, replication, Raft options (fixed at first start),
+                            and which nodes joined later (``add_node``)
     DATA_DIR/.lock          serialises launcher commands on this directory
     DATA_DIR/secret         the cluster secret (mode 0600) every node authenticates its peer links with
     DATA_DIR/nX/            node nX's ``--data-dir``
@@ -11,6 +12,12 @@ A cluster directory looks like this::
 
 Everything here is keyed by that directory, so ``raftkv cluster start/status/stop`` can run in
 separate processes, and nodes outlive the command that started them.
+
+Nodes come in two kinds.  The *founders* (n1..nN of the first start) all run with the same
+``--nodes`` list, the founders' own: it is their cluster identity, which a node checks at every
+start, so it never changes, not even when a founder is removed.  A node added later
+(:func:`add_node`) runs with ``--nodes`` naming only itself and ``--join`` naming the others; the
+cluster admits it on its first start, and it finds what it was told in its data dir afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -30,9 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..client.rpc import call
+from ..client.rpc import call, call_any
 from ..errors import InvalidArgument, RaftKVError, Unavailable
 from ..routing.shardmap import META_GROUP, Shard
+from ..server import maplink
 from ..server.config import (
     NodeAddress,
     format_hostport,
@@ -72,6 +81,11 @@ class ClusterInfo:
     peer_via: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
     # cluster settings every node runs with (SETTINGS): split_bytes, tail_stripes, stripe_writes_per_s
     settings: dict[str, int] = field(default_factory=dict)
+    # ids of the nodes (in ``nodes``) that joined a running cluster (add_node); the others are founders
+    joined: tuple[str, ...] = ()
+    # the founders' addresses, when a founder has been removed (empty: the nodes not in ``joined``);
+    # the remaining founders keep running with the whole list, their cluster identity
+    removed_founders: tuple[NodeAddress, ...] = ()
 
     @property
     def addresses(self) -> list[str]:
@@ -84,9 +98,19 @@ class ClusterInfo:
         return ",".join(self.addresses)
 
     @property
+    def founders(self) -> tuple[NodeAddress, ...]:
+        """The nodes the cluster was created with, removed ones included, in id order of creation."""
+        kept = [n for n in self.nodes if n.id not in self.joined]
+        return tuple(sorted([*kept, *self.removed_founders], key=lambda n: _id_number(n.id)))
+
+    @property
     def nodes_spec(self) -> str:
-        """The ``--nodes`` argument every node of this cluster runs with."""
-        return format_nodes(list(self.nodes))
+        """The ``--nodes`` argument every founder runs with (nodes added later run with their own)."""
+        return format_nodes(list(self.founders))
+
+    def is_joined(self, node_id: str) -> bool:
+        """Whether node ``node_id`` joined the running cluster rather than founding it."""
+        return node_id in self.joined
 
     def node(self, node_id: str) -> NodeAddress:
         """The addresses of node ``node_id``."""
@@ -107,6 +131,10 @@ class ClusterInfo:
                           for n in self.nodes],
                 "shards": self.shards, "replication": self.replication, "raft": dict(self.raft),
                 **({"settings": dict(self.settings)} if self.settings else {}),
+                **({"joined": list(self.joined)} if self.joined else {}),
+                **({"removed_founders": [{"id": n.id, "client": format_hostport(n.client),
+                                          "peer": format_hostport(n.peer)} for n in self.removed_founders]}
+                   if self.removed_founders else {}),
                 **({"peer_via": {src: {dst: format_hostport(a) for dst, a in via.items()}
                                  for src, via in self.peer_via.items()}} if self.peer_via else {})}
 
@@ -171,6 +199,11 @@ def _ensure_secret(info: ClusterInfo) -> str | None:
     return path
 
 
+def _save(info: ClusterInfo) -> None:
+    """Write ``cluster.json`` (call with the directory lock held)."""
+    _write_atomic(os.path.join(info.data_dir, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+
+
 def _read_config(root: str) -> ClusterInfo | None:
     path = os.path.join(root, CLUSTER_FILE)
     try:
@@ -185,8 +218,15 @@ def _read_config(root: str) -> ClusterInfo | None:
                       for n in raw["nodes"])
         peer_via = {str(src): {str(dst): parse_hostport(a) for dst, a in via.items()}
                     for src, via in (raw.get("peer_via") or {}).items()}
+        ids = {n.id for n in nodes}
+        joined = tuple(str(i) for i in raw.get("joined") or [])
+        if not set(joined) <= ids:
+            raise ValueError(f"joined names nodes not in the node list: {sorted(set(joined) - ids)}")
+        removed = tuple(NodeAddress(str(n["id"]), parse_hostport(n["client"]), parse_hostport(n["peer"]))
+                        for n in raw.get("removed_founders") or [])
         return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}),
-                           peer_via=peer_via, settings=check_settings(raw.get("settings") or {}))
+                           peer_via=peer_via, settings=check_settings(raw.get("settings") or {}),
+                           joined=joined, removed_founders=removed)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"{path} is malformed: {exc!r}") from None
 
@@ -268,14 +308,17 @@ def _new_layout(root: str, nodes: int, base_port: int | None, shards: int, repli
 def _check_same_layout(info: ClusterInfo, nodes: int | None, base_port: int | None, shards: int | None,
                        replication: int | None) -> None:
     """Refuse to silently ignore a layout argument that contradicts the existing cluster.json."""
-    stored = {"nodes": len(info.nodes), "shards": info.shards, "replication": info.replication}
+    # the layout arguments describe the cluster as it was created (its founders): nodes added or
+    # removed since do not make a restart with the same arguments an error
+    founders = info.founders
+    stored = {"nodes": len(founders), "shards": info.shards, "replication": info.replication}
     asked = {"nodes": nodes, "shards": shards, "replication": replication}
     diff = [f"{k}={asked[k]} (it has {stored[k]})" for k in stored if asked[k] is not None and asked[k] != stored[k]]
     if base_port is not None:
-        expected = [(base_port + i, base_port + PEER_PORT_OFFSET + i) for i in range(len(info.nodes))]
-        if [(n.client[1], n.peer[1]) for n in info.nodes] != expected:
+        expected = [(base_port + i, base_port + PEER_PORT_OFFSET + i) for i in range(len(founders))]
+        if [(n.client[1], n.peer[1]) for n in founders] != expected:
             diff.append(f"base_port={base_port} (it uses client ports "
-                        f"{', '.join(str(n.client[1]) for n in info.nodes)})")
+                        f"{', '.join(str(n.client[1]) for n in founders)})")
     if diff:
         raise InvalidArgument(f"{info.data_dir} already holds a cluster that differs: {'; '.join(diff)}. "
                               "Omit these options to restart it as it is, or use another data dir.")
@@ -391,13 +434,20 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
     node = info.node(node_id)
     node_dir = info.node_dir(node_id)
     os.makedirs(node_dir, exist_ok=True)
-    argv = [sys.executable, "-m", "raftkv", "node", "--id", node.id, "--data-dir", node_dir,
-            "--nodes", info.nodes_spec, "--shards", str(info.shards), "--replication", str(info.replication),
-            # always explicit, so that cluster.json and not an inherited RAFTKV_RAFT decides
-            "--raft", json.dumps(info.raft, sort_keys=True)]
+    argv = [sys.executable, "-m", "raftkv", "node", "--id", node.id, "--data-dir", node_dir]
+    if info.is_joined(node_id):
+        # the cluster tells a newcomer its layout and founders when it admits it (first start); later
+        # starts find that answer in the data dir, so the seeds only matter once
+        argv += ["--nodes", format_nodes([node]), "--join", _join_seeds(info, node_id)]
+    else:
+        argv += ["--nodes", info.nodes_spec, "--shards", str(info.shards), "--replication", str(info.replication)]
+    # always explicit, so that cluster.json and not an inherited RAFTKV_RAFT decides
+    argv += ["--raft", json.dumps(info.raft, sort_keys=True)]
     for name, value in sorted(info.settings.items()):
         argv += [SETTINGS[name], str(value)]
-    if info.peer_via.get(node_id):
+    # not for a newcomer: its --nodes names only itself, and a node refuses --peer-via for peers it
+    # does not know at start
+    if info.peer_via.get(node_id) and not info.is_joined(node_id):
         argv += ["--peer-via", format_peer_via(info.peer_via[node_id])]
     if os.path.exists(_secret_path(info)):  # see _ensure_secret: all nodes have it, or none does
         argv += ["--secret-file", _secret_path(info)]
@@ -410,6 +460,41 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
     _CHILDREN[proc.pid] = proc
     _write_atomic(_pid_file(info, node_id), f"{proc.pid}\n")
     return proc.pid
+
+
+def _join_seeds(info: ClusterInfo, node_id: str) -> str:
+    """Client addresses of the other nodes, running ones first (``--join`` tries them in turn)."""
+    others = [n for n in info.nodes if n.id != node_id]
+    running = [n for n in others if _live_pid(info, n.id) is not None]
+    return ",".join(format_hostport(n.client) for n in [*running, *(n for n in others if n not in running)])
+
+
+def _id_number(node_id: str) -> int:
+    """k of a node id ``n<k>`` (what the launcher names nodes); -1 for any other id."""
+    m = re.fullmatch(r"n(\d+)", node_id)
+    return int(m.group(1)) if m else -1
+
+
+def _terminate(info: ClusterInfo, running: dict[str, int], timeout: float) -> dict[str, str]:
+    """Stop the given (verified) node processes: SIGTERM, up to ``timeout`` s, then SIGKILL.
+
+    Returns node id -> "stopped", "killed" or "still running" (survived SIGKILL for 5 s, e.g.
+    stuck in the kernel), and removes the PID files of those that are gone.
+    """
+    for pid in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a node paused by a fault test must run to see the TERM
+    stragglers = _wait_dead(running, time.monotonic() + timeout)
+    for pid in stragglers.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    survivors = _wait_dead(stragglers, time.monotonic() + 5.0)
+    for node_id, pid in running.items():
+        if node_id not in survivors:
+            _remove_pid_file(info, node_id, pid)
+    return {node_id: ("still running" if node_id in survivors else "killed" if node_id in stragglers
+                      else "stopped") for node_id in running}
 
 
 def _wait_dead(pids: dict[str, int], deadline: float) -> dict[str, int]:
@@ -590,19 +675,19 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
                 info = replace(info, peer_via=_checked_peer_via(info, peer_via))
             if settings:
                 info = replace(info, settings=check_settings(settings))
-            _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+            _save(info)
         else:
             _check_same_layout(info, nodes, base_port, shards, replication)
             if raft is not None and raft != info.raft:
                 info = replace(info, raft=dict(raft))
-                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+                _save(info)
             if settings and {**info.settings, **settings} != info.settings:
                 info = replace(info, settings=check_settings({**info.settings, **settings}))
-                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+                _save(info)
             checked = None if peer_via is None else _checked_peer_via(info, peer_via)
             if checked is not None and checked != info.peer_via:
                 info = replace(info, peer_via=checked)
-                _write_atomic(os.path.join(root, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+                _save(info)
         _ensure_secret(info)
         for node in info.nodes:
             if _live_pid(info, node.id) is None:
@@ -733,21 +818,10 @@ def stop(data_dir: str | os.PathLike[str], timeout: float = 10.0) -> dict[str, s
             info = ClusterInfo(root, tuple(NodeAddress(i, (HOST, 0), (HOST, 0)) for i in ids), 0, 0)
         result = {n.id: "not running" for n in info.nodes}
         running = {n.id: pid for n in info.nodes if (pid := _live_pid(info, n.id)) is not None}
-        for pid in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                os.kill(pid, signal.SIGCONT)  # a node paused by a fault test must run to see the TERM
-        stragglers = _wait_dead(running, time.monotonic() + timeout)
-        for pid in stragglers.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        survivors = _wait_dead(stragglers, time.monotonic() + 5.0)
-        for node_id in running:
-            result[node_id] = ("still running" if node_id in survivors
-                               else "killed" if node_id in stragglers else "stopped")
+        result.update(_terminate(info, running, timeout))
         for n in info.nodes:
-            if n.id not in survivors:
-                _remove_pid_file(info, n.id)
+            if result[n.id] == "not running":
+                _remove_pid_file(info, n.id)  # a stale one
     return result
 
 
@@ -763,17 +837,29 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
     ``bytes``, ``keys`` (both approximate) and ``writes_per_s`` (recent) come from the leader's
     replica, else another replica that reports them, else are None.  ``include_meta`` adds
     ``"meta": {"leader"}``, the shard map's own Raft group.
+
+    Each node entry also has ``state`` ("up", "suspect", "dead" or "decommissioning"), ``replicas``
+    (how many shards the map places on it) and ``leaders`` (how many it leads, as it last reported)
+    as the meta leader sees them; all three are None when no meta leader answers, and ``leaders``
+    also before the node's first heartbeat reached it.
     """
     info = load(data_dir)
     expect = {format_hostport(n.client): (n.id, info.pids[n.id]) for n in info.nodes if info.pids[n.id]}
     view = _probe(list(expect), expect, brief=False)  # with each shard's size, rate and keys
     up_ids = {st["node"] for st in view.status.values()}
     out: dict[str, Any] = {
-        "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids}
+        "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids,
+                   "state": None, "replicas": None, "leaders": None}
                   for n in info.nodes],
         "shards": [],
         "epoch": None if view.shard_map is None else int(view.shard_map["epoch"]),
     }
+    # the meta leader is the one node that knows liveness: ask it first, the others if it is silent
+    meta_leader = view.leaders.get(META_GROUP)
+    asked = sorted(view.status, key=lambda a: view.status[a].get("node") != meta_leader)
+    states = _member_states(asked)
+    for entry in out["nodes"]:
+        entry.update(states.get(entry["id"], {}))
     reports = _group_reports(view)
     for raw in (view.shard_map or {}).get("shards", []):
         s = Shard.from_dict(raw)  # also fills in generation 1 for maps written before splits
@@ -785,6 +871,22 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
     if include_meta:
         out["meta"] = {"leader": view.leaders.get(META_GROUP)}
     return out
+
+
+def _member_states(addrs: Sequence[str], timeout: float = PROBE_TIMEOUT) -> dict[str, dict[str, Any]]:
+    """node id -> {"state", "replicas", "leaders"} from the first of ``addrs`` that leads the meta
+    group (only the meta leader includes ``states`` in its ``nodes`` reply); {} if none does."""
+    for addr in addrs:
+        try:
+            reply = call(addr, "nodes", timeout=timeout)
+        except RaftKVError:
+            continue
+        states = reply.get("states") if isinstance(reply, dict) else None
+        if isinstance(states, dict):
+            return {str(nid): {"state": st.get("state") if isinstance(st.get("state"), str) else None,
+                               "replicas": _count(st.get("replicas")), "leaders": _count(st.get("leaders"))}
+                    for nid, st in states.items() if isinstance(st, dict)}
+    return {}
 
 
 def _group_reports(view: _View) -> dict[str, dict[str, dict[str, Any]]]:
@@ -817,3 +919,240 @@ def _rate(value: Any) -> float | None:
     if type(value) in (int, float) and value >= 0 and value != float("inf"):
         return float(value)
     return None
+
+
+# --- membership: adding and removing nodes --------------------------------------------------------
+
+MEMBER_RPC_TIMEOUT = 10.0  # per request; decommission and forget commit through the meta group
+POLL_INTERVAL = 0.5
+
+
+def read_secret(path: str | os.PathLike[str] | None) -> bytes | None:
+    """The cluster secret kept in the file at ``path``, read as nodes read it; None without a path."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the secret file {os.fspath(path)}: {exc.strerror}") from None
+
+
+def _cluster_secret(info: ClusterInfo) -> bytes | None:
+    path = _secret_path(info)
+    return read_secret(path) if os.path.exists(path) else None
+
+
+def member_records(seeds: str | Sequence[str], timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+    """Every node's record as the cluster keeps it (``nodes``): id -> {"id", "client", "peer",
+    "state", "version"}, from the first of ``seeds`` that answers."""
+    reply = call_any(seeds, "nodes", timeout=timeout)
+    return {str(r["id"]): r for r in reply.get("records") or [] if isinstance(r, dict) and "id" in r}
+
+
+def placed_on(seeds: str | Sequence[str], node_id: str, timeout: float = 2.0) -> list[str] | None:
+    """The shards whose replicas or learners include ``node_id`` in the newest map any of ``seeds``
+    returns; None if none answers."""
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    best: dict[str, Any] | None = None
+    for addr in (a.strip() for a in items if a.strip()):
+        try:
+            reply = call(addr, "map", timeout=timeout)
+        except RaftKVError:
+            continue
+        shard_map = reply.get("map") if isinstance(reply, dict) else None
+        if isinstance(shard_map, dict) and (best is None or shard_map["epoch"] > best["epoch"]):
+            best = shard_map
+    if best is None:
+        return None
+    return [s["id"] for s in best["shards"] if node_id in s.get("replicas", []) or node_id in s.get("learners", [])]
+
+
+def decommission(seeds: str | Sequence[str], node_id: str, secret: bytes | None, timeout: float = 30.0) -> None:
+    """Ask the cluster to drain ``node_id`` (the meta leader's mover moves its replicas away).
+
+    Retried while the cluster is unavailable (a meta election); the node's refusal (unknown node,
+    too few active nodes would remain) is raised as it answered it, an :class:`InvalidArgument`.
+    Asking again for a node already being drained is harmless.
+    """
+    deadline = time.monotonic() + timeout
+    proof = maplink.proof(secret, ["decommission", node_id])
+    while True:
+        try:
+            call_any(seeds, "decommission", timeout=MEMBER_RPC_TIMEOUT, node=node_id, proof=proof)
+            return
+        except Unavailable as exc:
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"cannot decommission {node_id}: {exc.message}") from None
+        time.sleep(POLL_INTERVAL)
+
+
+def drain_and_forget(seeds: str | Sequence[str], node_id: str, secret: bytes | None, timeout: float = 600.0,
+                     progress: Callable[[int], None] | None = None) -> None:
+    """Decommission ``node_id``, wait until it holds no replica, and delete its record (``forget``).
+
+    ``progress(n)`` is called with the number of shards that still place a replica (voter or
+    learner) on the node, first and whenever it changes.  The map empties first; the meta leader
+    may still count a replica the map does not show (the meta group's own), so ``forget`` is
+    retried while it answers that the node "still holds" one.  Raises :class:`Unavailable` after
+    ``timeout`` seconds, with the last answer; the cluster goes on draining the node meanwhile, so
+    calling this again later picks up where it stopped.
+    """
+    deadline = time.monotonic() + timeout
+    decommission(seeds, node_id, secret, timeout)
+    proof = maplink.proof(secret, ["forget", node_id])
+    reported: int | None = None
+    last = "no node returned the shard map"
+    while True:
+        held = placed_on(seeds, node_id)
+        if held is not None:
+            if len(held) != reported:
+                reported = len(held)
+                if progress is not None:
+                    progress(reported)
+            last = f"the map still places it in {len(held)} shards ({', '.join(held[:5])})" if held else last
+        if held == []:
+            try:
+                call_any(seeds, "forget", timeout=MEMBER_RPC_TIMEOUT, node=node_id, proof=proof)
+                return
+            except InvalidArgument as exc:
+                if "still holds" not in exc.message:
+                    raise
+                last = f"forget answered: {exc.message}"
+            except Unavailable as exc:
+                last = f"forget: {exc.message}"
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"node {node_id} is not drained after {timeout:g}s: {last}. The cluster goes on "
+                              "moving its replicas away; run the removal again to finish it")
+        time.sleep(POLL_INTERVAL)
+
+
+def _next_id(info: ClusterInfo) -> str:
+    """``n<k>``, k one more than any id the cluster directory has used: nodes, removed founders, and
+    node directories left by removed nodes (a new node must not start on a removed one's data)."""
+    used = [_id_number(n.id) for n in (*info.nodes, *info.removed_founders)]
+    used += [_id_number(d) for d in os.listdir(info.data_dir) if os.path.isdir(os.path.join(info.data_dir, d))]
+    return f"n{max([0, *used]) + 1}"
+
+
+def _new_ports(info: ClusterInfo) -> tuple[int, int]:
+    """A free client port and a free peer port that no node in ``cluster.json`` has (a stopped node's
+    ports are free now but still its own)."""
+    taken = {p for n in (*info.nodes, *info.removed_founders) for p in (n.client[1], n.peer[1])}
+    ports = [p for p in free_ports(2 + len(taken)) if p not in taken]
+    return ports[0], ports[1]
+
+
+def add_node(data_dir: str | os.PathLike[str], wait: float = 60.0) -> str:
+    """Add a node to the running cluster in ``data_dir``; return its id once the cluster knows it.
+
+    The node gets the next id (``n<k>``) and free ports, is recorded in ``cluster.json`` as joined,
+    and is started with ``--join`` (see :func:`_spawn`).  Waits up to ``wait`` seconds until it
+    answers ``status``, the cluster's node records include it and the meta leader sees it up; the
+    mover then gives it replicas over time.  Raises :class:`Unavailable` if no node of the cluster runs, or if the new node does
+    not join in time: it stays in ``cluster.json`` then (``start`` tries it again,
+    :func:`remove_node` takes it out).
+    """
+    root = _root(data_dir)
+    with _locked(root):
+        info = load(root)
+        running = [format_hostport(n.client) for n in info.nodes if info.pids[n.id] is not None]
+        if not running:
+            raise Unavailable(f"no node of the cluster in {root} is running: a node joins a running cluster "
+                              f"(start it with `raftkv cluster start --data-dir {data_dir}`)")
+        node_id = _next_id(info)
+        client, peer = _new_ports(info)
+        node = NodeAddress(node_id, (HOST, client), (HOST, peer))
+        info = replace(info, nodes=(*info.nodes, node), joined=(*info.joined, node_id))
+        _save(info)  # first: if we die now, the next `start` still knows (and starts) the node
+        pid = _spawn(info, node_id)
+    address = format_hostport(node.client)
+    deadline = time.monotonic() + wait
+    while True:
+        if _probe([address], {address: (node_id, pid)}).status:
+            with contextlib.suppress(RaftKVError):
+                if node_id in member_records(running):
+                    # and, if a meta leader answers, until it has heard the newcomer's heartbeat:
+                    # before that it shows the node as dead (see status)
+                    states = _member_states(running)
+                    if not states or states.get(node_id, {}).get("state") == "up":
+                        return node_id
+        if _live_pid(info, node_id) is None:
+            raise Unavailable(f"node {node_id} exited{_how_it_ended(info, node_id)} before joining: "
+                              f"{_log_tail(info, node_id)} (log {os.path.join(info.node_dir(node_id), LOG_FILE)}). "
+                              f"It stays in {CLUSTER_FILE}: `raftkv cluster start` tries it again, "
+                              f"`raftkv cluster remove-node --node {node_id}` takes it out")
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"node {node_id} (pid {pid}) has not joined after {wait:g}s; it goes on trying "
+                              f"(log {os.path.join(info.node_dir(node_id), LOG_FILE)})")
+        time.sleep(0.2)
+
+
+def remove_node(data_dir: str | os.PathLike[str], node_id: str, wait: float = 600.0,
+                progress: Callable[[int], None] | None = None) -> str:
+    """Take node ``node_id`` out of the cluster in ``data_dir`` for good.
+
+    Decommissions it, waits until its replicas (and their leadership) have moved to other nodes
+    and the cluster has forgotten it (:func:`drain_and_forget`, ``progress`` as there), then stops
+    its process and drops it from ``cluster.json``.  Its directory stays, log included; its id is
+    not given to a later node.  Returns how its process ended: "stopped", "killed", "still
+    running" or "not running".
+
+    Refused with :class:`InvalidArgument` (and nothing changed) for a node the directory does not
+    have, or when the cluster refuses: fewer active nodes than the replication factor would remain.
+    A node the cluster never admitted (an :func:`add_node` that failed) is just stopped and dropped.
+    """
+    root = _root(data_dir)
+    info = load(root)
+    info.node(node_id)  # a clear error for an unknown id
+    deadline = time.monotonic() + wait
+    # the others first: the node being removed is the one that stops serving at the end
+    seeds = [format_hostport(n.client) for n in sorted(info.nodes, key=lambda n: n.id == node_id)
+             if info.pids[n.id] is not None]
+    if not [a for a in seeds if a != format_hostport(info.node(node_id).client)]:
+        raise Unavailable(f"no other node of the cluster in {root} is running; start the cluster first")
+    stopped = None
+    if node_id not in _records_or_unavailable(seeds):
+        # never admitted: nothing to drain.  Stop it first, then look again (it may have been
+        # admitted just now, and then it leaves the normal way)
+        stopped = _stop_one(root, node_id)
+        if node_id not in _records_or_unavailable(seeds):
+            _drop(root, node_id)
+            return stopped
+    drain_and_forget(seeds, node_id, _cluster_secret(info), max(1.0, deadline - time.monotonic()), progress)
+    outcome = _stop_one(root, node_id)
+    _drop(root, node_id)
+    return stopped if stopped is not None and outcome == "not running" else outcome
+
+
+def _records_or_unavailable(seeds: Sequence[str]) -> dict[str, dict[str, Any]]:
+    try:
+        return member_records(seeds, timeout=MEMBER_RPC_TIMEOUT)
+    except Unavailable as exc:
+        raise Unavailable(f"cannot read the cluster's node records: {exc.message}") from None
+
+
+def _stop_one(root: str, node_id: str, timeout: float = 10.0) -> str:
+    """Stop node ``node_id``'s process if it runs; how it ended (as :func:`stop` says it)."""
+    with _locked(root):
+        info = load(root)
+        pid = info.pids.get(node_id)
+        if pid is None:
+            _remove_pid_file(info, node_id)
+            return "not running"
+        return _terminate(info, {node_id: pid}, timeout)[node_id]
+
+
+def _drop(root: str, node_id: str) -> None:
+    """Remove node ``node_id`` from ``cluster.json``; a founder's address is kept for the other
+    founders' ``--nodes`` (their identity)."""
+    with _locked(root):
+        info = load(root)
+        gone = info.node(node_id)
+        founder = not info.is_joined(node_id)
+        peer_via = {src: {dst: a for dst, a in via.items() if dst != node_id}
+                    for src, via in info.peer_via.items() if src != node_id}
+        _save(replace(info, nodes=tuple(n for n in info.nodes if n.id != node_id),
+                      joined=tuple(j for j in info.joined if j != node_id),
+                      removed_founders=(*info.removed_founders, gone) if founder else info.removed_founders,
+                      peer_via={src: via for src, via in peer_via.items() if via}))

@@ -619,7 +619,11 @@ class RaftGroup(SyncObj):
         added = set(learners) - set(self.config.learners) - set(self.config.voters)
         if added and self._SyncObj__raftLog[0][1] <= 1:
             # a newcomer must start from a snapshot: replaying the log from entry 1 would run
-            # commands (splits, sessions) against bounds that are no longer the ones they met
+            # commands (splits, sessions) against bounds that are no longer the ones they met.
+            # A compaction keeps the entry before the last applied one, so a group that never
+            # took a write (two no-ops) first gets one more entry: an empty batch of puts.
+            if self.raftLastApplied < 3:
+                self.submit(commands.put([]), lambda _result, _err: None)
             self.forceLogCompaction()
             return "preparing a snapshot for the new replica; retry"
         return None

@@ -252,11 +252,16 @@ class Members:
         known = self.records().get(record.id)
         if known is None:
             await self._change_node(meta, record.id, 0, record, req)
+            self.liveness.observe(record.id, time.monotonic())  # heard from just now, not dead since we lead
             log.info("node %s joins (client %s, peer %s)", record.id, record.client, record.peer)
         elif (known.client, known.peer) != (record.client, record.peer):
             raise InvalidArgument(f"node id {record.id} is taken by a node at {known.client}")
         recs = self.records()
-        founders = [recs[f].to_dict() for f in self.config.founder_ids() if f in recs]
+        # every founder, also one that has left since: their ids fix the initial map on every node
+        addresses = {n.id: {"id": n.id, "client": format_hostport(n.client), "peer": format_hostport(n.peer)}
+                     for n in self.config.nodes}
+        founders = [recs[f].to_dict() if f in recs else addresses[f] for f in self.config.founder_ids()
+                    if f in recs or f in addresses]
         return {"records": [r.to_dict() for r in recs.values()], "founders": founders,
                 "shards": self.config.shards, "replication": self.config.replication}
 

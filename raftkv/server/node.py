@@ -347,7 +347,8 @@ class Node:
         version = (store.generation, store.applied_index)
         if self._map_cache is None or self._map_cache[0] != version:
             stored = commands.stored_shard_map(store)
-            self._map_cache = (version, stored or self.initial_map)
+            # a meta replica still waiting for its first snapshot (it just moved here) knows nothing
+            self._map_cache = (version, stored or self._followed or self.initial_map)
         return self._map_cache[1]
 
     def _bootstrap_meta(self) -> None:

@@ -95,3 +95,54 @@ def test_a_dead_node_is_replaced_under_writes_and_its_stale_replicas_go_when_it_
     # three live replicas everywhere again: any one more node may fail without losing a write
     cluster.kill(next(s for s in shards(cluster.seeds) if s["id"] == held[0])["replicas"][0])
     assert_none_lost(cluster.seeds, writers.acked)
+
+
+def _learning(seeds: str) -> dict[str, list[str]]:
+    """Shard -> its learners, for the shards with a move under way."""
+    return {s["id"]: s["learners"] for s in shards(seeds) if s.get("learners")}
+
+
+def test_a_drain_survives_kill_9_of_the_receiving_node_and_of_the_meta_leader(make_cluster):
+    """A node is decommissioned under writes; in the middle of its moves the node receiving a
+    replica is killed, then the meta leader.  Both come back; the drain completes from the map
+    alone, and nothing acknowledged is lost."""
+    from raftkv.server import maplink
+
+    cluster = make_cluster(nodes=5, settings={"dead_after": 5})
+    secret_path = f"{cluster.root}/secret"
+    try:
+        with open(secret_path, "rb") as f:
+            secret: bytes | None = f.read().strip()
+    except FileNotFoundError:
+        secret = None
+    leaving = "n1"
+    with Appenders(cluster.seeds, lanes=3, batch=batch) as writers:
+        wait_until(lambda: len(writers.acked) > 300, 60, "writes before the drain")
+        rpc.call_any(cluster.seeds, "decommission", timeout=10.0, node=leaving,
+                     proof=maplink.proof(secret, ["decommission", leaving]))
+        moving = wait_until(lambda: _learning(cluster.seeds), 60, "a replica moving")
+        receiver = next(iter(moving.values()))[0]
+        cluster.kill(receiver)
+        wait_until(lambda: any(len(s["replicas"]) > 3 or s.get("learners") for s in shards(cluster.seeds)
+                               if receiver not in s["replicas"] + s.get("learners", [])), 60,
+                   "another move under way")
+        leader = wait_until(lambda: meta_leader(cluster), 30, "the meta leader")
+        if leader != receiver:
+            cluster.kill(leader)
+        time.sleep(2.0)
+        cluster.restart(receiver)
+        if leader != receiver:
+            cluster.restart(leader)
+
+        def drained() -> bool:
+            rpc.call_any(cluster.seeds, "forget", timeout=10.0, node=leaving,
+                         proof=maplink.proof(secret, ["forget", leaving]))
+            return True
+
+        wait_until(drained, 180, f"{leaving} drained and forgotten")
+        # the meta leader's map no longer names it; every node's copy follows within a second
+        wait_until(lambda: not placed_on(cluster.seeds, leaving), 10, f"every map without {leaving}")
+        wait_until(lambda: fully_replicated(cluster.seeds), 120, "every shard at three voters")
+        acked_during = len(writers.acked)
+        wait_until(lambda: len(writers.acked) > acked_during + 100, 60, "writes after the drain")
+    assert_none_lost(cluster.seeds, writers.acked)

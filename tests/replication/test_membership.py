@@ -230,3 +230,33 @@ def test_the_peer_port_learns_and_forgets_nodes_at_run_time(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_change_takes_effect_when_applied_so_a_rolled_back_one_never_did(tmp_path):
+    """Traps 1 and 5: pysyncobj makes a change take effect when its entry is *appended*, and
+    reverses it when a follower's log is rolled back.  Ours take effect when applied: an entry
+    that never commits changes nothing, and its rollback has nothing to undo."""
+    c = LocalCluster(str(tmp_path), n=3)
+    try:
+        c.put(1, b"a")
+        leader_id, leader = c.leader()
+        followers = [n for n in c.ids if n != leader_id]
+        for nid in followers:
+            c.stop_node(nid)
+        version = config_of(c, leader_id).version
+        leader.submit(commands.change_members(list(c.ids), ["n9"], version), lambda r, e: None)
+        c.loops[leader_id].poke("g1")
+        wait_until(lambda: on_loop(c, leader_id, lambda: commands.is_member_change(
+            leader.journal[len(leader.journal) - 1][0])), 10, "the change appended at the cut-off leader")
+        time.sleep(1.0)
+        assert config_of(c, leader_id).learners == (), "a change took effect before it committed"
+        c.stop_node(leader_id)
+        for nid in followers:
+            c.start_node(nid)
+        c.put(2, b"b")  # the two followers elect a leader and overwrite the old leader's suffix
+        c.start_node(leader_id)
+        c.assert_replicated({1: b"a", 2: b"b"})
+        for nid in c.ids:
+            assert config_of(c, nid) == membership.Config.of(c.ids, [], version), nid
+    finally:
+        c.close()
