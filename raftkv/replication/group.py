@@ -506,6 +506,7 @@ class RaftGroup(SyncObj):
         self.serializer.recover_journal()
         self._SyncObj__serializer = self.serializer
         self.peer_ids = peers
+        self._handing_over: tuple[float, str | None] | None = None  # (until, preferred): hand_over
         self._set_members(self.config)
 
     # --- the state machine --------------------------------------------------------------------
@@ -545,12 +546,15 @@ class RaftGroup(SyncObj):
                 leader = self._SyncObj__raftLeader
                 if leader is not None:
                     self._SyncObj__sendNextNodeIdx(leader, success=True)
-        if self.passive or not self.votes or self.raftCommitIndex > self.raftLastApplied:
-            # Never campaign as a learner or a removed replica; nor with committed entries not yet
-            # applied, one of which may change the configuration our majority would count in
-            # (etcd's rule): a node two configurations behind could win with a stale majority.
+        if self.passive or not self.votes or self._change_committed_unapplied():
+            # Never campaign as a learner or a removed replica; nor with a committed membership
+            # change not yet applied, which may change the majority we would count in (etcd's
+            # rule): a node two configurations behind could win with a stale majority.  (Any
+            # other committed, unapplied entry is harmless here: blocking on it would also lose
+            # a leadership hand-off, whose TimeoutNow arrives with the entries that commit.)
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
         super().doTick(timeToWait)
+        self._try_hand_over()
 
     # --- membership (Raft thread) -------------------------------------------------------------
 
@@ -628,12 +632,17 @@ class RaftGroup(SyncObj):
             return "preparing a snapshot for the new replica; retry"
         return None
 
-    def _change_unapplied(self) -> bool:
+    def _change_unapplied(self, upto: int | None = None) -> bool:
         # one change at a time: none may sit in the log between what is applied and its end
+        # (or ``upto``)
         log_ = self._SyncObj__raftLog
         first = log_[0][1]
+        last = self.last_index if upto is None else min(upto, self.last_index)
         return any(commands.is_member_change(log_[i - first][0])
-                   for i in range(max(first, self.raftLastApplied + 1), self.last_index + 1))
+                   for i in range(max(first, self.raftLastApplied + 1), last + 1))
+
+    def _change_committed_unapplied(self) -> bool:
+        return self.raftCommitIndex > self.raftLastApplied and self._change_unapplied(self.raftCommitIndex)
 
     def learner_progress(self) -> dict[str, int]:
         """Leader: each learner's match index (how much of our log it holds)."""
@@ -748,6 +757,34 @@ class RaftGroup(SyncObj):
                 heard[node] = now
         else:
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    HAND_OVER_SECONDS = 2.0
+
+    def hand_over(self, preferred: str | None = None) -> None:
+        """Hand leadership away (this replica is leaving the group): at the first tick, within
+        ``HAND_OVER_SECONDS``, at which a voter holds our whole log -- ``preferred`` if it is one.
+
+        pysyncobj sends TimeoutNow only to a target whose match index equals our last index at
+        that very moment; a group that keeps taking writes is rarely caught up at the instant a
+        caller asks, so we keep asking each tick instead.
+        """
+        self._handing_over = (time.monotonic() + self.HAND_OVER_SECONDS, preferred)
+        self._try_hand_over()
+
+    def _try_hand_over(self) -> None:
+        if self._handing_over is None:
+            return
+        until, preferred = self._handing_over
+        if not self._isLeader() or time.monotonic() > until:
+            self._handing_over = None
+            return
+        match, last = self._SyncObj__raftMatchIndex, self.last_index
+        connected = self._SyncObj__connectedNodes
+        ready = sorted((n for n in self._SyncObj__otherNodes if n in connected and match.get(n, 0) == last),
+                       key=lambda n: (n.id != preferred, n.id))
+        if ready:
+            self._handing_over = None
+            self.transferLeadership(ready[0])
 
     def transfer_to(self, node_id: str) -> None:
         """Ask ``node_id`` to take over leadership (Raft TimeoutNow); pysyncobj refuses if it lags."""

@@ -49,6 +49,7 @@ class MapLink:
 
     def __init__(self, addresses: dict[str, str], secret: bytes | None) -> None:
         self.addresses = addresses  # meta node id -> client host:port
+        self.directory: dict[str, str] = {}  # every node's client address (node records), for redirects
         self.secret = secret
         self._streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Lock]] = {}
         self._ids = itertools.count(1)
@@ -122,6 +123,10 @@ class MapLink:
                 return reply
             except errors.NotLeader as exc:
                 last = exc
+                if exc.leader not in self.addresses and exc.leader in self.directory:
+                    # a leader we did not know to ask (the meta group moved): every node's
+                    # address is in the node records, so follow the redirect there
+                    self.addresses[exc.leader] = self.directory[exc.leader]
                 if exc.leader in self.addresses:
                     order.insert(attempt, exc.leader)
                     continue

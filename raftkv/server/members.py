@@ -93,6 +93,10 @@ class Members:
         """The nodes new replicas may be placed on (not decommissioning), sorted."""
         return sorted(r.id for r in self.records().values() if r.state == nodes.ACTIVE)
 
+    def leaving_ids(self) -> set[str]:
+        """The nodes being decommissioned."""
+        return {r.id for r in self.records().values() if r.state == nodes.DECOMMISSIONING}
+
     def bootstrap(self) -> None:
         """Meta leader, on the Raft thread: write the founding nodes' records once."""
         meta = self.node.loop.groups.get(META_GROUP)
@@ -126,6 +130,7 @@ class Members:
             self._dialing = dialing
             self.node.loop.set_peers(dialing)
             self.links.addresses = {r.id: r.client for r in recs.values()}
+            self.node.maplink.directory = dict(self.links.addresses)
             write_file_atomic(self._path, json.dumps([r.to_dict() for r in recs.values()]).encode())
             log.info("cluster nodes: %s", ", ".join(sorted(recs)))
 
@@ -449,8 +454,8 @@ class Members:
             why = None
             if step.kind == "change":
                 why = g.member_change_refusal(list(step.voters), list(step.learners))
-            elif step.kind == "transfer" and step.target is not None:
-                g.transfer_to(step.target)
+            elif step.kind == "transfer":
+                g.hand_over(step.target)
             return step, why, g.config.version
 
         step, why, version = await self.node.on_raft(decide)

@@ -379,8 +379,14 @@ class Node:
             if state is not None and state.shard.stripe is not None:
                 preferred[gid] = state.shard.replicas[0]  # stripes' leaders spread over nodes
         tried = self._balance_tried = {g: t for g, t in self._balance_tried.items() if now - t < BALANCE_RETRY_AFTER}
+        # a decommissioning node leads nothing new (its groups are leaving it); while it still
+        # leads, the mover's steps hand its leadership away
+        leaving = self.members.leaving_ids()
+        if self.me.id in leaving:
+            return
         choice = pick_transfer(self.me.id, {gid: g.leader_id for gid, g in groups.items()},
-                               {gid: [self.me.id, *g.peer_ids] for gid, g in groups.items()}, preferred, tried)
+                               {gid: [self.me.id, *(p for p in g.peer_ids if p not in leaving)]
+                                for gid, g in groups.items()}, preferred, tried)
         if choice is not None:
             gid, target = choice
             tried[gid] = now

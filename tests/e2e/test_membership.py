@@ -146,3 +146,64 @@ def test_a_drain_survives_kill_9_of_the_receiving_node_and_of_the_meta_leader(ma
         acked_during = len(writers.acked)
         wait_until(lambda: len(writers.acked) > acked_during + 100, 60, "writes after the drain")
     assert_none_lost(cluster.seeds, writers.acked)
+
+
+def test_a_node_joins_under_writes_and_scans_and_takes_its_share(make_cluster):
+    """A fourth node joins while writers and a scanner run.  Every scan is in key order with no
+    key twice, and holds every write acknowledged before it began; replicas and leadership move
+    to the newcomer until its replica count is within the balance band."""
+    import threading
+
+    from raftkv import Client
+    from raftkv.cluster import launcher
+    from raftkv.replication.planner import band
+
+    cluster = make_cluster(nodes=3, settings={"dead_after": 5})
+    problems: list[str] = []
+    scans = [0]
+    with Appenders(cluster.seeds, lanes=2, batch=batch) as writers:
+        stop = threading.Event()
+
+        def scanner() -> None:
+            with Client(cluster.seeds, timeout=30.0) as db:
+                while not stop.is_set():
+                    before = dict(writers.acked)
+                    try:
+                        keys = [k for k, _ in db.range_query(0, 2**64 - 1)]
+                    except Exception as exc:  # noqa: BLE001 -- recorded: a scan must not fail
+                        problems.append(f"scan failed: {exc!r}")
+                        continue
+                    if keys != sorted(set(keys)):
+                        problems.append("a scan returned keys out of order or twice")
+                    missing = set(before) - set(keys)
+                    if missing:
+                        problems.append(f"a scan missed {len(missing)} acknowledged keys")
+                    scans[0] += 1
+
+        t = threading.Thread(target=scanner)
+        t.start()
+        try:
+            wait_until(lambda: len(writers.acked) > 200 and scans[0] > 2, 60, "writes and scans before")
+            newcomer = launcher.add_node(cluster.root)
+            cluster.info = launcher.load(cluster.root)
+
+            def its_share() -> bool:
+                smap = shards(cluster.seeds)
+                counts = {n.id: 0 for n in cluster.info.nodes}
+                for s in smap:
+                    for n in s["replicas"]:
+                        counts[n] += 1
+                lo, hi = band(list(counts.values()))
+                return fully_replicated(cluster.seeds) and counts[newcomer] > 0 and \
+                    all(lo <= c <= hi for c in counts.values())
+
+            wait_until(its_share, 120, f"{newcomer} to take its share of replicas")
+            wait_until(lambda: (node_states(cluster).get(newcomer) or {}).get("leaders"), 60,
+                       f"{newcomer} to lead some shards")
+            done = scans[0]
+            wait_until(lambda: scans[0] > done + 2, 60, "scans after the join")
+        finally:
+            stop.set()
+            t.join(timeout=60)
+    assert not problems, problems[:5]
+    assert_none_lost(cluster.seeds, writers.acked)

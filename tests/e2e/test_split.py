@@ -109,7 +109,8 @@ def test_nodes_without_a_meta_replica_follow_the_map_and_route(make_cluster):
         return rpc.call(cluster.address(node_id), "map", timeout=2.0)["map"]["epoch"]
 
     for node_id in outsiders:
-        wait_until(lambda n=node_id: epoch_at(n) == second["epoch"], 5.0, f"{node_id} to see the new map")
+        # that map or a later one: the mover may be balancing replicas over the five nodes meanwhile
+        wait_until(lambda n=node_id: epoch_at(n) >= second["epoch"], 5.0, f"{node_id} to see the new map")
     # a client that knows only a node without a meta replica finds every shard
     with Client(cluster.address(outsiders[0])) as db:
         keys = [5, (1 << 40) + 1, (1 << 50) + 7, 1 << 63, MAX_KEY]

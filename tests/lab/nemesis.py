@@ -21,17 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-FAULT_KINDS = ("kill", "leader-kill", "pause", "partition", "restart-all", "split", "stripe")
+FAULT_KINDS = ("kill", "leader-kill", "pause", "partition", "restart-all", "split", "stripe", "move")
 PARTITION_VARIANTS = ("leader", "node", "link")  # isolate the leader / a random node / cut one pair
 CUT_MODES = ("reset", "blackhole")
 
 # how long each kind of fault lasts (seconds, drawn uniformly): pauses outlast the lab's election
 # timeout (0.4-0.8 s) so that a paused leader is deposed while it sleeps
 HOLD = {"kill": (1.0, 4.0), "leader-kill": (1.0, 4.0), "pause": (1.5, 3.0), "partition": (2.0, 5.0),
-        "restart-all": (0.5, 2.0), "split": (0.0, 0.0), "stripe": (0.0, 0.0)}
+        "restart-all": (0.5, 2.0), "split": (0.0, 0.0), "stripe": (0.0, 0.0), "move": (0.0, 0.0)}
 # time the cluster needs after the heal before the next fault should start (restarts, elections)
 RECOVERY = {"kill": 2.0, "leader-kill": 2.0, "pause": 1.0, "partition": 1.0, "restart-all": 4.0,
-            "split": 1.0, "stripe": 1.0}
+            "split": 1.0, "stripe": 1.0, "move": 4.0}
 QUIET = (0.5, 2.5)  # extra fault-free time after each recovery, so clients get served between faults
 
 
@@ -135,6 +135,12 @@ class ClusterControl(Protocol):
     def reshape(self, kind: str, pick: int) -> dict[str, Any] | None:
         """Split (``kind`` "split") or stripe ("stripe") the ``pick``-th range shard of the current
         map (modulo their number) at its leader; the node's reply, or None if none could."""
+
+    def move(self, pick: int, timeout: float) -> dict[str, Any] | None:
+        """Take a follower's replica away from the ``pick``-th shard of the current map (modulo
+        their number), through its leader, and wait up to ``timeout`` s for the cluster's mover to
+        give the shard its third replica back (a learner, a snapshot, a promotion); what was
+        done, or None if no shard took the change."""
 
 
 class Nemesis:
@@ -242,6 +248,15 @@ class Nemesis:
             self.event(fault, "start", shards=[s["id"] for s in reply["shards"]], index=index,
                        plan=fault.to_json())
             self.event(fault, "heal", index=index)
+        elif fault.kind == "move":
+            # a membership change and its repair, while the clients run: nothing to heal by hand
+            done = c.move(fault.shard, timeout=30.0)
+            if done is None:
+                self.event(fault, "skip", reason="no shard took the change", index=index)
+                return
+            self.event(fault, "start", shards=[done["shard"]], nodes=[done["removed"]], index=index,
+                       plan=fault.to_json())
+            self.event(fault, "heal", index=index, repaired=done["repaired"])
         elif fault.kind == "restart-all":
             pids = c.kill_all()
             self.event(fault, "start", nodes=list(c.node_ids), pids=pids, index=index, plan=fault.to_json())

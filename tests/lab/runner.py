@@ -234,6 +234,54 @@ class LabCluster:
                 return reply
         return None
 
+    def move(self, pick: int, timeout: float) -> dict[str, Any] | None:
+        """See nemesis.ClusterControl.move."""
+        from raftkv.server import maplink
+
+        assert self.info is not None
+        secret = launcher.read_secret(os.path.join(self.root, "secret")) \
+            if os.path.exists(os.path.join(self.root, "secret")) else None
+        smap = rpc.call_any(self.seeds, "map", timeout=2.0)["map"]
+        full = [s for s in smap["shards"] if len(s["replicas"]) == len(self.node_ids) and not s.get("learners")]
+        if not full:
+            return None
+        shard = full[pick % len(full)]
+        leader = self.leader_of_group(shard["id"])
+        victim = next((n for n in shard["replicas"] if n != leader), None)
+        if leader is None or victim is None:
+            return None
+        fields = {"shard": shard["id"], "add": None, "remove": victim,
+                  "proof": maplink.proof(secret, ["reconfigure", shard["id"], None, victim])}
+        reply = self._at_leader("reconfigure", fields)
+        if reply is None or reply.get("step") != "change":
+            return None
+
+        def repaired() -> bool:
+            now = {s["id"]: s for s in rpc.call_any(self.seeds, "map", timeout=2.0)["map"]["shards"]}
+            s = now.get(shard["id"])
+            return s is not None and len(s["replicas"]) == len(self.node_ids) and not s.get("learners")
+
+        deadline = time.monotonic() + timeout
+        ok = False
+        while time.monotonic() < deadline and not ok:
+            time.sleep(0.5)
+            try:
+                ok = repaired()
+            except RaftKVError:
+                continue
+        return {"shard": shard["id"], "removed": victim, "repaired": ok}
+
+    def leader_of_group(self, group: str) -> str | None:
+        """The node that says it leads ``group``, or None."""
+        for node in self.node_ids:
+            try:
+                st = rpc.call(self.address(node), "status", timeout=1.0, brief=True)
+            except RaftKVError:
+                continue
+            if any(g["id"] == group and g["state"] == "leader" for g in st["groups"]):
+                return node
+        return None
+
     def _at_leader(self, op: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """``op`` answered by the shard's leader (the nodes are asked in turn), or None if refused."""
         deadline = time.monotonic() + 10.0

@@ -28,6 +28,8 @@ SCENARIOS = [
     pytest.param(["partition"], 13, id="partition"),
     pytest.param(["restart-all", "kill"], 16, id="restart-all+kill"),
     pytest.param(["split", "stripe", "leader-kill"], 21, id="split+stripe+leader-kill"),
+    # a shard loses a replica through a membership change, and the mover gives it back
+    pytest.param(["move", "leader-kill"], 22, id="move+leader-kill"),
 ]
 
 

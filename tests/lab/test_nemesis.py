@@ -134,6 +134,10 @@ class FakeCluster:
         self.calls.append((kind, pick))
         return {"shards": [{"id": "s0000"}, {"id": "s0009"}]}
 
+    def move(self, pick: int, timeout: float) -> dict | None:
+        self.calls.append(("move", pick))
+        return {"shard": "s0003", "removed": "n1", "repaired": True}
+
 
 def carry_out(tmp_path, cluster: FakeCluster, plan: list[Fault]) -> list[dict]:
     t0 = time.monotonic()
@@ -150,7 +154,8 @@ def test_each_fault_is_applied_then_healed_in_order(tmp_path) -> None:
     plan = [Fault(0.0, "kill", 0.01, node="n3"), Fault(0.0, "leader-kill", 0.01),
             Fault(0.0, "pause", 0.01), Fault(0.0, "partition", 0.01, variant="leader", mode="blackhole"),
             Fault(0.0, "partition", 0.01, node="n1", peer="n3", variant="link", mode="reset"),
-            Fault(0.0, "restart-all", 0.01), Fault(0.0, "split", 0.0, shard=7), Fault(0.0, "stripe", 0.0, shard=2)]
+            Fault(0.0, "restart-all", 0.01), Fault(0.0, "split", 0.0, shard=7), Fault(0.0, "stripe", 0.0, shard=2),
+            Fault(0.0, "move", 0.0, shard=5)]
     events = carry_out(tmp_path, cluster, plan)
     assert cluster.calls == [
         ("signal", "n3", signal.SIGKILL), ("restart", "n3"),
@@ -158,7 +163,7 @@ def test_each_fault_is_applied_then_healed_in_order(tmp_path) -> None:
         ("signal", "n2", signal.SIGSTOP), ("signal", "n2", signal.SIGCONT),
         ("cut", "n2", "n1", "blackhole"), ("cut", "n2", "n3", "blackhole"), ("heal",),
         ("cut", "n1", "n3", "reset"), ("heal",),
-        ("kill_all",), ("restart_all",), ("split", 7), ("stripe", 2),
+        ("kill_all",), ("restart_all",), ("split", 7), ("stripe", 2), ("move", 5),
     ]
     assert [(e["event"], e["fault"]) for e in events] == [
         (ev, f.kind) for f in plan for ev in ("start", "heal")]
