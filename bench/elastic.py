@@ -231,6 +231,8 @@ def add_node_run(kind: str, args: argparse.Namespace) -> None:
             inside = [(t, n) for t, n in samples if lo <= t <= hi]
             return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) if len(inside) > 1 else 0.0
 
+        print(json.dumps({"bench": "elastic_add_node_samples", "marks": {k: round(v, 1) for k, v in marks.items()},
+                          "samples": [[round(t, 1), n] for t, n in samples]}), file=sys.stderr, flush=True)
         print(json.dumps({"bench": "elastic_add_node", "keys": kind, "cpu_per_node": args.cpu,
                           "inflight": args.inflight,
                           "puts_per_s_before": round(rate(args.warmup, marks["add"])),
