@@ -136,11 +136,14 @@ class ClusterControl(Protocol):
         """Split (``kind`` "split") or stripe ("stripe") the ``pick``-th range shard of the current
         map (modulo their number) at its leader; the node's reply, or None if none could."""
 
-    def move(self, pick: int, timeout: float) -> dict[str, Any] | None:
-        """Take a follower's replica away from the ``pick``-th shard of the current map (modulo
-        their number), through its leader, and wait up to ``timeout`` s for the cluster's mover to
-        give the shard its third replica back (a learner, a snapshot, a promotion); what was
-        done, or None if no shard took the change."""
+    def move(self, pick: int) -> dict[str, Any] | None:
+        """Take a follower's replica away from the ``pick``-th fully replicated shard of the
+        current map (modulo their number), through its leader: ``{"shard", "removed"}``, or None
+        if no shard took the change."""
+
+    def repaired(self, shard: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the cluster's mover to give ``shard`` its full replica set
+        back (a learner, a snapshot, a promotion); whether it did."""
 
 
 class Nemesis:
@@ -250,13 +253,13 @@ class Nemesis:
             self.event(fault, "heal", index=index)
         elif fault.kind == "move":
             # a membership change and its repair, while the clients run: nothing to heal by hand
-            done = c.move(fault.shard, timeout=30.0)
+            done = c.move(fault.shard)
             if done is None:
                 self.event(fault, "skip", reason="no shard took the change", index=index)
                 return
             self.event(fault, "start", shards=[done["shard"]], nodes=[done["removed"]], index=index,
                        plan=fault.to_json())
-            self.event(fault, "heal", index=index, repaired=done["repaired"])
+            self.event(fault, "heal", index=index, repaired=c.repaired(done["shard"], timeout=30.0))
         elif fault.kind == "restart-all":
             pids = c.kill_all()
             self.event(fault, "start", nodes=list(c.node_ids), pids=pids, index=index, plan=fault.to_json())

@@ -234,7 +234,7 @@ class LabCluster:
                 return reply
         return None
 
-    def move(self, pick: int, timeout: float) -> dict[str, Any] | None:
+    def move(self, pick: int) -> dict[str, Any] | None:
         """See nemesis.ClusterControl.move."""
         from raftkv.server import maplink
 
@@ -255,21 +255,21 @@ class LabCluster:
         reply = self._at_leader("reconfigure", fields)
         if reply is None or reply.get("step") != "change":
             return None
+        return {"shard": shard["id"], "removed": victim}
 
-        def repaired() -> bool:
-            now = {s["id"]: s for s in rpc.call_any(self.seeds, "map", timeout=2.0)["map"]["shards"]}
-            s = now.get(shard["id"])
-            return s is not None and len(s["replicas"]) == len(self.node_ids) and not s.get("learners")
-
+    def repaired(self, shard: str, timeout: float) -> bool:
+        """See nemesis.ClusterControl.repaired."""
         deadline = time.monotonic() + timeout
-        ok = False
-        while time.monotonic() < deadline and not ok:
+        while time.monotonic() < deadline:
             time.sleep(0.5)
             try:
-                ok = repaired()
+                now = {s["id"]: s for s in rpc.call_any(self.seeds, "map", timeout=2.0)["map"]["shards"]}
             except RaftKVError:
                 continue
-        return {"shard": shard["id"], "removed": victim, "repaired": ok}
+            s = now.get(shard)
+            if s is not None and len(s["replicas"]) == len(self.node_ids) and not s.get("learners"):
+                return True
+        return False
 
     def leader_of_group(self, group: str) -> str | None:
         """The node that says it leads ``group``, or None."""

@@ -134,9 +134,13 @@ class FakeCluster:
         self.calls.append((kind, pick))
         return {"shards": [{"id": "s0000"}, {"id": "s0009"}]}
 
-    def move(self, pick: int, timeout: float) -> dict | None:
+    def move(self, pick: int) -> dict | None:
         self.calls.append(("move", pick))
-        return {"shard": "s0003", "removed": "n1", "repaired": True}
+        return {"shard": "s0003", "removed": "n1"}
+
+    def repaired(self, shard: str, timeout: float) -> bool:
+        self.calls.append(("repaired", shard))
+        return True
 
 
 def carry_out(tmp_path, cluster: FakeCluster, plan: list[Fault]) -> list[dict]:
@@ -163,7 +167,7 @@ def test_each_fault_is_applied_then_healed_in_order(tmp_path) -> None:
         ("signal", "n2", signal.SIGSTOP), ("signal", "n2", signal.SIGCONT),
         ("cut", "n2", "n1", "blackhole"), ("cut", "n2", "n3", "blackhole"), ("heal",),
         ("cut", "n1", "n3", "reset"), ("heal",),
-        ("kill_all",), ("restart_all",), ("split", 7), ("stripe", 2), ("move", 5),
+        ("kill_all",), ("restart_all",), ("split", 7), ("stripe", 2), ("move", 5), ("repaired", "s0003"),
     ]
     assert [(e["event"], e["fault"]) for e in events] == [
         (ev, f.kind) for f in plan for ev in ("start", "heal")]
