@@ -69,6 +69,8 @@ class Members:
         self._path = os.path.join(node.config.data_dir, NODES_FILE)
         self._followed: dict[str, NodeRecord] | None = self._load()
         self._tag: str | None = None
+        self._stored: tuple[tuple[int, int, int], dict[str, NodeRecord]] | None = None  # records() cache
+        self._tag_of: tuple[dict[str, NodeRecord], str] | None = None
         self._dialing: dict[str, tuple[str, int]] | None = None
         self._bootstrapping = False
         self.links = maplink.MapLink({}, node.config.secret)  # to any node's client port
@@ -81,13 +83,23 @@ class Members:
         else the founding nodes of the configuration."""
         store = self.node.stores.get(META_GROUP)
         if store is not None:
-            stored = commands.stored_nodes(store)
-            if stored:
-                return stored
+            # read back only when the meta store changed: the meta leader answers every node's
+            # heartbeat with the records' tag, and reading them all each time is O(nodes) per beat
+            version = (id(store), store.generation, store.applied_index)
+            if self._stored is None or self._stored[0] != version:
+                self._stored = (version, commands.stored_nodes(store))
+            if self._stored[1]:
+                return self._stored[1]
         if self._followed:
             return self._followed
         return {n.id: NodeRecord(n.id, format_hostport(n.client), format_hostport(n.peer))
                 for n in self.config.nodes}
+
+    def _records_tag(self) -> str:
+        recs = self.records()
+        if self._tag_of is None or self._tag_of[0] is not recs:  # records() returns the cached dict
+            self._tag_of = (recs, records_tag(recs))
+        return self._tag_of[1]
 
     def active_ids(self) -> list[str]:
         """The nodes new replicas may be placed on (not decommissioning), sorted."""
@@ -152,7 +164,7 @@ class Members:
         """Every node's record (None if ``if_tag`` is still current), and at the meta leader each
         node's liveness and its replica and leader counts."""
         recs = self.records()
-        tag = records_tag(recs)
+        tag = self._records_tag()
         out: dict[str, Any] = {"tag": tag, "records": None if req.get("if_tag") == tag else
                                [r.to_dict() for r in recs.values()]}
         meta = self.node.loop.groups.get(META_GROUP)
@@ -205,7 +217,7 @@ class Members:
         self.reports[node_id] = {k: req[k] for k in ("replicas", "leaders") if type(req.get(k)) is int}
         # the answer says where the meta group is now: a node whose meta replica moved away, or
         # that should start one, learns it here
-        return {"meta": meta.config.to_wire(), "tag": records_tag(self.records())}
+        return {"meta": meta.config.to_wire(), "tag": self._records_tag()}
 
     def _meta_leader(self) -> Any:
         meta = self.node.loop.groups.get(META_GROUP)
