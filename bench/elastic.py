@@ -57,6 +57,18 @@ def uncap(names: list[str]) -> None:
         subprocess.run([CPUCAP, "--clear", name], check=False)
 
 
+def leaders(info: launcher.ClusterInfo) -> dict[str, list[str]]:
+    """Node -> the stripes it leads (a node leading two stripes of a segment is the bottleneck)."""
+    out: dict[str, list[str]] = {}
+    for node in info.nodes:
+        try:
+            st = rpc.call(launcher.format_hostport(node.client), "status", timeout=10.0, brief=True)
+        except errors.RaftKVError:
+            continue
+        out[node.id] = [g["id"] for g in st["groups"] if g["state"] == "leader" and g.get("stripe")]
+    return out
+
+
 def shape(seeds: str) -> dict[str, int]:
     smap = rpc.call_any(seeds, "map", timeout=2.0)["map"]
     shards = smap["shards"]
@@ -111,6 +123,19 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
     return done / elapsed, client_cpu
 
 
+def node_cpu(info: launcher.ClusterInfo) -> dict[str, float]:
+    """Each node process's CPU seconds so far (user + system, from /proc)."""
+    out = {}
+    for node, pid in info.pids.items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        out[node] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def flushes(info: launcher.ClusterInfo) -> dict[str, tuple[int, float]]:
     """Each node's durable flushes so far and the seconds its Raft loop waited for them."""
     out = {}
@@ -135,9 +160,9 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
             except errors.RaftKVError:
                 pass
 
-        before = flushes(info)
+        before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
         rate, client_cpu = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
-        after = flushes(info)
+        after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
         count = sum(after[n][0] - before[n][0] for n in after)
         waited = sum(after[n][1] - before[n][1] for n in after)
         # the nodes share this machine's one disk: its flush latency grows with the node count
@@ -147,7 +172,11 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
         # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
         print(json.dumps({"bench": "elastic", "nodes": nodes, "keys": kind, "cpu_per_node": args.cpu,
                           "inflight": args.inflight, "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),
-                          **shape(info.seeds)}), flush=True)
+                          # each node's CPU (cores, warm-up included): one well below the cap is idle
+                          # while the others are the bottleneck
+                          "node_cpu": {n: round((cpu_after[n] - cpu_before[n]) / (t1 - t0), 3)
+                                       for n in cpu_after if n in cpu_before},
+                          "stripe_leaders": leaders(info), **shape(info.seeds)}), flush=True)
         return rate
     finally:
         uncap(names)

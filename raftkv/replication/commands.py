@@ -717,6 +717,11 @@ def stored_nodes(store: ShardStore) -> dict[str, nodes.NodeRecord]:
     return {nid: nodes.NodeRecord.from_dict(d) for nid, d in _node_dicts(store).items()}
 
 
+def has_nodes(store: ShardStore) -> bool:
+    """Whether a meta-group store holds any node record (reads one name, not every record)."""
+    return bool(store.system_names(NODE, NODE + b"\xff", 1))
+
+
 def new_shard_id(number: int) -> str:
     """The id of the shard numbered ``number`` by ``alloc``."""
     return shard_name(number)

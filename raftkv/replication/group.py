@@ -506,7 +506,10 @@ class RaftGroup(SyncObj):
         self.serializer.recover_journal()
         self._SyncObj__serializer = self.serializer
         self.peer_ids = peers
-        self._handing_over: tuple[float, str | None] | None = None  # (until, preferred): hand_over
+        # hand_over in progress: (give up at, hold new appends until, preferred target, only it,
+        # TimeoutNow sent)
+        self._handing_over: tuple[float, float, str | None, bool, bool] | None = None
+        self._appended_at = 0.0  # when we last appended commands as leader: BATCH_WAIT
         self._set_members(self.config)
 
     # --- the state machine --------------------------------------------------------------------
@@ -673,7 +676,14 @@ class RaftGroup(SyncObj):
                 if callable(callback):
                     callback(None, FAIL_REASON.NOT_LEADER)
             return
+        if self._holding_appends():
+            return  # a hand-over waits for its target to catch up: see hand_over
+        if self.raftCommitIndex < self.last_index and time.monotonic() - self._appended_at < self.BATCH_WAIT:
+            return  # the last batch is still on its way to a majority: see BATCH_WAIT
+        before = self.last_index
         super()._checkCommandsToApply()
+        if self.last_index != before:
+            self._appended_at = time.monotonic()
 
     # --- what the loop and the server ask ---------------------------------------------------
 
@@ -759,36 +769,57 @@ class RaftGroup(SyncObj):
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
 
     HAND_OVER_SECONDS = 2.0
+    # A leader appends the commands that arrived while its last batch was on its way to a
+    # majority only once that batch commits (or after this long): one batch per round trip.
+    BATCH_WAIT = 0.005
+    # how long a hand-over may hold back new entries: long enough for the target to catch up in
+    # a round trip or two, short enough that a target that cannot is a brief stall only
+    HOLD_APPENDS_SECONDS = 0.5
 
-    def hand_over(self, preferred: str | None = None) -> None:
-        """Hand leadership away (this replica is leaving the group): at the first tick, within
-        ``HAND_OVER_SECONDS``, at which a voter holds our whole log -- ``preferred`` if it is one.
+    def hand_over(self, preferred: str | None = None, only: bool = False) -> None:
+        """Hand leadership away: at the first tick, within ``HAND_OVER_SECONDS``, at which a
+        voter holds our whole log -- ``preferred`` if it is one, and no one else if ``only``.
 
         pysyncobj sends TimeoutNow only to a target whose match index equals our last index at
-        that very moment; a group that keeps taking writes is rarely caught up at the instant a
-        caller asks, so we keep asking each tick instead.
+        that very moment; a group that keeps taking writes is never caught up at that instant
+        (least of all when its target is slow), so we keep asking each tick and, as etcd does
+        during a transfer, stop appending new commands for up to ``HOLD_APPENDS_SECONDS`` so
+        the target can catch up -- and again for as long once TimeoutNow is sent, or the
+        entries appended meanwhile would make our log longer than the target's and we would
+        refuse it our vote.  The held commands are appended if the hand-over fails, and
+        answered NotLeader (their clients retry at the new leader) if it succeeds.
         """
-        self._handing_over = (time.monotonic() + self.HAND_OVER_SECONDS, preferred)
+        now = time.monotonic()
+        self._handing_over = (now + self.HAND_OVER_SECONDS, now + self.HOLD_APPENDS_SECONDS, preferred, only,
+                              False)
         self._try_hand_over()
 
     def _try_hand_over(self) -> None:
         if self._handing_over is None:
             return
-        until, preferred = self._handing_over
-        if not self._isLeader() or time.monotonic() > until:
+        until, hold, preferred, only, sent = self._handing_over
+        now = time.monotonic()
+        if not self._isLeader() or now > until or (sent and now > hold):
             self._handing_over = None
             return
+        if sent:
+            return  # the target is campaigning: keep our log as it is until it wins, or the hold ends
         match, last = self._SyncObj__raftMatchIndex, self.last_index
         connected = self._SyncObj__connectedNodes
-        ready = sorted((n for n in self._SyncObj__otherNodes if n in connected and match.get(n, 0) == last),
+        ready = sorted((n for n in self._SyncObj__otherNodes if n in connected and match.get(n, 0) == last
+                        and (not only or n.id == preferred)),
                        key=lambda n: (n.id != preferred, n.id))
         if ready:
-            self._handing_over = None
+            self._handing_over = (until, now + self.HOLD_APPENDS_SECONDS, preferred, only, True)
             self.transferLeadership(ready[0])
 
+    def _holding_appends(self) -> bool:
+        return self._handing_over is not None and time.monotonic() < self._handing_over[1]
+
     def transfer_to(self, node_id: str) -> None:
-        """Ask ``node_id`` to take over leadership (Raft TimeoutNow); pysyncobj refuses if it lags."""
-        self.transferLeadership(Node(node_id))
+        """Hand leadership to ``node_id`` (Raft TimeoutNow) once it holds our whole log, within
+        ``HAND_OVER_SECONDS``: see :meth:`hand_over`."""
+        self.hand_over(node_id, only=True)
 
     def maybe_compact(self) -> None:
         """Periodic upkeep: compact when the in-RAM log outgrows its byte budget (pysyncobj only

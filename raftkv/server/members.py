@@ -112,7 +112,8 @@ class Members:
     def bootstrap(self) -> None:
         """Meta leader, on the Raft thread: write the founding nodes' records once."""
         meta = self.node.loop.groups.get(META_GROUP)
-        if meta is None or self._bootstrapping or not meta.leader_ready or commands.stored_nodes(meta.store):
+        # runs every tick: ask the store for one name, not for every record
+        if meta is None or self._bootstrapping or not meta.leader_ready or commands.has_nodes(meta.store):
             return
         self._bootstrapping = True
         founders = self.records()

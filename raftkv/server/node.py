@@ -97,6 +97,9 @@ AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
 BALANCE_RETRY_AFTER = 30.0  # seconds before a group whose hand-off did not happen is tried again
+# ... and before a stripe is handed to its preferred node again: two stripes of a segment led by
+# one node make that node the bottleneck of every write to the segment, so failing costs more
+PREFERRED_RETRY_AFTER = 3.0
 PUBLISH_INTERVAL = 1.0  # shard leaders check that the map shows their latest split this often
 SPLIT_CHECK_INTERVAL = 1.0  # shard leaders weigh their shards this often
 APPEND_LAG = 2.0  # seconds: a write past the shard's largest key of this long ago is an append
@@ -378,7 +381,9 @@ class Node:
             state = commands.shard_state(g.store) if gid != META_GROUP else None
             if state is not None and state.shard.stripe is not None:
                 preferred[gid] = state.shard.replicas[0]  # stripes' leaders spread over nodes
-        tried = self._balance_tried = {g: t for g, t in self._balance_tried.items() if now - t < BALANCE_RETRY_AFTER}
+        tried = self._balance_tried = {
+            g: t for g, t in self._balance_tried.items()
+            if now - t < (PREFERRED_RETRY_AFTER if g in preferred else BALANCE_RETRY_AFTER)}
         # a decommissioning node leads nothing new (its groups are leaving it); while it still
         # leads, the mover's steps hand its leadership away
         leaving = self.members.leaving_ids()

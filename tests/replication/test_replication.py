@@ -286,3 +286,43 @@ def test_follower_commits_only_what_the_message_proved():
     t.deliver("n2", {"type": "append_entries", "term": 3, "prevLogIdx": 9, "prevLogTerm": 3, "commit_index": 12})
     t.deliver("n2", {"type": "append_entries", "term": 3, "prevLogIdx": 20, "prevLogTerm": 3, "commit_index": 12})
     assert [m["commit_index"] for m in seen] == [10, 9, 12]
+
+
+def test_one_hand_off_request_reaches_its_target_under_a_stream_of_writes(cluster):
+    """pysyncobj sends TimeoutNow only to a target holding the leader's whole log at that instant,
+    which a group that keeps taking writes never offers.  ``transfer_to`` keeps trying and holds
+    new appends briefly so the target catches up: one request must do (the leader balancer asks
+    once per interval), and the writes around it, retried on NotLeader, all land."""
+    acked: dict[int, bytes] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(lane: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key = lane * 1_000_000 + i
+            try:
+                cluster.put(key, b"w%d" % key)
+            except BaseException as exc:  # noqa: BLE001 -- reported by the test
+                errors.append(exc)
+                return
+            acked[key] = b"w%d" % key
+            i += 1
+
+    writers = [threading.Thread(target=writer, args=(lane,)) for lane in range(4)]
+    for t in writers:
+        t.start()
+    try:
+        wait_until(lambda: len(acked) >= 100, 30, "writes flowing")
+        old, g = cluster.leader()
+        target = next(n for n in cluster.ids if n != old)
+        cluster.loops[old].call_soon(lambda: g.transfer_to(target))
+        wait_until(lambda: cluster.leader(timeout=5)[0] == target, 10, f"leadership on {target}", interval=0.05)
+        count = len(acked)
+        wait_until(lambda: len(acked) >= count + 100, 30, "writes flowing at the new leader")
+    finally:
+        stop.set()
+        for t in writers:
+            t.join(30)
+    assert errors == []
+    cluster.assert_replicated(acked)
