@@ -34,6 +34,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -95,7 +96,8 @@ class RaftOptions:
 
     def __init__(self, heartbeat: float = 0.1, election_min: float = 0.8, election_max: float = 1.6,
                  compact_entries: int = 20000, compact_bytes: int = 64 << 20, compact_seconds: float = 600.0,
-                 snapshot_chunk: int = 256 * 1024, balance_leaders: bool = True) -> None:
+                 snapshot_chunk: int = 256 * 1024, balance_leaders: bool = True,
+                 lease_reads: bool = True) -> None:
         self.heartbeat = heartbeat
         self.election_min = election_min
         self.election_max = election_max
@@ -104,6 +106,7 @@ class RaftOptions:
         self.compact_seconds = compact_seconds
         self.snapshot_chunk = snapshot_chunk
         self.balance_leaders = balance_leaders
+        self.lease_reads = lease_reads  # see RaftGroup.lease_valid
         if not heartbeat * 3 < election_min <= election_max:
             raise ValueError("need heartbeat * 3 < election_min <= election_max")
 
@@ -119,6 +122,9 @@ class GroupTransport(Transport):
         self.journal: DurableJournal | None = None
         self.seq = 0  # stamp of the last AppendEntries sent
         self.acked: dict[str, int] = {}  # peer -> highest stamp it answered
+        self.sent_at: OrderedDict[int, tuple[float, int]] = OrderedDict()  # stamp -> (when sent, term): leases
+        self.acked_at: dict[str, tuple[float, int]] = {}  # peer -> (when the stamp it answered was sent, term)
+        self.campaign_transfer = False  # a campaign started by TimeoutNow is under way: mark its votes
         self._echo: int | None = None
         self.quiescing = False  # the AppendEntries being sent tell followers to stop their timers
         self.group: RaftGroup | None = None
@@ -151,7 +157,10 @@ class GroupTransport(Transport):
             return False
         if kind == "append_entries":
             self.seq += 1
+            self.sent_at[self.seq] = (time.monotonic(), message.get("term", -1))
             message = {**message, "rs": self.seq, **({"rq": True} if self.quiescing else {})}
+        elif kind == "request_vote" and self.campaign_transfer:
+            message = {**message, "rt": True}  # asked for by the leader: voters need not stick to it
         elif kind == "next_node_idx" and self._echo is not None:
             message = {**message, "ra": self._echo}
         return self.hub.send(node.id, self.group_id, message)
@@ -187,6 +196,11 @@ class GroupTransport(Transport):
         if kind in ("request_vote", "response_vote") and group is not None and \
                 (peer_id not in group.peer_ids or not group.votes):
             return  # elections are between voters only: learners and removed replicas sit them out
+        if group is not None:
+            if kind == "request_vote" and message.pop("rt", None) is not True and group.sticky():
+                return  # we heard from a live leader lately: see RaftGroup.sticky
+            if kind == "append_entries" and isinstance(term, int) and term >= group.term:
+                group.heard_at = time.monotonic()
         stamp = message.pop("rs", None)
         answered = message.pop("ra", None)
         quiesce = message.pop("rq", None) is True
@@ -200,6 +214,9 @@ class GroupTransport(Transport):
             group.wake()  # anything but a follower's "caught up" answer to our last heartbeat
         if isinstance(answered, int) and answered > self.acked.get(peer_id, 0):
             self.acked[peer_id] = answered
+            sent = self.sent_at.get(answered)
+            if sent is not None:
+                self.acked_at[peer_id] = sent
         self._echo = stamp if isinstance(stamp, int) else None
         try:
             self._onMessageReceived(node, message)
@@ -510,6 +527,10 @@ class RaftGroup(SyncObj):
         # TimeoutNow sent)
         self._handing_over: tuple[float, float, str | None, bool, bool] | None = None
         self._appended_at = 0.0  # when we last appended commands as leader: BATCH_WAIT
+        # a restarted replica forgets whom it heard from: it sticks to its unknown leader a while
+        self.heard_at = time.monotonic()
+        self._no_lease_term = -1  # the term in which we sent TimeoutNow: no lease for its rest
+        self.lease_until = 0.0  # publish_lease: the lease deadline, for the request threads
         self._set_members(self.config)
 
     # --- the state machine --------------------------------------------------------------------
@@ -556,7 +577,11 @@ class RaftGroup(SyncObj):
             # other committed, unapplied entry is harmless here: blocking on it would also lose
             # a leadership hand-off, whose TimeoutNow arrives with the entries that commit.)
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
-        super().doTick(timeToWait)
+        self.transport.campaign_transfer = self._SyncObj__transferInProgress
+        try:
+            super().doTick(timeToWait)
+        finally:
+            self.transport.campaign_transfer = False
         self._try_hand_over()
 
     # --- membership (Raft thread) -------------------------------------------------------------
@@ -816,6 +841,62 @@ class RaftGroup(SyncObj):
     def _holding_appends(self) -> bool:
         return self._handing_over is not None and time.monotonic() < self._handing_over[1]
 
+    def transferLeadership(self, node: Any = None, callback: Any = None) -> None:  # noqa: N802 -- pysyncobj's
+        """pysyncobj's TimeoutNow, after which this term's lease is void: the target campaigns with
+        votes that ignore stickiness (see :meth:`sticky`), possibly long after we sent it."""
+        self._no_lease_term = self.term
+        self.lease_until = 0.0
+        super().transferLeadership(node, callback)
+
+    # --- leases (Raft thread) -----------------------------------------------------------------
+
+    # The share of the election timeout a lease lasts: what is left covers the clock-rate
+    # difference between leader and followers (monotonic clocks; far more than any real drift).
+    LEASE_FRACTION = 0.8
+
+    def lease_deadline(self) -> float:
+        """Until when (``time.monotonic()``) no other leader can exist, so a read may be served
+        without a round trip; 0.0 when we hold no lease.
+
+        A majority of voters (counting us) answered AppendEntries that we sent at or after
+        ``start`` in this term, and each of them refuses to vote for anyone else for
+        ``election_min`` after receiving it (:meth:`sticky`), so no leader can be elected before
+        ``start + election_min`` by their clocks; we stop at ``LEASE_FRACTION`` of that by ours.
+        Assumption: clock *rates* differ by less than 1 - LEASE_FRACTION; a pause (SIGSTOP, a
+        long GC) is harmless, since a monotonic clock keeps running through it.  None after we
+        sent TimeoutNow in this term, nor before our term's no-op is applied.
+        """
+        if not self.options.lease_reads or not self.leader_ready or self._no_lease_term == self.term:
+            return 0.0
+        term = self.term
+        sends = sorted((sent[0] for p in self.peer_ids
+                        if (sent := self.transport.acked_at.get(p)) is not None and sent[1] == term), reverse=True)
+        need = (len(self.peer_ids) + 1) // 2  # answers besides ours that make a majority
+        if need == 0:
+            return float("inf")  # a group of one
+        if len(sends) < need:
+            return 0.0
+        return sends[need - 1] + self.options.election_min * self.LEASE_FRACTION
+
+    def lease_valid(self, now: float | None = None) -> bool:
+        """Whether our lease holds now (:meth:`lease_deadline`)."""
+        return (time.monotonic() if now is None else now) < self.lease_deadline()
+
+    def publish_lease(self) -> None:
+        """Raft thread, after each tick: make :meth:`lease_deadline` readable by other threads
+        as :attr:`lease_until` (a float: read and written whole)."""
+        self.lease_until = self.lease_deadline() if self._isLeader() else 0.0
+
+    def sticky(self) -> bool:
+        """Refuse a vote: as a follower, we heard from the current leader less than
+        ``election_min`` ago; as a leader, our lease holds.  etcd's CheckQuorum "in lease" rule:
+        it is what makes a leader's lease sound, and it keeps a node that was cut off from
+        unseating a working leader when it comes back.  A campaign asked for by the leader
+        (TimeoutNow) is exempt; so a leader that sent one gives up its lease for the term."""
+        if self._isLeader():
+            return self.lease_valid()
+        return self._getLeader() is not None and time.monotonic() - self.heard_at < self.options.election_min
+
     def transfer_to(self, node_id: str) -> None:
         """Hand leadership to ``node_id`` (Raft TimeoutNow) once it holds our whole log, within
         ``HAND_OVER_SECONDS``: see :meth:`hand_over`."""
@@ -826,6 +907,9 @@ class RaftGroup(SyncObj):
         counts entries); drop snapshot transfers a former leader still holds."""
         if self.journal.size_bytes > self.options.compact_bytes:
             self.forceLogCompaction()
+        sent, old = self.transport.sent_at, time.monotonic() - 2 * self.options.election_max
+        while sent and next(iter(sent.values()))[0] < old:  # oldest first: stamps only grow
+            sent.popitem(last=False)
         if not self.is_leader:
             self.serializer.cancel_streams()
 

@@ -259,6 +259,7 @@ class RaftLoop:
                         g.busy_at = now
                     if g.is_leader and (len(g.journal) != before or self._owes_heartbeat(g)):
                         g.send_now()
+                    g.publish_lease()
                     if periodic:
                         g.maybe_compact()
                         if g.group_id not in self._reads and g.can_quiesce(now, QUIESCE_AFTER):
@@ -338,8 +339,9 @@ class RaftLoop:
             os._exit(70)
 
     def _owes_heartbeat(self, g: RaftGroup) -> bool:
-        """A read registered since the group last sent AppendEntries needs a fresh round."""
-        return any(r.stamp > g.transport.seq for r in self._reads.get(g.group_id, ()))
+        """A read registered since the group last sent AppendEntries needs a fresh round, unless
+        the leader's lease answers for it."""
+        return any(r.stamp > g.transport.seq for r in self._reads.get(g.group_id, ())) and not g.lease_valid()
 
     def _serve_reads(self) -> None:
         if not self._reads:
@@ -351,7 +353,8 @@ class RaftLoop:
             for r in self._reads[group_id]:
                 if g.term != r.term or not g.is_leader:
                     r.callback(NotLeader(f"shard {group_id}: leadership lost", leader=g.leader_id))
-                elif g.confirmed(r.stamp) and g.leader_ready and g.raftLastApplied >= r.commit:
+                elif (g.confirmed(r.stamp) or g.lease_valid(now)) and g.leader_ready and \
+                        g.raftLastApplied >= r.commit:
                     r.callback(None)
                 elif now > r.deadline:
                     r.callback(Timeout(f"shard {group_id}: leadership not confirmed in time"))

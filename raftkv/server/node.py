@@ -510,6 +510,11 @@ class Node:
         if level != "linearizable":
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
         self._leader(g)
+        if time.monotonic() < g.lease_until:
+            # the leader's lease (RaftGroup.lease_deadline): no other leader exists until then,
+            # and every write acknowledged so far was applied before its acknowledgement left
+            await self._reply_room()
+            return
         fut, complete = self._raft_future()
         timeout = self._timeout(req)
         self.loop.read_index(g.group_id, lambda err: complete(error=err), timeout)
