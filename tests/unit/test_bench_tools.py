@@ -183,3 +183,104 @@ def test_report_skips_the_charts_whose_inputs_are_missing(tmp_path):
     assert "absent.jsonl" in proc.stderr
     assert proc.stderr.count("skipped") == len(CHARTS)
     assert list(out.iterdir()) == []
+
+
+def test_failover_count_changes_counts_returns_and_term_steps():
+    samples = [
+        (0.0, {"s1": ("n1", 3), "s2": ("n2", 5)}),
+        (1.0, {"s1": (None, 4), "s2": ("n2", 5)}),  # s1 mid-election
+        (2.0, {"s1": ("n1", 4), "s2": ("n3", 7), "s3": ("n1", 1)}),  # s1 came back to n1; s3 is new
+        (3.0, {"s1": ("n1", 4), "s2": ("n2", 8), "s3": ("n1", 1)}),  # s2 went back to n2
+    ]
+    c = failover.count_changes(samples)
+    assert (c.leader_changes, c.term_changes, c.groups, c.new_groups) == (2, 1 + 2 + 1, 3, 1)
+    assert [(e["at_s"], e["group"], e.get("leader"), e.get("term")) for e in c.events] == [
+        (1.0, "s1", None, [3, 4]), (2.0, "s2", ["n2", "n3"], [5, 7]), (3.0, "s2", ["n3", "n2"], [7, 8])]
+    assert failover.count_changes([]).groups == 0
+
+
+def test_failover_longest_gap_and_the_comparison_line():
+    assert failover.longest_gap([3.0, 1.0, 1.5, 2.0]) == (1.0, 3.0)
+    assert failover.longest_gap([1.0]) == (0.0, 0.0)
+    rk = [failover.Round("n1", [9.0, 9.5, 10.2, 10.3], 10.0, 0), failover.Round("n2", [9.0, 10.6], 10.0, 1)]
+    et = [failover.Round("e0", [9.0, 11.0], 10.0, 3), failover.Round("e1", [9.9, 11.4], 10.0, 5)]
+    line = compare.failover_comparison(rk, et)
+    assert line["bench"] == "failover" and line["better"] == "lower" and line["unit"] == "s"
+    assert line["stalls"] == {"raftkv": [0.7, 1.6], "etcd": [2.0, 1.5]} and line["rounds"] == 2
+    assert line["raftkv"] == pytest.approx(1.15) and line["etcd"] == pytest.approx(1.75)
+    assert line["ratio"] == pytest.approx(0.66)
+    assert line["failed_attempts"] == {"raftkv": [0, 1], "etcd": [3, 5]}
+
+
+def test_compare_only_names_known_workloads_with_their_prerequisites():
+    assert compare.workloads("") == list(compare.WORKLOADS)
+    assert compare.workloads("failover") == ["failover"]
+    assert compare.workloads("scan,bulk_load") == ["bulk_load", "scan"]
+    with pytest.raises(ValueError, match="needs put"):
+        compare.workloads("get")
+    with pytest.raises(ValueError, match="nonsense"):
+        compare.workloads("put,nonsense")
+
+
+def test_failover_ride_through_measures_the_gap_around_the_kill():
+    import asyncio
+
+    killed_at: list[float] = []
+
+    async def put(w: int) -> None:
+        import time
+
+        if killed_at and time.monotonic() < killed_at[0] + 0.3:
+            raise ConnectionError("leader gone")  # counted as a failed attempt, not an ack
+        await asyncio.sleep(0.01)
+
+    async def find() -> str:
+        return "n9"
+
+    def kill(victim: str) -> None:
+        import time
+
+        assert victim == "n9"
+        killed_at.append(time.monotonic())
+
+    r = asyncio.run(failover.ride_through(put, find, kill, writers=2, before=0.2, after=0.5))
+    assert r.victim == "n9" and r.failed > 0
+    assert 0.25 < r.stall() < 0.5 and 0.25 < r.resumed_after_kill() < 0.5
+    # only puts already under way at the kill (10 ms each) finish before the stall
+    assert not [t for t in r.acks if r.t_kill + 0.05 < t < r.t_kill + 0.29]
+
+
+def test_failover_steady_tells_handoffs_from_elections(tmp_path):
+    samples = [(0.0, {"s1": ("n1", 1), "s4": (None, 0)}),
+               (1.0, {"s1": ("n2", 2), "s4": ("n2", 1)}),  # s4's first leader is its birth
+               (2.0, {"s1": ("n3", 3), "s4": ("n2", 1)})]
+    c = failover.count_changes(samples)
+    assert (c.leader_changes, c.term_changes, c.new_groups) == (2, 2, 0)
+
+    class Node:
+        def __init__(self, id: str) -> None:
+            self.id = id
+
+    class Info:
+        nodes = [Node("n1"), Node("n2")]
+
+        def node_dir(self, node_id: str) -> str:
+            return str(tmp_path / node_id)
+
+    for n in ("n1", "n2"):
+        (tmp_path / n).mkdir()
+    (tmp_path / "n1" / "node.log").write_bytes(b"2026-01-01 INFO x: handing leadership of s0 to n3 (balancing)\n")
+    sizes = failover._log_sizes(Info())
+    with open(tmp_path / "n1" / "node.log", "ab") as f:
+        f.write(b"2026-01-01 INFO raftkv.server.node: handing leadership of s1 to n2 (balancing)\n")
+    assert failover.handoffs_since(Info(), sizes) == [("s1", "n2")]  # n2 has no log: skipped
+    assert failover.unplanned(c.events, [("s1", "n2")]) == 1  # n2 -> n3 was an election
+
+
+def test_report_draws_a_lower_is_better_row_inverted():
+    rk = [failover.Round("n1", [9.0, 10.4], 10.0, 0)]
+    et = [failover.Round("e0", [9.0, 11.0], 10.0, 0)]
+    rows = report.ratios([compare.failover_comparison(rk, et)])
+    assert [r.workload for r in rows] == ["leader-kill stall (etcd / raftkv)"]
+    assert rows[0].median == pytest.approx(2.0 / 1.4, rel=0.02)  # etcd's stall over ours: higher is better
+    assert report.GOALS[rows[0].workload] == pytest.approx(1.25)
