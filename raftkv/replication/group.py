@@ -94,7 +94,7 @@ def seed_log(directory: str, index: int) -> None:
 class RaftOptions:
     """Timing and compaction settings shared by every group of a node."""
 
-    def __init__(self, heartbeat: float = 0.1, election_min: float = 0.8, election_max: float = 1.6,
+    def __init__(self, heartbeat: float = 0.1, election_min: float = 0.6, election_max: float = 1.2,
                  compact_entries: int = 20000, compact_bytes: int = 64 << 20, compact_seconds: float = 600.0,
                  snapshot_chunk: int = 256 * 1024, balance_leaders: bool = True,
                  lease_reads: bool = True) -> None:
