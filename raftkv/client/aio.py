@@ -32,7 +32,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -269,13 +269,19 @@ class AsyncClient:
         with self._session.write({"keys": [key]}) as fields:
             return bool(await self._on_key(key, "delete", fields))
 
-    async def put_many(self, pairs: Iterable[tuple[int, bytes | str]]) -> int:
-        """Store many pairs: batched per shard, shards written in parallel.
+    async def put_many(self, pairs: Iterable[tuple[int, bytes | str]] | Mapping[int, bytes | str]) -> int:
+        """Store many pairs -- ``(key, value)`` tuples, or a dict of key -> value: batched per
+        shard, shards written in parallel.
 
         Each batch (same shard, up to a few thousand keys / 2 MiB) is atomic; the whole
         call is not.  Every pair is validated before anything is sent.  Returns the count.
         """
-        clean = [(check_key(k), check_value(v)) for k, v in pairs]
+        clean = []
+        for pair in pairs.items() if isinstance(pairs, Mapping) else pairs:
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise InvalidArgument(f"put_many takes (key, value) pairs or a dict of key -> value, "
+                                      f"not {type(pair).__name__} items")
+            clean.append((check_key(pair[0]), check_value(pair[1])))
         if not clean:
             return 0
         await self._put_batches(clean, time.monotonic() + self.timeout)

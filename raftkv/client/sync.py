@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ..keys import KEY_SPACE_END
@@ -78,9 +78,10 @@ class Client:
         """Delete ``key``; True if it existed."""
         return self._run(self._aio.delete(key))
 
-    def put_many(self, pairs: Iterable[tuple[int, bytes | str]]) -> int:
-        """Store many pairs, batched per shard and sent in parallel; returns the count."""
-        return self._run(self._aio.put_many(list(pairs)))
+    def put_many(self, pairs: Iterable[tuple[int, bytes | str]] | Mapping[int, bytes | str]) -> int:
+        """Store many pairs -- ``(key, value)`` tuples, or a dict of key -> value -- batched per
+        shard and sent in parallel; returns the count."""
+        return self._run(self._aio.put_many(dict(pairs) if isinstance(pairs, Mapping) else list(pairs)))
 
     def range_query(self, start: int, end: int) -> list[Row]:
         """Every ``(key, value)`` with ``start <= key <= end``, ascending."""

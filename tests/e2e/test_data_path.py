@@ -71,6 +71,9 @@ BAD_CALLS = [
     lambda db: db.put(1, None),
     lambda db: db.put_many([(1, b"ok"), (2, b"ok"), (-5, b"bad")]),
     lambda db: db.put_many([(1, b"ok"), (2, ["not bytes"])]),
+    lambda db: db.put_many([(1, b"ok"), 2]),  # not a pair
+    lambda db: db.put_many([(1, b"ok", b"extra")]),
+    lambda db: db.put_many({1: b"ok", 2: 3}),
     lambda db: db.get(-1),
     lambda db: db.delete(2**64),
     lambda db: db.range_query(0, 2**64),
@@ -85,6 +88,12 @@ def test_bad_input_is_refused_and_nothing_written(cluster):
             with pytest.raises(errors.InvalidArgument):
                 call(db)
             assert _everything(db) == [], f"bad call #{i} wrote something"
+
+
+def test_put_many_takes_a_dict_too(cluster):
+    with Client(cluster.seeds) as db:
+        assert db.put_many({5: b"five", 2**63: "big"}) == 2
+        assert db.get(5) == b"five" and db.get(2**63) == b"big"
 
 
 def test_server_refuses_bad_input_at_the_door(cluster):
