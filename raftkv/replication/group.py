@@ -95,7 +95,7 @@ class RaftOptions:
     """Timing and compaction settings shared by every group of a node."""
 
     def __init__(self, heartbeat: float = 0.1, election_min: float = 0.6, election_max: float = 1.2,
-                 compact_entries: int = 20000, compact_bytes: int = 64 << 20, compact_seconds: float = 600.0,
+                 compact_entries: int = 20000, compact_bytes: int = 16 << 20, compact_seconds: float = 600.0,
                  snapshot_chunk: int = 256 * 1024, balance_leaders: bool = True,
                  lease_reads: bool = True) -> None:
         self.heartbeat = heartbeat
