@@ -157,13 +157,22 @@ class GroupTransport(Transport):
             return False
         if kind == "append_entries":
             self.seq += 1
-            self.sent_at[self.seq] = (time.monotonic(), message.get("term", -1))
+            now = time.monotonic()
+            sent = self.sent_at
+            sent[self.seq] = (now, message.get("term", -1))
+            # bounded here, not by a periodic sweep that a quiet group would never get: a lease
+            # needs only recent stamps, and one answered later than this is simply not counted
+            while len(sent) > self.SENT_KEPT or next(iter(sent.values()))[0] < now - self.SENT_SECONDS:
+                sent.popitem(last=False)
             message = {**message, "rs": self.seq, **({"rq": True} if self.quiescing else {})}
         elif kind == "request_vote" and self.campaign_transfer:
             message = {**message, "rt": True}  # asked for by the leader: voters need not stick to it
         elif kind == "next_node_idx" and self._echo is not None:
             message = {**message, "ra": self._echo}
         return self.hub.send(node.id, self.group_id, message)
+
+    SENT_KEPT = 1024  # send times of AppendEntries stamps kept for leases, at most ...
+    SENT_SECONDS = 5.0  # ... and for this long (a lease is far shorter)
 
     # Terms a message may jump ahead of ours (PeerHub already bounds them to 2**63-1).  Honest
     # terms grow by one per election; a forged term near the bound would leave every group at a
@@ -907,9 +916,6 @@ class RaftGroup(SyncObj):
         counts entries); drop snapshot transfers a former leader still holds."""
         if self.journal.size_bytes > self.options.compact_bytes:
             self.forceLogCompaction()
-        sent, old = self.transport.sent_at, time.monotonic() - 2 * self.options.election_max
-        while sent and next(iter(sent.values()))[0] < old:  # oldest first: stamps only grow
-            sent.popitem(last=False)
         if not self.is_leader:
             self.serializer.cancel_streams()
 
