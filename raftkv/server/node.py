@@ -209,6 +209,7 @@ class _ClientConnection:
         self._room.set()
         self._write_lock = asyncio.Lock()
         self._batch: list[bytes] = []  # replies of this loop turn, written in one go: _flush_batch
+        self._batch_bytes = 0
 
     async def room(self) -> None:
         """Wait until the replies this connection has computed but not sent are under budget.
@@ -253,11 +254,12 @@ class _ClientConnection:
         """
         if not self._write_lock.locked() and not self.writer.is_closing():
             transport = self.writer.transport
-            if transport.get_write_buffer_size() + sum(map(len, self._batch)) + len(frame) < \
+            if transport.get_write_buffer_size() + self._batch_bytes + len(frame) < \
                     transport.get_write_buffer_limits()[1]:
                 if not self._batch:
                     asyncio.get_running_loop().call_soon(self._flush_batch)
                 self._batch.append(frame)
+                self._batch_bytes += len(frame)
                 self.last_active = time.monotonic()
                 return
         try:
@@ -282,7 +284,7 @@ class _ClientConnection:
         self.last_active = time.monotonic()
 
     def _flush_batch(self) -> None:
-        frames, self._batch = self._batch, []
+        frames, self._batch, self._batch_bytes = self._batch, [], 0
         if not frames:
             return
         try:
