@@ -8,7 +8,10 @@ same connections.  ``scan`` moves a page (not a row) per thread hop.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import threading
+import weakref
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -33,12 +36,16 @@ class Client:
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()
         self._closed = False
+        # A client left open (or a scan left half-read) must not hang the interpreter's exit:
+        # close it while its loop thread still runs, before generators are finalised.
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed:
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed or not self._thread.is_alive():
             coro.close()
             raise RuntimeError("client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def __enter__(self) -> Client:
         self.connect()
@@ -55,11 +62,21 @@ class Client:
         """Close connections and stop the client's thread."""
         if self._closed:
             return
-        self._run(self._aio.close())
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        atexit.unregister(self._at_exit)
+        try:
+            self._run(self._aio.close(), timeout=10)
+            # whatever is still pending (a half-read scan, a connection's reader) ends here, so
+            # that closing the loop destroys no pending task
+            self._run(_cancel_the_rest(), timeout=10)
+            self._run(self._loop.shutdown_asyncgens(), timeout=10)
+        except (RuntimeError, TimeoutError):
+            pass
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
     @property
     def timeout(self) -> float:
@@ -108,7 +125,10 @@ class Client:
                     return
         finally:
             if not self._closed:
-                self._run(agen.aclose())
+                try:
+                    self._run(agen.aclose(), timeout=10)
+                except (RuntimeError, TimeoutError):
+                    pass  # the client closed meanwhile, or the generator is still busy: nothing to free
 
     def query(self, statement: Any, now_ns: int | None = None) -> QueryResult:
         """Run one query-language statement (text or parsed); iterate the result for its rows.
@@ -134,6 +154,20 @@ class Client:
         """Split range shard ``shard_id`` at key ``at`` (None: near its median); returns
         ``{"epoch", "shards": [left, right]}`` (see :meth:`AsyncClient.split_shard`)."""
         return self._run(self._aio.split_shard(shard_id, at))
+
+
+def _close_at_exit(ref: weakref.ReferenceType[Client]) -> None:
+    client = ref()
+    if client is not None:
+        client.close()
+
+
+async def _cancel_the_rest() -> None:
+    current = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not current]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 class QueryResult:
