@@ -41,7 +41,7 @@ SCRIPTS = {
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_the_script_exits_without_warnings(cluster, name):
-    script = "from raftkv import Client\nSEEDS = %r\n" % cluster.seeds + textwrap.dedent(SCRIPTS[name])
+    script = f"from raftkv import Client\nSEEDS = {cluster.seeds!r}\n" + textwrap.dedent(SCRIPTS[name])
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr
