@@ -349,11 +349,12 @@ class RaftLoop:
         now = time.monotonic()
         for group_id in list(self._reads):
             g = self.groups[group_id]
+            leased = g.lease_valid(now)  # once per group, not per read
             waiting = []
             for r in self._reads[group_id]:
                 if g.term != r.term or not g.is_leader:
                     r.callback(NotLeader(f"shard {group_id}: leadership lost", leader=g.leader_id))
-                elif (g.confirmed(r.stamp) or g.lease_valid(now)) and g.leader_ready and \
+                elif (leased or g.confirmed(r.stamp)) and g.leader_ready and \
                         g.raftLastApplied >= r.commit:
                     r.callback(None)
                 elif now > r.deadline:

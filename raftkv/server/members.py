@@ -73,6 +73,7 @@ class Members:
         self._tag_of: tuple[dict[str, NodeRecord], str] | None = None
         self._dialing: dict[str, tuple[str, int]] | None = None
         self._bootstrapping = False
+        self._bootstrapped = False  # node records seen in the meta store: they are never all removed
         self.links = maplink.MapLink({}, node.config.secret)  # to any node's client port
         self._complaints = LogLimiter(log)
 
@@ -112,8 +113,10 @@ class Members:
     def bootstrap(self) -> None:
         """Meta leader, on the Raft thread: write the founding nodes' records once."""
         meta = self.node.loop.groups.get(META_GROUP)
-        # runs every tick: ask the store for one name, not for every record
-        if meta is None or self._bootstrapping or not meta.leader_ready or commands.has_nodes(meta.store):
+        if self._bootstrapped or meta is None or self._bootstrapping or not meta.leader_ready:
+            return
+        if commands.has_nodes(meta.store):  # runs every tick until the records exist; never after
+            self._bootstrapped = True
             return
         self._bootstrapping = True
         founders = self.records()
