@@ -102,6 +102,30 @@ def _learning(seeds: str) -> dict[str, list[str]]:
     return {s["id"]: s["learners"] for s in shards(seeds) if s.get("learners")}
 
 
+def _diagnosis(cluster: Any) -> str:
+    """What a stalled move needs explained: the map's placement, liveness as the meta leader sees
+    it, and each node's last warnings and membership lines (a failure in CI leaves only this)."""
+    import glob
+    import os
+
+    out = []
+    try:
+        for s in shards(cluster.seeds):
+            out.append(f"{s['id']} gen {s.get('generation')} voters {s['replicas']} learners {s.get('learners')}")
+    except Exception as exc:  # noqa: BLE001 -- a diagnosis must not fail
+        out.append(f"map: {exc!r}")
+    try:
+        out.append(f"meta leader {meta_leader(cluster)}; states {node_states(cluster)}")
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"states: {exc!r}")
+    for log in sorted(glob.glob(os.path.join(cluster.root, "*", "node.log"))):
+        with open(log, errors="replace") as f:
+            lines = [ln.rstrip()[:240] for ln in f if "WARNING" in ln or "members" in ln or "ERROR" in ln]
+        out.append(f"--- {log}")
+        out.extend(lines[-15:])
+    return "\n".join(out)
+
+
 def test_a_drain_survives_kill_9_of_the_receiving_node_and_of_the_meta_leader(make_cluster):
     """A node is decommissioned under writes; in the middle of its moves the node receiving a
     replica is killed, then the meta leader.  Both come back; the drain completes from the map
@@ -139,7 +163,10 @@ def test_a_drain_survives_kill_9_of_the_receiving_node_and_of_the_meta_leader(ma
                          proof=maplink.proof(secret, ["forget", leaving]))
             return True
 
-        wait_until(drained, 180, f"{leaving} drained and forgotten")
+        try:
+            wait_until(drained, 180, f"{leaving} drained and forgotten")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
         # the meta leader's map no longer names it; every node's copy follows within a second
         wait_until(lambda: not placed_on(cluster.seeds, leaving), 10, f"every map without {leaving}")
         wait_until(lambda: fully_replicated(cluster.seeds), 120, "every shard at three voters")
