@@ -32,21 +32,29 @@ import itertools
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import errors
 from ..errors import InvalidArgument, NotLeader, RaftKVError, StaleRoute, Unavailable
-from ..keys import KEY_SPACE_END, check_key, check_limit, check_range, check_value
+from ..keys import KEY_SPACE_END, KeyLike, check_limit, check_value, coerce_key, coerce_range
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..protocol.pages import decode_raw_keys
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import parse_hostport
+from .params import Param, bind
 
 T = TypeVar("T")
 Row = tuple[int, bytes]
+
+# The client's options, shared with the sync Client so both document the same defaults.
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ATTEMPT_TIMEOUT = 3.0
+DEFAULT_CONSISTENCY = "linearizable"
+DEFAULT_PAGE_KEYS = 4000
+DEFAULT_PAGE_BYTES = 1 << 20
 
 BATCH_KEYS = 5000
 BATCH_BYTES = 2 << 20
@@ -203,17 +211,27 @@ class _WriteSession:
 class AsyncClient:
     """raftkv client for asyncio code.  All methods are coroutines (``scan`` is an async iterator).
 
-    ``seeds``: any live node(s), ``"host:port,host:port"`` or a list.  ``timeout``:
-    seconds an operation may take, retries included, before :class:`Unavailable`;
-    ``attempt_timeout``: seconds one attempt at one node may take before the client
-    tries another replica (a frozen or partitioned leader keeps its socket open).
-    ``consistency``: ``"linearizable"`` (default: a read sees every write
-    acknowledged before it started) or ``"serializable"`` (the leader's local state,
-    no ReadIndex round: faster, may miss the very latest writes after a failover).
+    Keys are ints in [0, 2**64-1] or timezone-aware ``datetime`` objects (their nanoseconds
+    since the Unix epoch, the unit of the query language's ``TIMESTAMP`` and ``now()``).
+
+    Arguments (all but ``seeds`` keyword-only; :class:`raftkv.Client` takes the same):
+
+    * ``seeds``: any live node(s), ``"host:port,host:port"`` or a list of ``"host:port"``.
+    * ``timeout=10.0``: seconds an operation may take, retries included, before
+      :class:`~raftkv.errors.Unavailable`.
+    * ``attempt_timeout=3.0``: seconds one attempt at one node may take before the client
+      tries another replica (a frozen or partitioned leader keeps its socket open).
+    * ``consistency="linearizable"``: reads see every write acknowledged before they
+      started; ``"serializable"`` reads the leader's local state with no ReadIndex round:
+      faster, may miss the very latest writes after a failover.
+    * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
+    * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
     """
 
-    def __init__(self, seeds: str | Iterable[str], *, timeout: float = 10.0, attempt_timeout: float = 3.0,
-                 consistency: str = "linearizable", page_keys: int = 4000, page_bytes: int = 1 << 20) -> None:
+    def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
+                 attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
+                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES) -> None:
+        """Check the options and remember the seeds; nothing is contacted before the first call."""
         self._seeds = _split_seeds(seeds)
         if consistency not in ("linearizable", "serializable"):
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
@@ -252,24 +270,24 @@ class AsyncClient:
 
     # --- the API ------------------------------------------------------------------------------
 
-    async def put(self, key: int, value: bytes | str) -> None:
+    async def put(self, key: KeyLike, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
-        key, value = check_key(key), check_value(value)
+        key, value = coerce_key(key), check_value(value)
         with self._session.write({"pairs": [[key, value]]}) as fields:
             await self._on_key(key, "put", fields)
 
-    async def get(self, key: int) -> bytes | None:
+    async def get(self, key: KeyLike) -> bytes | None:
         """The value under ``key``, or None."""
-        key = check_key(key)
+        key = coerce_key(key)
         return await self._on_key(key, "get", {"key": key, "consistency": self.consistency})
 
-    async def delete(self, key: int) -> bool:
+    async def delete(self, key: KeyLike) -> bool:
         """Delete ``key``; True if it existed."""
-        key = check_key(key)
+        key = coerce_key(key)
         with self._session.write({"keys": [key]}) as fields:
             return bool(await self._on_key(key, "delete", fields))
 
-    async def put_many(self, pairs: Iterable[tuple[int, bytes | str]] | Mapping[int, bytes | str]) -> int:
+    async def put_many(self, pairs: Iterable[tuple[KeyLike, bytes | str]] | Mapping[KeyLike, bytes | str]) -> int:
         """Store many pairs -- ``(key, value)`` tuples, or a dict of key -> value: batched per
         shard, shards written in parallel.
 
@@ -281,24 +299,24 @@ class AsyncClient:
             if not isinstance(pair, tuple | list) or len(pair) != 2:
                 raise InvalidArgument(f"put_many takes (key, value) pairs or a dict of key -> value, "
                                       f"not {type(pair).__name__} items")
-            clean.append((check_key(pair[0]), check_value(pair[1])))
+            clean.append((coerce_key(pair[0]), check_value(pair[1])))
         if not clean:
             return 0
         await self._put_batches(clean, time.monotonic() + self.timeout)
         return len(clean)
 
-    async def range_query(self, start: int, end: int) -> list[Row]:
+    async def range_query(self, start: KeyLike, end: KeyLike) -> list[Row]:
         """Every ``(key, value)`` with ``start <= key <= end``, ascending (``start > end``: [])."""
         return [row async for row in self.scan(start, end)]
 
-    async def scan(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+    async def scan(self, start: KeyLike = 0, end: KeyLike = KEY_SPACE_END - 1, *, limit: int | None = None,
                    reverse: bool = False, filter: Any = None) -> AsyncIterator[Row]:
         """Stream rows with ``start <= key <= end`` in key order (descending if ``reverse``)."""
         async for page in self.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter):
             for row in page:
                 yield row
 
-    async def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+    async def scan_pages(self, start: KeyLike = 0, end: KeyLike = KEY_SPACE_END - 1, *, limit: int | None = None,
                          reverse: bool = False, filter: Any = None,
                          page_keys: int | None = None) -> AsyncIterator[list[Row]]:
         """Like :meth:`scan`, a page (list of rows) at a time.
@@ -306,7 +324,7 @@ class AsyncClient:
         ``filter`` is a query-language filter in wire form, evaluated on the shards;
         ``page_keys`` overrides the page size (the query executor shrinks it to a LIMIT).
         """
-        start, end = check_range(start, end)
+        start, end = coerce_range(start, end)
         limit = check_limit(limit)
         span = inclusive_to_half_open(start, end)
         if span is None or limit == 0:
@@ -324,9 +342,9 @@ class AsyncClient:
                 if remaining == 0:
                     return
 
-    async def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
+    async def delete_range(self, start: KeyLike, end: KeyLike, *, filter: Any = None) -> int:
         """Delete every key in ``[start, end]`` (matching ``filter``); returns how many went."""
-        start, end = check_range(start, end)
+        start, end = coerce_range(start, end)
         span = inclusive_to_half_open(start, end)
         if span is None:
             return 0
@@ -378,17 +396,28 @@ class AsyncClient:
                 self._session.end(session)
         return total
 
-    async def query(self, statement: Any, now_ns: int | None = None) -> Any:
-        """Run one query-language statement (text or parsed); returns a :class:`QueryResult`.
+    async def query(self, statement: Any, params: Sequence[Param] | None = None, *,
+                    now_ns: int | None = None) -> AsyncQueryResult:
+        """Run one query-language statement (text or parsed); returns an :class:`AsyncQueryResult`.
 
-        >>> res = await db.query("SELECT count(*) FROM kv WHERE key >= now() - INTERVAL '5 minutes'")
+        ``params`` fill the statement's ``?`` placeholders in order, bound here as literals
+        (see :mod:`raftkv.client.params` for the rule per type): a value is never spliced in as
+        query text.  ``now_ns`` (keyword-only) fixes what ``now()`` means, in nanoseconds
+        since the Unix epoch; by default it is this machine's clock.
+
+        >>> res = await db.query("SELECT count(*) FROM kv WHERE key >= now() - ?", [timedelta(minutes=5)])
         ... # doctest: +SKIP
         """
         from ..query.executor import execute
 
-        return await execute(self, statement, now_ns)
+        if now_ns is not None and type(now_ns) is not int:
+            raise InvalidArgument(f"now_ns must be an int (nanoseconds since the Unix epoch), "
+                                  f"not {type(now_ns).__name__}")
+        if params is not None or isinstance(statement, str):
+            statement = bind(statement, params)
+        return AsyncQueryResult(await execute(self, statement, now_ns))
 
-    async def range_steps(self, op: str, lo: int, hi: int, fields: dict[str, Any], *,
+    async def range_steps(self, op: str, lo: KeyLike, hi: KeyLike, fields: dict[str, Any], *,
                           parallel: int = STEP_PARALLEL, restart_on_expiry: bool = False) -> AsyncIterator[RangeStep]:
         """Run the paged, range-keyed read ``op`` (such as ``"aggregate"``) over the keys ``[lo, hi]``.
 
@@ -412,7 +441,7 @@ class AsyncClient:
         continues from ``resume`` on a fresh snapshot, or with ``restart_on_expiry`` (an
         aggregate must not mix two snapshots of one shard) discards the part, which starts over.
         """
-        lo, hi = check_range(lo, hi)
+        lo, hi = coerce_range(lo, hi)
         span = inclusive_to_half_open(lo, hi)
         if type(parallel) is not int or parallel < 1:
             raise InvalidArgument("parallel must be a positive int")
@@ -763,7 +792,7 @@ class AsyncClient:
                 if isinstance(item, _ScanUnit):
                     item.close()
 
-    async def split_shard(self, shard_id: str, at: int | None = None) -> dict[str, Any]:
+    async def split_shard(self, shard_id: str, at: KeyLike | None = None) -> dict[str, Any]:
         """Split range shard ``shard_id`` in two at key ``at`` (None: its leader picks a key near the median).
 
         Returns ``{"epoch": int, "shards": [left, right]}`` with the two shards in wire form
@@ -775,7 +804,7 @@ class AsyncClient:
         if not isinstance(shard_id, str) or not shard_id:
             raise InvalidArgument(f"a shard id is a non-empty string, not {shard_id!r:.40}")
         if at is not None:
-            at = check_key(at, "split key")
+            at = coerce_key(at, "split key")
         deadline = time.monotonic() + self.timeout
         first = (await self._shard_map(deadline)).shard_by_id(shard_id)
         if first is None:
@@ -835,6 +864,89 @@ class AsyncClient:
                 self._map = current.with_shards([Shard.from_dict(d) for d in reply["shards"]],
                                                 epoch=int(reply["epoch"]))
         return reply
+
+
+class AsyncQueryResult:
+    """A statement's result for asyncio code: ``columns``, ``status``, and rows streamed by ``async for``.
+
+    The rows can be read once -- by ``async for row in result``, :meth:`pages` or
+    :meth:`rows` -- because they stream from the shards as they are read; starting a second
+    read, or a read after :meth:`close`, raises :class:`~raftkv.errors.InvalidArgument`
+    (run the query again instead).  :attr:`rowcount` is the number of rows the read
+    yielded, known once it has run to the end (None until then).
+    """
+
+    def __init__(self, result: Any) -> None:
+        """Wrap the executor's result (``raftkv.query.executor.QueryResult``; not imported here: the
+        executor imports this module)."""
+        self._result = result
+        self.columns: tuple[str, ...] = result.columns
+        self.status: str = result.status
+        self._state = "unread"  # -> "reading" -> "complete", or "closed" if stopped before the end
+        self._fetched = 0  # rows handed out so far
+        self._started = False  # a read began (it may have failed or been closed since)
+
+    @property
+    def rowcount(self) -> int | None:
+        """Rows yielded, once every row was read; None before that (and if closed early)."""
+        return self._fetched if self._state == "complete" else None
+
+    def __repr__(self) -> str:
+        return self._repr_as(type(self).__name__)
+
+    def _repr_as(self, kind: str) -> str:
+        """``<QueryResult SELECT columns=('key', 'value') rows=3 complete>``: what a REPL shows.
+
+        ``rows`` counts the rows fetched so far; the state is ``unread``, ``reading``,
+        ``complete`` (every row was read) or ``closed`` (stopped before the end).
+        """
+        return f"<{kind} {self.status} columns={self.columns!r} rows={self._fetched} {self._state}>"
+
+    def _start(self) -> None:
+        """Claim the one read of the rows (raises on a second)."""
+        if self._state != "unread":
+            how = "was already read" if self._started else "was closed"
+            raise InvalidArgument(f"this {self.status} result {how}: its rows stream from the cluster and "
+                                  "can be read once; run the query again to read them again")
+        self._state, self._started = "reading", True
+
+    def pages(self) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Rows, a page (list of tuples) at a time; a result is read once."""
+        self._start()
+        return self._pages()
+
+    async def _pages(self) -> AsyncIterator[list[tuple[Any, ...]]]:
+        try:
+            # closed on the way out, so a read abandoned here drops the shards' prefetches at once
+            async with contextlib.aclosing(self._result.pages()) as pages:
+                async for page in pages:
+                    self._fetched += len(page)
+                    yield page
+            if self._state == "reading":  # not if close() stopped it: then the count is not final
+                self._state = "complete"
+        finally:
+            if self._state != "complete":
+                self._state = "closed"  # abandoned or failed part way: the count is not final
+
+    def __aiter__(self) -> AsyncIterator[tuple[Any, ...]]:
+        self._start()
+        return self._each_row()
+
+    async def _each_row(self) -> AsyncIterator[tuple[Any, ...]]:
+        async with contextlib.aclosing(self._pages()) as pages:
+            async for page in pages:
+                for row in page:
+                    yield row
+
+    async def rows(self) -> list[tuple[Any, ...]]:
+        """Every row, in memory: for small results only."""
+        return [row async for row in self]
+
+    async def close(self) -> None:
+        """Stop fetching rows (idempotent); a result not read to the end cannot be read any more."""
+        if self._state in ("unread", "reading"):
+            self._state = "closed"
+        await self._result.close()
 
 
 def _retrieve(task: asyncio.Task) -> None:

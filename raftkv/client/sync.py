@@ -10,14 +10,26 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import itertools
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..keys import KEY_SPACE_END
+from ..errors import InvalidArgument
+from ..keys import KEY_SPACE_END, KeyLike
 from ..routing.shardmap import ShardMap
-from .aio import AsyncClient, Row
+from .aio import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_CONSISTENCY,
+    DEFAULT_PAGE_BYTES,
+    DEFAULT_PAGE_KEYS,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+    AsyncQueryResult,
+    Row,
+)
+from .params import Param
 
 T = TypeVar("T")
 
@@ -25,13 +37,34 @@ T = TypeVar("T")
 class Client:
     """raftkv client for ordinary (threaded) code; same arguments and methods as :class:`AsyncClient`.
 
+    Keys are ints in [0, 2**64-1] or timezone-aware ``datetime`` objects (their nanoseconds
+    since the Unix epoch, the unit of the query language's ``TIMESTAMP`` and ``now()``);
+    a naive ``datetime`` is refused rather than guessed to be local time or UTC.
+
+    Arguments (all but ``seeds`` keyword-only):
+
+    * ``seeds``: any live node(s), ``"host:port,host:port"`` or a list of ``"host:port"``.
+    * ``timeout=10.0``: seconds an operation may take, retries included, before
+      :class:`~raftkv.errors.Unavailable`.
+    * ``attempt_timeout=3.0``: seconds one attempt at one node may take before the client
+      tries another replica (a frozen or partitioned leader keeps its socket open).
+    * ``consistency="linearizable"``: reads see every write acknowledged before they
+      started; ``"serializable"`` reads the leader's local state with no ReadIndex round:
+      faster, may miss the very latest writes after a failover.
+    * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
+    * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
+
     >>> with Client("127.0.0.1:7401") as db:          # doctest: +SKIP
     ...     db.put(42, b"reading"); db.get(42)
     b'reading'
     """
 
-    def __init__(self, seeds: str | Iterable[str], **options: Any) -> None:
-        self._aio = AsyncClient(seeds, **options)
+    def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
+                 attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
+                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES) -> None:
+        """Check the options and start the client's thread; nothing is contacted before the first call."""
+        self._aio = AsyncClient(seeds, timeout=timeout, attempt_timeout=attempt_timeout, consistency=consistency,
+                                page_keys=page_keys, page_bytes=page_bytes)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()
@@ -45,7 +78,14 @@ class Client:
         if self._closed or not self._thread.is_alive():
             coro.close()
             raise RuntimeError("client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except BaseException:
+            # Ctrl-C or a timeout here must stop the work too, not leave it running on the
+            # client's thread (a cancelled aggregate would go on fanning out to every shard)
+            fut.cancel()
+            raise
 
     def __enter__(self) -> Client:
         self.connect()
@@ -83,34 +123,34 @@ class Client:
         """Per-operation deadline in seconds."""
         return self._aio.timeout
 
-    def put(self, key: int, value: bytes | str) -> None:
+    def put(self, key: KeyLike, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed on a majority."""
         self._run(self._aio.put(key, value))
 
-    def get(self, key: int) -> bytes | None:
+    def get(self, key: KeyLike) -> bytes | None:
         """The value under ``key``, or None."""
         return self._run(self._aio.get(key))
 
-    def delete(self, key: int) -> bool:
+    def delete(self, key: KeyLike) -> bool:
         """Delete ``key``; True if it existed."""
         return self._run(self._aio.delete(key))
 
-    def put_many(self, pairs: Iterable[tuple[int, bytes | str]] | Mapping[int, bytes | str]) -> int:
+    def put_many(self, pairs: Iterable[tuple[KeyLike, bytes | str]] | Mapping[KeyLike, bytes | str]) -> int:
         """Store many pairs -- ``(key, value)`` tuples, or a dict of key -> value -- batched per
         shard and sent in parallel; returns the count."""
         return self._run(self._aio.put_many(dict(pairs) if isinstance(pairs, Mapping) else list(pairs)))
 
-    def range_query(self, start: int, end: int) -> list[Row]:
+    def range_query(self, start: KeyLike, end: KeyLike) -> list[Row]:
         """Every ``(key, value)`` with ``start <= key <= end``, ascending."""
         return [row for page in self.scan_pages(start, end) for row in page]
 
-    def scan(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+    def scan(self, start: KeyLike = 0, end: KeyLike = KEY_SPACE_END - 1, *, limit: int | None = None,
              reverse: bool = False, filter: Any = None) -> Iterator[Row]:
         """Stream rows in key order; pages are bounded by keys and bytes."""
         for page in self.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter):
             yield from page
 
-    def scan_pages(self, start: int = 0, end: int = KEY_SPACE_END - 1, *, limit: int | None = None,
+    def scan_pages(self, start: KeyLike = 0, end: KeyLike = KEY_SPACE_END - 1, *, limit: int | None = None,
                    reverse: bool = False, filter: Any = None) -> Iterator[list[Row]]:
         """Like :meth:`scan`, a page at a time."""
         return self._iterate(self._aio.scan_pages(start, end, limit=limit, reverse=reverse, filter=filter))
@@ -130,15 +170,22 @@ class Client:
                 except (RuntimeError, TimeoutError):
                     pass  # the client closed meanwhile, or the generator is still busy: nothing to free
 
-    def query(self, statement: Any, now_ns: int | None = None) -> QueryResult:
+    def query(self, statement: Any, params: Sequence[Param] | None = None, *,
+              now_ns: int | None = None) -> QueryResult:
         """Run one query-language statement (text or parsed); iterate the result for its rows.
 
-        >>> for key, value in db.query("SELECT * FROM kv WHERE value->'temp' > 30 LIMIT 10"):
+        ``params`` fill the statement's ``?`` placeholders in order, bound as literals on this
+        side (see :mod:`raftkv.client.params`): ``None``, ``bool``, ``int``, ``float``, ``str``,
+        ``bytes``, timezone-aware ``datetime`` (nanoseconds since the epoch) and ``timedelta``
+        (nanoseconds).  ``now_ns`` (keyword-only) fixes what ``now()`` means, in nanoseconds
+        since the Unix epoch; by default it is this machine's clock.
+
+        >>> for key, value in db.query("SELECT * FROM kv WHERE value->'temp' > ? LIMIT 10", [30]):
         ...     print(key, value)                                    # doctest: +SKIP
         """
-        return QueryResult(self, self._run(self._aio.query(statement, now_ns)))
+        return QueryResult(self, self._run(self._aio.query(statement, params, now_ns=now_ns)))
 
-    def delete_range(self, start: int, end: int, *, filter: Any = None) -> int:
+    def delete_range(self, start: KeyLike, end: KeyLike, *, filter: Any = None) -> int:
         """Delete every key in ``[start, end]``; returns how many went."""
         return self._run(self._aio.delete_range(start, end, filter=filter))
 
@@ -150,7 +197,7 @@ class Client:
         """One node's view of its replicas."""
         return self._run(self._aio.node_status(address))
 
-    def split_shard(self, shard_id: str, at: int | None = None) -> dict[str, Any]:
+    def split_shard(self, shard_id: str, at: KeyLike | None = None) -> dict[str, Any]:
         """Split range shard ``shard_id`` at key ``at`` (None: near its median); returns
         ``{"epoch", "shards": [left, right]}`` (see :meth:`AsyncClient.split_shard`)."""
         return self._run(self._aio.split_shard(shard_id, at))
@@ -171,24 +218,41 @@ async def _cancel_the_rest() -> None:
 
 
 class QueryResult:
-    """A statement's result for threaded code: ``columns``, ``status``, rows streamed by iteration."""
+    """A statement's result for threaded code: ``columns``, ``status``, rows streamed by iteration.
 
-    def __init__(self, client: Client, result: Any) -> None:
+    The rows can be read once -- by iterating the result or through :meth:`pages` --
+    because they stream from the shards as they are read; starting a second read, or a read
+    after :meth:`close`, raises :class:`~raftkv.errors.InvalidArgument` (run the query again
+    instead).  :attr:`rowcount` is the number of rows the read yielded, known once it has run
+    to the end (None until then); the ``repr`` shows the rows fetched so far.
+    """
+
+    def __init__(self, client: Client, result: AsyncQueryResult) -> None:
         self._client = client
         self._result = result
         self.columns: tuple[str, ...] = result.columns
         self.status: str = result.status
         self._pages: Iterator[list[tuple[Any, ...]]] | None = None
 
+    @property
+    def rowcount(self) -> int | None:
+        """Rows yielded, once every row was read; None before that (and if closed early)."""
+        return self._result.rowcount
+
+    def __repr__(self) -> str:
+        return self._result._repr_as(type(self).__name__)
+
     def pages(self) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows a page (list of tuples) at a time."""
-        if self._pages is None:
-            self._pages = self._client._iterate(self._result.pages())
+        """Rows a page (list of tuples) at a time; a result is read once."""
+        if self._pages is not None:
+            raise InvalidArgument(f"this {self.status} result was already read: its rows stream from the "
+                                  "cluster and can be read once; run the query again to read them again")
+        self._pages = self._client._iterate(self._result.pages())
         return self._pages
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        for page in self.pages():
-            yield from page
+        # not a generator function, so a second read fails at iter(), not at the first next()
+        return itertools.chain.from_iterable(self.pages())
 
     def close(self) -> None:
         """Stop fetching rows (idempotent)."""

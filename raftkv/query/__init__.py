@@ -7,8 +7,7 @@ Names load on first use (PEP 562): a node process evaluates pushed-down filters 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .. import lazy
 
 _WHERE = {
     "Aggregates": "aggregate",
@@ -23,10 +22,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'raftkv.query' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _WHERE, globals())
