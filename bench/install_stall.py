@@ -54,7 +54,7 @@ from raftkv.routing.shardmap import Shard  # noqa: E402
 VALUE_BYTES = 1024
 BRIEF_X = "n1"  # with --pause brief, the node that installs the snapshot
 LOAD_CALL_BYTES = 16 << 20  # one put_many call: 8 batches of 2 MiB, sent in parallel by the client
-INSTALLED = re.compile(r"^(\S+ \S+) INFO \S+: installed snapshot at index (\d+) in ([\d.]+) s")
+INSTALLED = re.compile(r"^(\S+ \S+) INFO \S+: (?:\S+: )?installed (?:a )?snapshot at index (\d+) in ([\d.]+) s")
 HANDOFF = re.compile(r"^(\S+ \S+) INFO \S+: handing leadership of (\S+) to (\S+) \(balancing\)")
 
 

@@ -30,6 +30,14 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--join", default=None, metavar="ADDRS",
                    help="join the running cluster at these client addresses (host:port,...); --nodes then "
                         "names only this node, and the cluster's shard count and replication apply")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, HOST being the client "
+                        "address's (0: any free port; default: no metrics)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or as one JSON object each, with event fields")
+    p.add_argument("--slow-request-ms", type=float, default=1000, metavar="MS",
+                   help="log requests slower than this (default 1000 ms; at most one line per "
+                        "operation per 10 s)")
     add_split_options(p, defaults=True)
     p.set_defaults(func=_cmd_node)
 
@@ -60,7 +68,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         shards=args.shards, replication=args.replication, bind_host=args.bind,
                         secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
-                        stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after)
+                        stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after,
+                        metrics_port=args.metrics_port, log_format=args.log_format,
+                        slow_request_seconds=args.slow_request_ms / 1000)
     config.me()
     if args.join:
         from .server.joining import joined_config
@@ -80,8 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left (| head)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``raftkv`` command."""
+    """Run the ``raftkv`` command; returns its exit status."""
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # flushed inside the try: a reader that left early (``| head``) is noticed here, and not
+            # when Python flushes stdout at exit, where all it can do is print a traceback
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -90,3 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout's descriptor at /dev/null, so the flush at exit writes what is still buffered there
+    instead of failing again (the Python docs' recipe for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return  # stdout is not a file here (replaced in-process): nothing will flush to a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -6,13 +6,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from ..client.rpc import call_any
 from ..errors import InvalidArgument, RaftKVError, Unavailable
 from ..keys import KEY_SPACE_END, MAX_KEY
 from . import launcher
+
+# exit statuses of `raftkv cluster status` (the other commands: 0 done, 1 an error; argparse's usage errors: 2)
+EXIT_HEALTHY = 0  # every node answers, every shard and the meta group has a leader
+EXIT_UNHEALTHY = 1  # a node is down or silent, or a group has no leader (and every raftkv error, as elsewhere)
+EXIT_UNREACHABLE = 2  # no node answers (etcdctl's "bad connection" status, and argparse's usage errors)
+# how long `cluster status` looks again when every node process runs but a group has no leader or a node
+# is slow to answer: an election (0.6-1.2 s) or a loaded machine, not a failure, unless it lasts
+STATUS_SETTLE = 3.0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +39,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     # needs no repeat of the layout options
     s.add_argument("--nodes", type=int, default=None, help="node count of a new cluster (default 3)")
     s.add_argument("--base-port", type=int, default=None,
-                   help="client ports P..P+N-1, peer ports P+100.. (default: free ports)")
+                   help=f"client ports P..P+N-1, peer ports P+100.. (default: {launcher.DEFAULT_BASE_PORT}.. and "
+                        f"{launcher.DEFAULT_BASE_PORT + launcher.PEER_PORT_OFFSET}.. if all are free, else free ports)")
     s.add_argument("--shards", type=int, default=None, help="initial shard count of a new cluster (default 8)")
     s.add_argument("--replication", type=int, default=None, help="replicas per shard of a new cluster (default 3)")
     s.add_argument("--raft", default=None, help='JSON of Raft options, e.g. {"election_min": 0.4}')
@@ -40,8 +50,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_split_options(s, defaults=False)
     s.set_defaults(func=_guarded(_cmd_start))
 
-    st = csub.add_parser("status", help="show nodes and shards of a local cluster")
-    st.add_argument("--data-dir", required=True, help="directory holding the whole cluster")
+    st = csub.add_parser("status", help="show nodes and shards of a local cluster; exit 1 if unhealthy",
+                         description="Show the nodes and shards of the local cluster in --data-dir, and say "
+                                     "on stderr what is unhealthy.",
+                         epilog=f"Exit status: {EXIT_HEALTHY} every node answers and every shard (and the meta "
+                                f"group) has a leader; {EXIT_UNHEALTHY} a node is down or not answering, or a "
+                                f"shard has no leader (or an error, such as no cluster in --data-dir); "
+                                f"{EXIT_UNREACHABLE} no node answers (or a usage error). The status is printed "
+                                "whatever the exit status, --json included. While every node process runs, "
+                                f"a missing leader or a silent node is looked at again for up to "
+                                f"{STATUS_SETTLE:g} s (an election) before it counts.")
+    st.add_argument("--data-dir", default=launcher.DEFAULT_DATA_DIR,
+                    help=f"directory holding the whole cluster (default {launcher.DEFAULT_DATA_DIR})")
     st.add_argument("--json", action="store_true", help="print the status as one JSON object")
     st.set_defaults(func=_guarded(_cmd_status))
 
@@ -97,6 +117,8 @@ def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
+        except BrokenPipeError:
+            raise  # the reader of stdout left (| head): raftkv.cli.main ends quietly, not with an error
         except OSError as exc:
             raise RaftKVError(f"cluster {args.cluster_command}: {exc}") from None
 
@@ -113,8 +135,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
         if not isinstance(raft, dict):
             raise InvalidArgument("--raft must be a JSON object")
     settings = {name: getattr(args, name) for name in launcher.SETTINGS if getattr(args, name) is not None}
-    info = launcher.start(args.data_dir, nodes=args.nodes, base_port=args.base_port, shards=args.shards,
-                          replication=args.replication, raft=raft, wait=args.wait, settings=settings)
+    info = start_local(args.data_dir, nodes=args.nodes, base_port=args.base_port, shards=args.shards,
+                       replication=args.replication, raft=raft, wait=args.wait, settings=settings)
     print(f"cluster ready in {info.data_dir}: {len(info.nodes)} nodes, {info.shards} shards, "
           f"replication {info.replication}")
     print(f"seeds: {info.seeds}")
@@ -123,12 +145,70 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_local(data_dir: str, *, nodes: int | None = None, base_port: int | None = None, shards: int | None = None,
+                replication: int | None = None, raft: dict[str, Any] | None = None, wait: float = 30.0,
+                settings: dict[str, int] | None = None, err: TextIO | None = None) -> launcher.ClusterInfo:
+    """Start (or restart) the local cluster in ``data_dir`` as ``raftkv cluster start`` and ``raftkv up`` do.
+
+    A new cluster without ``base_port`` listens on :func:`launcher.default_ports` (clients on
+    7401.., peers on 7501..) when all of them are free, and on free ports otherwise, which it says
+    on ``err`` (default stderr).  None for a layout option means "3 nodes / 8 shards / 3 replicas
+    for a new cluster, what ``cluster.json`` says for an existing one".
+    """
+
+    def notice(message: str) -> None:
+        print(f"raftkv: {message}", file=sys.stderr if err is None else err, flush=True)
+
+    prefer = None if base_port is not None else launcher.default_ports(3 if nodes is None else nodes)
+    return launcher.start(data_dir, nodes=nodes, base_port=base_port, shards=shards, replication=replication,
+                          raft=raft, wait=wait, settings=settings, prefer_ports=prefer, notice=notice)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + STATUS_SETTLE
+    while True:
+        st = launcher.status(args.data_dir, include_meta=True)
+        code, problems = health(st)
+        # a node whose process is gone stays down: only a cluster whose processes all run may settle
+        running = all(n["pid"] is not None for n in st["nodes"])
+        if code == EXIT_HEALTHY or not running or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if args.json:
-        print(json.dumps(launcher.status(args.data_dir)))
+        # the documented shape: the meta leader only counts towards the exit status
+        print(json.dumps({k: v for k, v in st.items() if k != "meta"}))
     else:
-        print(render_status(launcher.status(args.data_dir, include_meta=True)))
-    return 0
+        print(render_status(st))
+    if problems:
+        what = "unreachable" if code == EXIT_UNREACHABLE else "unhealthy"
+        print(f"raftkv: cluster {what}: {'; '.join(problems)}", file=sys.stderr)
+    return code
+
+
+def health(st: dict[str, Any]) -> tuple[int, list[str]]:
+    """The exit status of ``raftkv cluster status`` for a :func:`launcher.status`, and what is wrong.
+
+    :data:`EXIT_UNREACHABLE` when no node answers; :data:`EXIT_UNHEALTHY` when a node is not
+    running or not answering, no node returned the shard map, a shard has no leader, or (if ``st``
+    has ``meta``) the meta group has none; else :data:`EXIT_HEALTHY` and no problems.
+    """
+    nodes = st["nodes"]
+    # a node whose process is gone and one that runs but does not answer call for different remedies
+    silent = [f"{how}: {', '.join(ids)}" for how, ids in (
+        ("not running", [n["id"] for n in nodes if not n["up"] and n["pid"] is None]),
+        ("not answering", [n["id"] for n in nodes if not n["up"] and n["pid"] is not None])) if ids]
+    if not any(n["up"] for n in nodes):
+        return EXIT_UNREACHABLE, [f"no node answers ({'; '.join(silent) or 'the cluster has no nodes'})"]
+    problems = silent
+    if st.get("epoch") is None:
+        problems.append("no node returned the shard map")
+    leaderless = [s["id"] for s in st["shards"] if s["leader"] is None]
+    if leaderless:
+        shown = ", ".join(leaderless[:8]) + (f" and {len(leaderless) - 8} more" if len(leaderless) > 8 else "")
+        problems.append(f"no leader for {shown}")
+    if "meta" in st and st["meta"].get("leader") is None:
+        problems.append("no leader for the meta group")
+    return (EXIT_UNHEALTHY if problems else EXIT_HEALTHY), problems
 
 
 def parse_key(text: str) -> int:
@@ -328,9 +408,9 @@ def render_status(st: dict[str, Any]) -> str:
     # "-"); STATE is what this machine sees of the process
     node_rows = [(n["id"], n["address"], n["pid"],
                   "up" if n["up"] else "down" if n["pid"] is None else "not answering",
-                  n.get("state"), n.get("replicas"), n.get("leaders")) for n in nodes]
-    out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS"), node_rows,
-                               right=(5, 6))]
+                  n.get("state"), n.get("replicas"), n.get("leaders"), n.get("metrics")) for n in nodes]
+    out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS", "METRICS"),
+                               node_rows, right=(5, 6))]
     if shards:
         shard_rows = [(s["id"], key_range(s["start"], s["end"]), stripe_text(s.get("stripe")), s.get("generation"),
                        ",".join(s["replicas"]), s["leader"], human_count(s.get("keys")),

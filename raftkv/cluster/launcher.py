@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,14 @@ LOCK_FILE = ".lock"
 SECRET_FILE = "secret"
 HOST = "127.0.0.1"
 PEER_PORT_OFFSET = 100  # with --base-port P: client ports P.., peer ports P+100..
+# the one default of every command that works on the local cluster (`raftkv up`, `shell`, `cluster status`)
+DEFAULT_DATA_DIR = "./raftkv-data"
+# a new local cluster listens on 7401.. for clients (what the README's examples and docker-compose's
+# published ports use, so addresses can be copied between them) and 7501.. for peers, when those are free
+DEFAULT_BASE_PORT = 7401
+# how long a launcher waits for another one that is creating a cluster on preferred ports, and how long
+# it then holds that claim itself while its nodes bind them (see _PortClaim)
+PORT_CLAIM_WAIT = 15.0
 PROBE_TIMEOUT = 1.0  # per RPC; a live node on loopback answers in milliseconds
 _FORMAT_VERSION = 1
 
@@ -278,15 +287,138 @@ def _port_busy(port: int) -> bool:
     return False
 
 
+def default_ports(nodes: int) -> list[int] | None:
+    """The ports a new local cluster of ``nodes`` nodes prefers: client ports 7401.., then peer ports 7501..
+
+    None when that layout does not fit (more than :data:`PEER_PORT_OFFSET` nodes): such a cluster
+    simply takes free ports.
+    """
+    if not 1 <= nodes <= PEER_PORT_OFFSET:
+        return None
+    return ([DEFAULT_BASE_PORT + i for i in range(nodes)]
+            + [DEFAULT_BASE_PORT + PEER_PORT_OFFSET + i for i in range(nodes)])
+
+
+def choose_ports(wanted: Sequence[int], is_free: Callable[[int], bool]) -> tuple[list[int] | None, list[int]]:
+    """``(wanted, [])`` if ``is_free`` says every wanted port is free, else ``(None, the taken ones)``.
+
+    All or nothing: a cluster on half its usual ports would only confuse.  Every port is asked
+    about, so that a message can name all the taken ones.  :class:`InvalidArgument` for a port
+    outside 1..65535 or one wanted twice.
+    """
+    wanted = list(wanted)
+    bad = [p for p in wanted if type(p) is not int or not 1 <= p <= 65535]
+    if bad:
+        raise InvalidArgument(f"not a TCP port: {', '.join(map(str, bad))}")
+    twice = sorted({p for p in wanted if wanted.count(p) > 1})
+    if twice:
+        raise InvalidArgument(f"ports wanted twice: {', '.join(map(str, twice))}")
+    taken = [p for p in wanted if not is_free(p)]
+    return (None, taken) if taken else (wanted, [])
+
+
+class _PortClaim:
+    """A lock shared by every launcher on this machine, held from "the preferred ports are free" until
+    the new cluster's nodes listen on them.
+
+    Without it two clusters created at the same moment (two test runs, or a test and a developer's
+    ``raftkv up``) could both find 7401 free before either node has bound it, and one of them would
+    fail to start.  The lock is a file in the temporary directory; if it cannot be opened (another
+    user's file), the claim is simply not had, and the caller takes free ports.
+    """
+
+    PATH = os.path.join(tempfile.gettempdir(), "raftkv-port-claim.lock")
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float = PORT_CLAIM_WAIT) -> bool:
+        """Take the claim, waiting up to ``timeout`` s for a launcher that holds it; whether it was had."""
+        try:
+            fd = os.open(self.PATH, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
+                continue
+            self._fd = fd
+            return True
+
+    @property
+    def held(self) -> bool:
+        """Whether this launcher holds the claim."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Let the next launcher look (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
+def _preferred_ports(claim: _PortClaim, wanted: Sequence[int], nodes: int,
+                     notice: Callable[[str], None] | None) -> list[int] | None:
+    """``wanted`` (client ports, then peer ports) if they are all free, with ``claim`` held; else None,
+    after telling ``notice`` why."""
+    if len(wanted) != 2 * nodes:
+        raise InvalidArgument(f"{nodes} nodes need {2 * nodes} preferred ports (a client and a peer port each), "
+                              f"not {len(wanted)}")
+    choose_ports(wanted, lambda p: True)  # refuses malformed lists before anything waits
+    which = f"{_port_runs(wanted[:nodes])} (peers {_port_runs(wanted[nodes:])})"
+    if not claim.acquire():
+        why = "another raftkv cluster is being created on this machine"
+    else:
+        chosen, taken = choose_ports(wanted, lambda p: not _port_busy(p))
+        if chosen is not None:
+            return chosen
+        claim.release()
+        why = f"port{'s' if len(taken) > 1 else ''} {_port_runs(taken)} already in use on {HOST}"
+    if notice is not None:
+        notice(f"{why}: the new cluster takes free ports instead of {which}")
+    return None
+
+
+def _port_runs(ports: Sequence[int]) -> str:
+    """``7401-7403, 7501``: ports in the given order, consecutive runs shortened."""
+    runs: list[list[int]] = []
+    for p in ports:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def _wait_listening(info: ClusterInfo, timeout: float) -> None:
+    """Return once every port of ``info`` has a listener, a node has exited, or ``timeout`` has passed."""
+    ports = [p for n in info.nodes for p in (n.client[1], n.peer[1])]
+    deadline = time.monotonic() + timeout
+    while not all(_port_busy(p) for p in ports) and time.monotonic() < deadline:
+        if any(_live_pid(info, n.id) is None for n in info.nodes):
+            return  # it will not bind now; _wait_started says why
+        time.sleep(0.05)
+
+
 def _new_layout(root: str, nodes: int, base_port: int | None, shards: int, replication: int,
-                raft: dict[str, Any]) -> ClusterInfo:
+                raft: dict[str, Any], ports: Sequence[int] | None = None) -> ClusterInfo:
+    """A new cluster's layout: ``ports`` (client ports, then peer ports) if given, else from
+    ``base_port``, else free ports."""
     if nodes < 1:
         raise InvalidArgument(f"a cluster needs at least one node, not {nodes}")
     if shards < 1:
         raise InvalidArgument(f"a cluster needs at least one shard, not {shards}")
     if not 1 <= replication <= nodes:
         raise InvalidArgument(f"replication must be between 1 and the node count ({nodes}), not {replication}")
-    if base_port is None:
+    if ports is not None:
+        client, peer = list(ports[:nodes]), list(ports[nodes:])
+    elif base_port is None:
         ports = free_ports(2 * nodes)
         client, peer = ports[:nodes], ports[nodes:]
     else:
@@ -449,6 +581,8 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
     # does not know at start
     if info.peer_via.get(node_id) and not info.is_joined(node_id):
         argv += ["--peer-via", format_peer_via(info.peer_via[node_id])]
+    # metrics on any free port: the node reports where in `status` (a fixed one could be taken)
+    argv += ["--metrics-port", "0"]
     if os.path.exists(_secret_path(info)):  # see _ensure_secret: all nodes have it, or none does
         argv += ["--secret-file", _secret_path(info)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log shows what happened up to a crash
@@ -647,12 +781,15 @@ def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[st
 def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: int | None = None,
           shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
           wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None,
-          settings: dict[str, int] | None = None) -> ClusterInfo:
+          settings: dict[str, int] | None = None, prefer_ports: Sequence[int] | None = None,
+          notice: Callable[[str], None] | None = None) -> ClusterInfo:
     """Start the cluster in ``data_dir`` (creating it on first use) and wait until it is ready.
 
     The first start fixes the layout in ``cluster.json``: ``nodes`` nodes n1..nN, client ports
-    ``base_port``.. and peer ports ``base_port+100``.. (or free ports if ``base_port`` is None),
-    ``shards`` shards with ``replication`` replicas, and ``raft`` options.  Later starts reuse it
+    ``base_port``.. and peer ports ``base_port+100``.. (if ``base_port`` is None: the
+    ``prefer_ports``, n1..nN's client ports then their peer ports, when every one is free, else
+    free ports, after telling ``notice`` why; the commands prefer :func:`default_ports`), ``shards``
+    shards with ``replication`` replicas, and ``raft`` options.  Later starts reuse it
     and only start nodes that are not running; a layout argument that contradicts it raises
     :class:`InvalidArgument` (pass None to accept the stored value).  A ``raft`` given on a
     later start replaces the stored options for nodes started from then on.  ``peer_via``
@@ -666,34 +803,55 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
     running: call :func:`stop`).
     """
     root = _root(data_dir)
-    with _locked(root):
-        info = _read_config(root)
-        if info is None:
-            info = _new_layout(root, 3 if nodes is None else nodes, base_port, 8 if shards is None else shards,
-                               3 if replication is None else replication, raft or {})
-            if peer_via:
-                info = replace(info, peer_via=_checked_peer_via(info, peer_via))
-            if settings:
-                info = replace(info, settings=check_settings(settings))
-            _save(info)
-        else:
-            _check_same_layout(info, nodes, base_port, shards, replication)
-            if raft is not None and raft != info.raft:
-                info = replace(info, raft=dict(raft))
-                _save(info)
-            if settings and {**info.settings, **settings} != info.settings:
-                info = replace(info, settings=check_settings({**info.settings, **settings}))
-                _save(info)
-            checked = None if peer_via is None else _checked_peer_via(info, peer_via)
-            if checked is not None and checked != info.peer_via:
-                info = replace(info, peer_via=checked)
-                _save(info)
-        _ensure_secret(info)
-        for node in info.nodes:
-            if _live_pid(info, node.id) is None:
-                _spawn(info, node.id)
+    claim = _PortClaim()
+    try:
+        with _locked(root):
+            info = _start_locked(root, claim, nodes, base_port, shards, replication, raft, peer_via, settings,
+                                 prefer_ports, notice)
+        # a launcher that wants the same ports looks once our nodes listen on them, and so finds them taken
+        if claim.held:
+            _wait_listening(info, min(wait, PORT_CLAIM_WAIT))
+    finally:
+        claim.release()
     _wait_started(info, wait)
     return load(root)
+
+
+def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: int | None, shards: int | None,
+                  replication: int | None, raft: dict[str, Any] | None,
+                  peer_via: dict[str, dict[str, tuple[str, int]]] | None, settings: dict[str, int] | None,
+                  prefer_ports: Sequence[int] | None, notice: Callable[[str], None] | None) -> ClusterInfo:
+    """:func:`start`'s part under the directory lock: the layout read or made, missing nodes spawned."""
+    info = _read_config(root)
+    if info is None:
+        count = 3 if nodes is None else nodes
+        ports = None
+        if prefer_ports is not None and base_port is None:
+            ports = _preferred_ports(claim, prefer_ports, count, notice)
+        info = _new_layout(root, count, base_port, 8 if shards is None else shards,
+                           3 if replication is None else replication, raft or {}, ports)
+        if peer_via:
+            info = replace(info, peer_via=_checked_peer_via(info, peer_via))
+        if settings:
+            info = replace(info, settings=check_settings(settings))
+        _save(info)
+    else:
+        _check_same_layout(info, nodes, base_port, shards, replication)
+        if raft is not None and raft != info.raft:
+            info = replace(info, raft=dict(raft))
+            _save(info)
+        if settings and {**info.settings, **settings} != info.settings:
+            info = replace(info, settings=check_settings({**info.settings, **settings}))
+            _save(info)
+        checked = None if peer_via is None else _checked_peer_via(info, peer_via)
+        if checked is not None and checked != info.peer_via:
+            info = replace(info, peer_via=checked)
+            _save(info)
+    _ensure_secret(info)
+    for node in info.nodes:
+        if _live_pid(info, node.id) is None:
+            _spawn(info, node.id)
+    return info
 
 
 # cluster settings the launcher stores and passes to every node, with the node option that takes each
@@ -828,7 +986,7 @@ def stop(data_dir: str | os.PathLike[str], timeout: float = 10.0) -> dict[str, s
 def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict[str, Any]:
     """The cluster as its processes and nodes report it.
 
-    ``{"nodes": [{"id", "address", "pid", "up"}], "shards": [{"id", "start", "end", "replicas",
+    ``{"nodes": [{"id", "address", "pid", "up", "metrics"}], "shards": [{"id", "start", "end", "replicas",
     "leader", "generation", "stripe", "bytes", "keys", "writes_per_s"}], "epoch"}``: ``up`` means
     the process is alive and answers ``status``; shards come from the newest map any live node
     returns (empty, and ``epoch`` None, if none answers), in map order; ``end`` is exclusive (2**64
@@ -847,9 +1005,12 @@ def status(data_dir: str | os.PathLike[str], include_meta: bool = False) -> dict
     expect = {format_hostport(n.client): (n.id, info.pids[n.id]) for n in info.nodes if info.pids[n.id]}
     view = _probe(list(expect), expect, brief=False)  # with each shard's size, rate and keys
     up_ids = {st["node"] for st in view.status.values()}
+    # each node's metrics address ("host:port"), as it reports it (None: not serving metrics)
+    metrics = {st["node"]: st.get("metrics") if isinstance(st.get("metrics"), str) else None
+               for st in view.status.values()}
     out: dict[str, Any] = {
         "nodes": [{"id": n.id, "address": format_hostport(n.client), "pid": info.pids[n.id], "up": n.id in up_ids,
-                   "state": None, "replicas": None, "leaders": None}
+                   "state": None, "replicas": None, "leaders": None, "metrics": metrics.get(n.id)}
                   for n in info.nodes],
         "shards": [],
         "epoch": None if view.shard_map is None else int(view.shard_map["epoch"]),

@@ -45,6 +45,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from ..errors import StorageError
+from ..logs import event
 from ..protocol.codec import load, pack
 from ..storage.leveldb import RaftLogSlot, ShardStore, write_file_atomic
 from . import commands, membership
@@ -260,6 +261,9 @@ class SnapshotSerializer:
         self.journal: DurableJournal | None = None
         self._incoming: Any = None
         self.installs = 0
+        self.label = os.path.basename(directory)  # the group's id, for log lines
+        # for the metrics endpoint: transfers completed and bytes, each way
+        self.sent = self.sent_bytes = self.received_bytes = 0
         self._install: _Install | None = None  # the install running in the background, if any
         self.notify: Callable[[], None] = lambda: None  # thread-safe: have the Raft loop tick us
 
@@ -341,8 +345,12 @@ class SnapshotSerializer:
             entry = self._outgoing[node] = (encode_stream(header, items, self._chunk), time.monotonic())
         chunk = next(entry[0], None)
         if chunk is None:
-            del self._outgoing[node]
+            started = self._outgoing.pop(node)[1]
+            self.sent += 1
+            log.info("%s: sent a snapshot to %s in %.1f s", self.label, node.id, time.monotonic() - started,
+                     extra=event("snapshot_sent", shard=self.label, to=node.id))
             return b"", first, True
+        self.sent_bytes += len(chunk)
         return chunk, first, False
 
     def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 (sic, pysyncobj's spelling)
@@ -374,6 +382,7 @@ class SnapshotSerializer:
         elif self._incoming is None:
             return False
         self._incoming.write(chunk)
+        self.received_bytes += len(chunk)
         if not last:
             return False
         self._incoming.close()
@@ -398,7 +407,9 @@ class SnapshotSerializer:
         header = job.header
         self._write_meta(entry_tuple(header["last"]), entry_tuple(header["prev"]))
         self.installs += 1
-        log.info("installed snapshot at index %d in %.1f s", header["index"], job.seconds)
+        log.info("%s: installed a snapshot at index %d in %.1f s", self.label, header["index"], job.seconds,
+                 extra=event("snapshot_installed", shard=self.label, index=header["index"],
+                             bytes=self.received_bytes, seconds=round(job.seconds, 3)))
         if self._on_installed is not None:
             self._on_installed()
         return True
@@ -489,6 +500,8 @@ class RaftGroup(SyncObj):
         # message, command or read wakes it; so does a leader's node going silent (loop.py).
         self.quiesced = False
         self.busy_at = time.monotonic()
+        self.leader_changes = 0  # leaders this replica has seen take over (the metrics endpoint)
+        self._seen_leader: Any = None
         conf = SyncObjConf(
             autoTick=False,
             journalFile=os.path.join(directory, "raft.log"),
@@ -587,11 +600,22 @@ class RaftGroup(SyncObj):
             # a leadership hand-off, whose TimeoutNow arrives with the entries that commit.)
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
         self.transport.campaign_transfer = self._SyncObj__transferInProgress
+        was = self._SyncObj__raftState
         try:
             super().doTick(timeToWait)
         finally:
             self.transport.campaign_transfer = False
         self._try_hand_over()
+        if self._SyncObj__raftState == _syncobj._RAFT_STATE.CANDIDATE and was != _syncobj._RAFT_STATE.CANDIDATE:
+            log.info("%s: campaigning in term %d", self.group_id, self.term,
+                     extra=event("election", shard=self.group_id, term=self.term))
+        leader = self._SyncObj__raftLeader
+        if leader is not self._seen_leader:  # counted here, not at scrape time, so none is missed
+            self._seen_leader = leader
+            if leader is not None:
+                self.leader_changes += 1
+                log.info("%s: %s leads in term %d", self.group_id, leader.id, self.term,
+                         extra=event("leader_change", shard=self.group_id, leader=leader.id, term=self.term))
 
     # --- membership (Raft thread) -------------------------------------------------------------
 

@@ -96,10 +96,21 @@ class NodeConfig:
     # their addresses and this node's): the initial map and the meta group's first members are
     # derived from them on every node alike
     founders: list[str] | None = None
+    # serve Prometheus metrics on this port (0: any free one), on the client port's host; None: off
+    metrics_port: int | None = None
+    log_format: str = "text"  # or "json": one object per line (logs.JsonFormatter)
+    # a request slower than this (seconds) is logged (at most once per operation per 10 s)
+    slow_request_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
             raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise InvalidArgument("metrics_port must be a port number (0: any free one)")
+        if self.log_format not in ("text", "json"):
+            raise InvalidArgument(f"unknown log format {self.log_format!r}: text or json")
+        if not self.slow_request_seconds > 0:
+            raise InvalidArgument("slow_request_seconds must be positive")
         if not self.dead_after >= 5.0:
             raise InvalidArgument("dead_after must be at least 5 seconds")
         unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .. import errors
+from .. import errors, logs
 from ..errors import (
     CursorExpired,
     InvalidArgument,
@@ -41,7 +41,7 @@ from ..errors import (
     UnknownOperation,
 )
 from ..keys import MAX_VALUE_BYTES, check_key, check_value
-from ..logs import LogLimiter
+from ..logs import LogLimiter, event
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, check_request_id, encode
 from ..replication import commands, sessions
 from ..replication.balance import pick_transfer
@@ -60,10 +60,12 @@ from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas, shard_name
 from ..routing.stripes import MAX_STRIPES
+from ..stats import OpStats
 from ..storage.leveldb import StoreView
 from . import maplink
 from .config import NodeConfig, check_data_dir, format_hostport
 from .members import Members
+from .metrics import MetricsServer
 from .registry import GroupRegistry
 
 log = logging.getLogger(__name__)
@@ -352,6 +354,8 @@ class Node:
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._balance_tried: dict[str, float] = {}  # group -> when we last asked to hand it away
         self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
+        self.stats = OpStats(self.OPS)  # requests by operation, for the metrics endpoint
+        self._metrics: MetricsServer | None = None
         self._cursor_ids = itertools.count(1)
         self._clients: set[_ClientConnection] = set()
         self._partial_bytes = 0  # declared sizes of large frames being received, all connections
@@ -426,7 +430,8 @@ class Node:
         if choice is not None:
             gid, target = choice
             tried[gid] = now
-            log.info("handing leadership of %s to %s (balancing)", gid, target)
+            log.info("handing leadership of %s to %s (balancing)", gid, target,
+                 extra=event("leader_transfer", shard=gid, to=target, why="balancing"))
             groups[gid].transfer_to(target)
 
     def leaders(self) -> dict[str, str | None]:
@@ -774,7 +779,8 @@ class Node:
         """Split ``g``'s shard at ``at`` through its log, then publish the records."""
         new_id = shard_name(await self.maplink.allocate(timeout))
         done = await self._reshape(g, commands.split(at, new_id, shard.generation), timeout, req)
-        log.info("split %s at %d (%s): %s takes [%d, %d)", shard.id, at, why, new_id, at, shard.end)
+        log.info("split %s at %d (%s): %s takes [%d, %d)", shard.id, at, why, new_id, at, shard.end,
+                 extra=event("split", shard=shard.id, at=at, why=why, new_shard=new_id))
         return done
 
     async def _reshape(self, g: RaftGroup, command: bytes, timeout: float,
@@ -819,7 +825,8 @@ class Node:
                                                    born_empty=True)
         done = await self._reshape(g, commands.stripe(at, end, stripes, tail, shard.generation), timeout, req)
         log.info("striped %s [%d, %d) over %d groups (%s)%s", shard.id, at, end, k, why,
-                 f"; {tail.id} takes [{end}, {shard.end})" if tail else "")
+                 f"; {tail.id} takes [{end}, {shard.end})" if tail else "",
+                 extra=event("stripe", shard=shard.id, at=at, stripes=k, why=why))
         return done
 
     def _observe(self, g: RaftGroup, shard: Shard, keys: list[int]) -> None:
@@ -1004,7 +1011,8 @@ class Node:
         return {"node": self.me.id, "pid": os.getpid(), "uptime": time.time() - self.started,
                 "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
                 "fsync_seconds": round(self.loop.fsync_seconds, 3),
-                "peers_up": self.loop.hub.up_peers()}
+                "peers_up": self.loop.hub.up_peers(),
+                "metrics": None if self._metrics is None else self._metrics.address}
 
     async def op_compact(self, req: dict[str, Any]) -> Any:
         """Ask a local replica to compact its log now (operations and tests)."""
@@ -1181,6 +1189,7 @@ class Node:
         _REPLY_CONN.set(conn)  # this task's own context: lets a read wait for reply room
         rid = None
         op = msg.get("op") if isinstance(msg, dict) else None
+        started = time.perf_counter()
         try:
             if not isinstance(msg, dict):
                 raise InvalidArgument("a request must be a map")
@@ -1200,12 +1209,28 @@ class Node:
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("request %.40r failed", op)
             reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
+        err = reply.get("err")
+        took = time.perf_counter() - started
+        self.stats.record(op, took, err["code"] if err is not None else None)
+        if took > self.config.slow_request_seconds:
+            self._slow(op, msg, took, err)
         try:
             return encode(reply)
         except Exception as exc:  # e.g. a result too big for one frame: still one reply, an error
             log.warning("the reply to a %.40r request could not be encoded: %s", op, exc)
             return encode({"id": rid, "err": errors.to_wire(errors.RaftKVError(
                 f"the reply could not be sent: {str(exc)[:200]}"))})
+
+    def _slow(self, op: Any, msg: Any, took: float, err: Any) -> None:
+        """Log a slow request, at most once per operation per interval (a stalled shard would
+        otherwise log every request queued behind it)."""
+        name = op if isinstance(op, str) and op in self.OPS else "unknown"
+        shard = msg.get("shard") if isinstance(msg, dict) and isinstance(msg.get("shard"), str) else None
+        outcome = err["code"] if err is not None else "ok"
+        self._complaints.log(f"slow {name}", logging.WARNING, "slow %s request%s: %.0f ms (%s)", name,
+                             f" to {shard:.64}" if shard else "", took * 1000, outcome,
+                             extra=event("slow_request", op=name, shard=shard, ms=round(took * 1000, 1),
+                                         outcome=outcome))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -1237,6 +1262,10 @@ class Node:
         host = self.config.bind_host or self.me.client[0]
         server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
                                             limit=READ_CHUNK, backlog=256)
+        metrics = None
+        if self.config.metrics_port is not None:
+            metrics = self._metrics = MetricsServer(self, host, self.config.metrics_port)
+            log.info("node %s serving metrics on http://%s/metrics", self.me.id, metrics.address)
         expiry = asyncio.create_task(self._expire_cursors())
         background = [asyncio.create_task(self._follow_map()), asyncio.create_task(self._publish_splits()),
                       asyncio.create_task(self._split_when_due()), asyncio.create_task(self.members.run())]
@@ -1255,6 +1284,8 @@ class Node:
                 task.cancel()
             self.maplink.close()
             server.close()
+            if metrics is not None:
+                metrics.close()
             self.loop.stop()
             self.registry.close()
 
@@ -1317,7 +1348,7 @@ def _span(req: dict[str, Any]) -> tuple[int, int]:
 
 def run_node(config: NodeConfig) -> None:
     """Entry point of ``raftkv node``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_format)
     # a crash in C code (LevelDB, msgpack) or a fatal signal still leaves every thread's stack in the log
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # on demand: every thread's stack, to the log

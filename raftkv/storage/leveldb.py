@@ -55,6 +55,7 @@ import plyvel
 
 from ..errors import StorageError
 from ..protocol.pages import decode_raw_keys
+from ..stats import FSYNC_BUCKETS, Histogram
 
 DATA = b"k"  # replica key prefix of user data
 SYSTEM = b"s"  # replica key prefix of system entries
@@ -151,6 +152,7 @@ class NodeStore:
         self._closing = False
         self._purger: threading.Thread | None = None
         self._pending: dict[bytes, bytes | None] = {}  # key -> value (None: delete) for the next flush
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS)  # each synced flush, as the metrics endpoint shows it
         for prefix in self._stale_prefixes():
             self._schedule_purge(prefix)
 
@@ -249,12 +251,14 @@ class NodeStore:
         with self._lock:
             pending, self._pending = self._pending, {}
         if pending:
+            started = time.perf_counter()
             with self._db.write_batch(sync=True) as wb:
                 for key, value in pending.items():
                     if value is None:
                         wb.delete(key)
                     else:
                         wb.put(key, value)
+            self.fsync_seconds.observe(time.perf_counter() - started)
         return len(pending)
 
     # --- purging old generations ----------------------------------------------------------------
