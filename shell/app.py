@@ -99,8 +99,9 @@ def _continuation(width: int, line_number: int, wrap_count: int) -> StyleAndText
 def _toolbar(shell: Shell) -> StyleAndTextTuples:
     s = shell.settings
     where = shell.seeds or "not connected"
+    fmt = f"json (keys: {s.json_keys}s)" if s.format == "json" else s.format
     return [("class:bottom-toolbar",
-             f" {where}  reads: {s.consistency}  format: {s.format}  timing: {'on' if s.timing else 'off'}"
+             f" {where}  reads: {s.consistency}  format: {fmt}  timing: {'on' if s.timing else 'off'}"
              "   \\? help  Ctrl-D quit ")]
 
 

@@ -13,12 +13,11 @@ import os
 import sys
 from typing import Any
 
+from raftkv.cluster.launcher import DEFAULT_DATA_DIR  # one default for up, shell and cluster status
 from raftkv.errors import InvalidArgument, RaftKVError
 
-from .formats import FORMATS
+from .formats import FORMATS, JSON_KEYS
 from .runner import CONSISTENCIES, Outcome, Settings, Shell
-
-DEFAULT_DATA_DIR = "./raftkv-data"
 
 
 class _ScriptAction(argparse.Action):
@@ -34,6 +33,9 @@ class _ScriptAction(argparse.Action):
 def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="output format (default: table on a terminal, csv otherwise)")
+    p.add_argument("--json-keys", choices=JSON_KEYS, default="string",
+                   help="how the json format writes keys: as strings (default; exact in JavaScript "
+                        "and jq, which round integers above 2**53) or as numbers")
     p.add_argument("-e", "--execute", dest="scripts", action=_ScriptAction, const="e", metavar="STATEMENTS",
                    help="run these ';'-separated statements and exit (repeatable)")
     p.add_argument("-f", "--file", dest="scripts", action=_ScriptAction, const="f", metavar="FILE",
@@ -91,7 +93,8 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")  # odd text must not crash the shell on a C locale
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
-    settings = Settings(format=fmt, timing=not args.no_timing, consistency=args.consistency)
+    settings = Settings(format=fmt, timing=not args.no_timing, consistency=args.consistency,
+                        json_keys=args.json_keys)
     shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr)
     try:
         if _interactive(args):
@@ -121,15 +124,16 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """``raftkv up``."""
-    from raftkv.cluster import launcher
+    from raftkv.cluster.cli import start_local
 
     print(f"starting the local cluster in {os.path.abspath(args.data_dir)} ...", file=sys.stderr, flush=True)
     try:
-        info = launcher.start(args.data_dir, nodes=args.nodes, shards=args.shards, wait=args.wait)
+        # as `raftkv cluster start`: a new cluster on 7401.. (peers 7501..) if free, else free ports, said so
+        info = start_local(args.data_dir, nodes=args.nodes, shards=args.shards, wait=args.wait)
     except OSError as exc:
         raise RaftKVError(f"up: {exc}") from None
     print(f"cluster ready: {len(info.nodes)} nodes, {info.shards} shards\n"
-          f"client addresses: {info.seeds}", file=sys.stderr, flush=True)
+          f"seeds: {info.seeds}", file=sys.stderr, flush=True)
     code = run_session(args, info.seeds)
     print(f"the cluster keeps running; stop it with: raftkv cluster stop --data-dir {args.data_dir}",
           file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\timing``, ``\\consistency``, ``\\x``,
-``\\i`` and ``\\q``.
+"""Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\jsonkeys``, ``\\timing``,
+``\\consistency``, ``\\x``, ``\\i`` and ``\\q``.
 
 A command is one line. Its arguments are split like a POSIX shell would (so ``\\i 'my file.sql'``
 works), and a trailing ``;`` is ignored because people type one out of habit.
@@ -99,6 +99,17 @@ def _format(shell: Shell, args: tuple[str, ...]) -> Outcome:
     return Outcome.OK
 
 
+def _json_keys(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\jsonkeys string|number")
+    if args:
+        style = args[0].lower()
+        if style not in formats.JSON_KEYS:
+            raise CommandError(f"unknown json key style {args[0]!r}; choose one of: {', '.join(formats.JSON_KEYS)}")
+        shell.settings.json_keys = style
+    shell.info(f"json output writes keys as {shell.settings.json_keys}s")
+    return Outcome.OK
+
+
 def _expanded(shell: Shell, args: tuple[str, ...]) -> Outcome:
     _expect(args, 0, "\\x")
     # psql's expanded-display toggle: vertical, or back to table
@@ -150,6 +161,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 _connect),
     CommandSpec(("format",), "\\format [table|vertical|json|csv]", "set or show the output format", _format,
                 formats.FORMATS),
+    CommandSpec(("jsonkeys",), "\\jsonkeys [string|number]",
+                "set or show how the json format writes keys (strings are exact in JavaScript and jq)",
+                _json_keys, formats.JSON_KEYS),
     CommandSpec(("x",), "\\x", "toggle expanded (vertical) output", _expanded),
     CommandSpec(("timing",), "\\timing [on|off]", "show the elapsed time after each statement (toggles)",
                 _timing, ON_OFF),

@@ -1,63 +1,95 @@
-"""Result formatting: pure functions and small stateful renderers, no terminal or I/O.
+r"""Result formatting: pure functions and small stateful renderers, no terminal or I/O.
 
 A renderer turns pages of rows into text one page at a time, so a result of any size streams:
-the shell writes each page's text as soon as the page arrives. Two kinds of format exist:
+the shell writes each page's text as soon as the page arrives. Every format shows every value
+unambiguously (docs/query-language.md, "Output formats", is the user's description):
 
-* display formats (``table``, ``vertical``) are for people: bytes that are valid UTF-8 show as
-  text with control characters escaped (``\\n``, ``\\x1b``), other bytes as ``x'hex'``, and
-  NULL as ``NULL``;
-* data formats (``json`` lines, ``csv``) are for programs: text is carried exactly (JSON escapes
-  what it must, CSV quotes), non-UTF-8 bytes become the string ``x'hex'``, NULL is ``null`` in
-  JSON and an empty unquoted field in CSV (an empty value is ``""``).
+* **binary** (bytes that are not UTF-8) is PostgreSQL's bytea hex form, ``\x`` and two lower-case
+  hex digits per byte (``\x00ff``), in every format (a JSON string in ``json``);
+* **text** (UTF-8 bytes, or a ``str``) that starts with a backslash gets one more backslash in
+  front, so no text reads as binary; nothing else about it changes in ``json`` and in ``csv``
+  written to a file or pipe (programs want the exact text);
+* what a terminal shows -- ``table``, ``vertical``, and ``csv`` on a terminal -- is escaped text:
+  every backslash doubled, ``\n`` ``\r`` ``\t``, and ``\uXXXX`` for the other control and
+  bidirectional-override characters, so that data can neither drive the terminal (an escape
+  sequence that retitles the window, a carriage return that overwrites a line) nor be mistaken
+  for other data; ``json`` writes those characters as ``\uXXXX`` escapes everywhere, which is
+  the same JSON;
+* in ``json``, a stored value that is a JSON document (UTF-8, strict JSON, not a bare string) is
+  embedded as JSON, its whitespace outside strings removed; keys -- the integers of key columns
+  -- are JSON strings by default (JavaScript and jq round integers above 2**53), or numbers;
+* NULL is ``NULL`` on display, ``null`` in JSON and an empty unquoted field in CSV (an empty
+  value is ``""``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 FORMATS = ("table", "vertical", "json", "csv")
 DISPLAY_FORMATS = frozenset({"table", "vertical"})
+JSON_KEYS = ("string", "number")  # how the json format writes keys
 DEFAULT_MAX_CELL = 200  # table cells longer than this (in columns) are cut, ending in "…"
 
 Row = Sequence[Any]
 
-# Characters that would move the cursor, recolour the terminal or reorder text if printed raw.
-_ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-_ESCAPES.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+# Characters that would move the cursor, recolour or retitle the terminal (C0, DEL, C1: a UTF-8
+# terminal may take U+009B as CSI) or reorder the text around them (bidirectional controls).
+_UNSAFE = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in _UNSAFE}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\"})
+# json.dumps already escapes C0; these it leaves raw. Valid JSON holds them only inside strings,
+# where \uXXXX means the same character, so a whole line can be translated.
+_JSON_ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x20}
+# a JSON string (unrolled, so a 1 MiB value does not recurse), or whitespace between tokens
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[ \t\n\r]+')
 
 
 def escape(text: str) -> str:
-    """``text`` with control and bidirectional-override characters written as escapes."""
+    r"""``text`` as a terminal may show it: backslashes doubled, ``\n`` ``\r`` ``\t``, and
+    ``\uXXXX`` for other control and bidirectional-override characters (a reversible escape)."""
     return text.translate(_ESCAPES)
 
 
-def hex_bytes(data: bytes) -> str:
-    """Bytes as the query language writes them: ``x'00ff'``."""
-    return f"x'{data.hex()}'"
+def binary(data: bytes) -> str:
+    r"""Bytes in PostgreSQL's bytea hex form: ``\x00ff`` (the query language's ``x'00ff'``)."""
+    return "\\x" + data.hex()
 
 
-def _bytes_text(data: bytes) -> str | None:
+def plain_text(text: str) -> str:
+    r"""Text as the data formats carry it: unchanged, except that a leading backslash is doubled,
+    so that text never reads as :func:`binary` (``\x41`` the text is ``\\x41``)."""
+    return "\\" + text if text.startswith("\\") else text
+
+
+def _utf8(value: Any) -> str | None:
+    """The text of a ``str``, or of bytes that are UTF-8; None for binary."""
+    if isinstance(value, str):
+        return value
     try:
-        return data.decode("utf-8")
+        return bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         return None
 
 
+def _is_bytes(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview))
+
+
 def display_value(value: Any) -> str:
-    """How the display formats show one value."""
+    """How a terminal shows one value (``table``, ``vertical``, ``csv`` on a terminal)."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        text = _bytes_text(data)
-        return hex_bytes(data) if text is None else escape(text)
+    if _is_bytes(value):
+        text = _utf8(value)
+        return binary(bytes(value)) if text is None else escape(text)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, int):
@@ -65,33 +97,74 @@ def display_value(value: Any) -> str:
     return escape(str(value))
 
 
-def json_value(value: Any) -> Any:
-    """One value as a JSON-ready object (bytes as text or ``x'hex'``, non-finite floats as null)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        text = _bytes_text(data)
-        return hex_bytes(data) if text is None else text
-    if isinstance(value, float) and not math.isfinite(value):
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_document(text: str) -> str | None:
+    """``text`` without its insignificant whitespace if it is a JSON document to embed, else None.
+
+    A document is strict JSON (no ``NaN`` or ``Infinity``, as the query language's JSON fields)
+    and not a bare string: a stored ``"hi"`` is embedded as the text ``"hi"``, because a JSON
+    string in the output already means stored text. Numbers keep their digits as written.
+    """
+    stripped = text.lstrip(" \t\n\r")
+    if not stripped or stripped[0] == '"':
         return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    return _JSON_TOKEN.sub(lambda m: m.group() if m.group()[0] == '"' else "", text)
 
 
-def csv_field(value: Any) -> str:
-    """One value as a CSV field (RFC 4180 quoting; NULL is an empty unquoted field)."""
+def json_text(value: Any, *, key: bool = False, json_keys: str = "string") -> str:
+    """One value as JSON text.
+
+    ``key`` says the value is a key: an int is then a JSON string when ``json_keys`` is
+    ``"string"``. Bytes are embedded JSON (:func:`json_document`), a JSON string of their text
+    (:func:`plain_text`), or of :func:`binary` when they are not UTF-8. Non-finite floats are null.
+    Control characters outside C0 are left for the line's final translation (:class:`JsonRenderer`).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f'"{value}"' if key and json_keys == "string" else str(value)
+    if isinstance(value, float):
+        return json.dumps(value) if math.isfinite(value) else "null"
+    if _is_bytes(value):
+        text = _utf8(value)
+        if text is None:
+            return json.dumps(binary(bytes(value)))
+        document = json_document(text)
+        if document is not None:
+            return document
+        return json.dumps(plain_text(text), ensure_ascii=False)
+    return json.dumps(plain_text(str(value)), ensure_ascii=False)
+
+
+def csv_field(value: Any, tty: bool = False) -> str:
+    """One value as a CSV field (RFC 4180 quoting; NULL is an empty unquoted field).
+
+    On a terminal (``tty``) text is escaped as :func:`display_value` does; otherwise it is the
+    exact text (:func:`plain_text`), which a file or a program wants.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
         text = "true" if value else "false"
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        decoded = _bytes_text(data)
-        text = hex_bytes(data) if decoded is None else decoded
     elif isinstance(value, float):
         text = repr(value)
-    else:
+    elif isinstance(value, int):
         text = str(value)
+    else:
+        decoded = _utf8(value) if _is_bytes(value) else str(value)
+        if decoded is None:
+            text = binary(bytes(value))
+        else:
+            text = escape(decoded) if tty else plain_text(decoded)
     # quote an empty string too, so that it differs from NULL
     if text == "" or any(c in text for c in ',"\r\n') or text != text.strip(" "):
         return '"' + text.replace('"', '""') + '"'
@@ -225,15 +298,29 @@ class VerticalRenderer:
 
 
 class JsonRenderer:
-    """JSON lines: one object per row, keyed by column name (a repeated name gets ``_2``, ...)."""
+    """JSON lines: one object per row, keyed by column name (a repeated name gets ``_2``, ...).
 
-    def __init__(self, columns: Sequence[str]) -> None:
-        self.keys = _unique(columns)
+    ``key_columns`` are the indexes of the columns that hold keys; ``json_keys`` (one of
+    :data:`JSON_KEYS`) says whether their integers are written as strings or numbers.
+    """
+
+    def __init__(self, columns: Sequence[str], key_columns: Collection[int] = (),
+                 json_keys: str = "string") -> None:
+        if json_keys not in JSON_KEYS:
+            raise ValueError(f"unknown json key style {json_keys!r}; choose one of {', '.join(JSON_KEYS)}")
+        self.names = [json.dumps(name, ensure_ascii=False) + ": " for name in _unique(columns)]
+        self.is_key = [i in key_columns for i in range(len(columns))]
+        self.json_keys = json_keys
+
+    def line(self, row: Row) -> str:
+        """One row as a JSON object on one line."""
+        fields = [name + json_text(v, key=k, json_keys=self.json_keys)
+                  for name, k, v in zip(self.names, self.is_key, row, strict=True)]
+        return ("{" + ", ".join(fields) + "}").translate(_JSON_ESCAPES)
 
     def page(self, rows: Sequence[Row]) -> str:
         """One line per row."""
-        return "".join(json.dumps(dict(zip(self.keys, map(json_value, row), strict=True)),
-                                  ensure_ascii=False) + "\n" for row in rows)
+        return "".join(self.line(row) + "\n" for row in rows)
 
     def end(self) -> str:
         """Nothing."""
@@ -241,10 +328,11 @@ class JsonRenderer:
 
 
 class CsvRenderer:
-    """CSV with a header line; lines end in ``\\n``."""
+    """CSV with a header line; lines end in ``\\n``. ``tty``: the text is for a terminal (escaped)."""
 
-    def __init__(self, columns: Sequence[str]) -> None:
-        self._header = ",".join(csv_field(c) for c in columns) + "\n"
+    def __init__(self, columns: Sequence[str], tty: bool = False) -> None:
+        self.tty = tty
+        self._header = ",".join(csv_field(c, tty) for c in columns) + "\n"
         self._printed = False
 
     def _head(self) -> str:
@@ -255,7 +343,7 @@ class CsvRenderer:
 
     def page(self, rows: Sequence[Row]) -> str:
         """The header (first time) and one line per row."""
-        return self._head() + "".join(",".join(map(csv_field, row)) + "\n" for row in rows)
+        return self._head() + "".join(",".join(csv_field(v, self.tty) for v in row) + "\n" for row in rows)
 
     def end(self) -> str:
         """The header alone if there were no rows."""
@@ -271,23 +359,29 @@ def _unique(names: Sequence[str]) -> list[str]:
     return out
 
 
-def renderer(fmt: str, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL) -> Renderer:
-    """A renderer of format ``fmt`` (one of :data:`FORMATS`) for a result with these columns."""
+def renderer(fmt: str, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, *, tty: bool = False,
+             key_columns: Collection[int] = (), json_keys: str = "string") -> Renderer:
+    """A renderer of format ``fmt`` (one of :data:`FORMATS`) for a result with these columns.
+
+    ``tty``: the output goes to a terminal (only ``csv`` differs: it escapes text there);
+    ``key_columns`` and ``json_keys``: see :class:`JsonRenderer`.
+    """
     if fmt == "table":
         return TableRenderer(columns, max_cell)
     if fmt == "vertical":
         return VerticalRenderer(columns)
     if fmt == "json":
-        return JsonRenderer(columns)
+        return JsonRenderer(columns, key_columns, json_keys)
     if fmt == "csv":
-        return CsvRenderer(columns)
+        return CsvRenderer(columns, tty)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 def render_all(fmt: str, columns: Sequence[str], pages: Sequence[Sequence[Row]],
-               max_cell: int = DEFAULT_MAX_CELL) -> str:
-    """A whole result as one string (what the shell prints page by page)."""
-    r = renderer(fmt, columns, max_cell)
+               max_cell: int = DEFAULT_MAX_CELL, **options: Any) -> str:
+    """A whole result as one string (what the shell prints page by page); ``options`` as for
+    :func:`renderer`."""
+    r = renderer(fmt, columns, max_cell, **options)
     return "".join(r.page(p) for p in pages) + r.end()
 
 

@@ -81,6 +81,7 @@ class Settings:
     timing: bool = True
     consistency: str = "linearizable"
     max_cell: int = formats.DEFAULT_MAX_CELL
+    json_keys: str = "string"  # keys in json output: strings (exact everywhere) or numbers
 
 
 class Shell:
@@ -176,7 +177,8 @@ class Shell:
 
         ``where`` prefixes error messages (``file.sql:3: ``); ``at`` is the line and column where
         the statement starts in its script, so that error positions are given in the script.
-        Ctrl-C while it runs closes the result, which stops the scan, and returns CANCELLED.
+        Ctrl-C while it runs returns CANCELLED: it closes the result, which stops the scan, and
+        the client, which stops whatever the statement still runs (see :meth:`_cancelled`).
         """
         started = time.perf_counter()
         result: Result | None = None
@@ -189,19 +191,13 @@ class Shell:
                 return Outcome.FAILED
             result = client.query(statement)
             if result.columns:
-                self._print_rows(result, started)
+                self._print_rows(result, started, statement)
             result.close()
         except KeyboardInterrupt:
-            _close_quietly(result)
-            self._clear_progress()
-            if result is not None and result.columns and self._is_tty():
-                self.out.write("\n")  # the interrupted page may have stopped mid-line
-            self.out.flush()
-            shown = f" after {self._rows:,} row{'' if self._rows == 1 else 's'}" if self._rows else ""
-            self.err.write(f"cancelled{shown}\n")
-            self.err.flush()
-            return Outcome.CANCELLED
+            return self._cancelled(result)
         except RaftKVError as exc:
+            if _interrupted(exc):
+                return self._cancelled(result)
             _close_quietly(result)
             self.error(_describe(exc, at), where)
             return Outcome.FAILED
@@ -209,6 +205,10 @@ class Shell:
             _close_quietly(result)
             raise  # e.g. a closed output pipe: the caller decides how to end
         except Exception as exc:  # a bug must not kill an interactive session and its history
+            if _interrupted(exc):
+                # cleanup that failed while Ctrl-C unwound the statement (a client closing a
+                # generator that is still running raised RuntimeError) is still a cancellation
+                return self._cancelled(result)
             _close_quietly(result)
             self.error(f"internal error: {type(exc).__name__}: {exc}", where)
             return Outcome.FAILED
@@ -217,11 +217,34 @@ class Shell:
         self.info(formats.footer(result.status, self._rows if result.columns else None, elapsed))
         return Outcome.OK
 
-    def _print_rows(self, result: Result, started: float) -> None:
+    def _cancelled(self, result: Result | None) -> Outcome:
+        """Clean up after Ctrl-C stopped a statement and say so; returns CANCELLED."""
+        _close_quietly(result)
+        # Ctrl-C stops the wait for the statement, not its work: the client may go on running a
+        # request it had sent on our behalf (a whole aggregate runs in the wait for its one page)
+        # and cannot close a generator that is still running. Closing the client cancels all of
+        # it; the next statement connects again.
+        try:
+            self.close()
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C while closing: the client is marked closed anyway
+        self._clear_progress()
+        if result is not None and result.columns and self._is_tty():
+            self.out.write("\n")  # the interrupted page may have stopped mid-line
+        self.out.flush()
+        shown = f" after {self._rows:,} row{'' if self._rows == 1 else 's'}" if self._rows else ""
+        self.err.write(f"cancelled{shown}\n")
+        self.err.flush()
+        return Outcome.CANCELLED
+
+    def _print_rows(self, result: Result, started: float, statement: Any) -> None:
         # counts into self._rows as it goes, so that a cancelled query can say how far it got
         s = self.settings
-        render = formats.renderer(s.format, result.columns, s.max_cell)
-        progress = self._is_tty()
+        tty = self._is_tty()
+        keys = key_columns(statement, result.columns) if s.format == "json" else frozenset()
+        render = formats.renderer(s.format, result.columns, s.max_cell, tty=tty, key_columns=keys,
+                                  json_keys=s.json_keys)
+        progress = tty
         for page in result.pages():
             text = render.page(page)
             self._clear_progress()
@@ -302,6 +325,56 @@ def relocate(message: str, details: dict[str, Any], line: int, column: int) -> s
         return message
     new_col = at_col + column - 1 if at_line == 1 else at_col
     return f"line {at_line + line - 1}, column {new_col}: " + message[len(prefix):]
+
+
+KEY_COLUMN_NAMES = frozenset({"key", "first_key", "last_key"})  # SHOW SHARDS, SPLIT SHARD
+
+
+def key_columns(statement: Any, columns: Sequence[str]) -> frozenset[int]:
+    """Indexes of the columns of ``statement``'s result that hold keys.
+
+    In a SELECT they are ``key`` (also from ``*``) under any alias, ``time_bucket(w, key)`` and
+    ``min(key)``/``max(key)``; in GET the first column; elsewhere (SHOW SHARDS, SPLIT SHARD) the
+    columns named ``key``, ``first_key`` or ``last_key``, which is also the guess when the
+    statement cannot be read.
+    """
+    from raftkv.query import ast as q
+    from raftkv.query import parse
+
+    by_name = frozenset(i for i, name in enumerate(columns) if name in KEY_COLUMN_NAMES)
+    try:
+        st = parse(statement) if isinstance(statement, str) else statement
+    except Exception:  # best effort: naming the key columns must not fail a statement that ran
+        return by_name
+    if isinstance(st, q.Get):
+        return frozenset({0}) if columns else frozenset()
+    if not isinstance(st, q.Select):
+        return by_name
+    key = q.Column("key")
+    flags: list[bool] = []
+    for item in st.items:
+        e = item.expr
+        if isinstance(e, q.Star):
+            flags += [True, False]  # key, value
+        elif isinstance(e, q.Call):
+            flags.append(e.name == "time_bucket" or (e.name in ("min", "max") and e.args == (key,)))
+        else:
+            flags.append(e == key)
+    if len(flags) != len(columns):
+        return by_name  # not the statement this result came from
+    return frozenset(i for i, flag in enumerate(flags) if flag)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled (Ctrl-C)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _describe(exc: RaftKVError, at: tuple[int, int] = (1, 1)) -> str:

@@ -89,11 +89,21 @@ def loaded(cluster: launcher.ClusterInfo) -> launcher.ClusterInfo:
     return cluster
 
 
-def test_ctrl_c_cancels_a_running_select_and_the_prompt_returns(loaded: launcher.ClusterInfo) -> None:
+def open_shell(seeds: str) -> Terminal:
+    """The shell on ``seeds`` in a pseudo-terminal, once it prompts (the caller closes it)."""
     env = {**cli_env(), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    term = Terminal([sys.executable, "-m", "raftkv", "shell", "--connect", loaded.seeds], env)
+    term = Terminal([sys.executable, "-m", "raftkv", "shell", "--connect", seeds], env)
     try:
         term.wait_for(r"raftkv> ")
+    except BaseException:
+        term.kill()
+        raise
+    return term
+
+
+def test_ctrl_c_cancels_a_running_select_and_the_prompt_returns(loaded: launcher.ClusterInfo) -> None:
+    term = open_shell(loaded.seeds)
+    try:
         start = len(term.seen)
         term.send(f"SELECT * FROM kv WHERE key >= {BASE};\r")
         term.wait_for(rf"{BASE + 500} \| ", start)  # rows are streaming

@@ -12,7 +12,7 @@ from shell.formats import (
     display_value,
     footer,
     format_elapsed,
-    json_value,
+    json_text,
     render_all,
     renderer,
     text_width,
@@ -27,9 +27,10 @@ ROWS = [(1, b"a"), (22, b"line1\nline2"), (333, b"\x00\xff")]
 def test_display_values() -> None:
     assert display_value(None) == "NULL"
     assert display_value(b"caf\xc3\xa9") == "café"
-    assert display_value(b"\x00\xff") == "x'00ff'"
-    assert display_value(b"a\tb\r\n\x1b[31m") == "a\\tb\\r\\n\\x1b[31m"
+    assert display_value(b"\x00\xff") == "\\x00ff"
+    assert display_value(b"a\tb\r\n\x1b[31m") == "a\\tb\\r\\n\\u001b[31m"
     assert display_value("\u202eevil") == "\\u202eevil"  # a bidi override cannot reorder the screen
+    assert display_value(b"C:\\dir") == "C:\\\\dir"  # backslashes doubled: the escapes are reversible
     assert display_value(31.5) == "31.5"
     assert display_value(2**64 - 1) == "18446744073709551615"
     assert display_value(True) == "true"
@@ -37,16 +38,16 @@ def test_display_values() -> None:
 
 
 def test_json_and_csv_values_carry_text_exactly() -> None:
-    assert json_value(b"line1\nline2") == "line1\nline2"
-    assert json_value(b"\x00\xff") == "x'00ff'"
-    assert json_value(float("nan")) is None
-    assert json_value(None) is None
+    assert json.loads(json_text(b"line1\nline2")) == "line1\nline2"
+    assert json.loads(json_text(b"\x00\xff")) == "\\x00ff"
+    assert json_text(float("nan")) == "null"
+    assert json_text(None) == "null"
     assert csv_field(None) == ""
     assert csv_field(b"") == '""'  # an empty value differs from NULL
     assert csv_field(b'say "hi", ok') == '"say ""hi"", ok"'
     assert csv_field(b"two\nlines") == '"two\nlines"'
     assert csv_field(b" padded") == '" padded"'
-    assert csv_field(b"\xff") == "x'ff'"
+    assert csv_field(b"\xff") == "\\xff"
     assert csv_field(7) == "7"
 
 
@@ -57,7 +58,7 @@ def test_table_layout() -> None:
         "-----+--------------",
         "   1 | a",
         "  22 | line1\\nline2",
-        " 333 | x'00ff'",
+        " 333 | \\x00ff",
     ]
 
 
@@ -101,7 +102,7 @@ def test_vertical() -> None:
 def test_json_lines() -> None:
     lines = render_all("json", ("key", "value"), [ROWS]).splitlines()
     assert [json.loads(line) for line in lines] == [
-        {"key": 1, "value": "a"}, {"key": 22, "value": "line1\nline2"}, {"key": 333, "value": "x'00ff'"}]
+        {"key": 1, "value": "a"}, {"key": 22, "value": "line1\nline2"}, {"key": 333, "value": "\\x00ff"}]
     dup = render_all("json", ("key", "key"), [[(1, 1)]])
     assert json.loads(dup) == {"key": 1, "key_2": 1}
     assert json.loads(render_all("json", ("avg",), [[(None,)]])) == {"avg": None}
@@ -109,7 +110,7 @@ def test_json_lines() -> None:
 
 def test_csv() -> None:
     assert render_all("csv", ("key", "value"), [ROWS[:1], ROWS[1:]]) == (
-        'key,value\n1,a\n22,"line1\nline2"\n333,x\'00ff\'\n')
+        'key,value\n1,a\n22,"line1\nline2"\n333,\\x00ff\n')
     assert render_all("csv", ("count",), []) == "count\n"
     assert render_all("csv", ("n",), [[(None,)]]) == "n\n\n"
 
