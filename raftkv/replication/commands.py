@@ -12,6 +12,9 @@ Ops:
 
 * ``["put", [[key, value], ...], session?]`` -- one or many puts, atomically.
 * ``["del", [key, ...], session?]`` -- reply: how many of the keys existed.
+* ``["multi", [put, ...]]`` -- puts a leader merged into one entry (``merge_puts``),
+  applied in order, each with its own session, in one store batch; reply: the
+  list of their replies.
 * ``["delr", start, end|None, filter|None, max_keys, session?]`` -- delete up to
   ``max_keys`` keys of ``[start, end)`` matching ``filter`` (a query-language
   wire filter); reply ``{"deleted": n, "resume": key|None}`` so a large range
@@ -95,6 +98,30 @@ def put(pairs: list[tuple[int, bytes]], session: Session = None) -> bytes:
     return encode(_with(["put", [[k, v] for k, v in pairs]], session))
 
 
+_PUT_HEADS = (REGULAR + b"\x92\xa3put", REGULAR + b"\x93\xa3put")  # ["put", pairs] or with a session
+MAX_MERGED = 1024  # puts in one merged entry
+
+
+def is_put(command: bytes) -> bool:
+    """Whether a command (log-entry bytes) is a put, which a leader may merge (without decoding it)."""
+    return command[:6] in _PUT_HEADS
+
+
+def merge_puts(puts: list[bytes]) -> bytes:
+    """One command applying the ``puts`` (from :func:`put`) in order, each as if alone: with its
+    own session and its own reply (``["multi", [put, ...]]``, replies as a list).
+
+    Built by joining the encoded puts, without decoding them: a leader under many concurrent
+    writers appends one log entry where it would append one per request, which every replica
+    then journals, sends and applies as one batch.
+    """
+    n = len(puts)
+    if not 0 < n <= MAX_MERGED or not all(is_put(p) for p in puts):
+        raise ValueError("merge_puts takes 1..MAX_MERGED puts")
+    head = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+    return REGULAR + b"\x92\xa5multi" + head + b"".join(p[1:] for p in puts)
+
+
 def delete(keys: list[int], session: Session = None) -> bytes:
     """Command deleting ``keys``."""
     return encode(_with(["del", list(keys)], session))
@@ -162,6 +189,19 @@ def decode(payload: bytes) -> list[Any]:
         op = unpack(payload)
     except Exception as exc:
         raise InvalidArgument(f"undecodable command: {exc}") from None
+    if isinstance(op, list) and len(op) == 2 and op[0] == "multi":
+        if not (isinstance(op[1], list) and 0 < len(op[1]) <= MAX_MERGED):
+            raise InvalidArgument("malformed merged command")
+        for sub in op[1]:
+            if not (isinstance(sub, list) and sub and sub[0] == "put"):
+                raise InvalidArgument("a merged command holds puts only")
+            _validate(sub)
+        return op
+    return _validate(op)
+
+
+def _validate(op: Any) -> list[Any]:
+    """``op`` checked field by field (a missing session field added as None)."""
     if not isinstance(op, list) or not op or not isinstance(op[0], str):
         raise InvalidArgument("malformed command")
     name = op[0]
@@ -272,46 +312,86 @@ def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | Non
         return _apply_stripe(store, index, op, hooks)
     if name == "conf":
         return _apply_conf(store, index, op)
+    if name == "multi":
+        return _apply_multi(store, index, op[1])
+    writes = _Writes(index, [op])
+    reply = _write(store, index, op, writes)
+    writes.commit(store, index)
+    return reply
+
+
+class _Writes:
+    """What one log entry writes, gathered so that it goes to the store in one batch."""
+
+    __slots__ = ("puts", "deletes", "system", "gc_keep")
+
+    def __init__(self, index: int, ops: list[list[Any]]) -> None:
+        self.puts: list[tuple[int, bytes]] = []
+        self.deletes: list[int] = []
+        self.system: dict[bytes, bytes | None] = {}
+        # every GC_EVERY entries, the first new session write collects idle sessions, keeping every
+        # client the entry writes for (None: not this entry, or done)
+        self.gc_keep: set[bytes] | None = {op[-1][0] for op in ops if op[-1] is not None} \
+            if index % sessions.GC_EVERY == 0 else None
+
+    def commit(self, store: ShardStore, index: int) -> None:
+        """Write it all, with the applied index, in one batch."""
+        try:
+            store.apply(index, puts=self.puts, deletes=self.deletes, system=self.system)
+        except BaseException:
+            _SESSIONS.pop(store, None)  # the cached sessions may be ahead of the store now
+            raise
+
+
+def _write(store: ShardStore, index: int, op: list[Any], writes: _Writes) -> Any:
+    """A data write's reply (put, del or one delr step), its effect added to ``writes``.
+
+    Refused (nothing added) if a key is outside the replica's bounds; a repeat of a session's
+    write replies what the first one did and adds nothing.
+    """
     stale = _outside(store, op)
     if stale is not None:
-        store.apply(index)
         return {"error": stale, "stale": True}
     session = op[-1]
-    system: dict[bytes, bytes | None] = {}
     record = None
     if session is not None:
         client_id, seq, low, now_ms = session
         record, touched_before = _session(store, client_id)
         verdict = sessions.decide(record, seq)
         if verdict == sessions.DUPLICATE:
-            store.apply(index)
             return record.replies[seq]
         if verdict == sessions.STALE:
-            store.apply(index)
             return {"error": "this write is older than what the shard remembers of its client's session: "
                              "this copy was not applied, and whether an earlier one was cannot be told",
                     "outcome_unknown": True}
-        if index % sessions.GC_EVERY == 0:
-            system.update(_collect_sessions(store, now_ms, index, keep=client_id))
-    puts: list[tuple[int, bytes]] = []
-    deletes: list[int] = []
+        if writes.gc_keep is not None:
+            writes.system.update(_collect_sessions(store, now_ms, index, keep=writes.gc_keep))
+            writes.gc_keep = None
+    name = op[0]
     if name == "put":
-        puts = [(k, v) for k, v in op[1]]
+        writes.puts.extend((k, v) for k, v in op[1])
         reply: Any = None
     elif name == "del":
-        deletes = op[1]
-        reply = sum(1 for k in deletes if store.get(k) is not None)
+        # only ever alone in its entry (merge_puts merges puts), so the store holds every earlier write
+        reply = sum(1 for k in op[1] if store.get(k) is not None)
+        writes.deletes.extend(op[1])
     else:
-        reply, deletes = _delete_range_step(store, op)
+        reply, deleted = _delete_range_step(store, op)
+        writes.deletes.extend(deleted)
     if record is not None and not (isinstance(reply, dict) and "error" in reply):
         forgotten = record.remember(seq, low, now_ms, reply, index)
-        system.update(sessions.writes(client_id, touched_before, record, seq, forgotten))
-    try:
-        store.apply(index, puts=puts, deletes=deletes, system=system)
-    except BaseException:
-        _SESSIONS.pop(store, None)  # the cached sessions may be ahead of the store now
-        raise
+        writes.system.update(sessions.writes(client_id, touched_before, record, seq, forgotten))
+        _remembered(store, client_id, record)
     return reply
+
+
+def _apply_multi(store: ShardStore, index: int, ops: list[list[Any]]) -> list[Any]:
+    """Apply the puts a leader merged into one entry (``merge_puts``): each as if alone, in order,
+    all in one store batch; the reply is the list of their replies."""
+    writes = _Writes(index, ops)
+    replies = [_write(store, index, op, writes) for op in ops]
+    writes.commit(store, index)
+    return replies
 
 
 # Sessions as the state machine last wrote them, per store: a write reads its session from here,
@@ -344,7 +424,21 @@ def _session(store: ShardStore, client_id: bytes) -> tuple[sessions.Session, int
     return record, record.touched_ms
 
 
-def _collect_sessions(store: ShardStore, now_ms: int, index: int, keep: bytes) -> dict[bytes, bytes | None]:
+def _remembered(store: ShardStore, client_id: bytes, record: sessions.Session) -> None:
+    """Keep ``record`` cached once it remembered a write: a later write of the same entry (a merged
+    batch) must find it, though the store has it only once the entry is written."""
+    entry = _SESSIONS.get(store)
+    if entry is None or entry[0] != store.generation:
+        entry = _SESSIONS[store] = (store.generation, OrderedDict())
+    cache = entry[1]
+    if client_id not in cache:
+        cache[client_id] = record
+        if len(cache) > _SESSION_CACHE:
+            cache.popitem(last=False)
+
+
+def _collect_sessions(store: ShardStore, now_ms: int, index: int,
+                      keep: set[bytes]) -> dict[bytes, bytes | None]:
     """Deletions of sessions idle past the TTL by the log's clock and by log distance (a batch at most).
 
     Oldest first by the clock; the first one that is not also far enough behind in the log ends
@@ -354,7 +448,7 @@ def _collect_sessions(store: ShardStore, now_ms: int, index: int, keep: bytes) -
     expired, replies = [], {}
     cache = _SESSIONS.get(store, (None, {}))[1]
     for name, client in zip(names, sessions.expired_clients(names), strict=True):
-        if client == keep:
+        if client in keep:
             continue  # this very entry writes it: not idle (its index entry moves in the same batch)
         record = store.get_system(sessions.record_key(client))
         if record is not None and not sessions.idle_long_enough(record, index):

@@ -244,6 +244,15 @@ class GroupTransport(Transport):
             (self._onNodeConnected if up else self._onNodeDisconnected)(node)
 
 
+def _fan_out(callbacks: list[Callable[[Any, int], None]], result: Any, err: int) -> None:
+    """Hand each merged put its own reply (``result`` is their list once applied)."""
+    each = result if err == FAIL_REASON.SUCCESS and isinstance(result, list) and len(result) == len(callbacks) \
+        else [result] * len(callbacks)  # a failure, or an entry refused whole: the same for all
+    for cb, r in zip(callbacks, each, strict=True):
+        if cb is not None:
+            cb(r, err)
+
+
 class SnapshotSerializer:
     """Stands in for pysyncobj's ``Serializer``: compaction marks, streamed transfers, atomic installs."""
 
@@ -738,10 +747,60 @@ class RaftGroup(SyncObj):
             return  # a hand-over waits for its target to catch up: see hand_over
         if self.raftCommitIndex < self.last_index and time.monotonic() - self._appended_at < self.BATCH_WAIT:
             return  # the last batch is still on its way to a majority: see BATCH_WAIT
-        before = self.last_index
-        super()._checkCommandsToApply()
-        if self.last_index != before:
+        if self._append_queued():
             self._appended_at = time.monotonic()
+
+    def _append_queued(self) -> bool:
+        """Leader: append the queued commands to the log; whether any were.
+
+        Runs of puts become one entry (``commands.merge_puts``): each entry costs every replica
+        a journal write, a place in AppendEntries and an apply of its own, so many concurrent
+        writers cost about what one batch does.  Every other command keeps an entry to itself,
+        in queue order.  (pysyncobj's own version also serves commands forwarded by followers;
+        ours never forward, and the transport drops such messages.)
+        """
+        waiting = self._SyncObj__commandsQueue
+        log_ = self._SyncObj__raftLog
+        subscribers = self._SyncObj__commandsWaitingCommit
+        term = self._SyncObj__raftCurrentTerm
+        appended = False
+        run: list[tuple[bytes, Any]] = []
+        run_bytes = 0
+
+        def append(command: bytes, callback: Any) -> None:
+            idx = self.last_index + 1
+            log_.add(command, idx, term)
+            if callback is not None:
+                subscribers[idx].append((term, callback))
+
+        def flush() -> None:
+            if len(run) == 1:
+                append(*run[0])
+            elif run:
+                callbacks = [cb for _, cb in run]
+                append(commands.merge_puts([c for c, _ in run]), lambda res, err: _fan_out(callbacks, res, err))
+            run.clear()
+
+        for _ in range(self.MAX_APPEND_PER_TICK):
+            try:
+                command, callback = waiting.get_nowait()
+            except queue.Empty:
+                break
+            appended = True
+            if not callable(callback) and callback is not None:
+                continue  # a forwarded command's (node, id): never ours, see above
+            if isinstance(command, bytes) and commands.is_put(command):
+                if len(run) >= commands.MAX_MERGED or run_bytes + len(command) > self.MERGE_BYTES:
+                    flush()
+                    run_bytes = 0
+                run.append((command, callback))
+                run_bytes += len(command)
+                continue
+            flush()
+            run_bytes = 0
+            append(command, callback)
+        flush()
+        return appended
 
     # --- what the loop and the server ask ---------------------------------------------------
 
@@ -830,6 +889,10 @@ class RaftGroup(SyncObj):
     # A leader appends the commands that arrived while its last batch was on its way to a
     # majority only once that batch commits (or after this long): one batch per round trip.
     BATCH_WAIT = 0.005
+    # commands appended per tick (the rest wait for the next: other groups get their turn), and
+    # the bytes of puts merged into one entry (well below commands.MAX_COMMAND_BYTES)
+    MAX_APPEND_PER_TICK = 4096
+    MERGE_BYTES = 1 << 20
     # how long a hand-over may hold back new entries: long enough for the target to catch up in
     # a round trip or two, short enough that a target that cannot is a brief stall only
     HOLD_APPENDS_SECONDS = 0.5

@@ -236,3 +236,73 @@ def test_malformed_sessions_in_a_log_entry_are_refused_without_effect(store):
         raw = commands.REGULAR + msgpack.packb(["put", [[1, b"a"]], bad], use_bin_type=True)
         assert "error" in log.apply(raw)
     assert store.get(1) is None
+
+
+def _writes_with_repeats(draw_seed: int) -> list[bytes]:
+    """Puts of three clients, with retries of earlier writes mixed in (as a client retrying
+    through an election sends), the same key often written again."""
+    import random
+
+    rnd = random.Random(draw_seed)
+    seqs = {c: 0 for c in (CID, OTHER, b"client-c-0123456")}
+    sent: list[bytes] = []
+    for _ in range(60):
+        if sent and rnd.random() < 0.3:
+            sent.append(rnd.choice(sent))  # a retry: the very same command again
+            continue
+        cid = rnd.choice(list(seqs))
+        seqs[cid] += 1
+        pairs = [(rnd.randrange(20), b"v%d" % rnd.randrange(1000)) for _ in range(rnd.randrange(1, 4))]
+        sent.append(commands.put(pairs, sess(cid, seqs[cid], low=max(1, seqs[cid] - 3))))
+    return sent
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_merged_puts_have_the_effect_and_replies_of_one_entry_each(tmp_path, seed):
+    """A leader merges concurrent puts into one entry (commands.merge_puts): each must be applied
+    as if alone -- the same rows, the same replies, the same retries recognised -- also when one
+    entry holds a write and its own retry, or two writes of one new session."""
+    import random
+
+    sent = _writes_with_repeats(seed)
+    one, merged = ShardStore(str(tmp_path / "one")), ShardStore(str(tmp_path / "merged"))
+    try:
+        log_one, log_merged = Log(one), Log(merged)
+        alone = [log_one.apply(c) for c in sent]
+        together: list = []
+        rnd = random.Random(seed)
+        i = 0
+        while i < len(sent):
+            n = rnd.randrange(1, 12)
+            batch = sent[i:i + n]
+            i += n
+            together.extend(log_merged.apply(commands.merge_puts(batch)))
+        assert together == alone
+        assert one.scan(0, 2**64, limit=10**6) == merged.scan(0, 2**64, limit=10**6)
+        # every write is remembered alike: a late retry of any of them changes nothing on either
+        for c in rnd.sample(sent, 10):
+            assert [log_one.apply(c)] == log_merged.apply(commands.merge_puts([c]))
+        assert one.scan(0, 2**64, limit=10**6) == merged.scan(0, 2**64, limit=10**6)
+    finally:
+        one.close()
+        merged.close()
+
+
+def test_a_merged_entry_refuses_only_the_put_outside_the_shard_and_holds_puts_only():
+    with pytest.raises(commands.InvalidArgument):
+        commands.decode(msgpack.packb(["multi", [["del", [1]]]]))
+    with pytest.raises(commands.InvalidArgument):
+        commands.decode(msgpack.packb(["multi", []]))
+    with pytest.raises(ValueError):
+        commands.merge_puts([commands.delete([1])])
+
+
+def test_a_new_session_written_twice_in_one_merged_entry_remembers_both_writes(store):
+    """Its first write is not in the store until the entry is written: the second must still find
+    it, or a late retry of the first would overwrite the second."""
+    log = Log(store)
+    first = commands.put([(1, b"a")], sess(CID, 1, low=1))
+    second = commands.put([(1, b"b")], sess(CID, 2, low=1))
+    assert log.apply(commands.merge_puts([first, second])) == [None, None]
+    assert log.apply(first) is None  # a retry of the first: recognised, not applied again
+    assert store.get(1) == b"b"
