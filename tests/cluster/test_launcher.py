@@ -50,7 +50,9 @@ def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int
     assert set(st) == {"nodes", "shards", "epoch"}
     assert [n["id"] for n in st["nodes"]] == node_ids
     for n in st["nodes"]:
-        assert set(n) == {"id", "address", "pid", "up", "state", "replicas", "leaders"}
+        assert set(n) == {"id", "address", "pid", "up", "state", "replicas", "leaders", "metrics"}
+        # a node that answers says where it serves metrics (the launcher asks each for a free port)
+        assert not n["up"] or (isinstance(n["metrics"], str) and n["metrics"].startswith("127.0.0.1:"))
         # membership, as the meta leader reports it (None when no meta leader answers)
         assert n["state"] in (None, "up", "suspect", "dead", "decommissioning")
         assert n["replicas"] is None or type(n["replicas"]) is int

@@ -136,7 +136,7 @@ def test_cluster_json_keeps_joined_nodes_and_removed_founders(tmp_path: Path) ->
 @pytest.mark.timeout(30)
 def test_render_status_shows_member_state_and_counts() -> None:
     st = {"nodes": [{"id": "n1", "address": "127.0.0.1:1", "pid": 5, "up": True, "state": "up", "replicas": 8,
-                     "leaders": 3},
+                     "leaders": 3, "metrics": "127.0.0.1:9"},
                     {"id": "n4", "address": "127.0.0.1:4", "pid": 6, "up": True, "state": "decommissioning",
                      "replicas": 12, "leaders": None},
                     {"id": "n5", "address": "127.0.0.1:5", "pid": None, "up": False, "state": None,
@@ -146,10 +146,10 @@ def test_render_status_shows_member_state_and_counts() -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("NODE"))
     rows = [[c for c in line.split("  ") if c.strip()] for line in lines[header:header + 4]]
     rows = [[c.strip() for c in r] for r in rows]
-    assert rows[0] == ["NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS"]
-    assert rows[1] == ["n1", "127.0.0.1:1", "5", "up", "up", "8", "3"]
-    assert rows[2] == ["n4", "127.0.0.1:4", "6", "up", "decommissioning", "12", "-"]
-    assert rows[3] == ["n5", "127.0.0.1:5", "-", "down", "-", "-", "-"]
+    assert rows[0] == ["NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS", "METRICS"]
+    assert rows[1] == ["n1", "127.0.0.1:1", "5", "up", "up", "8", "3", "127.0.0.1:9"]
+    assert rows[2] == ["n4", "127.0.0.1:4", "6", "up", "decommissioning", "12", "-", "-"]
+    assert rows[3] == ["n5", "127.0.0.1:5", "-", "down", "-", "-", "-", "-"]
 
 
 # --- real clusters ------------------------------------------------------------------------------------
