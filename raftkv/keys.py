@@ -70,6 +70,8 @@ def coerce_key(key: object, what: str = "key") -> int:
             raise InvalidKey(f"{what} {key.isoformat()} is {ns} ns since the Unix epoch, outside "
                              "[0, 2**64-1]: datetime keys lie from 1970-01-01T00:00:00Z to 2554-07-21T23:34:33.709551Z")
         return ns
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = int(key)  # an int subclass (the query language's Timestamp): its value, as a plain int
     if type(key) is not int:
         raise InvalidKey(f"{what} must be an int in [0, 2**64-1] or a timezone-aware datetime, "
                          f"got {type(key).__name__}")

@@ -4,6 +4,7 @@ Usage::
 
     raftkv up [--data-dir ./raftkv-data] [--nodes 3] [--shards 8]   # start or reuse a local cluster, open the shell
     raftkv shell [--connect HOST:PORT,...] [--data-dir DIR] [--format table|vertical|json|csv]
+                 [--keys int|timestamp] [--timezone ZONE]
                  [-e "STATEMENTS"] [-f FILE] [--consistency linearizable|serializable] [--no-timing]
 
 The shell is interactive when standard input is a terminal and neither ``-e`` nor ``-f`` is
@@ -16,7 +17,8 @@ Interactively, Enter runs the input once it ends with ``;`` outside strings and 
 it starts a new line; Esc Enter runs it anyway); Tab completes keywords, functions, commands and
 file names; Ctrl-C clears the input or cancels a running query; Ctrl-D quits. History is kept in
 ``~/.raftkv_history`` (``$RAFTKV_HISTORY`` overrides; set it empty for none). Backslash commands:
-``\\?``, ``\\connect``, ``\\format``, ``\\x``, ``\\timing``, ``\\consistency``, ``\\i FILE``, ``\\q``.
+``\\?``, ``\\connect``, ``\\format``, ``\\jsonkeys``, ``\\keys``, ``\\timezone``, ``\\x``, ``\\timing``,
+``\\consistency``, ``\\i FILE``, ``\\q``.
 
 Modules:
 

@@ -1,5 +1,5 @@
-"""Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\jsonkeys``, ``\\timing``,
-``\\consistency``, ``\\x``, ``\\i`` and ``\\q``.
+"""Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\jsonkeys``, ``\\keys``,
+``\\timezone``, ``\\timing``, ``\\consistency``, ``\\x``, ``\\i`` and ``\\q``.
 
 A command is one line. Its arguments are split like a POSIX shell would (so ``\\i 'my file.sql'``
 works), and a trailing ``;`` is ignored because people type one out of habit.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raftkv.errors import RaftKVError
+from raftkv.query.timestamps import parse_timezone, zone_name
 
 from . import formats
 from .runner import CONSISTENCIES, Outcome
@@ -99,14 +100,45 @@ def _format(shell: Shell, args: tuple[str, ...]) -> Outcome:
     return Outcome.OK
 
 
+def _choice(args: tuple[str, ...], usage: str, choices: tuple[str, ...], what: str) -> str | None:
+    """The one optional argument of a setting command, checked against ``choices`` (None if absent)."""
+    _expect(args, 1, usage)
+    if not args:
+        return None
+    value = args[0].lower()
+    if value not in choices:
+        raise CommandError(f"unknown {what} {args[0]!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
 def _json_keys(shell: Shell, args: tuple[str, ...]) -> Outcome:
-    _expect(args, 1, "\\jsonkeys string|number")
-    if args:
-        style = args[0].lower()
-        if style not in formats.JSON_KEYS:
-            raise CommandError(f"unknown json key style {args[0]!r}; choose one of: {', '.join(formats.JSON_KEYS)}")
+    style = _choice(args, "\\jsonkeys string|number", formats.JSON_KEYS, "json key style")
+    if style is not None:
         shell.settings.json_keys = style
     shell.info(f"json output writes keys as {shell.settings.json_keys}s")
+    return Outcome.OK
+
+
+def _keys(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    style = _choice(args, "\\keys int|timestamp", formats.KEY_STYLES, "key style")
+    if style is not None:
+        shell.settings.keys = style
+    if shell.settings.keys == "timestamp":
+        shell.info(f"keys are shown as timestamps (RFC 3339, time zone {shell.settings.timezone})")
+    else:
+        shell.info("keys are shown as integers")
+    return Outcome.OK
+
+
+def _timezone(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\timezone UTC|+HH:MM|IANA-NAME")
+    if args:
+        try:
+            tz = parse_timezone(args[0])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        shell.settings.timezone = zone_name(tz)
+    shell.info(f"timestamps are shown in time zone {shell.settings.timezone}")
     return Outcome.OK
 
 
@@ -164,6 +196,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("jsonkeys",), "\\jsonkeys [string|number]",
                 "set or show how the json format writes keys (strings are exact in JavaScript and jq)",
                 _json_keys, formats.JSON_KEYS),
+    CommandSpec(("keys",), "\\keys [int|timestamp]",
+                "set or show how keys are shown: integers, or RFC 3339 timestamps with nanoseconds",
+                _keys, formats.KEY_STYLES),
+    CommandSpec(("timezone", "tz"), "\\timezone [ZONE]",
+                "set or show the time zone of timestamps: UTC, +HH:MM or a name such as Europe/Berlin",
+                _timezone, ("UTC",)),
     CommandSpec(("x",), "\\x", "toggle expanded (vertical) output", _expanded),
     CommandSpec(("timing",), "\\timing [on|off]", "show the elapsed time after each statement (toggles)",
                 _timing, ON_OFF),

@@ -18,7 +18,8 @@ from .tokens import ScriptSplitter, tokenize
 
 AGGREGATES = {"count": "count(*)", "min": "min(expr)", "max": "max(expr)", "sum": "sum(expr)",
               "avg": "avg(expr)"}
-SCALARS = {"length": "length(value)", "now": "now()", "time_bucket": "time_bucket(width, key)"}
+SCALARS = {"length": "length(value)", "now": "now()", "time_bucket": "time_bucket(width, key)",
+           "to_timestamp": "to_timestamp(key)"}
 FUNCTIONS = {**AGGREGATES, **SCALARS}
 KEYWORDS = frozenset("""
     SELECT FROM WHERE GROUP BY ORDER LIMIT DELETE INSERT INTO VALUES PUT GET EXPLAIN SHOW AS AND OR

@@ -19,7 +19,10 @@ unambiguously (docs/query-language.md, "Output formats", is the user's descripti
   embedded as JSON, its whitespace outside strings removed; keys -- the integers of key columns
   -- are JSON strings by default (JavaScript and jq round integers above 2**53), or numbers;
 * NULL is ``NULL`` on display, ``null`` in JSON and an empty unquoted field in CSV (an empty
-  value is ``""``).
+  value is ``""``);
+* a timestamp (a :class:`~raftkv.query.timestamps.Timestamp` from ``to_timestamp()``, or a key
+  when keys are shown as timestamps) is RFC 3339 text with nanoseconds in every format, in the
+  session's time zone: ``2026-11-21T10:00:00.000000000Z``.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ import math
 import re
 import unicodedata
 from collections.abc import Collection, Sequence
+from datetime import tzinfo
 from typing import Any, Protocol
+
+from raftkv.query.timestamps import MAX_NS, MIN_NS, Timestamp, format_timestamp
 
 FORMATS = ("table", "vertical", "json", "csv")
 DISPLAY_FORMATS = frozenset({"table", "vertical"})
 JSON_KEYS = ("string", "number")  # how the json format writes keys
+KEY_STYLES = ("int", "timestamp")  # how every format shows keys: integers, or RFC 3339 timestamps
 DEFAULT_MAX_CELL = 200  # table cells longer than this (in columns) are cut, ending in "…"
 
 Row = Sequence[Any]
@@ -81,10 +88,13 @@ def _is_bytes(value: Any) -> bool:
     return isinstance(value, (bytes, bytearray, memoryview))
 
 
-def display_value(value: Any) -> str:
-    """How a terminal shows one value (``table``, ``vertical``, ``csv`` on a terminal)."""
+def display_value(value: Any, tz: tzinfo | None = None) -> str:
+    """How a terminal shows one value (``table``, ``vertical``, ``csv`` on a terminal); ``tz`` is
+    the time zone of timestamps (None: UTC)."""
     if value is None:
         return "NULL"
+    if isinstance(value, Timestamp):  # before int: a Timestamp is one
+        return format_timestamp(value, tz)
     if isinstance(value, bool):
         return "true" if value else "false"
     if _is_bytes(value):
@@ -118,16 +128,19 @@ def json_document(text: str) -> str | None:
     return _JSON_TOKEN.sub(lambda m: m.group() if m.group()[0] == '"' else "", text)
 
 
-def json_text(value: Any, *, key: bool = False, json_keys: str = "string") -> str:
+def json_text(value: Any, *, key: bool = False, json_keys: str = "string", tz: tzinfo | None = None) -> str:
     """One value as JSON text.
 
     ``key`` says the value is a key: an int is then a JSON string when ``json_keys`` is
     ``"string"``. Bytes are embedded JSON (:func:`json_document`), a JSON string of their text
     (:func:`plain_text`), or of :func:`binary` when they are not UTF-8. Non-finite floats are null.
+    A timestamp is a JSON string of its RFC 3339 text in ``tz`` (None: UTC).
     Control characters outside C0 are left for the line's final translation (:class:`JsonRenderer`).
     """
     if value is None:
         return "null"
+    if isinstance(value, Timestamp):
+        return json.dumps(format_timestamp(value, tz))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -145,15 +158,18 @@ def json_text(value: Any, *, key: bool = False, json_keys: str = "string") -> st
     return json.dumps(plain_text(str(value)), ensure_ascii=False)
 
 
-def csv_field(value: Any, tty: bool = False) -> str:
+def csv_field(value: Any, tty: bool = False, tz: tzinfo | None = None) -> str:
     """One value as a CSV field (RFC 4180 quoting; NULL is an empty unquoted field).
 
     On a terminal (``tty``) text is escaped as :func:`display_value` does; otherwise it is the
-    exact text (:func:`plain_text`), which a file or a program wants.
+    exact text (:func:`plain_text`), which a file or a program wants. A timestamp is its RFC 3339
+    text in ``tz`` (None: UTC).
     """
     if value is None:
         return ""
-    if isinstance(value, bool):
+    if isinstance(value, Timestamp):
+        text = format_timestamp(value, tz)
+    elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, float):
         text = repr(value)
@@ -203,7 +219,8 @@ def _pad(text: str, width: int, right: bool) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # a timestamp is shown as text, so it is aligned as text
+    return isinstance(value, (int, float)) and not isinstance(value, (bool, Timestamp))
 
 
 class Renderer(Protocol):
@@ -226,9 +243,10 @@ class TableRenderer:
     holding all rows.
     """
 
-    def __init__(self, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL) -> None:
+    def __init__(self, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, tz: tzinfo | None = None) -> None:
         self.columns = [escape(c) for c in columns]
         self.max_cell = max_cell
+        self.tz = tz
         self.widths = [text_width(c) for c in self.columns]
         self._printed_header = False
 
@@ -247,7 +265,7 @@ class TableRenderer:
         """The page's rows, preceded by the header if it is new or the widths grew."""
         if not rows:
             return ""
-        cells = [[truncate(display_value(v), self.max_cell) for v in row] for row in rows]
+        cells = [[truncate(display_value(v, self.tz), self.max_cell) for v in row] for row in rows]
         grown = False
         for row in cells:
             for i, cell in enumerate(row):
@@ -274,17 +292,18 @@ class TableRenderer:
 class VerticalRenderer:
     """Expanded display: one ``-[ RECORD n ]-`` block per row, one ``column | value`` line per field."""
 
-    def __init__(self, columns: Sequence[str]) -> None:
+    def __init__(self, columns: Sequence[str], tz: tzinfo | None = None) -> None:
         self.columns = [escape(c) for c in columns]
         self._label = max((text_width(c) for c in self.columns), default=0)
         self._count = 0
+        self.tz = tz
 
     def page(self, rows: Sequence[Row]) -> str:
         """Every row of the page as a record block."""
         lines: list[str] = []
         for row in rows:
             self._count += 1
-            values = [display_value(v) for v in row]
+            values = [display_value(v, self.tz) for v in row]
             head = f"-[ RECORD {self._count} ]"
             rule = self._label + 3 + min(max((text_width(v) for v in values), default=0), 60)
             lines.append(head + "-" * max(1, rule - len(head)))
@@ -301,20 +320,22 @@ class JsonRenderer:
     """JSON lines: one object per row, keyed by column name (a repeated name gets ``_2``, ...).
 
     ``key_columns`` are the indexes of the columns that hold keys; ``json_keys`` (one of
-    :data:`JSON_KEYS`) says whether their integers are written as strings or numbers.
+    :data:`JSON_KEYS`) says whether their integers are written as strings or numbers; ``tz`` is
+    the time zone of timestamps.
     """
 
     def __init__(self, columns: Sequence[str], key_columns: Collection[int] = (),
-                 json_keys: str = "string") -> None:
+                 json_keys: str = "string", tz: tzinfo | None = None) -> None:
         if json_keys not in JSON_KEYS:
             raise ValueError(f"unknown json key style {json_keys!r}; choose one of {', '.join(JSON_KEYS)}")
         self.names = [json.dumps(name, ensure_ascii=False) + ": " for name in _unique(columns)]
         self.is_key = [i in key_columns for i in range(len(columns))]
         self.json_keys = json_keys
+        self.tz = tz
 
     def line(self, row: Row) -> str:
         """One row as a JSON object on one line."""
-        fields = [name + json_text(v, key=k, json_keys=self.json_keys)
+        fields = [name + json_text(v, key=k, json_keys=self.json_keys, tz=self.tz)
                   for name, k, v in zip(self.names, self.is_key, row, strict=True)]
         return ("{" + ", ".join(fields) + "}").translate(_JSON_ESCAPES)
 
@@ -330,8 +351,9 @@ class JsonRenderer:
 class CsvRenderer:
     """CSV with a header line; lines end in ``\\n``. ``tty``: the text is for a terminal (escaped)."""
 
-    def __init__(self, columns: Sequence[str], tty: bool = False) -> None:
+    def __init__(self, columns: Sequence[str], tty: bool = False, tz: tzinfo | None = None) -> None:
         self.tty = tty
+        self.tz = tz
         self._header = ",".join(csv_field(c, tty) for c in columns) + "\n"
         self._printed = False
 
@@ -343,7 +365,7 @@ class CsvRenderer:
 
     def page(self, rows: Sequence[Row]) -> str:
         """The header (first time) and one line per row."""
-        return self._head() + "".join(",".join(csv_field(v, self.tty) for v in row) + "\n" for row in rows)
+        return self._head() + "".join(",".join(csv_field(v, self.tty, self.tz) for v in row) + "\n" for row in rows)
 
     def end(self) -> str:
         """The header alone if there were no rows."""
@@ -359,22 +381,51 @@ def _unique(names: Sequence[str]) -> list[str]:
     return out
 
 
+class KeysAsTimestamps:
+    """Wraps a renderer so that the integers of ``key_columns`` reach it as timestamps."""
+
+    def __init__(self, inner: Renderer, key_columns: Collection[int]) -> None:
+        self.inner = inner
+        self.key_columns = frozenset(key_columns)
+
+    def _convert(self, row: Row) -> Row:
+        # only ints in range: NULL (min(key) of no rows) and anything unexpected stay as they are
+        return tuple(Timestamp(v) if i in self.key_columns and type(v) is int and MIN_NS <= v <= MAX_NS else v
+                     for i, v in enumerate(row))
+
+    def page(self, rows: Sequence[Row]) -> str:
+        """The inner renderer's page, keys converted."""
+        return self.inner.page([self._convert(row) for row in rows])
+
+    def end(self) -> str:
+        """The inner renderer's end."""
+        return self.inner.end()
+
+
 def renderer(fmt: str, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, *, tty: bool = False,
-             key_columns: Collection[int] = (), json_keys: str = "string") -> Renderer:
+             key_columns: Collection[int] = (), json_keys: str = "string", keys: str = "int",
+             tz: tzinfo | None = None) -> Renderer:
     """A renderer of format ``fmt`` (one of :data:`FORMATS`) for a result with these columns.
 
     ``tty``: the output goes to a terminal (only ``csv`` differs: it escapes text there);
-    ``key_columns`` and ``json_keys``: see :class:`JsonRenderer`.
+    ``key_columns`` and ``json_keys``: see :class:`JsonRenderer`; ``keys`` (one of
+    :data:`KEY_STYLES`): ``"timestamp"`` shows the key columns as timestamps in every format;
+    ``tz``: the time zone of timestamps (None: UTC).
     """
+    if keys not in KEY_STYLES:
+        raise ValueError(f"unknown key style {keys!r}; choose one of {', '.join(KEY_STYLES)}")
+    r: Renderer
     if fmt == "table":
-        return TableRenderer(columns, max_cell)
-    if fmt == "vertical":
-        return VerticalRenderer(columns)
-    if fmt == "json":
-        return JsonRenderer(columns, key_columns, json_keys)
-    if fmt == "csv":
-        return CsvRenderer(columns, tty)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        r = TableRenderer(columns, max_cell, tz)
+    elif fmt == "vertical":
+        r = VerticalRenderer(columns, tz)
+    elif fmt == "json":
+        r = JsonRenderer(columns, key_columns, json_keys, tz)
+    elif fmt == "csv":
+        r = CsvRenderer(columns, tty, tz)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return KeysAsTimestamps(r, key_columns) if keys == "timestamp" and key_columns else r
 
 
 def render_all(fmt: str, columns: Sequence[str], pages: Sequence[Sequence[Row]],

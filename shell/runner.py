@@ -12,9 +12,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Any, Protocol, TextIO
 
 from raftkv.errors import QueryError, RaftKVError
+from raftkv.query.timestamps import parse_timezone
 
 from . import formats
 from .tokens import Item, iter_script, split_script
@@ -60,11 +62,12 @@ class QueryClient(Protocol):
 ClientFactory = Callable[[str, str], QueryClient]
 
 
-def default_client_factory(seeds: str, consistency: str) -> QueryClient:
-    """A connected :class:`raftkv.Client` (fetching the shard map proves the cluster answers)."""
+def default_client_factory(seeds: str, consistency: str, **security: Any) -> QueryClient:
+    """A connected :class:`raftkv.Client` (fetching the shard map proves the cluster answers);
+    ``security``: its ``token``, ``tls`` and ``tls_ca`` options, if any."""
     from raftkv import Client
 
-    client = Client(seeds, consistency=consistency)
+    client = Client(seeds, consistency=consistency, **security)
     try:
         client.connect()
     except BaseException:
@@ -82,6 +85,16 @@ class Settings:
     consistency: str = "linearizable"
     max_cell: int = formats.DEFAULT_MAX_CELL
     json_keys: str = "string"  # keys in json output: strings (exact everywhere) or numbers
+    keys: str = "int"  # keys in every format: integers, or RFC 3339 timestamps ("timestamp")
+    timezone: str = "UTC"  # the zone timestamps are shown in: UTC, +HH:MM or an IANA name
+
+    @property
+    def tzinfo(self) -> tzinfo:
+        """:attr:`timezone` as a ``tzinfo`` (a name that no longer resolves falls back to UTC)."""
+        try:
+            return parse_timezone(self.timezone)
+        except ValueError:
+            return UTC
 
 
 class Shell:
@@ -241,9 +254,10 @@ class Shell:
         # counts into self._rows as it goes, so that a cancelled query can say how far it got
         s = self.settings
         tty = self._is_tty()
-        keys = key_columns(statement, result.columns) if s.format == "json" else frozenset()
+        wanted = s.format == "json" or s.keys == "timestamp"
+        keys = key_columns(statement, result.columns) if wanted else frozenset()
         render = formats.renderer(s.format, result.columns, s.max_cell, tty=tty, key_columns=keys,
-                                  json_keys=s.json_keys)
+                                  json_keys=s.json_keys, keys=s.keys, tz=s.tzinfo)
         progress = tty
         for page in result.pages():
             text = render.page(page)
@@ -348,6 +362,8 @@ def key_columns(statement: Any, columns: Sequence[str]) -> frozenset[int]:
         return by_name
     if isinstance(st, q.Get):
         return frozenset({0}) if columns else frozenset()
+    if isinstance(st, q.ConstantSelect):
+        return frozenset()  # constants: SELECT 5 AS key is no key
     if not isinstance(st, q.Select):
         return by_name
     key = q.Column("key")

@@ -12,11 +12,13 @@ from .. import lazy
 _WHERE = {
     "Aggregates": "aggregate",
     "parse": "parser", "parse_script": "parser",
-    "DeletePlan": "planner", "ExplainPlan": "planner", "GetPlan": "planner", "InsertPlan": "planner",
+    "ConstantPlan": "planner", "DeletePlan": "planner", "ExplainPlan": "planner", "GetPlan": "planner",
+    "InsertPlan": "planner",
     "Plan": "planner", "SelectPlan": "planner", "ShardScan": "planner", "ShardWrite": "planner",
     "ShowPlan": "planner", "SplitPlan": "planner", "explain": "planner", "plan": "planner",
     "compile_expr": "predicate", "compile_exprs": "predicate", "compile_filter": "predicate",
     "expr_to_wire": "predicate", "to_wire": "predicate",
+    "Timestamp": "timestamps", "format_timestamp": "timestamps", "parse_timezone": "timestamps",
 }
 
 __all__ = sorted(_WHERE)

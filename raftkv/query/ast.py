@@ -176,6 +176,13 @@ class Select(Node):
 
 
 @dataclass(frozen=True)
+class ConstantSelect(Node):
+    """``SELECT items`` without FROM: constants only, such as ``now()`` or ``to_timestamp(now())``."""
+
+    items: tuple[SelectItem, ...]
+
+
+@dataclass(frozen=True)
 class Delete(Node):
     """``DELETE FROM kv WHERE ...``."""
 
@@ -200,7 +207,7 @@ class Get(Node):
 class Explain(Node):
     """``EXPLAIN`` of a SELECT or DELETE."""
 
-    statement: Select | Delete
+    statement: Select | ConstantSelect | Delete
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ class Split(Node):
     at: Expr | None = None
 
 
-Statement = Select | Delete | Insert | Get | Explain | Show | Split
+Statement = Select | ConstantSelect | Delete | Insert | Get | Explain | Show | Split
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -291,6 +298,13 @@ def _literal(v: object) -> str:
     if isinstance(v, bytes):
         return f"x'{v.hex()}'"
     return repr(v)
+
+
+def timestamp_arg(expr: Expr) -> Expr | None:
+    """The argument of ``to_timestamp(arg)``, or None when ``expr`` is not such a call."""
+    if isinstance(expr, Call) and expr.name == "to_timestamp" and len(expr.args) == 1:
+        return expr.args[0]
+    return None
 
 
 def is_constant(expr: Expr) -> bool:

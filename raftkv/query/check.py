@@ -10,13 +10,17 @@ from typing import NoReturn
 
 from ..errors import QueryError
 from . import ast
-from .ast import AGGREGATES, Call, Column, Expr, Literal, Star, is_constant, render
+from .ast import AGGREGATES, Call, Column, Expr, Literal, Star, is_constant, render, timestamp_arg
 from .like import check_pattern_size, compile_like
 
-FUNCTIONS = ("avg", "count", "length", "max", "min", "now", "sum", "time_bucket")
+FUNCTIONS = ("avg", "count", "length", "max", "min", "now", "sum", "time_bucket", "to_timestamp")
 
 NUMBER, JSON, BYTES, STRING, BOOLEAN, NULL, CONDITION = (
     "a number", "a JSON field", "bytes", "a string", "a boolean", "NULL", "a condition")
+
+_TO_TIMESTAMP_HINT = ("to_timestamp() can only be a whole item of the SELECT list, as in "
+                      "SELECT to_timestamp(key) FROM kv; compare key with TIMESTAMP '...' in conditions")
+_CONSTANT_HINT = "such as now(), 1 + 2 or to_timestamp(now())"
 
 _MATCH_KEYWORD = {"like": "LIKE", "starts": "STARTS WITH", "contains": "CONTAINS"}
 _KEY, _VALUE = Column("key"), Column("value")
@@ -27,6 +31,8 @@ def check(statement: ast.Statement) -> None:
     match statement:
         case ast.Select():
             _check_select(statement)
+        case ast.ConstantSelect():
+            _check_constant_select(statement)
         case ast.Delete(where=where):
             if where is None:
                 _fail(statement, "DELETE needs a WHERE clause; write WHERE TRUE to delete every key")
@@ -52,17 +58,26 @@ def _check_select(s: ast.Select) -> None:
     aggregates, plain = [], []
     for item in s.items:
         e = item.expr
+        stamped = _timestamp_arg(e)
+        if stamped is not None:
+            e = stamped  # to_timestamp(x) is selectable wherever x is, and also for a numeric x of the row
         if group is not None and e == group:
             continue
         if isinstance(e, Call) and e.name in AGGREGATES:
             _type(e, None)
             aggregates.append(e)
         elif isinstance(e, Star) or e in (_KEY, _VALUE):
-            plain.append(e)
+            if stamped is not None:
+                _numeric(e, "to_timestamp()", None)
+            plain.append(item.expr)
+        elif stamped is not None:
+            _numeric(e, "to_timestamp()", "inside to_timestamp() except as its whole argument")
+            plain.append(item.expr)
         else:
             _type(e, "in the SELECT list")
             _fail(e, f"cannot select {render(e)}: only key, value, *, aggregates "
-                     f"({', '.join(sorted(AGGREGATES))}) and the GROUP BY expression can be selected")
+                     f"({', '.join(sorted(AGGREGATES))}), to_timestamp(...) and the GROUP BY expression "
+                     "can be selected")
     if group is not None and plain:
         _fail(plain[0], f"{render(plain[0])} must be inside an aggregate or be the GROUP BY expression")
     if group is None and aggregates and plain:
@@ -70,6 +85,32 @@ def _check_select(s: ast.Select) -> None:
                         f"({render(plain[0])}) without GROUP BY")
     if group is None and aggregates and s.order is not None:
         _fail(s, "ORDER BY cannot be used with aggregates without GROUP BY: the result is a single row")
+
+
+def _check_constant_select(s: ast.ConstantSelect) -> None:
+    for item in s.items:
+        e = item.expr
+        stamped = _timestamp_arg(e)
+        inner = e if stamped is None else stamped
+        if isinstance(inner, Star):
+            _fail(inner, "SELECT * needs FROM kv")
+        t = _type(inner, "in a SELECT without FROM")
+        if not is_constant(inner):
+            _fail(inner, f"a SELECT without FROM can only select constants ({_CONSTANT_HINT}); "
+                         f"{render(inner)} needs FROM kv")
+        if stamped is not None and t != NUMBER:
+            _fail(inner, f"to_timestamp() needs nanoseconds since the Unix epoch, a number, "
+                         f"not {_describe(inner, t)}")
+
+
+def _timestamp_arg(e: Expr) -> Expr | None:
+    """The argument of a well-formed ``to_timestamp(x)`` select item, or None for any other item."""
+    if not (isinstance(e, Call) and e.name == "to_timestamp"):
+        return None
+    arg = timestamp_arg(e)
+    if arg is None or isinstance(arg, Star):
+        _fail(e, "to_timestamp() takes one number, nanoseconds since the Unix epoch, as in to_timestamp(key)")
+    return arg
 
 
 def _check_group(group: Expr) -> None:
@@ -165,6 +206,8 @@ def _call_type(e: Call, ctx: str | None) -> str:
         if args != (_VALUE,):
             _fail(e, "length() takes value as its only argument: length(value)")
         return NUMBER
+    if name == "to_timestamp":
+        _fail(e, _TO_TIMESTAMP_HINT)
     _fail(e, "time_bucket() can only be used in GROUP BY and in the SELECT list of a grouped query")
 
 

@@ -12,8 +12,10 @@ to push down.  This module only walks the plan with an :class:`AsyncClient`:
   snapshot, re-routed by key when a shard splits) and merge the partials here,
   dropping a part's partials when the client says it starts over;
 * INSERT is ``put_many`` (atomic per shard), DELETE is ``delete_range`` with
-  the pushed-down filter, GET is ``get``; EXPLAIN and SHOW answer from the plan
-  and cluster state.
+  the pushed-down filter, GET is ``get``; EXPLAIN, SHOW and a SELECT without
+  FROM answer from the plan and cluster state;
+* ``to_timestamp()`` columns become :class:`~raftkv.query.timestamps.Timestamp`
+  values here, on the client, after the rows or aggregates arrive.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from . import ast
 from .aggregate import Aggregates
 from .parser import parse
 from .planner import (
+    ConstantPlan,
     DeletePlan,
     ExplainPlan,
     GetPlan,
@@ -39,7 +42,8 @@ from .planner import (
     explain,
     plan,
 )
-from .predicate import compile_filter
+from .predicate import compile_expr, compile_filter
+from .timestamps import to_timestamp_value
 
 if TYPE_CHECKING:
     from ..client.aio import AsyncClient
@@ -106,6 +110,8 @@ async def execute(client: AsyncClient, statement: str | ast.Statement, now_ns: i
         if p.aggregates is not None:
             return QueryResult(p.columns, "SELECT", lambda: _aggregate_pages(client, p))
         return QueryResult(p.columns, "SELECT", lambda: _select_pages(client, p))
+    if isinstance(p, ConstantPlan):
+        return QueryResult(p.columns, "SELECT", _one_page([p.row]))
     if isinstance(p, InsertPlan):
         n = await client.put_many(list(p.rows))
         return QueryResult((), f"INSERT {n}")
@@ -133,7 +139,7 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
         return
     remaining = p.limit
     ranges = list(reversed(p.ranges)) if p.reverse_scan else list(p.ranges)
-    project = _projector(p.fields)
+    project = _projector(p.fields, p.timestamps)
     match: Callable[[int, bytes], bool] | None = None
     i = 0
     while i < len(ranges):
@@ -185,11 +191,39 @@ async def _points(client: AsyncClient, keys: list[int], match: Callable[[int, by
     return [(k, v) for k, v in zip(keys, values, strict=True) if v is not None and match(k, v)]
 
 
-def _projector(fields: tuple[str, ...]) -> Callable[[tuple[int, bytes]], Row]:
-    if fields == ("key", "value"):
+def _projector(fields: tuple[str | list, ...], timestamps: tuple[int, ...] = ()) -> Callable[[tuple[int, bytes]], Row]:
+    """The output row of a ``(key, value)`` row: ``fields`` picked or computed, ``timestamps`` converted."""
+    if fields == ("key", "value") and not timestamps:
         return lambda row: row
-    index = [0 if f == "key" else 1 for f in fields]
-    return lambda row: tuple(row[i] for i in index)
+    if all(isinstance(f, str) for f in fields) and not timestamps:
+        index = [0 if f == "key" else 1 for f in fields]
+        return lambda row: tuple(row[i] for i in index)
+    getters = []
+    for i, f in enumerate(fields):
+        if f == "key":
+            get = _key_of
+        elif f == "value":
+            get = _value_of
+        else:  # ["expr", x]: a numeric expression of the row (to_timestamp's argument)
+            get = _computed(compile_expr(f[1]))
+        getters.append(_stamped(get) if i in timestamps else get)
+    return lambda row: tuple(get(row) for get in getters)
+
+
+def _key_of(row: tuple[int, bytes]) -> Any:
+    return row[0]
+
+
+def _value_of(row: tuple[int, bytes]) -> Any:
+    return row[1]
+
+
+def _computed(fn: Callable[[int, bytes], Any]) -> Callable[[tuple[int, bytes]], Any]:
+    return lambda row: fn(row[0], row[1])
+
+
+def _stamped(get: Callable[[tuple[int, bytes]], Any]) -> Callable[[tuple[int, bytes]], Any]:
+    return lambda row: to_timestamp_value(get(row))
 
 
 async def _aggregate_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[list[Row]]:
@@ -212,6 +246,8 @@ async def _aggregate_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[
     rows = [tuple(r) for r in aggs.finalize(total, p.descending)]
     if p.limit is not None:
         rows = rows[: p.limit]
+    if p.timestamps:
+        rows = [tuple(to_timestamp_value(x) if i in p.timestamps else x for i, x in enumerate(r)) for r in rows]
     yield rows
 
 
@@ -281,7 +317,10 @@ async def _show(client: AsyncClient, what: str) -> QueryResult:
         return QueryResult(("id", "address", "up", "pid", "leading"), "SHOW", _one_page(rows))
     rows = []
     for nid, st in zip(nodes, statuses, strict=True):
-        for g in [] if st is None else st["groups"]:
+        if st is None:  # did not answer: listed as such, not left out
+            rows.append((nid, None, "unreachable", None, None, None, None, None))
+            continue
+        for g in st["groups"]:
             rows.append((nid, g["id"], g["state"], g["leader"], g["term"], g["commit"], g["applied"],
                          g["log_entries"]))
     return QueryResult(("node", "group", "state", "leader", "term", "commit", "applied", "log_entries"),

@@ -145,6 +145,10 @@ def _terminal_name(name: str) -> str:
 
 def _expected(names: set[str]) -> str:
     names = set(names)
+    if "FROM" in names:
+        # After a SELECT list the statement may also end (SELECT now()), but a misspelt FROM is far
+        # likelier than a wish to end there: "expected one of: ',', FROM" is the useful hint.
+        names -= {"SEMICOLON", "$END"}
     friendly = set()
     if {"NUMBER", "STRING", "LPAR"} <= names:
         names -= _EXPRESSION_START
@@ -242,6 +246,9 @@ class _Builder(Transformer):
 
     def select(self, meta, items, _table, where, group_by, order, limit):
         return ast.Select(items, where, group_by, order, limit, pos=_pos(meta))
+
+    def constant_select(self, meta, items):
+        return ast.ConstantSelect(items, pos=_pos(meta))
 
     def select_list(self, meta, *items):
         return items

@@ -24,9 +24,10 @@ from ..keys import MAX_KEY, MIN_KEY, check_key, check_value
 from ..routing.shardmap import ShardMap
 from . import ast, keyset
 from .aggregate import Aggregates
-from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render
+from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render, timestamp_arg
 from .keyset import EMPTY, FULL, KeySet
 from .predicate import compile_filter, expr_to_wire, to_wire
+from .timestamps import MAX_NS, MIN_NS, Timestamp
 
 _KEY = Column("key")
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -56,6 +57,12 @@ class SelectPlan:
     Aggregates (``aggregates`` is not None): each shard folds its matching rows into
     ``Aggregates(aggregates, bucket_ns)`` partials; merge them and ``finalize(partials,
     descending)`` gives the output rows (with no scans, finalize ``new()``), then apply ``limit``.
+
+    A field is ``["expr", x]`` for ``to_timestamp(x)`` of anything but the key: the numeric
+    expression ``x`` (operand wire form) is computed on the client from each row. ``timestamps``
+    are the indexes of the output columns that ``to_timestamp()`` turns into
+    :class:`~raftkv.query.timestamps.Timestamp` values (NULL when not a number in range),
+    whichever path computed them.
     """
 
     columns: tuple[str, ...]
@@ -72,6 +79,15 @@ class SelectPlan:
     shard_limit: int | None
     aggregates: list | None
     bucket_ns: int | None
+    timestamps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConstantPlan:
+    """A SELECT without FROM: its one row, computed here; no shard is contacted."""
+
+    columns: tuple[str, ...]
+    row: tuple
 
 
 @dataclass(frozen=True)
@@ -135,10 +151,10 @@ class SplitPlan:
 class ExplainPlan:
     """EXPLAIN: describe ``plan`` with :func:`explain` instead of running it."""
 
-    plan: SelectPlan | DeletePlan
+    plan: SelectPlan | ConstantPlan | DeletePlan
 
 
-Plan = SelectPlan | DeletePlan | InsertPlan | GetPlan | ShowPlan | SplitPlan | ExplainPlan
+Plan = SelectPlan | ConstantPlan | DeletePlan | InsertPlan | GetPlan | ShowPlan | SplitPlan | ExplainPlan
 
 
 def plan(statement: ast.Statement, shard_map: ShardMap, now_ns: int | None = None) -> Plan:
@@ -157,6 +173,9 @@ def _plan(statement: ast.Statement, shard_map: ShardMap, now: int) -> Plan:
     match statement:
         case ast.Select():
             return _plan_select(statement, shard_map, now)
+        case ast.ConstantSelect(items=items):
+            columns = tuple(name for item in items for name in _column_names(item))
+            return ConstantPlan(columns, tuple(_constant_item(item.expr, now) for item in items))
         case ast.Delete(where=where):
             ranges, filter_wire, filter_text, dropped = _plan_where(where, now)
             return DeletePlan(ranges, _scans(shard_map, ranges, False), len(shard_map.shards), filter_wire,
@@ -179,18 +198,21 @@ def _plan(statement: ast.Statement, shard_map: ShardMap, now: int) -> Plan:
 def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
     ranges, filter_wire, filter_text, dropped = _plan_where(s.where, now)
     columns = tuple(name for item in s.items for name in _column_names(item))
+    # to_timestamp() only converts what its argument gives, on the client: plan the argument.
+    exprs = [_unstamped(item.expr) for item in s.items]
+    timestamps = tuple(i for i, e in enumerate(_flat_items(s.items))
+                       if e is not None and timestamp_arg(e) is not None)
     grouped = s.group_by is not None
-    is_aggregate = grouped or any(isinstance(i.expr, ast.Call) and i.expr.name in AGGREGATES for i in s.items)
+    is_aggregate = grouped or any(isinstance(e, ast.Call) and e.name in AGGREGATES for e in exprs)
     descending = s.order == "desc"
     specs = bucket_ns = None
     if is_aggregate:
-        specs = [["bucket"] if grouped and item.expr == s.group_by else _aggregate_spec(item.expr, now)
-                 for item in s.items]
+        specs = [["bucket"] if grouped and e == s.group_by else _aggregate_spec(e, now) for e in exprs]
         bucket_ns = _bucket_width(s.group_by, now) if grouped else None
         Aggregates(specs, bucket_ns)  # validate now, with the message the shards would give
         fields_ = ()
     else:
-        fields_ = tuple(name for item in s.items for name in _field_names(item))
+        fields_ = tuple(f for e in exprs for f in _field_names(e, now))
     # Aggregates scan forward even for DESC: shards then append groups in order (aggregate.py).
     reverse_scan = descending and not is_aggregate
     # LIMIT 0 needs no data; otherwise each shard can stop at LIMIT rows (not for aggregates,
@@ -198,7 +220,7 @@ def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
     scans = () if s.limit == 0 else _scans(shard_map, ranges, reverse_scan)
     shard_limit = None if is_aggregate else s.limit
     return SelectPlan(columns, fields_, ranges, scans, len(shard_map.shards), filter_wire, filter_text,
-                      dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns)
+                      dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns, timestamps)
 
 
 def _column_names(item: ast.SelectItem) -> tuple[str, ...]:
@@ -207,8 +229,35 @@ def _column_names(item: ast.SelectItem) -> tuple[str, ...]:
     return (item.alias or render(item.expr),)
 
 
-def _field_names(item: ast.SelectItem) -> tuple[str, ...]:
-    return ("key", "value") if isinstance(item.expr, ast.Star) else (item.expr.name,)
+def _flat_items(items: tuple[ast.SelectItem, ...]) -> list[Expr | None]:
+    """One entry per output column: the item's expression, or None for the columns of ``*``."""
+    return [x for item in items for x in ((None, None) if isinstance(item.expr, ast.Star) else (item.expr,))]
+
+
+def _unstamped(e: Expr) -> Expr:
+    arg = timestamp_arg(e)
+    return e if arg is None else arg
+
+
+def _field_names(e: Expr, now: int) -> tuple[str | list, ...]:
+    if isinstance(e, ast.Star):
+        return ("key", "value")
+    if isinstance(e, Column):
+        return (e.name,)
+    return (["expr", expr_to_wire(_fold(e, now))],)  # to_timestamp(x): x computed from the row
+
+
+def _constant_item(e: Expr, now: int) -> object:
+    """The value of a SELECT-without-FROM item: a constant, or a Timestamp for ``to_timestamp(c)``."""
+    arg = timestamp_arg(e)
+    if arg is None:
+        return _evaluate(e, now)
+    value = _evaluate(arg, now)
+    # as on rows: a fraction of a nanosecond is cut towards the past
+    ns = math.floor(value) if isinstance(value, float) and math.isfinite(value) else value
+    if type(ns) is not int or not MIN_NS <= ns <= MAX_NS:
+        raise QueryError(f"{e.at()}{_shown(e)}: {value} ns since the Unix epoch is outside the years 1 to 9999")
+    return Timestamp(ns)
 
 
 def _aggregate_spec(call: ast.Call, now: int) -> list:
@@ -427,6 +476,9 @@ def explain(plan: Plan, leaders: dict[str, str] | None = None) -> list[str]:
     """Human-readable lines describing a SELECT or DELETE plan (``leaders``: shard id → node id)."""
     if isinstance(plan, ExplainPlan):
         plan = plan.plan
+    if isinstance(plan, ConstantPlan):
+        return [f"SELECT {', '.join(plan.columns)}",
+                "  no FROM: the values are computed on the client; no shard is contacted"]
     if isinstance(plan, SelectPlan):
         head = f"SELECT {', '.join(plan.columns)}"
     elif isinstance(plan, DeletePlan):
@@ -458,6 +510,8 @@ def _explain_ranges(ranges: KeySet) -> list[str]:
 def _explain_select(plan: SelectPlan) -> list[str]:
     lines = [f"  order: key {'descending' if plan.descending else 'ascending'}"
              + ("; shards scan in reverse" if plan.reverse_scan else "")]
+    if plan.timestamps:
+        lines.append(f"  timestamps made on the client: {', '.join(plan.columns[i] for i in plan.timestamps)}")
     if plan.limit is not None:
         per_shard = f"{plan.shard_limit} rows per shard, " if plan.shard_limit is not None else ""
         lines.append(f"  limit: {per_shard}{plan.limit} in total")

@@ -180,3 +180,13 @@ def test_split_errors() -> None:
     with pytest.raises(QueryError, match="outside"):
         run(client, "SPLIT SHARD s0001 AT 0 - 1")
     assert client.splits == [("s0001", 5)]
+
+
+def test_show_status_lists_a_node_that_does_not_answer_as_unreachable() -> None:
+    statuses = {"n1": {"node": "n1", "pid": 1, "groups": [group("s0000", "leader")]}}
+    columns, _, rows = run(FakeClient(statuses=statuses), "SHOW STATUS")
+    assert columns[:3] == ("node", "group", "state")
+    assert rows[0][:3] == ("n1", "s0000", "leader")
+    down = [r for r in rows if r[0] != "n1"]
+    assert down and all(r[1:] == (None, "unreachable", None, None, None, None, None) for r in down)
+    assert {r[0] for r in down} == set(NODES) - {"n1"}

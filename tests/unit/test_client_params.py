@@ -320,3 +320,14 @@ def test_help_documents_every_option(cls):
         assert re.search(rf"\b{option}: '\w+' = {default}", text), option  # in the signature ...
         assert f"``{option}=" in text  # ... and explained in the docstring
     assert "**options" not in text
+
+
+def test_a_timestamp_from_a_query_result_is_a_key_as_it_stands():
+    """``to_timestamp`` columns come back as Timestamp, an int subclass: usable as a key again."""
+    from raftkv.keys import coerce_key
+    from raftkv.query import Timestamp
+
+    ts = Timestamp("2026-11-21T10:00:00Z")
+    assert coerce_key(ts) == 1_795_255_200_000_000_000 and type(coerce_key(ts)) is int
+    with pytest.raises(InvalidKey):
+        coerce_key(True)  # a bool is an int to Python, never a key
