@@ -38,6 +38,18 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slow-request-ms", type=float, default=1000, metavar="MS",
                    help="log requests slower than this (default 1000 ms; at most one line per "
                         "operation per 10 s)")
+    p.add_argument("--tls-cert", default=None, metavar="FILE",
+                   help="serve the client port over TLS with this certificate (PEM; with --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="CA file that signed the other nodes' certificates: this node verifies them when it "
+                        "calls their client ports (default: the system's CAs)")
+    p.add_argument("--client-token-file", default=None, metavar="FILE",
+                   help="file holding the token every client must present in a `hello` request before any "
+                        "other (other nodes present it too: give every node the same)")
+    p.add_argument("--peer-tls", action="store_true",
+                   help="mutual TLS on the peer (Raft) port too: this node presents --tls-cert and wants "
+                        "every peer's certificate signed by --tls-ca (give every node this option)")
     add_split_options(p, defaults=True)
     p.set_defaults(func=_cmd_node)
 
@@ -56,7 +68,8 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from .server.config import NodeConfig, parse_nodes, parse_peer_via
+    from .client import rpc
+    from .server.config import NodeConfig, parse_nodes, parse_peer_via, read_token_file
     from .server.node import run_node
 
     secret = None
@@ -70,8 +83,12 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
                         stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after,
                         metrics_port=args.metrics_port, log_format=args.log_format,
-                        slow_request_seconds=args.slow_request_ms / 1000)
+                        slow_request_seconds=args.slow_request_ms / 1000,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, peer_tls=args.peer_tls,
+                        client_token=read_token_file(args.client_token_file) if args.client_token_file else None)
     config.me()
+    # a node's own blocking calls to other nodes (``--join``) present the cluster's token and TLS
+    rpc.set_default_credentials(config.credentials())
     if args.join:
         from .server.joining import joined_config
 

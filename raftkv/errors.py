@@ -91,6 +91,15 @@ class UnknownOperation(InvalidArgument):
     code = "unknown_operation"
 
 
+class Unauthenticated(RaftKVError):
+    """The connection was refused before any request ran: no or a wrong client token (a node
+    started with ``--client-token-file`` wants a ``hello`` with it first), or a TLS handshake
+    failed (the node's certificate is not trusted by the CA given, or one side does not speak TLS).
+    Not retried: the same credentials get the same answer."""
+
+    code = "unauthenticated"
+
+
 # --- cluster conditions (retryable) -------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ runs the buffer as it is. Ctrl-C clears the input (or cancels a running query), 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -101,8 +102,8 @@ def _toolbar(shell: Shell) -> StyleAndTextTuples:
     where = shell.seeds or "not connected"
     fmt = f"json (keys: {s.json_keys}s)" if s.format == "json" else s.format
     return [("class:bottom-toolbar",
-             f" {where}  reads: {s.consistency}  format: {fmt}  timing: {'on' if s.timing else 'off'}"
-             "   \\? help  Ctrl-D quit ")]
+             f" {where}  reads: {s.consistency}  format: {fmt}  keys: {s.keys}  tz: {s.timezone}"
+             f"  timing: {'on' if s.timing else 'off'}   \\? help  Ctrl-D quit ")]
 
 
 def make_session(shell: Shell, *, history: History | None = None, input: Input | None = None,
@@ -128,13 +129,33 @@ def make_session(shell: Shell, *, history: History | None = None, input: Input |
     )
 
 
+@contextlib.contextmanager
+def _saying_connecting(shell: Shell) -> Iterator[None]:
+    """Show "connecting to SEEDS ..." while the block runs (on a terminal only), erased after it.
+
+    The first connection can take up to the client's deadline (a node that does not answer), and
+    a silent terminal looks hung; the line goes before "connected" or the error is printed.
+    """
+    tty = shell._is_tty()
+    if tty:
+        shell.out.write(f"connecting to {shell.seeds} ...")
+        shell.out.flush()
+    try:
+        yield
+    finally:
+        if tty:
+            shell.out.write("\r\x1b[2K")
+            shell.out.flush()
+
+
 def run_interactive(shell: Shell, session: PromptSession[str] | None = None) -> int:
     """Read, run and print until Ctrl-D or ``\\q``; returns the exit status (0)."""
     session = session or make_session(shell)
     shell.out.write(BANNER)
     if shell.seeds:
         try:
-            shell.connect()
+            with _saying_connecting(shell):
+                shell.connect()
             shell.out.write(f"connected to {shell.seeds} ({shell.settings.consistency})\n")
         except RaftKVError as exc:  # keep going: the next statement retries, or use \connect
             shell.error(f"cannot connect to {shell.seeds}: {exc.message}")

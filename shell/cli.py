@@ -15,9 +15,18 @@ from typing import Any
 
 from raftkv.cluster.launcher import DEFAULT_DATA_DIR  # one default for up, shell and cluster status
 from raftkv.errors import InvalidArgument, RaftKVError
+from raftkv.query.timestamps import zone_argument
 
-from .formats import FORMATS, JSON_KEYS
-from .runner import CONSISTENCIES, Outcome, Settings, Shell
+from .formats import FORMATS, JSON_KEYS, KEY_STYLES
+from .runner import (
+    CONSISTENCIES,
+    ClientFactory,
+    Outcome,
+    QueryClient,
+    Settings,
+    Shell,
+    default_client_factory,
+)
 
 
 class _ScriptAction(argparse.Action):
@@ -30,12 +39,21 @@ class _ScriptAction(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+timezone_option = zone_argument  # the --timezone of shell and up
+
+
 def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="output format (default: table on a terminal, csv otherwise)")
     p.add_argument("--json-keys", choices=JSON_KEYS, default="string",
                    help="how the json format writes keys: as strings (default; exact in JavaScript "
                         "and jq, which round integers above 2**53) or as numbers")
+    p.add_argument("--keys", choices=KEY_STYLES, default="int",
+                   help="how every format shows keys: int (default) or timestamp (RFC 3339 with "
+                        "nanoseconds, in --timezone)")
+    p.add_argument("--timezone", type=timezone_option, default="UTC", metavar="ZONE",
+                   help="time zone of timestamps: UTC (default), an offset such as +02:00, or an IANA "
+                        "name such as Europe/Berlin")
     p.add_argument("-e", "--execute", dest="scripts", action=_ScriptAction, const="e", metavar="STATEMENTS",
                    help="run these ';'-separated statements and exit (repeatable)")
     p.add_argument("-f", "--file", dest="scripts", action=_ScriptAction, const="f", metavar="FILE",
@@ -56,6 +74,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="host:port[,host:port...] of any nodes (default: the local cluster in --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help=f"local cluster to use without --connect (default {DEFAULT_DATA_DIR})")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="file holding the cluster's client token (nodes started with --client-token-file; "
+                        "default without --connect: the local cluster's)")
+    p.add_argument("--tls", action="store_true", help="speak TLS to the nodes (implied by --tls-ca)")
+    p.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="PEM file of the CA that signed the nodes' certificates (default without --connect: "
+                        "the local cluster's; else the system's CAs)")
     _session_options(p)
     p.set_defaults(func=cmd_shell)
 
@@ -94,8 +119,8 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
             reconfigure(errors="backslashreplace")  # odd text must not crash the shell on a C locale
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     settings = Settings(format=fmt, timing=not args.no_timing, consistency=args.consistency,
-                        json_keys=args.json_keys)
-    shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr)
+                        json_keys=args.json_keys, keys=args.keys, timezone=args.timezone)
+    shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr, client_factory=_client_factory(args))
     try:
         if _interactive(args):
             from .app import run_interactive
@@ -115,6 +140,31 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
         return 0
     finally:
         shell.close()
+
+
+def _client_factory(args: argparse.Namespace) -> ClientFactory:
+    """The shell's client maker, with the token and TLS options given (``raftkv up`` has none:
+    it uses the local cluster's, as ``raftkv shell`` without ``--connect`` does)."""
+    from raftkv.server.config import read_token_file
+
+    token_file = getattr(args, "token_file", None)
+    tls_ca = getattr(args, "tls_ca", None)
+    tls = getattr(args, "tls", False)
+    if getattr(args, "connect", None) is None:
+        from raftkv.cluster import launcher
+
+        stored = launcher.client_security(args.data_dir)
+        token_file = token_file or stored.get("client_token_file")
+        tls_ca = tls_ca or stored.get("tls_ca")
+        tls = tls or "tls_cert" in stored
+    if token_file is None and tls_ca is None and not tls:
+        return default_client_factory
+    token = read_token_file(token_file) if token_file is not None else None
+
+    def make(seeds: str, consistency: str) -> QueryClient:
+        return default_client_factory(seeds, consistency, token=token, tls=tls, tls_ca=tls_ca)
+
+    return make
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

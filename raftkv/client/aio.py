@@ -20,6 +20,15 @@ split at run time, and a node answers a request routed with an old map with
 cached map).  The part of the range not yet read is then routed again through
 the patched map, so a split in the middle of a scan loses no row and repeats
 none.
+
+Failures are told apart by whether a node *answered*.  A node that sent an
+error (not leader, stale route, overloaded, its own timeout) was reached; one
+that could not be resolved, refused the connection, did not connect or answer
+in time, or dropped the connection was not.  Before any shard map is known, a
+seed list that only refuses or cannot be resolved fails at once (see
+:class:`AsyncClient`); otherwise what the retries saw -- shards no replica
+would lead, nodes that did not answer -- makes the message of the
+:class:`~raftkv.errors.Unavailable` raised at the deadline.
 """
 
 from __future__ import annotations
@@ -27,13 +36,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import heapq
 import itertools
 import os
 import random
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import errors
@@ -43,7 +55,7 @@ from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..protocol.pages import decode_raw_keys
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
-from ..server.config import parse_hostport
+from ..server.config import Credentials, parse_hostport
 from .params import Param, bind
 
 T = TypeVar("T")
@@ -108,11 +120,59 @@ def _split_seeds(seeds: str | Iterable[str]) -> list[str]:
     return out
 
 
+async def _dial(address: str, tls: ssl.SSLContext | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream pair connected to ``address``, trying each address its host resolves to in turn.
+
+    This is what ``asyncio.open_connection`` does, done here because when several addresses fail
+    it folds their errors into one plain OSError: a host refused on every address (nothing
+    listens there) must be told apart from one that is slow or unreachable.  Raises
+    :class:`_NoAnswer` (``kind`` "unresolvable", "refused" or "error").
+    """
+    host, port = parse_hostport(address)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # "[::1]:7401"
+    loop = asyncio.get_running_loop()
+    try:
+        # a literal IP resolves without a lookup, so without a trip to the executor's thread
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            plain = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+            raise _NoAnswer(f"cannot resolve {host}" + ("" if plain else f" ({exc.strerror})"),
+                            address, "unresolvable") from None
+    failures: list[OSError] = []
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            failures.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            return await asyncio.open_connection(sock=sock, limit=DEFAULT_MAX_FRAME, ssl=tls,
+                                                 server_hostname=host if tls is not None else None)
+        except BaseException:
+            sock.close()
+            raise
+    if failures and all(isinstance(exc, ConnectionRefusedError) for exc in failures):
+        raise _NoAnswer(f"{address} refused the connection", address, "refused")
+    why = (failures[-1].strerror or str(failures[-1])) if failures else "its host has no address"
+    raise _NoAnswer(f"cannot connect to {address}: {why}", address, "error")
+
+
 class _Connection:
     """One TCP connection to one node, with pipelined requests matched by id."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: Credentials | None = None) -> None:
         self.address = address
+        self.credentials = credentials or Credentials()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -120,14 +180,30 @@ class _Connection:
         self.closed = False
 
     async def open(self, timeout: float) -> None:
-        host, port = parse_hostport(self.address)
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=DEFAULT_MAX_FRAME), timeout)
+        """Connect within ``timeout`` seconds; raises :class:`_NoAnswer` saying why not, or
+        :class:`~raftkv.errors.Unauthenticated` if the TLS handshake or the ``hello`` is refused."""
+        try:
+            reader, self._writer = await asyncio.wait_for(
+                _dial(self.address, self.credentials.ssl_context()), timeout)
+        except TimeoutError:
+            raise _NoAnswerInTime(f"{self.address} did not accept a connection within {timeout:.1f} s",
+                                  self.address, "timeout") from None
+        except ssl.SSLError as exc:  # not retried: the same certificates fail the same way
+            raise errors.Unauthenticated(f"TLS handshake with {self.address} failed: {exc}") from None
+        except OSError as exc:  # after the connect itself (setting up the stream): rare
+            raise _NoAnswer(f"cannot connect to {self.address}: {exc}", self.address, "error") from None
         self._reader_task = asyncio.create_task(self._read_loop(reader))
+        hello = self.credentials.hello()
+        if hello is not None:  # before any other request: a node with a token refuses anything else
+            try:
+                await self.request(hello, timeout)
+            except BaseException:
+                await self.close()
+                raise
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         decoder = FrameDecoder(DEFAULT_MAX_FRAME)
-        error: Exception = Unavailable(f"connection to {self.address} closed")
+        error: Exception = _NoAnswer(f"connection to {self.address} closed", self.address, "lost")
         try:
             while data := await reader.read(1 << 20):
                 decoder.receive_data(data)
@@ -142,7 +218,7 @@ class _Connection:
                     else:
                         fut.set_result(msg.get("ok"))
         except (OSError, errors.ProtocolError) as exc:
-            error = Unavailable(f"connection to {self.address} failed: {exc}")
+            error = _NoAnswer(f"connection to {self.address} failed: {exc}", self.address, "lost")
         finally:
             self.closed = True
             for fut in self._pending.values():
@@ -152,7 +228,7 @@ class _Connection:
 
     async def request(self, msg: dict[str, Any], timeout: float) -> Any:
         if self.closed or self._writer is None:
-            raise Unavailable(f"connection to {self.address} is closed")
+            raise _NoAnswer(f"connection to {self.address} is closed", self.address, "lost")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
@@ -160,7 +236,8 @@ class _Connection:
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise errors.Timeout(f"{self.address} did not answer within {timeout:.1f}s") from None
+            raise _NoAnswerInTime(f"{self.address} did not answer within {timeout:.1f} s",
+                                  self.address, "timeout") from None
         finally:
             self._pending.pop(rid, None)
 
@@ -226,13 +303,42 @@ class AsyncClient:
       faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
+    * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``); sent
+      in a ``hello`` that opens every connection.  A wrong or missing token raises
+      :class:`~raftkv.errors.Unauthenticated` at once (not retried).
+    * ``tls=False``: speak TLS to the nodes (started with ``--tls-cert``/``--tls-key``), checking
+      that each node's certificate names the host it is dialled at.
+    * ``tls_ca=None``: a PEM file of the CA(s) that signed the nodes' certificates (implies
+      ``tls=True``; without it, the system's CAs).  A failed handshake raises
+      :class:`~raftkv.errors.Unauthenticated` at once.
+
+    When the cluster cannot be reached, the rule is:
+
+    * **No cluster known yet** (no shard map fetched): if every seed refuses the connection or
+      does not resolve, the first call (or :meth:`connect`) raises
+      :class:`~raftkv.errors.Unavailable` at once, naming each --
+      ``cannot reach any seed: 127.0.0.1:1 refused the connection``,
+      ``cannot reach any seed: cannot resolve nosuchhost.invalid``.  That is a wrong address or
+      a cluster not started, and waiting would only hide it (a SQL driver, CockroachDB's
+      included, fails at once the same way; etcd's client instead waits out its dial timeout
+      and reports only that the deadline passed).  A seed that is slow, unreachable or answers
+      with an error is retried until the deadline, as a node still starting may be.
+    * **Cluster known**: a node that refuses or does not answer is a node restarting or down.
+      Like CockroachDB's range routing, the client tries the shard's other replicas and retries
+      until the deadline; nothing fails early.  The :class:`~raftkv.errors.Unavailable` raised
+      then names what the retries saw: ``shard s0003 has no leader within 10.0 s; nodes not
+      answering: n2 (127.0.0.1:40002), n3 (127.0.0.1:40003)``.  Its ``details`` hold
+      ``leaderless`` (shard ids) and ``not_answering`` (those nodes).
     """
 
     def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
                  attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
-                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES) -> None:
+                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES,
+                 token: str | None = None, tls: bool = False, tls_ca: str | None = None) -> None:
         """Check the options and remember the seeds; nothing is contacted before the first call."""
         self._seeds = _split_seeds(seeds)
+        self._credentials = Credentials(token=token, tls=tls, tls_ca=tls_ca)
+        self._credentials.ssl_context()  # a CA file that cannot be read fails here, not at the first call
         if consistency not in ("linearizable", "serializable"):
             raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
         if not 0 < page_keys <= 10_000 or not 0 < page_bytes <= 4 << 20:
@@ -537,16 +643,18 @@ class AsyncClient:
         await asyncio.shield(self._refreshing)
 
     async def _fetch_map(self, deadline: float) -> None:
-        last: Exception | None = None
+        failures: dict[str, BaseException] = {}  # address -> its latest failure
         for attempt in itertools.count():
-            candidates = list(dict.fromkeys([*self._nodes.values(), *self._seeds]))
-            random.shuffle(candidates)
+            # the known nodes in id order, then the seeds: the order failures are reported in
+            ordered = list(dict.fromkeys([*(a for _, a in sorted(self._nodes.items(), key=_node_order)),
+                                          *self._seeds]))
+            candidates = random.sample(ordered, len(ordered))
             for address in candidates:
                 try:
                     conn = await self._conn(address, deadline)
                     reply = await conn.request({"op": "map"}, max(0.05, min(2.0, deadline - time.monotonic())))
                 except (Unavailable, OSError) as exc:
-                    last = exc
+                    failures[address] = exc
                     continue
                 fresh = ShardMap.from_dict(reply["map"])
                 if self._map is None or fresh.epoch >= self._map.epoch:
@@ -554,8 +662,17 @@ class AsyncClient:
                 self._nodes.update(reply["nodes"])
                 self._leaders.update({k: v for k, v in reply["leaders"].items() if v})
                 return
+            if self._map is None and all(_definite(failures.get(a)) for a in ordered):
+                # No cluster known yet, and every seed is refused or unresolvable: most likely a wrong
+                # address or nothing started, which waiting out the deadline would only hide (as a
+                # SQL driver fails at once on a refused connection).  Once a map is known, a refused
+                # node is a node restarting: it is retried elsewhere within the deadline instead.
+                raise Unavailable(f"cannot reach any seed: {_describe_failures(ordered, failures)}",
+                                  unreachable=list(ordered))
             if time.monotonic() >= deadline:
-                raise Unavailable(f"no node answered among {candidates}: {last}")
+                what = "any seed" if self._map is None else "any node"
+                raise Unavailable(f"cannot reach {what} within {self.timeout:.1f} s: "
+                                  f"{_describe_failures(ordered, failures)}", unreachable=list(ordered))
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
 
     async def _conn(self, address: str, deadline: float) -> _Connection:
@@ -568,11 +685,8 @@ class AsyncClient:
         return await asyncio.shield(task)
 
     async def _open(self, address: str, deadline: float) -> _Connection:
-        conn = _Connection(address)
-        try:
-            await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))
-        except (OSError, TimeoutError) as exc:
-            raise Unavailable(f"cannot connect to {address}: {exc}") from None
+        conn = _Connection(address, self._credentials)
+        await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))  # _NoAnswer says why not
         self._conns[address] = conn
         return conn
 
@@ -584,21 +698,34 @@ class AsyncClient:
         return self._nodes.get(leader) or self._seeds[0]
 
     async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float) -> Any:
-        """One attempt at the shard's believed leader."""
+        """One attempt at the shard's believed leader (noted in the call's :class:`_Seen`, if any)."""
         address = self._target(shard)
         remaining = min(deadline - time.monotonic(), self.attempt_timeout)
         if remaining <= 0:
-            raise errors.Timeout("deadline passed")
-        conn = await self._conn(address, deadline)
+            raise _OutOfTime("deadline passed")
+        seen = _SEEN.get() or _Seen()
         try:
+            # connecting is part of the attempt: a node that refuses (restarting, or dead) is left for
+            # the next replica, as a node that does not answer is
+            conn = await self._conn(address, deadline)
             return await conn.request({"op": op, "shard": shard.id, "timeout": remaining, **fields}, remaining + 0.5)
         except NotLeader as exc:
-            if exc.leader and exc.leader in shard.replicas and exc.leader != self._leaders.get(shard.id):
-                self._leaders[shard.id] = exc.leader
+            hint = exc.leader if exc.leader in shard.replicas else None
+            seen.answered(address, shard.id, None if hint else "no leader")
+            if hint and hint != self._leaders.get(shard.id):
+                self._leaders[shard.id] = hint
                 raise _Redirect() from None
             self._forget_leader(shard)
             raise
+        except _NoAnswer as exc:
+            seen.no_answer(exc, shard.id)
+            self._forget_leader(shard)
+            raise
+        except StaleRoute:
+            seen.reached(address)  # about the map, not about who leads
+            raise
         except Unavailable:
+            seen.answered(address, shard.id, "acted")  # e.g. its own Timeout: a leader that cannot commit
             self._forget_leader(shard)
             raise
 
@@ -636,6 +763,18 @@ class AsyncClient:
         self._leaders[shard.id] = shard.replicas[(idx + 1) % len(shard.replicas)]
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[T]], deadline: float) -> T:
+        if self._map is None:
+            # fetched before the retries, not by them: a client that cannot reach any seed says so
+            # at once, in words of its own, rather than retry that until the deadline
+            await self._refresh_map(deadline)
+        seen = _Seen()
+        token = _SEEN.set(seen)
+        try:
+            return await self._retrying(attempt, deadline, seen)
+        finally:
+            _SEEN.reset(token)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], deadline: float, seen: _Seen) -> T:
         last: Exception | None = None
         redirects = repaired = 0
         for n in itertools.count():
@@ -652,18 +791,32 @@ class AsyncClient:
                     repaired += 1
                     if repaired <= 2:
                         continue  # the map changed: the attempt routes by the new one at once
+            except _OutOfTime as exc:
+                last = last or exc  # "deadline passed" says less than what failed before it
             except Unavailable as exc:
                 last = exc
             if time.monotonic() >= deadline:
-                raise Unavailable(f"cluster could not serve the request in {self.timeout:.1f}s: {last}")
+                raise self._deadline_error(seen, last)
             # capped low, as etcd's client does (25 ms): through an election a client mostly waits,
             # and a long pause would outlast the election it waits for (0.5 s added ~0.4 s to the
             # write stall after a leader's kill)
             pause = min(MAX_RETRY_PAUSE, 0.01 * 2 ** min(n, 6)) * (0.5 + random.random())
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             if n % 4 == 3:
-                await self._refresh_map(deadline)  # leaders may have moved while we backed off
+                try:
+                    await self._refresh_map(deadline)  # leaders may have moved while we backed off
+                except Unavailable as exc:
+                    # no node sent the map either; at the deadline what the attempts saw is the
+                    # better story, so the loop goes on to tell it
+                    last = last or exc
         raise AssertionError("unreachable")
+
+    def _deadline_error(self, seen: _Seen, last: Exception | None) -> Unavailable:
+        """:func:`deadline_error` for what one call saw, naming nodes by id where the map knows them."""
+        ids = {address: nid for nid, address in self._nodes.items()}
+        silent = sorted(seen.silent, key=lambda a: (a not in ids, _node_order((ids.get(a, ""), a))))
+        named = [f"{ids[a]} ({a})" if a in ids else a for a in silent]
+        return deadline_error(self.timeout, seen.leaderless(), named, last)
 
     async def _on_key(self, key: int, op: str, fields: dict[str, Any]) -> Any:
         deadline = time.monotonic() + self.timeout
@@ -949,6 +1102,13 @@ class AsyncQueryResult:
         await self._result.close()
 
 
+def _node_order(item: tuple[str, str]) -> tuple[int, str, str]:
+    """Sort key of a (node id, address) pair: n2 before n10."""
+    nid = item[0]
+    digits = nid.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return (int(digits) if digits.isdigit() else -1, nid, item[1])
+
+
 def _retrieve(task: asyncio.Task) -> None:
     """Mark ``task``'s outcome as seen (scans drop the pages of prefetches they no longer need)."""
     if not task.cancelled():
@@ -957,6 +1117,112 @@ def _retrieve(task: asyncio.Task) -> None:
 
 class _Redirect(RaftKVError):
     """Internal: the leader moved and we know where."""
+
+
+class _NoAnswer(Unavailable):
+    """Internal: ``address`` gave no answer at all, as opposed to an error a node sent.
+
+    ``kind`` says how: "unresolvable", "refused", "timeout" (no connection or no reply in
+    time), "lost" (the connection closed or broke) or "error" (another connect failure).
+    """
+
+    def __init__(self, message: str, address: str, kind: str) -> None:
+        super().__init__(message)
+        self.address = address
+        self.kind = kind
+
+
+class _NoAnswerInTime(_NoAnswer, errors.Timeout):
+    """Internal: no connection or no reply in time (still a :class:`~raftkv.errors.Timeout`:
+    a write's outcome is unknown)."""
+
+
+class _OutOfTime(errors.Timeout):
+    """Internal: the call's deadline passed before an attempt could start (says nothing about the cluster)."""
+
+
+def _definite(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a failure to reach a node that waiting will not cure, as far as a client
+    with no cluster yet can tell: the name does not resolve, or nothing listens at the address."""
+    return isinstance(exc, _NoAnswer) and exc.kind in ("unresolvable", "refused")
+
+
+@dataclass
+class _Seen:
+    """What the attempts of one call saw: the raw material of its error if its deadline passes.
+
+    ``shards``: shard id -> "acted" (a replica answered as its leader would: a reply, or an
+    error other than NotLeader), "no leader" (the last replica to answer knew of no leader) or
+    "unknown" (only redirects, or no replica answered).  ``silent``: address -> why, for each
+    node whose latest attempt got no answer (a node that answers again leaves it).
+    """
+
+    shards: dict[str, str] = field(default_factory=dict)
+    silent: dict[str, str] = field(default_factory=dict)
+
+    def reached(self, address: str) -> None:
+        """``address`` answered (so it is not silent any more)."""
+        self.silent.pop(address, None)
+
+    def answered(self, address: str, shard_id: str, outcome: str | None) -> None:
+        """``address`` answered an attempt at ``shard_id``; ``outcome`` is the shard's new state
+        (None: the answer does not say whether the shard has a leader, e.g. a redirect)."""
+        self.reached(address)
+        if outcome is None:
+            self.shards.setdefault(shard_id, "unknown")
+        else:
+            self.shards[shard_id] = outcome
+
+    def no_answer(self, exc: _NoAnswer, shard_id: str) -> None:
+        """An attempt at ``shard_id`` got no answer from ``exc.address``."""
+        self.silent[exc.address] = exc.message
+        self.shards.setdefault(shard_id, "unknown")
+
+    def leaderless(self) -> list[str]:
+        """The shards no replica acted as leader for, as far as the attempts saw."""
+        return sorted(sid for sid, state in self.shards.items() if state != "acted")
+
+
+# the _Seen of the _with_retry call running in this task (a context variable, so that concurrent
+# calls on one client -- each in its own task -- keep their observations apart)
+_SEEN: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("raftkv_client_seen", default=None)
+
+
+def deadline_error(timeout: float, leaderless: Sequence[str], silent: Sequence[str],
+                   last: BaseException | None) -> Unavailable:
+    """The :class:`~raftkv.errors.Unavailable` a call raises when its ``timeout`` passes.
+
+    ``leaderless`` are the ids of shards no replica led during the call, ``silent`` the nodes
+    that did not answer (already written as "n2 (127.0.0.1:40002)", or an address), ``last``
+    the last error seen, used only when no shard is known to be leaderless:
+
+    >>> deadline_error(10.0, ["s0003"], ["n2 (127.0.0.1:40002)"], None).message
+    'shard s0003 has no leader within 10.0 s; node not answering: n2 (127.0.0.1:40002)'
+    """
+    if leaderless:
+        many = len(leaderless) > 1
+        message = (f"shard{'s' if many else ''} {', '.join(leaderless)} {'have' if many else 'has'} "
+                   f"no leader within {timeout:.1f} s")
+    else:
+        detail = last.message if isinstance(last, RaftKVError) else str(last or "no attempt finished")
+        message = f"cluster could not serve the request in {timeout:.1f}s: {detail}"
+    if silent:
+        message += f"; node{'s' if len(silent) > 1 else ''} not answering: {', '.join(silent)}"
+    return Unavailable(message, leaderless=list(leaderless), not_answering=list(silent))
+
+
+def _describe_failures(addresses: Iterable[str], failures: Mapping[str, BaseException]) -> str:
+    """Why each of ``addresses`` failed, in their order, each reason once ("a refused the connection; ...")."""
+    texts = []
+    for address in addresses:
+        exc = failures.get(address)
+        if exc is None:
+            continue
+        if isinstance(exc, _NoAnswer):
+            texts.append(exc.message)  # names the address, or the host that did not resolve
+        else:
+            texts.append(f"{address}: {exc.message if isinstance(exc, RaftKVError) else exc}")
+    return "; ".join(dict.fromkeys(texts)) or "no address was tried"
 
 
 class _Reroute(RaftKVError):

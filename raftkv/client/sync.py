@@ -53,6 +53,16 @@ class Client:
       faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
+    * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``).
+    * ``tls=False``: speak TLS to the nodes; ``tls_ca=None``: the CA file that signed their
+      certificates (implies ``tls=True``).  A wrong token or a failed TLS handshake raises
+      :class:`~raftkv.errors.Unauthenticated` at once.
+
+    Failures follow :class:`AsyncClient`'s rule: before a cluster is known, seeds that all refuse
+    the connection or do not resolve fail the first call at once (``cannot reach any seed:
+    127.0.0.1:1 refused the connection``); once it is known, unreachable nodes are retried
+    around until the deadline, and the error then names the shards left without a leader and
+    the nodes that did not answer.
 
     >>> with Client("127.0.0.1:7401") as db:          # doctest: +SKIP
     ...     db.put(42, b"reading"); db.get(42)
@@ -61,10 +71,11 @@ class Client:
 
     def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
                  attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
-                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES) -> None:
+                 page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES,
+                 token: str | None = None, tls: bool = False, tls_ca: str | None = None) -> None:
         """Check the options and start the client's thread; nothing is contacted before the first call."""
         self._aio = AsyncClient(seeds, timeout=timeout, attempt_timeout=attempt_timeout, consistency=consistency,
-                                page_keys=page_keys, page_bytes=page_bytes)
+                                page_keys=page_keys, page_bytes=page_bytes, token=token, tls=tls, tls_ca=tls_ca)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()

@@ -8,11 +8,15 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import tzinfo
 from typing import Any, TextIO
 
+from ..client import rpc
 from ..client.rpc import call_any
 from ..errors import InvalidArgument, RaftKVError, Unavailable
 from ..keys import KEY_SPACE_END, MAX_KEY
+from ..query.timestamps import parse_timezone, zone_argument
+from ..server.config import Credentials, read_token_file
 from . import launcher
 
 # exit statuses of `raftkv cluster status` (the other commands: 0 done, 1 an error; argparse's usage errors: 2)
@@ -22,6 +26,7 @@ EXIT_UNREACHABLE = 2  # no node answers (etcdctl's "bad connection" status, and 
 # how long `cluster status` looks again when every node process runs but a group has no leader or a node
 # is slow to answer: an election (0.6-1.2 s) or a loaded machine, not a failure, unless it lasts
 STATUS_SETTLE = 3.0
+KEY_STYLES = ("hex", "timestamp")  # how `cluster status` shows range bounds
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +53,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..cli import add_split_options
 
     add_split_options(s, defaults=False)
+    s.add_argument("--tls-cert", default=None, metavar="FILE",
+                   help="serve the client ports over TLS with this certificate (PEM; with --tls-key)")
+    s.add_argument("--tls-key", default=None, metavar="FILE", help="the private key of --tls-cert (PEM)")
+    s.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="CA file that signed the nodes' certificates (nodes and this launcher verify them; the "
+                        "peer links then use mutual TLS too)")
+    s.add_argument("--client-token-file", default=None, metavar="FILE",
+                   help="file holding a token every client must present (a `hello` first on each connection)")
     s.set_defaults(func=_guarded(_cmd_start))
 
     st = csub.add_parser("status", help="show nodes and shards of a local cluster; exit 1 if unhealthy",
@@ -63,6 +76,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--data-dir", default=launcher.DEFAULT_DATA_DIR,
                     help=f"directory holding the whole cluster (default {launcher.DEFAULT_DATA_DIR})")
     st.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    st.add_argument("--keys", choices=KEY_STYLES, default="hex",
+                    help="how shard ranges show their bounds: hex (default) or timestamp (RFC 3339 with "
+                         "nanoseconds, for keys that are nanosecond timestamps); --json is unaffected")
+    st.add_argument("--timezone", type=zone_argument, default="UTC", metavar="ZONE",
+                    help="time zone of --keys timestamp: UTC (default), an offset such as +02:00, or an IANA "
+                         "name such as Europe/Berlin")
     st.set_defaults(func=_guarded(_cmd_status))
 
     sl = csub.add_parser("split", help="split a shard in two, at a key or near its median",
@@ -109,6 +128,23 @@ def _add_where(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--data-dir", help="directory holding a local cluster")
     where.add_argument("--connect", metavar="ADDRS", help="host:port[,host:port...] of any nodes of a cluster")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="with --connect: file holding the cluster's client token, if it wants one")
+    p.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="with --connect: speak TLS, trusting the CA in FILE (the local cluster's are known)")
+
+
+def _connect_credentials(args: argparse.Namespace) -> Credentials:
+    """What the commands taking ``--connect`` present to the nodes: the options given, or with
+    ``--data-dir`` the local cluster's own (stored by ``cluster start``)."""
+    if args.data_dir is not None:
+        if args.token_file is not None or args.tls_ca is not None:
+            raise InvalidArgument("--token-file and --tls-ca go with --connect; with --data-dir the "
+                                  "cluster's own are used")
+        return launcher.load(args.data_dir).credentials()
+    creds = Credentials(token=read_token_file(args.token_file) if args.token_file else None, tls_ca=args.tls_ca)
+    rpc.set_default_credentials(creds)  # the launcher's calls to these nodes (remove-node) present them too
+    return creds
 
 
 def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -135,8 +171,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
         if not isinstance(raft, dict):
             raise InvalidArgument("--raft must be a JSON object")
     settings = {name: getattr(args, name) for name in launcher.SETTINGS if getattr(args, name) is not None}
+    security = {name: getattr(args, name) for name in launcher.SECURITY if getattr(args, name) is not None}
     info = start_local(args.data_dir, nodes=args.nodes, base_port=args.base_port, shards=args.shards,
-                       replication=args.replication, raft=raft, wait=args.wait, settings=settings)
+                       replication=args.replication, raft=raft, wait=args.wait, settings=settings,
+                       security=security or None)
     print(f"cluster ready in {info.data_dir}: {len(info.nodes)} nodes, {info.shards} shards, "
           f"replication {info.replication}")
     print(f"seeds: {info.seeds}")
@@ -147,13 +185,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def start_local(data_dir: str, *, nodes: int | None = None, base_port: int | None = None, shards: int | None = None,
                 replication: int | None = None, raft: dict[str, Any] | None = None, wait: float = 30.0,
-                settings: dict[str, int] | None = None, err: TextIO | None = None) -> launcher.ClusterInfo:
+                settings: dict[str, int] | None = None, err: TextIO | None = None,
+                security: dict[str, str] | None = None) -> launcher.ClusterInfo:
     """Start (or restart) the local cluster in ``data_dir`` as ``raftkv cluster start`` and ``raftkv up`` do.
 
     A new cluster without ``base_port`` listens on :func:`launcher.default_ports` (clients on
     7401.., peers on 7501..) when all of them are free, and on free ports otherwise, which it says
     on ``err`` (default stderr).  None for a layout option means "3 nodes / 8 shards / 3 replicas
-    for a new cluster, what ``cluster.json`` says for an existing one".
+    for a new cluster, what ``cluster.json`` says for an existing one"; so does None for
+    ``security`` (:data:`launcher.SECURITY`: TLS files and the client token's file).
     """
 
     def notice(message: str) -> None:
@@ -161,7 +201,8 @@ def start_local(data_dir: str, *, nodes: int | None = None, base_port: int | Non
 
     prefer = None if base_port is not None else launcher.default_ports(3 if nodes is None else nodes)
     return launcher.start(data_dir, nodes=nodes, base_port=base_port, shards=shards, replication=replication,
-                          raft=raft, wait=wait, settings=settings, prefer_ports=prefer, notice=notice)
+                          raft=raft, wait=wait, settings=settings, prefer_ports=prefer, notice=notice,
+                          security=security)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -178,7 +219,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         # the documented shape: the meta leader only counts towards the exit status
         print(json.dumps({k: v for k, v in st.items() if k != "meta"}))
     else:
-        print(render_status(st))
+        print(render_status(st, keys=args.keys, tz=parse_timezone(args.timezone)))
     if problems:
         what = "unreachable" if code == EXIT_UNREACHABLE else "unhealthy"
         print(f"raftkv: cluster {what}: {'; '.join(problems)}", file=sys.stderr)
@@ -235,6 +276,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--timeout must be positive, not {args.timeout:g}")
     at = None if args.at is None else parse_key(args.at)
     shard_id = args.shard.strip()
+    creds = _connect_credentials(args)
     if args.data_dir is not None:
         info = launcher.load(args.data_dir)
         seeds = [a for n, a in zip(info.nodes, info.addresses, strict=True) if info.pids[n.id] is not None]
@@ -246,11 +288,12 @@ def _cmd_split(args: argparse.Namespace) -> int:
         seeds, where = args.connect, args.connect
     try:
         # a quick probe: an unreachable cluster is reported in seconds, not after the whole --timeout
-        call_any(seeds, "map", timeout=min(args.timeout, 3.0))
+        call_any(seeds, "map", timeout=min(args.timeout, 3.0), credentials=creds)
     except Unavailable as exc:
         raise Unavailable(f"cannot reach the cluster at {where}: {exc.message}") from None
     # a split is not retried blindly (see AsyncClient.split_shard), so give each attempt room to finish
-    db = Client(seeds, timeout=args.timeout, attempt_timeout=min(args.timeout, 10.0))
+    db = Client(seeds, timeout=args.timeout, attempt_timeout=min(args.timeout, 10.0), token=creds.token,
+                tls=creds.tls, tls_ca=creds.tls_ca)
     try:
         try:
             db.connect()
@@ -308,6 +351,7 @@ def _cmd_remove_node(args: argparse.Namespace) -> int:
             print(f"{node_id} removed from the cluster; its process: {outcome}")
             return 1 if outcome == "still running" else 0
         secret = launcher.read_secret(args.secret_file)
+        _connect_credentials(args)
         try:
             # a quick probe: an unreachable cluster is reported in seconds, not after the whole --timeout
             call_any(args.connect, "nodes", timeout=min(args.timeout, 3.0))
@@ -347,8 +391,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequenc
                      for r in cells)
 
 
-def key_range(start: int, end: int) -> str:
-    """``[start, end)`` as inclusive hex bounds, so the last shard reads ...ffff rather than 2**64."""
+def key_range(start: int, end: int, keys: str = "hex", tz: tzinfo | None = None) -> str:
+    """``[start, end)`` as inclusive bounds, so the last shard reads ...ffff rather than 2**64: hex, or
+    with ``keys="timestamp"`` RFC 3339 timestamps (nanoseconds since the epoch) in ``tz`` (None: UTC)."""
+    if keys == "timestamp":
+        from ..query.timestamps import format_timestamp
+
+        return f"{format_timestamp(start, tz)}..{format_timestamp(end - 1, tz)}"
     return f"{start:#018x}..{end - 1:#018x}"
 
 
@@ -386,11 +435,12 @@ def stripe_text(stripe: Sequence[int] | None) -> str | None:
     return None if stripe is None else f"{stripe[0]}/{stripe[1]}"
 
 
-def render_status(st: dict[str, Any]) -> str:
+def render_status(st: dict[str, Any], keys: str = "hex", tz: tzinfo | None = None) -> str:
     """The human form of :func:`raftkv.cluster.launcher.status`.
 
     One row per shard, in map order.  Stripes of one segment share their range, so nothing here
-    assumes ranges are unique.  Fields a node did not report show as "-".
+    assumes ranges are unique.  Fields a node did not report show as "-".  ``keys`` and ``tz``:
+    how ranges are shown (see :func:`key_range`).
     """
     nodes, shards = st["nodes"], st["shards"]
     up = sum(n["up"] for n in nodes)
@@ -412,11 +462,12 @@ def render_status(st: dict[str, Any]) -> str:
     out = [summary, "", _table(("NODE", "ADDRESS", "PID", "STATE", "MEMBER", "REPLICAS", "LEADERS", "METRICS"),
                                node_rows, right=(5, 6))]
     if shards:
-        shard_rows = [(s["id"], key_range(s["start"], s["end"]), stripe_text(s.get("stripe")), s.get("generation"),
-                       ",".join(s["replicas"]), s["leader"], human_count(s.get("keys")),
+        shard_rows = [(s["id"], key_range(s["start"], s["end"], keys, tz), stripe_text(s.get("stripe")),
+                       s.get("generation"), ",".join(s["replicas"]), s["leader"], human_count(s.get("keys")),
                        human_bytes(s.get("bytes")), human_rate(s.get("writes_per_s")))
                       for s in shards]
-        headers = ("SHARD", "RANGE (hex, inclusive)", "STRIPE", "GEN", "REPLICAS", "LEADER", "~KEYS", "~SIZE",
+        shown = "RFC 3339" if keys == "timestamp" else "hex"
+        headers = ("SHARD", f"RANGE ({shown}, inclusive)", "STRIPE", "GEN", "REPLICAS", "LEADER", "~KEYS", "~SIZE",
                    "WRITES/S")
         out += ["", _table(headers, shard_rows, right=(3, 6, 7, 8))]
     return "\n".join(out)

@@ -39,17 +39,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..client import rpc
 from ..client.rpc import call, call_any
 from ..errors import InvalidArgument, RaftKVError, Unavailable
 from ..routing.shardmap import META_GROUP, Shard
 from ..server import maplink
 from ..server.config import (
+    Credentials,
     NodeAddress,
     format_hostport,
     format_nodes,
     format_peer_via,
     parse_hostport,
     parse_nodes,
+    read_token_file,
 )
 
 CLUSTER_FILE = "cluster.json"
@@ -95,6 +98,8 @@ class ClusterInfo:
     # the founders' addresses, when a founder has been removed (empty: the nodes not in ``joined``);
     # the remaining founders keep running with the whole list, their cluster identity
     removed_founders: tuple[NodeAddress, ...] = ()
+    # client-port security every node runs with (SECURITY: file paths, absolute): TLS and a client token
+    security: dict[str, str] = field(default_factory=dict)
 
     @property
     def addresses(self) -> list[str]:
@@ -145,7 +150,14 @@ class ClusterInfo:
                                           "peer": format_hostport(n.peer)} for n in self.removed_founders]}
                    if self.removed_founders else {}),
                 **({"peer_via": {src: {dst: format_hostport(a) for dst, a in via.items()}
-                                 for src, via in self.peer_via.items()}} if self.peer_via else {})}
+                                 for src, via in self.peer_via.items()}} if self.peer_via else {}),
+                **({"security": dict(self.security)} if self.security else {})}
+
+    def credentials(self) -> Credentials:
+        """What a caller of these nodes' client ports presents (their token, TLS with their CA)."""
+        token_file = self.security.get("client_token_file")
+        return Credentials(token=read_token_file(token_file) if token_file else None,
+                           tls="tls_cert" in self.security, tls_ca=self.security.get("tls_ca"))
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -211,6 +223,19 @@ def _ensure_secret(info: ClusterInfo) -> str | None:
 def _save(info: ClusterInfo) -> None:
     """Write ``cluster.json`` (call with the directory lock held)."""
     _write_atomic(os.path.join(info.data_dir, CLUSTER_FILE), json.dumps(info.to_json(), indent=2) + "\n")
+    _present_credentials(info)
+
+
+def _present_credentials(info: ClusterInfo) -> None:
+    """Have every rpc.call to this cluster's nodes (status, probes, membership) present its token and
+    TLS: they are registered per address, so clusters of one process (tests) keep theirs apart."""
+    try:
+        creds = info.credentials()
+    except InvalidArgument:
+        # the token file is gone: stop, status and the rest must still work as far as they can
+        creds = Credentials(tls="tls_cert" in info.security, tls_ca=info.security.get("tls_ca"))
+    # registered even when empty: a port of a cluster gone may serve another one now
+    rpc.remember_credentials([*info.addresses, *(format_hostport(n.client) for n in info.removed_founders)], creds)
 
 
 def _read_config(root: str) -> ClusterInfo | None:
@@ -233,11 +258,21 @@ def _read_config(root: str) -> ClusterInfo | None:
             raise ValueError(f"joined names nodes not in the node list: {sorted(set(joined) - ids)}")
         removed = tuple(NodeAddress(str(n["id"]), parse_hostport(n["client"]), parse_hostport(n["peer"]))
                         for n in raw.get("removed_founders") or [])
-        return ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}),
+        info = ClusterInfo(root, nodes, int(raw["shards"]), int(raw["replication"]), dict(raw.get("raft") or {}),
                            peer_via=peer_via, settings=check_settings(raw.get("settings") or {}),
-                           joined=joined, removed_founders=removed)
+                           joined=joined, removed_founders=removed,
+                           security=check_security(raw.get("security") or {}, files=False))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"{path} is malformed: {exc!r}") from None
+    _present_credentials(info)
+    return info
+
+
+def client_security(data_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The client-port security of the cluster in ``data_dir`` (:data:`SECURITY` names -> file
+    paths); {} if it has none, or there is no cluster there."""
+    info = _read_config(_root(data_dir))
+    return dict(info.security) if info is not None else {}
 
 
 def load(data_dir: str | os.PathLike[str]) -> ClusterInfo:
@@ -583,6 +618,10 @@ def _spawn(info: ClusterInfo, node_id: str) -> int:
         argv += ["--peer-via", format_peer_via(info.peer_via[node_id])]
     # metrics on any free port: the node reports where in `status` (a fixed one could be taken)
     argv += ["--metrics-port", "0"]
+    for name, path in sorted(info.security.items()):
+        argv += [SECURITY[name], path]
+    if "tls_ca" in info.security:  # a cluster CA: the peer links use it too (mutual TLS)
+        argv += ["--peer-tls"]
     if os.path.exists(_secret_path(info)):  # see _ensure_secret: all nodes have it, or none does
         argv += ["--secret-file", _secret_path(info)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log shows what happened up to a crash
@@ -782,7 +821,7 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
           shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
           wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None,
           settings: dict[str, int] | None = None, prefer_ports: Sequence[int] | None = None,
-          notice: Callable[[str], None] | None = None) -> ClusterInfo:
+          notice: Callable[[str], None] | None = None, security: dict[str, str] | None = None) -> ClusterInfo:
     """Start the cluster in ``data_dir`` (creating it on first use) and wait until it is ready.
 
     The first start fixes the layout in ``cluster.json``: ``nodes`` nodes n1..nN, client ports
@@ -796,7 +835,10 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
     (node id -> {peer id -> (host, port)}) makes that node dial that peer at another address, e.g.
     through a proxy that can cut the link (the fault lab); it is stored and replaced like ``raft``.
     ``settings`` (:data:`SETTINGS`: ``split_bytes``, ...) are merged into the stored ones and
-    given to the nodes started from then on.
+    given to the nodes started from then on.  ``security`` (:data:`SECURITY`: ``tls_cert``,
+    ``tls_key``, ``tls_ca``, ``client_token_file``; file paths) is stored and replaces the stored
+    one like ``raft`` (stop the cluster first: running nodes keep what they started with); the
+    launcher's own calls to the nodes then present the token and speak TLS.
 
     Waits up to ``wait`` seconds for every node to answer and every shard and the meta group to
     have a leader, else raises :class:`Unavailable` saying what is missing (the nodes are left
@@ -807,7 +849,7 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
     try:
         with _locked(root):
             info = _start_locked(root, claim, nodes, base_port, shards, replication, raft, peer_via, settings,
-                                 prefer_ports, notice)
+                                 prefer_ports, notice, security)
         # a launcher that wants the same ports looks once our nodes listen on them, and so finds them taken
         if claim.held:
             _wait_listening(info, min(wait, PORT_CLAIM_WAIT))
@@ -820,7 +862,8 @@ def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: in
 def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: int | None, shards: int | None,
                   replication: int | None, raft: dict[str, Any] | None,
                   peer_via: dict[str, dict[str, tuple[str, int]]] | None, settings: dict[str, int] | None,
-                  prefer_ports: Sequence[int] | None, notice: Callable[[str], None] | None) -> ClusterInfo:
+                  prefer_ports: Sequence[int] | None, notice: Callable[[str], None] | None,
+                  security: dict[str, str] | None = None) -> ClusterInfo:
     """:func:`start`'s part under the directory lock: the layout read or made, missing nodes spawned."""
     info = _read_config(root)
     if info is None:
@@ -834,6 +877,8 @@ def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: in
             info = replace(info, peer_via=_checked_peer_via(info, peer_via))
         if settings:
             info = replace(info, settings=check_settings(settings))
+        if security:
+            info = replace(info, security=check_security(security))
         _save(info)
     else:
         _check_same_layout(info, nodes, base_port, shards, replication)
@@ -842,6 +887,9 @@ def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: in
             _save(info)
         if settings and {**info.settings, **settings} != info.settings:
             info = replace(info, settings=check_settings({**info.settings, **settings}))
+            _save(info)
+        if security is not None and check_security(security) != info.security:
+            info = replace(info, security=check_security(security))
             _save(info)
         checked = None if peer_via is None else _checked_peer_via(info, peer_via)
         if checked is not None and checked != info.peer_via:
@@ -852,6 +900,29 @@ def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: in
         if _live_pid(info, node.id) is None:
             _spawn(info, node.id)
     return info
+
+
+# client-port security the launcher stores (file paths) and passes to every node, with the node option
+SECURITY = {"tls_cert": "--tls-cert", "tls_key": "--tls-key", "tls_ca": "--tls-ca",
+            "client_token_file": "--client-token-file"}
+
+
+def check_security(security: dict[str, Any], files: bool = True) -> dict[str, str]:
+    """``security`` checked: known names, cert and key together, and (``files``) existing files, their
+    paths made absolute (nodes run in their own directories).  InvalidArgument otherwise."""
+    if not isinstance(security, dict):
+        raise InvalidArgument("cluster security settings must be a mapping")
+    unknown = sorted(set(security) - set(SECURITY))
+    if unknown:
+        raise InvalidArgument(f"unknown security settings {unknown}; known: {sorted(SECURITY)}")
+    out = {}
+    for name, path in security.items():
+        if not isinstance(path, str) or (files and not os.path.isfile(path)):
+            raise InvalidArgument(f"{SECURITY[name]}: no such file: {path!r}")
+        out[name] = os.path.abspath(path) if files else path
+    if ("tls_cert" in out) != ("tls_key" in out) or ("tls_ca" in out and "tls_cert" not in out):
+        raise InvalidArgument("--tls-cert and --tls-key go together, and --tls-ca needs them")
+    return out
 
 
 # cluster settings the launcher stores and passes to every node, with the node option that takes each

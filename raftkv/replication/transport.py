@@ -13,6 +13,12 @@ nonce, the dialer answers with its node id and, when a cluster secret is
 configured, ``HMAC-SHA256(secret, nonce || id)``; the acceptor checks it before
 taking any Raft message from that socket.
 
+**Mutual TLS** (optional, :meth:`PeerHub.use_tls`): each connection first completes a TLS
+handshake in which both sides present a certificate signed by the cluster's CA; the handshake
+above then runs inside it.  The sockets stay non-blocking: the TLS handshake advances on
+whichever readiness it asks for (``SSLWantReadError``/``SSLWantWriteError``), and reads drain
+what the TLS layer has already decrypted, which the selector cannot see.
+
 **Hostile input.**  Every Raft message is checked by :func:`check_peer_message`
 before pysyncobj sees it (types, and every term and index an int in
 ``0..2**63-1``, so nothing a peer sends can make the journal unable to
@@ -45,6 +51,7 @@ import os
 import reprlib
 import selectors
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -74,6 +81,62 @@ ACCEPT_PAUSE = 0.5  # seconds to stop accepting after the process ran out of des
 
 Deliver = Callable[[str, str, dict[str, Any]], None]  # (peer_id, group_id, message)
 LinkChange = Callable[[str, bool], None]  # (peer_id, up)
+
+
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def peer_tls_contexts(cert: str, key: str, ca: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for mutual TLS between peers: each side presents ``cert`` and
+    wants the other's signed by ``ca``.  Host names are not checked: a peer may be dialled through
+    a proxy (``--peer-via``), and which node it is, the HMAC hello tells."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    for ctx in (server, client):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    """What ``sock`` has (b"" at EOF or on an error, None if nothing yet), TLS-buffered bytes included."""
+    try:
+        data = sock.recv(size)
+    except (BlockingIOError, InterruptedError, *_WANT):
+        return None
+    except OSError:
+        return b""
+    if data and isinstance(sock, ssl.SSLSocket):
+        # decrypted bytes left in the TLS layer: the selector will not report them
+        chunks = [data]
+        while sock.pending():
+            try:
+                more = sock.recv(size)
+            except (BlockingIOError, InterruptedError, *_WANT):
+                break
+            except OSError:
+                break  # the next read reports it
+            if not more:
+                break
+            chunks.append(more)
+        data = b"".join(chunks)
+    return data
+
+
+def _handshake(sock: ssl.SSLSocket) -> int:
+    """Advance a TLS handshake: 0 once done, else the selector events it waits for.
+
+    Raises ``ssl.SSLError`` (or ``OSError``) if it failed."""
+    try:
+        sock.do_handshake()
+    except ssl.SSLWantReadError:
+        return selectors.EVENT_READ
+    except ssl.SSLWantWriteError:
+        return selectors.EVENT_WRITE
+    return 0
 
 
 def _mac(secret: bytes | None, nonce: bytes, node_id: str) -> bytes:
@@ -233,8 +296,9 @@ class _Inbound:
     def __init__(self, sock: socket.socket, nonce: bytes, deadline: float) -> None:
         self.sock = sock
         self.nonce = nonce
-        self.deadline = deadline  # the hello must be complete by then
+        self.deadline = deadline  # the hello must be complete by then (the TLS handshake too)
         self.peer_id: str | None = None
+        self.tls_done = not isinstance(sock, ssl.SSLSocket)
         self.decoder = FrameDecoder(HELLO_MAX_FRAME)  # raised to PEER_MAX_FRAME once authenticated
 
 
@@ -259,7 +323,13 @@ class PeerHub:
         self._accept_resume = 0.0  # when to listen again after running out of descriptors
         self._starved: str | None = None  # why accept() last failed for want of resources, until one succeeds
         self.dropped_messages = 0  # malformed Raft messages dropped (for tests and status)
+        self._tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None  # (server, client): use_tls
         self._heard: dict[str, float] = {}  # peer -> when its last frame arrived
+
+    def use_tls(self, server: ssl.SSLContext, client: ssl.SSLContext) -> None:
+        """Speak TLS on every peer connection from now on (:func:`peer_tls_contexts`): accepted
+        ones with ``server``, dialled ones with ``client``.  Call before the loop starts."""
+        self._tls = (server, client)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -405,16 +475,17 @@ class PeerHub:
             if ob.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 self._drop_out(ob)
                 return
+            if self._tls is not None:
+                self._start_out_tls(ob)
+                return
             ob.state = "handshake"
             self._sel.modify(ob.sock, selectors.EVENT_READ, lambda m: self._on_out_event(ob, m))
             return
+        if ob.state == "tls":
+            self._continue_out_tls(ob)
+            return
         if mask & selectors.EVENT_READ:
-            try:
-                data = ob.sock.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                data = b""
+            data = _recv(ob.sock, 4096)
             if data == b"":
                 self._drop_out(ob)
                 return
@@ -422,6 +493,41 @@ class PeerHub:
                 self._on_out_data(ob, data)
         if mask & selectors.EVENT_WRITE and ob.state == "up":
             self._write(ob)
+
+    def _start_out_tls(self, ob: _Outbound) -> None:
+        """The TCP connection is up: wrap it in TLS (a new socket object, so registered anew)."""
+        assert self._tls is not None and ob.sock is not None
+        self._sel.unregister(ob.sock)
+        try:
+            ob.sock = self._tls[1].wrap_socket(ob.sock, server_side=False, do_handshake_on_connect=False)
+        except OSError as exc:
+            ob.sock = None
+            self._complaints.log(f"peer {ob.peer_id} tls", logging.WARNING, "peer %s: TLS failed: %s",
+                                 ob.peer_id, exc)
+            self._drop_out(ob)
+            return
+        ob.state = "tls"
+        self._sel.register(ob.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, lambda m: self._on_out_event(ob, m))
+
+    def _continue_out_tls(self, ob: _Outbound) -> None:
+        assert isinstance(ob.sock, ssl.SSLSocket)
+        try:
+            wants = _handshake(ob.sock)
+        except OSError as exc:
+            self._complaints.log(f"peer {ob.peer_id} tls", logging.WARNING,
+                                 "peer %s: TLS handshake failed: %s", ob.peer_id, exc)
+            self._drop_out(ob)
+            return
+        if wants:
+            self._sel.modify(ob.sock, wants, lambda m: self._on_out_event(ob, m))
+            return
+        ob.state = "handshake"  # now the nonce and the HMAC hello, inside TLS
+        self._sel.modify(ob.sock, selectors.EVENT_READ, lambda m: self._on_out_event(ob, m))
+        data = _recv(ob.sock, 4096)  # the nonce may have come with the handshake's last flight
+        if data == b"":
+            self._drop_out(ob)
+        elif data:
+            self._on_out_data(ob, data)
 
     def _on_out_data(self, ob: _Outbound, data: bytes) -> None:
         ob.decoder.receive_data(data)
@@ -445,8 +551,8 @@ class PeerHub:
             return
         try:
             n = ob.sock.send(ob.out)
-        except (BlockingIOError, InterruptedError):
-            n = 0
+        except (BlockingIOError, InterruptedError, *_WANT):
+            n = 0  # (TLS: sent again with the same bytes in front, as it requires)
         except OSError:
             self._drop_out(ob)
             return
@@ -493,11 +599,20 @@ class PeerHub:
                                  "peer port: %d connections awaiting their hello; closing the oldest",
                                  len(pending))
             self._drop_in(pending[0].sock)
-        conn = _Inbound(sock, os.urandom(16), time.monotonic() + HANDSHAKE_TIMEOUT)
-        self._in[sock] = conn
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls[0].wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            sock.close()
+            return
+        conn = _Inbound(sock, os.urandom(16), time.monotonic() + HANDSHAKE_TIMEOUT)
+        self._in[sock] = conn
+        if not conn.tls_done:
+            self._sel.register(sock, selectors.EVENT_READ, lambda m: self._on_in_event(conn))
+            return
+        try:
             sock.send(encode({"nonce": conn.nonce}))
         except OSError:
             self._drop_in(sock)
@@ -522,13 +637,32 @@ class PeerHub:
         if pending:
             self._drop_in(pending[0].sock)
 
-    def _on_in_event(self, conn: _Inbound) -> None:
+    def _in_tls(self, conn: _Inbound) -> None:
+        """Advance an accepted connection's TLS handshake; once done, send the nonce."""
+        assert isinstance(conn.sock, ssl.SSLSocket)
         try:
-            data = conn.sock.recv(_READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
+            wants = _handshake(conn.sock)
+            if wants:
+                self._sel.modify(conn.sock, wants, lambda m: self._on_in_event(conn))
+                return
+            conn.tls_done = True
+            # a TLS record this small always fits an empty send buffer
+            conn.sock.send(encode({"nonce": conn.nonce}))
+        except OSError as exc:
+            self._complaints.log("unauthenticated dialers", logging.WARNING,
+                                 "peer port: TLS handshake with a dialer failed: %s", exc)
+            self._drop_in(conn.sock)
             return
-        except OSError:
-            data = b""
+        self._sel.modify(conn.sock, selectors.EVENT_READ, lambda m: self._on_in_event(conn))
+
+    def _on_in_event(self, conn: _Inbound) -> None:
+        if not conn.tls_done:
+            self._in_tls(conn)
+            if not conn.tls_done or conn.sock not in self._in:
+                return
+        data = _recv(conn.sock, _READ_CHUNK)
+        if data is None:
+            return
         if not data:
             self._drop_in(conn.sock)
             return

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import os
+import ssl
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -101,6 +104,15 @@ class NodeConfig:
     log_format: str = "text"  # or "json": one object per line (logs.JsonFormatter)
     # a request slower than this (seconds) is logged (at most once per operation per 10 s)
     slow_request_seconds: float = 1.0
+    # TLS on the client port (certificate and key files, PEM); tls_ca also verifies the other nodes'
+    # certificates when this node calls their client ports (map polls, heartbeats, reconfiguration)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    # the token a client's ``hello`` must carry before anything else (None: no token wanted)
+    client_token: str | None = None
+    # mutual TLS on the peer port too: tls_cert/tls_key presented, peers' certificates checked against tls_ca
+    peer_tls: bool = False
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
@@ -113,9 +125,22 @@ class NodeConfig:
             raise InvalidArgument("slow_request_seconds must be positive")
         if not self.dead_after >= 5.0:
             raise InvalidArgument("dead_after must be at least 5 seconds")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidArgument("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise InvalidArgument("--tls-ca needs --tls-cert and --tls-key (it verifies the other nodes' TLS)")
+        if self.client_token is not None:
+            check_token(self.client_token)
+        if self.peer_tls and self.tls_ca is None:
+            raise InvalidArgument("--peer-tls needs --tls-cert, --tls-key and --tls-ca")
         unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})
         if unknown:
             raise InvalidArgument(f"peer-via names nodes not in the node list: {', '.join(unknown)}")
+
+    def credentials(self) -> Credentials:
+        """What this node presents when it calls other nodes' client ports (they run with the same
+        options: one token, one CA for the whole cluster)."""
+        return Credentials(token=self.client_token, tls=self.tls_cert is not None, tls_ca=self.tls_ca)
 
     def peer_dial_addresses(self) -> dict[str, tuple[str, int]]:
         """Where this node dials each node's peer port: its ``peer_via`` override, else its peer address."""
@@ -135,6 +160,86 @@ class NodeConfig:
     def cluster_identity(self) -> dict[str, Any]:
         """What must not change across restarts of a data directory."""
         return {"nodes": sorted(self.founder_ids()), "shards": self.shards, "replication": self.replication}
+
+
+MAX_TOKEN_CHARS = 4096
+
+
+def check_token(token: object) -> str:
+    """``token`` if it is a usable client token: a non-empty printable string (InvalidArgument)."""
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or not token.isprintable():
+        raise InvalidArgument(f"a client token must be 1..{MAX_TOKEN_CHARS} printable characters")
+    return token
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The client token kept in the file at ``path`` (surrounding whitespace, e.g. a newline, dropped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read the token file {os.fspath(path)}: {exc}") from None
+    if not text:
+        raise InvalidArgument(f"the token file {os.fspath(path)} is empty")
+    return check_token(text)
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The TLS context a node serves its client port with (TLS 1.2 at least)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgument(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
+    return ctx
+
+
+@functools.lru_cache(maxsize=16)
+def client_tls_context(ca: str | None) -> ssl.SSLContext:
+    """A TLS context that trusts the certificates in the file ``ca`` (None: the system's CAs) and
+    checks that a node's certificate names the host it was dialled at.  Cached per CA file: loading
+    one costs milliseconds, and every connection of a client or node uses the same."""
+    ctx = ssl.create_default_context(cafile=ca) if ca is not None else ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a caller of a node's client port presents: a token (sent in a ``hello`` request, the
+    first on each connection), and whether to speak TLS (trusting ``tls_ca``, or the system's CAs)."""
+
+    token: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+        if self.tls_ca is not None and not self.tls:
+            object.__setattr__(self, "tls", True)  # a CA given means TLS wanted
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client-side TLS context, or None without TLS."""
+        try:
+            return client_tls_context(self.tls_ca) if self.tls else None
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidArgument(f"cannot load the TLS CA file {self.tls_ca}: {exc}") from None
+
+    def hello(self) -> dict[str, object] | None:
+        """The ``hello`` request to open each connection with (None: nothing to send)."""
+        return {"op": "hello", "token": self.token} if self.token is not None else None
 
 
 def check_data_dir(config: NodeConfig) -> None:

@@ -18,12 +18,13 @@ import hmac
 import itertools
 import logging
 import random
+import ssl
 from typing import Any
 
 from .. import errors
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode, pack
 from ..routing.records import Change
-from .config import parse_hostport
+from .config import Credentials, parse_hostport
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ def proof_ok(secret: bytes | None, changes: list[Change], given: Any) -> bool:
 class MapLink:
     """Requests to the meta replicas' client ports, one small connection per replica."""
 
-    def __init__(self, addresses: dict[str, str], secret: bytes | None) -> None:
+    def __init__(self, addresses: dict[str, str], secret: bytes | None,
+                 credentials: Credentials | None = None) -> None:
         self.addresses = addresses  # meta node id -> client host:port
         self.directory: dict[str, str] = {}  # every node's client address (node records), for redirects
         self.secret = secret
+        # the cluster's client token and TLS: nodes call each other's client ports as clients do
+        self.credentials = credentials or Credentials()
         self._streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Lock]] = {}
         self._ids = itertools.count(1)
         self._leader: str | None = None
@@ -60,22 +64,13 @@ class MapLink:
         async with asyncio.timeout(timeout):
             entry = self._streams.get(node_id)
             if entry is None or entry[1].is_closing():
-                host, port = parse_hostport(self.addresses[node_id])
-                try:
-                    reader, writer = await asyncio.open_connection(host, port)
-                except OSError as exc:
-                    raise errors.Unavailable(f"cannot reach meta node {node_id}: {exc}") from None
+                reader, writer = await self._open(node_id)
                 entry = self._streams[node_id] = (reader, writer, asyncio.Lock())
             reader, writer, lock = entry
             async with lock:
                 try:
                     writer.write(encode({**request, "id": next(self._ids)}))
-                    decoder = FrameDecoder(DEFAULT_MAX_FRAME)
-                    while (msg := decoder.next_message()) is NEED_DATA:
-                        data = await reader.read(1 << 20)
-                        if not data:
-                            raise errors.Unavailable(f"meta node {node_id} closed the connection")
-                        decoder.receive_data(data)
+                    msg = await _read_reply(reader, node_id)
                 except (OSError, errors.RaftKVError, TimeoutError, asyncio.CancelledError):
                     writer.close()
                     self._streams.pop(node_id, None)
@@ -85,6 +80,30 @@ class MapLink:
         if "err" in msg:
             raise errors.from_wire(msg["err"])
         return msg.get("ok")
+
+    async def _open(self, node_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``node_id``'s client port, TLS and ``hello`` done if configured."""
+        host, port = parse_hostport(self.addresses[node_id])
+        tls = self.credentials.ssl_context()
+        try:
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls,
+                                                           server_hostname=host if tls else None)
+        except ssl.SSLError as exc:
+            raise errors.Unauthenticated(f"TLS handshake with node {node_id} failed: {exc}") from None
+        except OSError as exc:
+            raise errors.Unavailable(f"cannot reach meta node {node_id}: {exc}") from None
+        hello = self.credentials.hello()
+        if hello is not None:
+            try:
+                writer.write(encode({**hello, "id": next(self._ids)}))
+                msg = await _read_reply(reader, node_id)
+            except BaseException:
+                writer.close()
+                raise
+            if isinstance(msg, dict) and "err" in msg:
+                writer.close()
+                raise errors.from_wire(msg["err"])
+        return reader, writer
 
     async def fetch(self, epoch: int, timeout: float = 2.0) -> dict[str, Any] | None:
         """The map if some meta replica has one newer than ``epoch``, else None."""
@@ -149,3 +168,14 @@ class MapLink:
         for _, writer, _ in self._streams.values():
             writer.close()
         self._streams.clear()
+
+
+async def _read_reply(reader: asyncio.StreamReader, node_id: str) -> Any:
+    """The next frame from ``node_id`` (one request is outstanding per connection at a time)."""
+    decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+    while (msg := decoder.next_message()) is NEED_DATA:
+        data = await reader.read(1 << 20)
+        if not data:
+            raise errors.Unavailable(f"meta node {node_id} closed the connection")
+        decoder.receive_data(data)
+    return msg

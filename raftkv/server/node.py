@@ -15,6 +15,7 @@ import collections
 import contextlib
 import contextvars
 import faulthandler
+import hmac
 import itertools
 import json
 import logging
@@ -38,6 +39,7 @@ from ..errors import (
     ShardNotHere,
     StaleRoute,
     Timeout,
+    Unauthenticated,
     UnknownOperation,
 )
 from ..keys import MAX_VALUE_BYTES, check_key, check_value
@@ -56,6 +58,7 @@ from ..replication.split_policy import (
     plan_segment,
     stripe_replicas,
 )
+from ..replication.transport import peer_tls_contexts
 from ..routing import records
 from ..routing.ranges import end_from_wire, end_to_wire
 from ..routing.shardmap import META_GROUP, Shard, ShardMap, initial_map, meta_replicas, shard_name
@@ -63,7 +66,7 @@ from ..routing.stripes import MAX_STRIPES
 from ..stats import OpStats
 from ..storage.leveldb import StoreView
 from . import maplink
-from .config import NodeConfig, check_data_dir, format_hostport
+from .config import NodeConfig, check_data_dir, format_hostport, is_loopback, server_tls_context
 from .members import Members
 from .metrics import MetricsServer
 from .registry import GroupRegistry
@@ -197,9 +200,10 @@ class _ConnectionClosing(ConnectionError):
 class _ClientConnection:
     """One client connection's limits and state, and its orderly, back-pressured writer."""
 
-    def __init__(self, writer: asyncio.StreamWriter, limits: ClientLimits) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, limits: ClientLimits, authenticated: bool = True) -> None:
         self.writer = writer
         self.limits = limits
+        self.authenticated = authenticated  # False until a ``hello`` with the node's client token
         self.inflight = asyncio.Semaphore(limits.max_inflight)
         self.heavy = asyncio.Semaphore(MAX_HEAVY_PER_CONN)
         self.tasks: set[asyncio.Task] = set()  # requests being answered
@@ -298,8 +302,9 @@ class _ClientConnection:
             for frame in frames:
                 self._discharge(frame)
 
-    def close(self, error: RaftKVError | None = None) -> None:
-        """Hang up, after ``error`` as a last frame if given; a peer that won't take it is cut off."""
+    def close(self, error: RaftKVError | None = None, rid: int | str | None = None) -> None:
+        """Hang up, after ``error`` as a last frame if given (the reply to request ``rid``, if it is
+        about one); a peer that won't take it is cut off."""
         if self.closing:
             return
         self._flush_batch()  # replies already computed leave before the hang-up
@@ -308,7 +313,7 @@ class _ClientConnection:
         transport = self.writer.transport
         if error is not None and not transport.is_closing():
             with contextlib.suppress(RuntimeError, OSError):
-                transport.write(encode({"id": None, "err": errors.to_wire(error)}))
+                transport.write(encode({"id": rid, "err": errors.to_wire(error)}))
         transport.close()  # flushes what is buffered first ...
         asyncio.get_running_loop().call_later(CLOSE_LINGER_SECONDS, transport.abort)  # ... for so long
 
@@ -336,13 +341,22 @@ class Node:
         self.initial_map = initial_map(ids, config.shards, replication=config.replication)
         self.meta_nodes = meta_replicas(ids, config.replication)
         self.options = RaftOptions(**config.raft)
+        # loaded now, so that a bad certificate or key stops the node before it starts anything
+        self._client_tls = (server_tls_context(config.tls_cert, config.tls_key)
+                            if config.tls_cert is not None and config.tls_key is not None else None)
         bind_host = config.bind_host or self.me.peer[0]
         self.loop = RaftLoop(self.me.id, (bind_host, self.me.peer[1]),
                              config.peer_dial_addresses(), config.secret)
+        if config.peer_tls and config.tls_cert and config.tls_key and config.tls_ca:
+            try:
+                self.loop.hub.use_tls(*peer_tls_contexts(config.tls_cert, config.tls_key, config.tls_ca))
+            except OSError as exc:  # ssl.SSLError included
+                self.loop.hub.close()
+                raise InvalidArgument(f"cannot set up TLS for the peer port: {exc}") from None
         self.registry = GroupRegistry(self.me.id, config.data_dir, self.loop, self.options)
         self.stores = self.registry.stores
         self.maplink = maplink.MapLink({n.id: format_hostport(n.client) for n in config.nodes
-                                        if n.id in self.meta_nodes}, config.secret)
+                                        if n.id in self.meta_nodes}, config.secret, config.credentials())
         self._followed: ShardMap | None = None  # the map as last fetched, on nodes without a meta replica
         self.split_settings = SplitSettings(split_bytes=config.split_bytes, tail_stripes=config.tail_stripes,
                                             tail_stripe_writes_per_s=config.stripe_writes_per_s)
@@ -363,6 +377,8 @@ class Node:
         self.started = time.time()
         self._complaints = LogLimiter(log)
         self.members = Members(self)
+        # Members makes its own link to other nodes' client ports, which need our token and TLS too
+        self.members.links.credentials = config.credentials()
 
     # --- groups -------------------------------------------------------------------------------
 
@@ -1027,7 +1043,47 @@ class Node:
                            "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe",
                            "nodes": "members.op_nodes", "heartbeat": "members.op_heartbeat",
                            "reconfigure": "members.op_reconfigure", "join": "members.op_join",
-                           "decommission": "members.op_decommission", "forget": "members.op_forget"}
+                           "decommission": "members.op_decommission", "forget": "members.op_forget",
+                           "hello": "op_hello"}
+
+    async def op_hello(self, req: dict[str, Any]) -> Any:
+        """Open a connection: ``token`` must be the node's client token if it has one (checked
+        before any other request by ``_authenticate``; a later ``hello`` is checked again here)."""
+        if not self._token_ok(req.get("token")):
+            raise Unauthenticated("wrong client token")
+        return {"node": self.me.id, "token_required": self.config.client_token is not None}
+
+    def _token_ok(self, given: Any) -> bool:
+        """Whether ``given`` is the node's client token (always, on a node without one)."""
+        expected = self.config.client_token
+        if expected is None:
+            return True
+        # compare_digest: the time taken must not tell how much of a guess was right
+        return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+    def _authenticate(self, msg: Any, conn: _ClientConnection) -> bool:
+        """Gate a connection's first request: a ``hello`` with the right token lets it (and what
+        follows) through; anything else gets one error frame and the connection closes, with
+        nothing executed.  Runs before the request is admitted, so nothing pipelined behind a
+        refused one runs either."""
+        try:
+            rid = check_request_id(msg.get("id")) if isinstance(msg, dict) else None
+        except InvalidArgument:
+            rid = None
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op != "hello":
+            error = Unauthenticated(f"node {self.me.id} wants a client token: send a 'hello' request "
+                                    "with it first (client option token=..., --token-file)")
+        elif not self._token_ok(msg.get("token")):
+            error = Unauthenticated(f"wrong client token for node {self.me.id}")
+        else:
+            conn.authenticated = True
+            return True
+        self.stats.record(op if isinstance(op, str) else None, 0.0, error.code)
+        self._complaints.log("unauthenticated", logging.WARNING, "refused a client connection: %s",
+                             error.message)
+        conn.close(error, rid)
+        return False
 
     # --- connections --------------------------------------------------------------------------
 
@@ -1046,7 +1102,7 @@ class Node:
         makes room).
         """
         limits = self.limits
-        conn = _ClientConnection(writer, limits)
+        conn = _ClientConnection(writer, limits, authenticated=self.config.client_token is None)
         if len(self._clients) >= limits.max_connections and not self._evict_idle():
             conn.close(Overloaded(f"node {self.me.id} serves {limits.max_connections} connections, "
                                   "all with requests in progress; retry later"))
@@ -1106,6 +1162,8 @@ class Node:
                 while (msg := decoder.next_message()) is not NEED_DATA:
                     began = True
                     self._release_partial(conn)  # the frame it was reserved for is whole
+                    if not conn.authenticated and not self._authenticate(msg, conn):
+                        return
                     await self._admit(msg, conn)
                 if decoder.buffered and began:
                     frame_left = limits.frame_seconds  # a new frame started in this chunk
@@ -1260,8 +1318,13 @@ class Node:
         self.open_groups()
         self.loop.start()
         host = self.config.bind_host or self.me.client[0]
+        tls = self._client_tls
         server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
-                                            limit=READ_CHUNK, backlog=256)
+                                            limit=READ_CHUNK, backlog=256, ssl=tls,
+                                            ssl_handshake_timeout=self.limits.frame_seconds if tls else None)
+        if tls is None and self.config.client_token is None and not is_loopback(host):
+            log.warning("serving clients on %s:%d without TLS or a client token: anyone who can reach "
+                        "this port can read and write everything", host, self.me.client[1])
         metrics = None
         if self.config.metrics_port is not None:
             metrics = self._metrics = MetricsServer(self, host, self.config.metrics_port)
@@ -1272,8 +1335,10 @@ class Node:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, stop.set)
-        log.info("node %s serving clients on %s, peers on %s", self.me.id, format_hostport(self.me.client),
-                 format_hostport(self.loop.hub.address))
+        log.info("node %s serving clients on %s (%s), peers on %s%s", self.me.id, format_hostport(self.me.client),
+                 ", ".join([*(["TLS"] if tls else []), *(["client token"] if self.config.client_token else [])])
+                 or "no TLS, no client token", format_hostport(self.loop.hub.address),
+                 " (mutual TLS)" if self.config.peer_tls else "")
         if ready:
             ready()
         try:
