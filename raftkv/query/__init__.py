@@ -17,7 +17,7 @@ _WHERE = {
     "Plan": "planner", "SelectPlan": "planner", "ShardScan": "planner", "ShardWrite": "planner",
     "ShowPlan": "planner", "SplitPlan": "planner", "explain": "planner", "plan": "planner",
     "compile_expr": "predicate", "compile_exprs": "predicate", "compile_filter": "predicate",
-    "expr_to_wire": "predicate", "to_wire": "predicate",
+    "compile_value": "predicate", "expr_to_wire": "predicate", "to_wire": "predicate",
     "Timestamp": "timestamps", "format_timestamp": "timestamps", "parse_timezone": "timestamps",
 }
 

@@ -45,9 +45,21 @@ class Column(Node):
 
 @dataclass(frozen=True)
 class JsonField(Node):
-    """``value->'a'->0``: object member names (str) and array indexes (int)."""
+    """``value->'a'->0``: object member names (str) and array indexes (int).
+
+    ``text`` marks ``->>`` on the last step: the field as text (a string stays itself, any other
+    JSON value becomes its JSON text), as in PostgreSQL.
+    """
 
     path: tuple[str | int, ...]
+    text: bool = False
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    """A bare name: a SELECT alias in GROUP BY / ORDER BY, or a mistake such as ``time`` (check.py)."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,7 @@ class Or(Node):
     items: tuple[Expr, ...]
 
 
-Expr = (Literal | Column | JsonField | Star | Call | Arith | Neg | Compare | Between | InList | Match | IsNull
+Expr = (Literal | Column | JsonField | Name | Star | Call | Arith | Neg | Compare | Between | InList | Match | IsNull
         | Not | And | Or)
 
 
@@ -163,9 +175,12 @@ class SelectItem(Node):
 
 @dataclass(frozen=True)
 class Select(Node):
-    """``SELECT items FROM kv [WHERE] [GROUP BY] [ORDER BY key dir] [LIMIT n]``.
+    """``SELECT items FROM kv [WHERE] [GROUP BY] [ORDER BY e dir] [LIMIT n] [OFFSET m]``.
 
-    ``order`` is None without ORDER BY, else ``"asc"`` or ``"desc"``.
+    ``order`` is None without ORDER BY, else ``"asc"`` or ``"desc"``; ``order_by`` is the ORDER BY
+    expression with aliases replaced (check.py allows only orders the storage already gives).
+    Aliases in ``group_by`` are replaced too. ``group_by`` is the first GROUP BY expression and
+    ``more_groups`` the others; :attr:`groups` gives them all.
     """
 
     items: tuple[SelectItem, ...]
@@ -173,6 +188,14 @@ class Select(Node):
     group_by: Expr | None = None
     order: str | None = None
     limit: int | None = None
+    offset: int | None = None
+    order_by: Expr | None = field(default=None, compare=False, repr=False)
+    more_groups: tuple[Expr, ...] = ()
+
+    @property
+    def groups(self) -> tuple[Expr, ...]:
+        """Every GROUP BY expression, in the order written (empty without GROUP BY)."""
+        return () if self.group_by is None else (self.group_by, *self.more_groups)
 
 
 @dataclass(frozen=True)
@@ -246,8 +269,13 @@ def _render(e: Expr) -> tuple[str, int]:
             return text, (_NEG if text.startswith("-") else _ATOM)
         case Column(name=name):
             return name, _ATOM
-        case JsonField(path=path):
-            return "value" + "".join(f"->{_literal(step)}" for step in path), _ATOM
+        case JsonField(path=path, text=text):
+            steps = [f"->{_literal(step)}" for step in path]
+            if text:
+                steps[-1] = f"->>{_literal(path[-1])}"
+            return "value" + "".join(steps), _ATOM
+        case Name(name=name):
+            return name, _ATOM
         case Star():
             return "*", _ATOM
         case Call(name=name, args=args):

@@ -6,17 +6,25 @@ Errors are :class:`QueryError` with ``line``/``column`` details when the node ha
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields, replace
 from typing import NoReturn
 
 from ..errors import QueryError
 from . import ast
 from .ast import AGGREGATES, Call, Column, Expr, Literal, Star, is_constant, render, timestamp_arg
 from .like import check_pattern_size, compile_like
+from .literals import parse_interval
 
 FUNCTIONS = ("avg", "count", "length", "max", "min", "now", "sum", "time_bucket", "to_timestamp")
 
 NUMBER, JSON, BYTES, STRING, BOOLEAN, NULL, CONDITION = (
     "a number", "a JSON field", "bytes", "a string", "a boolean", "NULL", "a condition")
+TEXT = "text"  # value->>'f': a JSON field read as text
+_ORDERING = ("<", "<=", ">", ">=")
+# A string literal that reads as a number: compared with a JSON field by < or >, it is almost
+# certainly a number written in quotes by mistake (see _compare).
+_NUMERIC_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 _TO_TIMESTAMP_HINT = ("to_timestamp() can only be a whole item of the SELECT list, as in "
                       "SELECT to_timestamp(key) FROM kv; compare key with TIMESTAMP '...' in conditions")
@@ -49,19 +57,94 @@ def check(statement: ast.Statement) -> None:
             check(inner)
 
 
+def resolve_select(s: ast.Select) -> ast.Select:
+    """``s`` with SELECT aliases in GROUP BY and ORDER BY replaced by their expressions.
+
+    Also reads a string width of ``time_bucket('1 minute', key)`` as an interval, so that the
+    select item and the GROUP BY expression compare equal however each spells the width.
+    Names left over (not aliases) are reported by :func:`check` as unknown columns.
+    """
+    items = tuple(replace(item, expr=_string_widths(item.expr)) for item in s.items)
+    aliases: dict[str, Expr] = {}
+    ambiguous = set()
+    for item in items:
+        if item.alias is not None:
+            name = item.alias.lower()
+            if name in aliases and aliases[name] != item.expr:
+                ambiguous.add(name)
+            aliases[name] = item.expr
+    if s.where is not None and aliases:  # no walk (of a 100,000-item IN list) without aliases
+        for node in _walk(s.where):
+            if isinstance(node, ast.Name) and node.name.lower() in aliases:
+                _fail(node, f"the alias {node.name} cannot be used in WHERE (as in PostgreSQL): WHERE is "
+                            "checked before the SELECT list is computed; repeat the expression instead")
+
+    def resolve(e: Expr | None, clause: str) -> Expr | None:
+        if isinstance(e, ast.Name):
+            name = e.name.lower()
+            if name in ambiguous:
+                _fail(e, f"{clause} {e.name} is ambiguous: several SELECT items are called {e.name}")
+            if name in aliases:
+                target = aliases[name]
+                if clause == "GROUP BY":  # to_timestamp() only changes how a group is shown
+                    target = timestamp_arg(target) or target
+                return replace(target, pos=e.pos)  # errors point at the alias as written
+        return None if e is None else _string_widths(e)
+
+    return replace(s, items=items, group_by=resolve(s.group_by, "GROUP BY"),
+                   more_groups=tuple(resolve(g, "GROUP BY") for g in s.more_groups),
+                   order_by=resolve(s.order_by, "ORDER BY"))
+
+
+def _walk(e: ast.Node):
+    """``e`` and every node below it."""
+    yield e
+    for f in fields(e):
+        v = getattr(e, f.name)
+        if isinstance(v, ast.Node):
+            yield from _walk(v)
+        elif isinstance(v, tuple):
+            for x in v:
+                if isinstance(x, ast.Node):
+                    yield from _walk(x)
+
+
+def _string_widths(e: Expr) -> Expr:
+    """``e`` with ``time_bucket('1 minute', x)`` rewritten as ``time_bucket(INTERVAL '1 minute', x)``."""
+    if isinstance(e, Call):
+        args = tuple(_string_widths(a) for a in e.args)
+        if e.name == "time_bucket" and args and isinstance(args[0], Literal) and isinstance(args[0].value, str):
+            width = args[0]
+            try:
+                ns = parse_interval(width.value)
+            except QueryError as err:
+                _fail(width, err.message)
+            args = (Literal(ns, text=f"INTERVAL {render(width)}", pos=width.pos), *args[1:])
+        return replace(e, args=args)
+    if isinstance(e, (ast.Arith, ast.Neg)):
+        changes = {f.name: _string_widths(getattr(e, f.name)) for f in fields(e) if f.name != "pos"
+                   and isinstance(getattr(e, f.name), ast.Node)}
+        return replace(e, **changes)
+    return e
+
+
 def _check_select(s: ast.Select) -> None:
     if s.where is not None:
         _condition(s.where, "in WHERE")
+    groups = s.groups
     group = s.group_by
-    if group is not None:
-        _check_group(group)
+    for g in groups:
+        _check_group(g)
+    buckets = [g for g in groups if isinstance(g, Call)]
+    if len(buckets) > 1:
+        _fail(buckets[1], "GROUP BY can have only one time_bucket(...)")
     aggregates, plain = [], []
     for item in s.items:
         e = item.expr
         stamped = _timestamp_arg(e)
         if stamped is not None:
             e = stamped  # to_timestamp(x) is selectable wherever x is, and also for a numeric x of the row
-        if group is not None and e == group:
+        if e in groups:
             continue
         if isinstance(e, Call) and e.name in AGGREGATES:
             _type(e, None)
@@ -74,17 +157,65 @@ def _check_select(s: ast.Select) -> None:
             _numeric(e, "to_timestamp()", "inside to_timestamp() except as its whole argument")
             plain.append(item.expr)
         else:
-            _type(e, "in the SELECT list")
-            _fail(e, f"cannot select {render(e)}: only key, value, *, aggregates "
-                     f"({', '.join(sorted(AGGREGATES))}), to_timestamp(...) and the GROUP BY expression "
-                     "can be selected")
+            # Any value of the row: computed per row on the client (planner.py).
+            t = _type(e, "inside an expression of the SELECT list (an aggregate must be a whole item)")
+            if t == CONDITION:
+                _fail(e, f"cannot select the condition {render(e)}: select values such as key, value, "
+                         "value->'temp' or value->'temp' * 1.8 + 32, and filter in WHERE")
+            if t == NULL:
+                _fail(e, "cannot select NULL")
+            plain.append(item.expr)
     if group is not None and plain:
-        _fail(plain[0], f"{render(plain[0])} must be inside an aggregate or be the GROUP BY expression")
+        which = "the GROUP BY expression" if len(groups) == 1 else "one of the GROUP BY expressions"
+        _fail(plain[0], f"{render(plain[0])} must be inside an aggregate or be {which}")
     if group is None and aggregates and plain:
         _fail(plain[0], f"cannot mix aggregates ({render(aggregates[0])}) and plain columns "
                         f"({render(plain[0])}) without GROUP BY")
     if group is None and aggregates and s.order is not None:
         _fail(s, "ORDER BY cannot be used with aggregates without GROUP BY: the result is a single row")
+    if s.order_by is not None:
+        _check_order(s, buckets[0] if buckets else None)
+
+
+def sort_field(s: ast.Select) -> Expr | None:
+    """The JSON field that groups sort by first when there is no time bucket (aggregate.py orders
+    groups by bucket, then by the fields in SELECT-list order, then the unselected ones)."""
+    fields_ = [g for g in s.groups if isinstance(g, ast.JsonField)]
+    selected = [x for item in s.items if (x := timestamp_arg(item.expr) or item.expr) in fields_]
+    return (selected or fields_ or [None])[0]
+
+
+def natural_order(s: ast.Select) -> bool:
+    """Whether the ORDER BY of ``s`` (if any) is the order its rows or groups come in anyway: by key,
+    or by the first sort key of a grouped query (the time bucket, else :func:`sort_field`)."""
+    if s.order_by is None:
+        return True
+    inner = timestamp_arg(s.order_by) or s.order_by
+    if not s.groups:
+        return inner == _KEY
+    bucket = next((g for g in s.groups if isinstance(g, Call)), None)
+    if bucket is not None:
+        return inner in (_KEY, bucket)
+    return inner == sort_field(s)
+
+
+def _check_order(s: ast.Select, bucket: Expr | None) -> None:
+    """Plain rows come in key order only (sorting them would need them all in memory); the groups
+    of a grouped query are all on the client anyway, so they can also be sorted by any GROUP BY
+    expression or aggregate."""
+    if natural_order(s):
+        return
+    order = s.order_by
+    inner = timestamp_arg(order) or order
+    if s.groups and (inner in s.groups or (isinstance(inner, Call) and inner.name in AGGREGATES)):
+        _type(inner, None)  # an aggregate that is not selected must still be valid
+        return
+    _type(order, "in ORDER BY")  # an unknown name or a bad expression gets its own message first
+    if not s.groups:
+        _fail(order, f"cannot ORDER BY {render(order)}: rows can only be ordered by key")
+    also = "key, " if bucket is not None else ""
+    _fail(order, f"cannot ORDER BY {render(order)}: a grouped query can be ordered by {also}its GROUP BY "
+                 "expressions and aggregates")
 
 
 def _check_constant_select(s: ast.ConstantSelect) -> None:
@@ -114,13 +245,17 @@ def _timestamp_arg(e: Expr) -> Expr | None:
 
 
 def _check_group(group: Expr) -> None:
+    if isinstance(group, ast.JsonField):
+        return
+    if isinstance(group, ast.Name):
+        _type(group, "in GROUP BY")  # unknown column
     ok = isinstance(group, Call) and group.name == "time_bucket" and len(group.args) == 2
     if ok:
         width, over = group.args
         ok = over == _KEY and is_constant(width) and _type(width, "in GROUP BY") == NUMBER
     if not ok:
-        _fail(group, "GROUP BY supports only time_bucket(INTERVAL '...', key), "
-                     "e.g. GROUP BY time_bucket(INTERVAL '1 minute', key)")
+        _fail(group, "GROUP BY supports time_bucket(INTERVAL '...', key) and JSON fields, "
+                     "e.g. GROUP BY time_bucket(INTERVAL '1 minute', key), value->'sensor'")
 
 
 def _key_constant(key: Expr, purpose: str) -> None:
@@ -143,8 +278,11 @@ def _type(e: Expr, ctx: str | None) -> str:
             return {str: STRING, bytes: BYTES}.get(type(v), NUMBER)
         case Column(name=name):
             return NUMBER if name == "key" else BYTES
-        case ast.JsonField():
-            return JSON
+        case ast.JsonField(text=text):
+            return TEXT if text else JSON
+        case ast.Name(name=name):
+            hint = f"; a JSON field is written value->'{name}'" if name.isidentifier() else ""
+            _fail(e, f"unknown column '{name}'; the columns are key and value{hint}")
         case Star():
             _fail(e, "* can only be used as SELECT * or count(*)")
         case Call():
@@ -170,7 +308,7 @@ def _type(e: Expr, ctx: str | None) -> str:
             _check_match(_MATCH_KEYWORD[kind], x, pattern, ctx)
         case ast.IsNull(operand=x):
             t = _value(x, ctx)
-            if t != JSON:
+            if t not in (JSON, TEXT):
                 _fail(e, f"IS NULL applies to JSON fields such as value->'temp', not {_describe(x, t)}; "
                          "key and value are never NULL")
         case ast.Not(operand=x):
@@ -191,8 +329,12 @@ def _call_type(e: Call, ctx: str | None) -> str:
         if ctx is not None:
             _fail(e, f"aggregate {name}() is not allowed {ctx}")
         if name == "count":
-            if args != (Star(),):
-                _fail(e, "count supports only count(*)")
+            if args == (Star(),):
+                return NUMBER
+            if len(args) != 1 or isinstance(args[0], Star):
+                _fail(e, "count() takes * or one expression, as in count(*) or count(value->'temp')")
+            if _value(args[0], "inside another aggregate") == NULL:
+                _fail(e, "count(NULL) counts nothing; use count(*) to count rows")
             return NUMBER
         if len(args) != 1 or isinstance(args[0], Star):
             _fail(e, f"{name}() takes one numeric expression, as in {name}(value->'temp')")
@@ -216,7 +358,13 @@ def _compare(node: Expr, op: str, left: Expr, right: Expr, ctx: str | None) -> N
     if NULL in (lt, rt):
         _fail(node, "a comparison with NULL is never true; use IS NULL or IS NOT NULL")
     pair = {lt, rt}
-    if pair <= {NUMBER, JSON} or pair <= {STRING, JSON}:
+    if TEXT in pair and not pair <= {STRING, JSON, TEXT}:
+        text_side, other = (left, right) if lt == TEXT else (right, left)
+        _fail(node, f"cannot compare {_describe(text_side, TEXT)} with {_describe(other, _value(other, ctx))}: "
+                    "->> reads the field as text; use -> to compare it as a number or boolean")
+    if pair <= {NUMBER, JSON} or pair <= {STRING, JSON, TEXT}:
+        if op in _ORDERING and pair == {STRING, JSON}:
+            _numeric_string(node, left if lt == JSON else right, right if lt == JSON else left)
         return
     equality = op in ("=", "!=")
     if pair <= {BOOLEAN, JSON}:
@@ -230,9 +378,19 @@ def _compare(node: Expr, op: str, left: Expr, right: Expr, ctx: str | None) -> N
     _fail(node, f"cannot compare {_describe(left, lt)} with {_describe(right, rt)}")
 
 
+def _numeric_string(node: Expr, field: Expr, string: Expr) -> None:
+    """Refuse ``value->'temp' > '30'``: a JSON number is never ordered against a string, so such a
+    condition is false for every numeric field, which is never what the writer meant."""
+    if isinstance(string, Literal) and _NUMERIC_TEXT.fullmatch(string.value):
+        as_text = f", or {render(replace(field, text=True))} to compare text" if isinstance(field, ast.JsonField) else ""
+        _fail(node, f"{render(node)} compares the JSON field {render(field)} with the string {render(string)}, "
+                    f"and a number is never ordered against a string, so no row would match: write "
+                    f"{string.value.strip()} without quotes to compare numbers{as_text}")
+
+
 def _check_match(keyword: str, operand: Expr, pattern: Expr, ctx: str | None) -> None:
     t = _value(operand, ctx)
-    if not (operand == _VALUE or t == JSON):
+    if not (operand == _VALUE or t in (JSON, TEXT)):
         _fail(operand, f"{keyword} applies to value or a JSON field such as value->'name', "
                        f"not {_describe(operand, t)}")
     allowed = (str, bytes) if operand == _VALUE else (str,)
@@ -249,7 +407,8 @@ def _check_match(keyword: str, operand: Expr, pattern: Expr, ctx: str | None) ->
 def _numeric(e: Expr, what: str, ctx: str | None) -> None:
     t = _value(e, ctx)
     if t not in (NUMBER, JSON):
-        _fail(e, f"{what} needs numbers, but {_describe(e, t)} is not one")
+        hint = "; ->> reads a field as text: use -> for numbers" if t == TEXT else ""
+        _fail(e, f"{what} needs numbers, but {_describe(e, t)} is not one{hint}")
 
 
 def _value(e: Expr, ctx: str | None) -> str:

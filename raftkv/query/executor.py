@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import QueryError, Unavailable
 from ..keys import KEY_SPACE_END
 from . import ast
-from .aggregate import Aggregates
+from .aggregate import Aggregates, sort_rows
 from .parser import parse
 from .planner import (
     ConstantPlan,
@@ -42,7 +42,7 @@ from .planner import (
     explain,
     plan,
 )
-from .predicate import compile_expr, compile_filter
+from .predicate import compile_filter, compile_value
 from .timestamps import to_timestamp_value
 
 if TYPE_CHECKING:
@@ -135,11 +135,24 @@ async def execute(client: AsyncClient, statement: str | ast.Statement, now_ns: i
 
 
 async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[list[Row]]:
+    """The projected rows: OFFSET skipped here, on the client, before anything is computed."""
+    skip = p.offset or 0
+    project = _projector(p.fields, p.timestamps)
+    total = None if p.limit is None else p.limit + skip
+    async for page in _scanned_pages(client, p, total if total is None or total < 2**63 else None):
+        if skip:
+            dropped, page = page[:skip], page[skip:]
+            skip -= len(dropped)
+        if page:
+            yield [project(row) for row in page]
+
+
+async def _scanned_pages(client: AsyncClient, p: SelectPlan, limit: int | None) -> AsyncIterator[list[Row]]:
+    """The ``(key, value)`` rows of a plain SELECT in output order, at most ``limit`` of them."""
     if not p.scans:
         return
-    remaining = p.limit
+    remaining = limit
     ranges = list(reversed(p.ranges)) if p.reverse_scan else list(p.ranges)
-    project = _projector(p.fields, p.timestamps)
     match: Callable[[int, bytes], bool] | None = None
     i = 0
     while i < len(ranges):
@@ -158,7 +171,7 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
             if remaining is not None:
                 page = page[:remaining]
             if page:
-                yield [project(row) for row in page]
+                yield page
             if remaining is not None:
                 remaining -= len(page)
                 if remaining <= 0:
@@ -167,7 +180,7 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
         i += 1
         async for page in client.scan_pages(lo, hi, limit=remaining, reverse=p.reverse_scan, filter=p.filter,
                                             page_keys=None if remaining is None else min(remaining, 10_000)):
-            yield [project(row) for row in page]
+            yield page
             if remaining is not None:
                 remaining -= len(page)
                 if remaining <= 0:
@@ -204,8 +217,8 @@ def _projector(fields: tuple[str | list, ...], timestamps: tuple[int, ...] = ())
             get = _key_of
         elif f == "value":
             get = _value_of
-        else:  # ["expr", x]: a numeric expression of the row (to_timestamp's argument)
-            get = _computed(compile_expr(f[1]))
+        else:  # ["expr", x]: any operand of the row, such as value->'temp' * 1.8 + 32
+            get = _computed(compile_value(f[1]))
         getters.append(_stamped(get) if i in timestamps else get)
     return lambda row: tuple(get(row) for get in getters)
 
@@ -243,7 +256,14 @@ async def _aggregate_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[
 
         for partials in await _all(one(lo, hi) for lo, hi in ranges):
             total = aggs.merge(total, partials)
-    rows = [tuple(r) for r in aggs.finalize(total, p.descending)]
+    # [:n] drops the entries of JSON fields grouped by but not selected (they come last)
+    n = len(p.columns)
+    if p.sort_column is None:
+        rows = [tuple(r[:n]) for r in aggs.finalize(total, p.descending)]
+    else:  # ORDER BY an aggregate or a later field: sort before the unselected entries go
+        rows = [tuple(r[:n]) for r in sort_rows(aggs.finalize(total), p.sort_column, p.descending)]
+    if p.offset:
+        rows = rows[p.offset:]
     if p.limit is not None:
         rows = rows[: p.limit]
     if p.timestamps:

@@ -30,7 +30,8 @@ _UNIT_NS = {
     **dict.fromkeys(("us", "microsecond", "microseconds"), 10**3),
     **dict.fromkeys(("ms", "millisecond", "milliseconds"), 10**6),
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _NS_PER_S),
-    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60 * _NS_PER_S),
+    # "m" is minutes, as in PostgreSQL's '90m' and Go's "1h30m" (this language has no months)
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60 * _NS_PER_S),
     **dict.fromkeys(("h", "hour", "hours"), 3600 * _NS_PER_S),
     **dict.fromkeys(("d", "day", "days"), 86400 * _NS_PER_S),
     **dict.fromkeys(("w", "week", "weeks"), 7 * 86400 * _NS_PER_S),
@@ -127,7 +128,7 @@ def parse_interval(text: str) -> int:
         ns = _UNIT_NS.get(unit.lower())
         if ns is None:
             raise QueryError(f"bad interval '{_shown(text)}': unknown unit '{unit}'; use ns, us, ms, s, "
-                             "minutes, hours, days or weeks")
+                             "m (minutes), h, d or w, or their names such as minutes")
         total += Fraction(amount) * ns
         pos, parts = m.end(), parts + 1
     if parts == 0:

@@ -16,7 +16,7 @@ from lark.lexer import PatternStr
 
 from ..errors import QueryError
 from . import ast
-from .check import check
+from .check import check, resolve_select
 from .literals import parse_bytes, parse_interval, parse_number, parse_string, parse_timestamp
 
 
@@ -224,6 +224,16 @@ def _numeric_constant(e: ast.Expr) -> bool:
     return False
 
 
+def _row_count(meta, clause: str, expr: ast.Expr) -> int:
+    """The value of a LIMIT or OFFSET: a whole-number literal from 0 to 2**63-1."""
+    value = expr.value if isinstance(expr, ast.Literal) else None
+    if isinstance(expr, ast.Neg) and isinstance(expr.operand, ast.Literal):
+        raise _error_at(meta, f"{clause} must not be negative (got {ast.render(expr)})")
+    if type(value) is not int or value >= 2**63:
+        raise _error_at(meta, f"{clause} must be a whole number from 0 to 2**63-1, got {ast.render(expr)}")
+    return value
+
+
 def _literal_from(token: Token, decode, spelling: str | None = None) -> ast.Literal:
     try:
         value = decode(token)
@@ -244,8 +254,12 @@ class _Builder(Transformer):
 
     # statements
 
-    def select(self, meta, items, _table, where, group_by, order, limit):
-        return ast.Select(items, where, group_by, order, limit, pos=_pos(meta))
+    def select(self, meta, items, _table, where, group_by, order, limit_offset):
+        order_by, direction = order if order is not None else (None, None)
+        limit, offset = limit_offset if limit_offset is not None else (None, None)
+        groups = group_by or (None,)
+        s = ast.Select(items, where, groups[0], direction, limit, offset, order_by, tuple(groups[1:]), pos=_pos(meta))
+        return resolve_select(s)
 
     def constant_select(self, meta, items):
         return ast.ConstantSelect(items, pos=_pos(meta))
@@ -267,27 +281,43 @@ class _Builder(Transformer):
     def where(self, meta, expr):
         return expr
 
-    def group_by(self, meta, expr):
-        return expr
+    def group_by(self, meta, *exprs):
+        return exprs
 
     def order_by(self, meta, expr, direction):
-        if expr != ast.Column("key"):
-            raise _error_at(meta, f"cannot ORDER BY {ast.render(expr)}: rows can only be ordered by key")
-        return direction.lower() if direction is not None else "asc"
+        # What can be ordered by depends on the aliases and GROUP BY: check.py decides.
+        return expr, direction.lower() if direction is not None else "asc"
+
+    def limit_first(self, meta, limit, offset):
+        return limit, offset
+
+    def offset_first(self, meta, offset, limit):
+        return limit, offset
 
     def limit(self, meta, expr):
-        value = expr.value if isinstance(expr, ast.Literal) else None
-        if isinstance(expr, ast.Neg) and isinstance(expr.operand, ast.Literal):
-            raise _error_at(meta, f"LIMIT must not be negative (got {ast.render(expr)})")
-        if type(value) is not int or value >= 2**63:
-            raise _error_at(meta, f"LIMIT must be a whole number from 0 to 2**63-1, got {ast.render(expr)}")
-        return value
+        return _row_count(meta, "LIMIT", expr)
+
+    def offset(self, meta, expr):
+        return _row_count(meta, "OFFSET", expr)
 
     def delete(self, meta, _table, where):
         return ast.Delete(where, pos=_pos(meta))
 
-    def insert(self, meta, _table, *rows):
+    def insert(self, meta, _table, columns, *rows):
+        if columns == ("value", "key"):
+            rows = tuple((key, value) for value, key in rows)
         return ast.Insert(rows, pos=_pos(meta))
+
+    def insert_columns(self, meta, first, second):
+        names = []
+        for token in (first, second):
+            name = str(token).lower()
+            if name not in ("key", "value"):
+                raise _error_at(token, f"unknown column '{token}'; the columns are key and value")
+            if name in names:
+                raise _error_at(token, f"column {name} is listed twice; list key and value once each")
+            names.append(name)
+        return tuple(names)
 
     def row(self, meta, key, value):
         return key, value
@@ -374,6 +404,12 @@ class _Builder(Transformer):
 
     def json_field(self, meta, _value, *steps):
         return ast.JsonField(steps, pos=_pos(meta))
+
+    def json_text(self, meta, _value, *steps):
+        return ast.JsonField(steps, True, pos=_pos(meta))
+
+    def name(self, meta, token):
+        return ast.Name(str(token), pos=_pos(meta))
 
     def path_step(self, meta, token):
         if token.type == "STRING":

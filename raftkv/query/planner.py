@@ -25,6 +25,7 @@ from ..routing.shardmap import ShardMap
 from . import ast, keyset
 from .aggregate import Aggregates
 from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render, timestamp_arg
+from .check import natural_order
 from .keyset import EMPTY, FULL, KeySet
 from .predicate import compile_filter, expr_to_wire, to_wire
 from .timestamps import MAX_NS, MIN_NS, Timestamp
@@ -56,10 +57,13 @@ class SelectPlan:
 
     Aggregates (``aggregates`` is not None): each shard folds its matching rows into
     ``Aggregates(aggregates, bucket_ns)`` partials; merge them and ``finalize(partials,
-    descending)`` gives the output rows (with no scans, finalize ``new()``), then apply ``limit``.
+    descending)`` gives the output rows (with no scans, finalize ``new()``), then skip ``offset``
+    and apply ``limit``. Specs beyond ``columns`` group by JSON fields that are not selected: drop
+    their entries from the output rows.
 
-    A field is ``["expr", x]`` for ``to_timestamp(x)`` of anything but the key: the numeric
-    expression ``x`` (operand wire form) is computed on the client from each row. ``timestamps``
+    A field is ``["expr", x]`` for any other item, such as ``value->'temp' * 1.8 + 32`` or
+    ``to_timestamp(x)``: the operand ``x`` (wire form) is computed on the client from each row
+    (:func:`~raftkv.query.predicate.compile_value`); the shards only filter. ``timestamps``
     are the indexes of the output columns that ``to_timestamp()`` turns into
     :class:`~raftkv.query.timestamps.Timestamp` values (NULL when not a number in range),
     whichever path computed them.
@@ -80,6 +84,9 @@ class SelectPlan:
     aggregates: list | None
     bucket_ns: int | None
     timestamps: tuple[int, ...] = ()
+    offset: int | None = None  # OFFSET: output rows the client skips before LIMIT counts
+    sort_column: int | None = None  # grouped: sort the finalized rows by this entry on the client
+    sort_text: str | None = None  # the ORDER BY expression of sort_column, for EXPLAIN
 
 
 @dataclass(frozen=True)
@@ -202,25 +209,45 @@ def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
     exprs = [_unstamped(item.expr) for item in s.items]
     timestamps = tuple(i for i, e in enumerate(_flat_items(s.items))
                        if e is not None and timestamp_arg(e) is not None)
-    grouped = s.group_by is not None
+    groups = s.groups
+    grouped = bool(groups)
+    bucket = next((g for g in groups if isinstance(g, ast.Call)), None)
     is_aggregate = grouped or any(isinstance(e, ast.Call) and e.name in AGGREGATES for e in exprs)
     descending = s.order == "desc"
-    specs = bucket_ns = None
+    specs = bucket_ns = sort_column = sort_text = None
     if is_aggregate:
-        specs = [["bucket"] if grouped and e == s.group_by else _aggregate_spec(e, now) for e in exprs]
-        bucket_ns = _bucket_width(s.group_by, now) if grouped else None
+        specs = [["bucket"] if e == bucket else ["group", expr_to_wire(e)] if e in groups
+                 else _aggregate_spec(e, now) for e in exprs]
+        # Fields grouped by but not selected still split the groups: their specs come last, and
+        # the client drops those columns (see SelectPlan).
+        specs += [["group", expr_to_wire(g)] for g in groups if isinstance(g, ast.JsonField) and g not in exprs]
+        bucket_ns = _bucket_width(bucket, now) if bucket is not None else None
+        if not natural_order(s):
+            # ORDER BY an aggregate or a later GROUP BY field: the client sorts the groups. The
+            # sort value is a spec like any other (added, and dropped later, when not selected).
+            inner = _unstamped(s.order_by)
+            spec = (["bucket"] if inner == bucket else ["group", expr_to_wire(inner)] if inner in groups
+                    else _aggregate_spec(inner, now))
+            if spec not in specs:
+                specs.append(spec)
+            sort_column = specs.index(spec)
+            sort_text = columns[sort_column] if sort_column < len(columns) else render(s.order_by)
         Aggregates(specs, bucket_ns)  # validate now, with the message the shards would give
         fields_ = ()
     else:
         fields_ = tuple(f for e in exprs for f in _field_names(e, now))
     # Aggregates scan forward even for DESC: shards then append groups in order (aggregate.py).
     reverse_scan = descending and not is_aggregate
-    # LIMIT 0 needs no data; otherwise each shard can stop at LIMIT rows (not for aggregates,
-    # whose LIMIT counts output rows, not scanned ones).
+    # LIMIT 0 needs no data; otherwise each shard can stop at LIMIT + OFFSET rows (not for
+    # aggregates, whose LIMIT counts output rows, not scanned ones): the client skips OFFSET.
     scans = () if s.limit == 0 else _scans(shard_map, ranges, reverse_scan)
-    shard_limit = None if is_aggregate else s.limit
+    shard_limit = None
+    if not is_aggregate and s.limit is not None:
+        shard_limit = s.limit + (s.offset or 0)
+        shard_limit = shard_limit if shard_limit < 2**63 else None
     return SelectPlan(columns, fields_, ranges, scans, len(shard_map.shards), filter_wire, filter_text,
-                      dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns, timestamps)
+                      dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns, timestamps,
+                      s.offset or None, sort_column, sort_text)
 
 
 def _column_names(item: ast.SelectItem) -> tuple[str, ...]:
@@ -262,7 +289,11 @@ def _constant_item(e: Expr, now: int) -> object:
 
 def _aggregate_spec(call: ast.Call, now: int) -> list:
     if call.name == "count":
-        return ["count"]
+        arg = call.args[0]
+        # key, value and constants (NULL is refused by check.py) are never NULL: count rows
+        if isinstance(arg, (ast.Star, Column)) or is_constant(arg):
+            return ["count"]
+        return ["count", expr_to_wire(_fold(arg, now))]
     return [call.name, expr_to_wire(_fold(call.args[0], now))]
 
 
@@ -508,21 +539,46 @@ def _explain_ranges(ranges: KeySet) -> list[str]:
 
 
 def _explain_select(plan: SelectPlan) -> list[str]:
-    lines = [f"  order: key {'descending' if plan.descending else 'ascending'}"
-             + ("; shards scan in reverse" if plan.reverse_scan else "")]
+    by_fields = plan.bucket_ns is None and any(spec[0] == "group" for spec in plan.aggregates or ())
+    direction = "descending" if plan.descending else "ascending"
+    if plan.sort_column is not None:
+        lines = [f"  order: {plan.sort_text} {direction}; groups sorted on the client"]
+    else:
+        lines = [f"  order: {'groups' if by_fields else 'key'} {direction}"
+                 + ("; shards scan in reverse" if plan.reverse_scan else "")]
     if plan.timestamps:
         lines.append(f"  timestamps made on the client: {', '.join(plan.columns[i] for i in plan.timestamps)}")
     if plan.limit is not None:
         per_shard = f"{plan.shard_limit} rows per shard, " if plan.shard_limit is not None else ""
         lines.append(f"  limit: {per_shard}{plan.limit} in total")
+    if plan.offset:
+        lines.append(f"  offset: the first {plan.offset} rows are skipped on the client")
+    computed = [name for i, (name, f) in enumerate(zip(plan.columns, plan.fields, strict=False))
+                if isinstance(f, list) and i not in plan.timestamps]
+    if computed:
+        lines.append(f"  computed on the client per row: {', '.join(computed)}")
     if plan.aggregates is not None:
         how = {"count": "count", "min": "min", "max": "max", "sum": "sum", "avg": "sum and count",
                "bucket": "group key"}
-        parts = [f"{name}: {how[spec[0]]}" for name, spec in zip(plan.columns, plan.aggregates, strict=True)]
+        how["group"] = "group key"
+        hidden = len(plan.aggregates) - len(plan.columns)
+        names = [*plan.columns, *[f"{_group_text(spec)} (not selected)" for spec in plan.aggregates[-hidden:]]
+                 ] if hidden else plan.columns
+        parts = [f"{name}: {'count of non-NULL' if spec[0] == 'count' and len(spec) == 2 else how[spec[0]]}"
+                 for name, spec in zip(names, plan.aggregates, strict=True)]
         lines.append(f"  partial aggregates on shards: {'; '.join(parts)}")
         if plan.bucket_ns is not None:
             lines.append(f"  grouped by time_bucket of {plan.bucket_ns} ns over key")
+        fields_ = [_group_text(spec) for spec in plan.aggregates if spec[0] == "group"]
+        if fields_:
+            lines.append(f"  grouped by {', '.join(fields_)} on the shards; groups merged on the client")
     return lines
+
+
+def _group_text(spec: list) -> str:
+    """``value->'sensor'`` for the spec ``["group", ["json", ["sensor"]]]``."""
+    kind, path = spec[1]
+    return render(ast.JsonField(tuple(path), kind == "jsontext"))
 
 
 def _explain_scans(scans: tuple[ShardScan, ...], total: int, leaders: dict[str, str]) -> list[str]:

@@ -12,6 +12,7 @@ Wire form (``x`` is an operand, ``c`` a constant)::
              ["like", t, p]  ["starts", t, p]  ["contains", t, p]     t: ["value"] or a json operand
              ["isnull", ["json", path]]
     operand  ["key"]  ["value"]  ["len"]  ["json", [step, ...]]   step: member name or array index
+             ["jsontext", [step, ...]]    the field as text (->>): a string as it is, else its JSON text
              ["+", x, x]  ["-", x, x]  ["*", x, x]  ["/", x, x]  ["neg", x]
              c: int (64-bit), finite float, str, bool, or ["bytes", "<hex>"]
 
@@ -117,8 +118,8 @@ def expr_to_wire(expr: ast.Expr) -> list | int | float | str | bool:
             return v
         case ast.Column(name=name):
             return [name]
-        case ast.JsonField(path=path):
-            return ["json", list(path)]
+        case ast.JsonField(path=path, text=text):
+            return ["jsontext" if text else "json", list(path)]
         case ast.Call(name="length"):
             return ["len"]
         case ast.Arith(op=op, left=left, right=right):
@@ -181,13 +182,26 @@ def compile_expr(wire: object) -> Callable[[int, bytes], int | float | None]:
     return _with_row_cache(fn, c.uses_json)
 
 
-def compile_exprs(wires: list) -> Callable[[int, bytes], list]:
-    """Like :func:`compile_expr` for several expressions, parsing a row's JSON at most once."""
+def compile_value(wire: object) -> Callable[[int, bytes], Any]:
+    """Validate and compile any operand into the value a projection shows (see :func:`compile_exprs`)."""
+    _check_cost(wire)
+    c = _Compiler()
+    fn = c.value(wire, 1)
+    return _with_row_cache(fn, c.uses_json)
+
+
+def compile_exprs(wires: list, values: object = ()) -> Callable[[int, bytes], list]:
+    """Like :func:`compile_expr` for several expressions, parsing a row's JSON at most once.
+
+    The expressions at the indexes in ``values`` may be any operand, not just a number: they
+    give what a projection shows -- a JSON string, number or boolean as it is, an object or
+    array as its compact JSON text, ``value`` as bytes, NULL as None.
+    """
     c = _Compiler()
     if type(wires) is not list:
         raise QueryError("bad expression list: expected a list")
     _check_cost(wires)
-    fns = [c.number(w, 1) for w in wires]
+    fns = [c.value(w, 1) if i in values else c.number(w, 1) for i, w in enumerate(wires)]
     return _with_row_cache(lambda k, v, d: [f(k, v, d) for f in fns], c.uses_json)
 
 
@@ -359,7 +373,21 @@ class _Compiler:
             return _Operand(BYTES, _value)
         if head == "json":
             return _Operand(JSON, self._json(w, depth))
+        if head == "jsontext":
+            # JSON kind: it compares with strings (or other fields) by the same run-time rules
+            return _Operand(JSON, _as_text(self._json(w, depth)))
         return _Operand(NUM, self.number(w, depth))
+
+    def value(self, w: object, depth: int) -> RowFn:
+        """Any operand as a projection shows it: JSON objects and arrays become their JSON text."""
+        x = self.operand(w, depth)
+        if x.fn is None:
+            c = x.const
+            return lambda k, v, d: c
+        if x.kind == JSON:
+            get = x.fn
+            return lambda k, v, d: _shown_json(get(k, v, d))
+        return x.fn
 
     def number(self, w: object, depth: int) -> RowFn:
         """A numeric operand; JSON values that are not numbers become None."""
@@ -390,6 +418,8 @@ class _Compiler:
             return lambda k, v, d: None if (x := inner(k, v, d)) is None else -x
         if op == "value":
             raise _bad("value is bytes, not a number")
+        if op == "jsontext":
+            raise _bad("a jsontext operand is text, not a number")
         raise _bad(f"unknown operand {op!r:.20}")
 
     def _json(self, w: object, depth: int, counted: bool = False) -> RowFn:
@@ -507,6 +537,22 @@ def _arith(fn: Callable[[Any, Any], Any], left: RowFn, right: RowFn) -> RowFn:
         except (ZeroDivisionError, OverflowError):
             return None
     return arith
+
+
+def _json_text(x: Any) -> str | None:
+    """PostgreSQL's ``->>``: a JSON string as it is, any other value as its JSON text, null as NULL."""
+    if x is None or type(x) is str:
+        return x
+    return json.dumps(x, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _as_text(get: RowFn) -> RowFn:
+    return lambda k, v, d: _json_text(get(k, v, d))
+
+
+def _shown_json(x: Any) -> Any:
+    """A JSON value as a projection gives it: objects and arrays as their text (they are not scalars)."""
+    return _json_text(x) if type(x) is dict or type(x) is list else x
 
 
 def _key(k: int, v: bytes, d: Any) -> int:

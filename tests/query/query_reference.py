@@ -41,6 +41,18 @@ def ref_json(value: bytes, path: list):
     return doc
 
 
+def ref_text(x):
+    """``->>``: PostgreSQL's text of a JSON value (a string as it is; JSON null is NULL)."""
+    if x is None or isinstance(x, str):
+        return x
+    return json.dumps(x, ensure_ascii=False)
+
+
+def shown(x):
+    """A JSON value as a projection shows it: objects and arrays as their JSON text."""
+    return ref_text(x) if isinstance(x, (dict, list)) else x
+
+
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -59,6 +71,8 @@ def ref_operand(w, k: int, v: bytes):
         return len(v)
     if op == "json":
         return ref_json(v, w[1])
+    if op == "jsontext":
+        return ref_text(ref_json(v, w[1]))
     args = [ref_operand(a, k, v) for a in w[1:]]
     if not all(is_number(a) for a in args):
         return None
@@ -132,8 +146,9 @@ def value_of(e: ast.Expr, k: int, v: bytes, now: int):
             return k
         case ast.Column(name="value"):
             return v
-        case ast.JsonField(path=path):
-            return ref_json(v, list(path))
+        case ast.JsonField(path=path, text=text):
+            x = ref_json(v, list(path))
+            return ref_text(x) if text else x
         case ast.Call(name="now"):
             return now
         case ast.Call(name="length"):

@@ -142,7 +142,7 @@ def test_grouped_split_merge(seed):
 
 
 @pytest.mark.parametrize(("specs", "bucket"), [
-    ([], None), ("count", None), ([["count", ["key"]]], None), ([["sum"]], None), ([["median", ["key"]]], None),
+    ([], None), ("count", None), ([["count", ["key"], 1]], None), ([["sum"]], None), ([["median", ["key"]]], None),
     ([["sum", ["value"]]], None), ([["bucket"]], None), ([["count"]], 0), ([["count"]], 1.5), ([["count"]], 2**64),
     ([["count"]] * 65, None), ([[]], None), ([["min", ["json", []]]], None), ([[["count"]]], None),
 ])
