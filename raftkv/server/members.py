@@ -46,6 +46,9 @@ HEARTBEAT_INTERVAL = 1.0
 MOVE_INTERVAL = 1.0
 MAX_STEPS_PER_ROUND = 8  # shards the mover advances at once: moves are rate-limited, traffic goes on
 MAX_MOVES_PER_NODE = 2  # moves touching one node at a time (its disk and links carry the snapshots)
+# a learner whose catch-up has not moved for this long is dropped and its move planned afresh (as
+# PD's operators time out): a move must never hold a node's move budget for good
+LEARNER_STALL_SECONDS = 60.0
 NODES_FILE = "nodes.json"
 _RANK = {nodes.DEAD: 0, nodes.DECOMMISSIONING: 1, nodes.SUSPECT: 2, nodes.UP: 3}
 
@@ -75,6 +78,8 @@ class Members:
         self._bootstrapping = False
         self._bootstrapped = False  # node records seen in the meta store: they are never all removed
         self.links = maplink.MapLink({}, node.config.secret)  # to any node's client port
+        # (shard, learner) -> (its match index when last seen to move, since when): see stalled()
+        self._catch_up: dict[tuple[str, str], tuple[int, float]] = {}
         self._complaints = LogLimiter(log)
 
     # --- node records ---------------------------------------------------------------------------
@@ -358,10 +363,13 @@ class Members:
             for n in (*s.replicas, *s.learners):
                 states.setdefault(n, nodes.UP)
         steps: dict[str, tuple[Shard, str | None, str | None]] = {}
+        learning = {(s.id, s.learners[0]) for s in smap.shards if s.learners}
+        self._catch_up = {k: v for k, v in self._catch_up.items() if k in learning}
         for s in smap.shards:
             if s.learners:  # a move under way: promote its learner, or drop it if its node is gone
                 x = s.learners[0]
-                steps[s.id] = (s, x, None) if states.get(x) == nodes.UP else (s, None, x)
+                keep = states.get(x) == nodes.UP and not self.stalled(s.id, x, now)
+                steps[s.id] = (s, x, None) if keep else (s, None, x)
             elif len(s.replicas) > factor:  # promoted: now the extra voter leaves
                 steps[s.id] = (s, None, self._extra(s.id, s.replicas, states, counts))
         if len(steps) < MAX_STEPS_PER_ROUND:
@@ -375,6 +383,23 @@ class Members:
         await asyncio.gather(self._move_meta(meta, states, counts),
                              *(self._step(s, add, remove) for s, add, remove in chosen))
         return [(s.id, add, remove) for s, add, remove in chosen]
+
+    def stalled(self, shard_id: str, learner: str, now: float) -> bool:
+        """Whether ``learner``'s catch-up of ``shard_id`` has not moved for LEARNER_STALL_SECONDS
+        (as the shard leader's answers to our promote steps told it); the move is then undone."""
+        seen = self._catch_up.get((shard_id, learner))
+        if seen is None or now - seen[1] < LEARNER_STALL_SECONDS:
+            return False
+        log.warning("shard %s: learner %s has not caught up any further in %.0f s; dropping it to "
+                    "plan the move afresh", shard_id, learner, now - seen[1])
+        del self._catch_up[(shard_id, learner)]
+        return True
+
+    def progress(self, shard_id: str, learner: str, match: int, now: float) -> None:
+        """Note a learner's match index from a promote step that had to wait."""
+        seen = self._catch_up.get((shard_id, learner))
+        if seen is None or match > seen[0]:
+            self._catch_up[(shard_id, learner)] = (match, now)
 
     def _extra(self, group_id: str, voters: tuple[str, ...], states: dict[str, str], counts: dict[str, int]) -> str:
         """Which voter of an over-replicated group leaves: a dead one, then a decommissioning one,
@@ -420,6 +445,10 @@ class Members:
             return
         if isinstance(reply, dict) and reply.get("step") in ("change", "transfer"):
             log.info("shard %s: %s (%s)", shard.id, reply.get("why"), reply.get("step"))
+        elif isinstance(reply, dict) and add is not None and add in shard.learners:
+            match = reply.get("match")
+            self.progress(shard.id, add, match if type(match) is int else 0, time.monotonic())
+            log.debug("shard %s: promoting %s waits: %s", shard.id, add, reply.get("why"))
         elif isinstance(reply, dict):
             log.debug("shard %s: move step (add %s, remove %s): %s", shard.id, add, remove, reply.get("why"))
 
@@ -464,22 +493,23 @@ class Members:
     async def _take_step(self, g: Any, add: str | None, remove: str | None, timeout: float) -> dict[str, Any]:
         """Leader of ``g``: the next step of moving a replica to ``add`` and away from ``remove``."""
 
-        def decide() -> tuple[membership.Step, str | None, int]:
+        def decide() -> tuple[membership.Step, str | None, int, int]:
+            progress = g.learner_progress()
             step = membership.next_step(g.config, add=add, remove=remove, me=self.me,
-                                        learner_match=g.learner_progress(), last_index=g.last_index)
+                                        learner_match=progress, last_index=g.last_index)
             why = None
             if step.kind == "change":
                 why = g.member_change_refusal(list(step.voters), list(step.learners))
             elif step.kind == "transfer":
                 g.hand_over(step.target)
-            return step, why, g.config.version
+            return step, why, g.config.version, progress.get(add, 0) if add is not None else 0
 
-        step, why, version = await self.node.on_raft(decide)
+        step, why, version, match = await self.node.on_raft(decide)
         self.node.loop.poke(g.group_id)  # a quiet group must tick: to compact for the newcomer, to transfer
         if why is not None:
-            return {"step": "wait", "why": why}
+            return {"step": "wait", "why": why, "match": match}
         if step.kind != "change":
-            return {"step": step.kind, "why": step.why}
+            return {"step": step.kind, "why": step.why, "match": match}
         result = await self.node._replicate(
             g, commands.change_members(list(step.voters), list(step.learners), version), timeout)
         return {"step": "change", "why": step.why, "members": result["members"]}

@@ -163,13 +163,16 @@ def test_a_drain_survives_kill_9_of_the_receiving_node_and_of_the_meta_leader(ma
                          proof=maplink.proof(secret, ["forget", leaving]))
             return True
 
-        try:
-            wait_until(drained, 180, f"{leaving} drained and forgotten")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
+        def explained(predicate: Any, timeout: float, what: str) -> Any:
+            try:
+                return wait_until(predicate, timeout, what)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
+
+        explained(drained, 180, f"{leaving} drained and forgotten")
         # the meta leader's map no longer names it; every node's copy follows within a second
-        wait_until(lambda: not placed_on(cluster.seeds, leaving), 10, f"every map without {leaving}")
-        wait_until(lambda: fully_replicated(cluster.seeds), 120, "every shard at three voters")
+        explained(lambda: not placed_on(cluster.seeds, leaving), 10, f"every map without {leaving}")
+        explained(lambda: fully_replicated(cluster.seeds), 120, "every shard at three voters")
         acked_during = len(writers.acked)
         wait_until(lambda: len(writers.acked) > acked_during + 100, 60, "writes after the drain")
     assert_none_lost(cluster.seeds, writers.acked)
