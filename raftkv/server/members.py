@@ -77,7 +77,8 @@ class Members:
         self._dialing: dict[str, tuple[str, int]] | None = None
         self._bootstrapping = False
         self._bootstrapped = False  # node records seen in the meta store: they are never all removed
-        self.links = maplink.MapLink({}, node.config.secret)  # to any node's client port
+        # to any node's client port, with the node's client token and TLS settings
+        self.links = maplink.MapLink({}, node.config.secret, node.config.credentials())
         # (shard, learner) -> (its match index when last seen to move, since when): see stalled()
         self._catch_up: dict[tuple[str, str], tuple[int, float]] = {}
         self._complaints = LogLimiter(log)

@@ -377,8 +377,6 @@ class Node:
         self.started = time.time()
         self._complaints = LogLimiter(log)
         self.members = Members(self)
-        # Members makes its own link to other nodes' client ports, which need our token and TLS too
-        self.members.links.credentials = config.credentials()
 
     # --- groups -------------------------------------------------------------------------------
 
