@@ -182,6 +182,8 @@ class _Connection:
     async def open(self, timeout: float) -> None:
         """Connect within ``timeout`` seconds; raises :class:`_NoAnswer` saying why not, or
         :class:`~raftkv.errors.Unauthenticated` if the TLS handshake or the ``hello`` is refused."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout  # the dial and the hello share one budget
         try:
             reader, self._writer = await asyncio.wait_for(
                 _dial(self.address, self.credentials.ssl_context()), timeout)
@@ -196,7 +198,7 @@ class _Connection:
         hello = self.credentials.hello()
         if hello is not None:  # before any other request: a node with a token refuses anything else
             try:
-                await self.request(hello, timeout)
+                await self.request(hello, max(0.05, end - loop.time()))
             except BaseException:
                 await self.close()
                 raise

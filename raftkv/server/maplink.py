@@ -22,6 +22,7 @@ import ssl
 from typing import Any
 
 from .. import errors
+from ..logs import LogLimiter
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode, pack
 from ..routing.records import Change
 from .config import Credentials, parse_hostport
@@ -58,14 +59,20 @@ class MapLink:
         self._streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Lock]] = {}
         self._ids = itertools.count(1)
         self._leader: str | None = None
+        self._opening: dict[str, asyncio.Lock] = {}  # one connection being opened per node at a time
+        self._complaints = LogLimiter(log)
 
     async def call(self, node_id: str, request: dict[str, Any], timeout: float) -> Any:
         """One request to one meta node; raises what it answered, or Unavailable."""
         async with asyncio.timeout(timeout):
             entry = self._streams.get(node_id)
             if entry is None or entry[1].is_closing():
-                reader, writer = await self._open(node_id)
-                entry = self._streams[node_id] = (reader, writer, asyncio.Lock())
+                # single flight: two callers opening at once would leave one connection unclosed
+                async with self._opening.setdefault(node_id, asyncio.Lock()):
+                    entry = self._streams.get(node_id)
+                    if entry is None or entry[1].is_closing():
+                        reader, writer = await self._open(node_id)
+                        entry = self._streams[node_id] = (reader, writer, asyncio.Lock())
             reader, writer, lock = entry
             async with lock:
                 try:
@@ -110,6 +117,12 @@ class MapLink:
         for node_id in random.sample(list(self.addresses), len(self.addresses)):
             try:
                 reply = await self.call(node_id, {"op": "map", "if_newer": epoch}, timeout)
+            except errors.Unauthenticated as exc:
+                # a wrong token or CA is not a node that is down: say so, or the map never updates
+                # and nothing tells why
+                self._complaints.log(f"auth {node_id}", logging.WARNING, "map poll of %s refused: %s",
+                                     node_id, exc.message)
+                continue
             except (errors.RaftKVError, OSError, TimeoutError):
                 continue
             return reply.get("map") if isinstance(reply, dict) else None

@@ -1320,6 +1320,11 @@ class Node:
         server = await asyncio.start_server(self.handle_connection, host, self.me.client[1],
                                             limit=READ_CHUNK, backlog=256, ssl=tls,
                                             ssl_handshake_timeout=self.limits.frame_seconds if tls else None)
+        if tls is not None and self.config.tls_ca is None and len(self.config.nodes) > 1:
+            # this node verifies the others' client ports against the system's CAs: a private
+            # cluster certificate then fails every map poll, heartbeat and move
+            log.warning("TLS without --tls-ca: calls to the other nodes check their certificates "
+                        "against the system's CAs; give --tls-ca if the cluster's certificates are private")
         if tls is None and self.config.client_token is None and not is_loopback(host):
             log.warning("serving clients on %s:%d without TLS or a client token: anyone who can reach "
                         "this port can read and write everything", host, self.me.client[1])
