@@ -472,7 +472,7 @@ def test_a_stripe_command_shrinks_the_shard_and_names_the_born_groups(parent, tm
     hooks.close()
 
 
-@pytest.mark.parametrize("case", ["generation", "keys past at", "one stripe", "gap in stripes", "outside",
+@pytest.mark.parametrize("case", ["generation", "keys past at", "one key at at", "one stripe", "gap in stripes", "outside",
                                   "tail missing", "tail not needed", "taken id", "not born empty"])
 def test_a_bad_stripe_command_is_refused_and_changes_nothing(parent, tmp_path, case):
     parent.apply(1, puts=[(1000, b"a"), (2000, b"b")])
@@ -482,6 +482,9 @@ def test_a_bad_stripe_command_is_refused_and_changes_nothing(parent, tmp_path, c
     elif case == "keys past at":
         at = 1500
         stripes = _stripes(1500, 4000)
+    elif case == "one key at at":  # the segment's only key is its first (the fault lab's seed 26)
+        at = 2000
+        stripes = _stripes(2000, 4000)
     elif case == "one stripe":
         stripes = [Shard("s0020", 3000, 4000, REPS, stripe=(0, 1), born_empty=True)]
     elif case == "gap in stripes":

@@ -151,6 +151,13 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.s.get(key) == self.data.get(key)
         assert self.s.get_system(name) == self.system.get(name)
 
+    @rule(start=BOUNDS, width=WIDTHS)
+    def key_span(self, start: int, width: int) -> None:
+        # a stripe refuses a segment that holds keys by this, so a miss loses acknowledged rows
+        end = min(start + width, TOP)
+        keys = [k for k in self.data if start <= k < end]
+        assert self.s.key_span(start, end) == ((min(keys), max(keys)) if keys else None)
+
     # --- views --------------------------------------------------------------------------------
 
     @rule(target=views)
@@ -272,5 +279,19 @@ def test_reverse_page_whose_greatest_key_is_the_range_start(tmp_path):
         view = s.open_view()
         assert view.scan(0, 1, reverse=True) == ([(0, b"v")], None)
         view.close()
+    finally:
+        s.close()
+
+
+def test_key_span_of_a_range_whose_only_key_is_its_start(tmp_path):
+    """The fault lab's seed 26: the reverse-iterator quirk above made ``key_span`` miss a range's
+    only key when it sat at ``start``, so a stripe took ``[1, 2)`` while it held key 1, and the
+    acknowledged row under key 1 vanished from reads."""
+    s = ShardStore(str(tmp_path / "s"))
+    try:
+        s.apply(1, puts=[(1, b"v")])
+        assert s.key_span(1, 2) == (1, 1) and s.key_span(0, 2) == (1, 1) and s.key_span(2, TOP) is None
+        s.apply(2, puts=[(0, b"v"), (TOP - 1, b"top")])
+        assert s.key_span(0, 1) == (0, 0) and s.key_span(TOP - 1, TOP) == (TOP - 1, TOP - 1)
     finally:
         s.close()
