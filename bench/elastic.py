@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -76,18 +77,19 @@ def shape(seeds: str) -> dict[str, int]:
 
 
 async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: float,
-                 on_tick) -> tuple[float, float]:
-    """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding, and the client's CPU."""
+                 on_tick) -> tuple[float, float, int]:
+    """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding, the client's CPU,
+    and every put acknowledged (warm-up included)."""
     rnd = random.Random(1)
     base = time.time_ns()
     counter = 0
-    done = 0
+    done = acked = 0
     counting = False
     value = b"v" * 100
     stop_at = time.monotonic() + warmup + seconds
     async with AsyncClient(seeds, timeout=60.0) as db:
         async def worker(lane: int) -> None:
-            nonlocal counter, done
+            nonlocal counter, done, acked
             while time.monotonic() < stop_at:
                 if kind == "ts":
                     counter += 1
@@ -98,6 +100,7 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
                     await db.put(key, value)
                 except errors.Unavailable:
                     continue
+                acked += 1
                 if counting:
                     done += 1
 
@@ -120,7 +123,7 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
         elapsed = time.monotonic() - start
         client_cpu = (time.process_time() - cpu0) / elapsed
         await asyncio.gather(*tasks, return_exceptions=True)
-    return done / elapsed, client_cpu
+    return done / elapsed, client_cpu, acked
 
 
 def node_cpu(info: launcher.ClusterInfo) -> dict[str, float]:
@@ -136,13 +139,34 @@ def node_cpu(info: launcher.ClusterInfo) -> dict[str, float]:
     return out
 
 
-def flushes(info: launcher.ClusterInfo) -> dict[str, tuple[int, float]]:
-    """Each node's durable flushes so far and the seconds its Raft loop waited for them."""
+def flushes(info: launcher.ClusterInfo) -> dict[str, tuple[int, float, int, dict[str, float]]]:
+    """Each node's durable flushes so far, the seconds its Raft loop waited for them, its loop's
+    iterations and its loop's CPU seconds by phase."""
     out = {}
     for node in info.nodes:
         st = rpc.call(launcher.format_hostport(node.client), "status", timeout=10.0, brief=True)
-        out[node.id] = (st["fsyncs"], st.get("fsync_seconds", 0.0))
+        out[node.id] = (st["fsyncs"], st.get("fsync_seconds", 0.0), st.get("raft_iterations", 0),
+                        st.get("loop_cpu_seconds", {}))
     return out
+
+
+def loop_profile(before: dict[str, tuple[int, float, int, dict[str, float]]],
+                 after: dict[str, tuple[int, float, int, dict[str, float]]], puts: float) -> dict[str, Any]:
+    """Where the Raft loops' CPU went, summed over the nodes: microseconds per acknowledged put by
+    phase, and per loop iteration; a fixed cost per iteration weighs more when batches are small."""
+    phases: dict[str, float] = {}
+    iterations = 0
+    for n in after:
+        if n not in before:
+            continue
+        iterations += after[n][2] - before[n][2]
+        for phase, secs in after[n][3].items():
+            phases[phase] = phases.get(phase, 0.0) + secs - before[n][3].get(phase, 0.0)
+    total = sum(phases.values())
+    return {"us_per_put": {p: round(1e6 * v / max(puts, 1), 1) for p, v in phases.items()},
+            "loop_us_per_put": round(1e6 * total / max(puts, 1), 1),
+            "iterations_per_put": round(iterations / max(puts, 1), 3),
+            "loop_us_per_iteration": round(1e6 * total / max(iterations, 1), 1)}
 
 
 def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
@@ -161,8 +185,10 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
                 pass
 
         before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
-        rate, client_cpu = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
+        rate, client_cpu, acked = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
         after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
+        print(json.dumps({"bench": "elastic_loop", "nodes": nodes, "keys": kind,
+                          **loop_profile(before, after, acked)}), flush=True)
         count = sum(after[n][0] - before[n][0] for n in after)
         waited = sum(after[n][1] - before[n][1] for n in after)
         # the nodes share this machine's one disk: its flush latency grows with the node count

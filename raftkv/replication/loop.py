@@ -53,6 +53,8 @@ QUIESCE_AFTER = 2.0  # seconds without new entries, commands or reads before an 
 # and, hearing nothing more, campaigns after its election timeout
 PEER_SILENT = 1.5
 ReadCallback = Callable[[Exception | None], None]
+# the phases of an iteration whose CPU the loop counts (RaftLoop.cpu_seconds)
+LOOP_PHASES = ("receive", "calls", "tick", "reads", "replicate", "durable", "release")
 
 
 class _PendingRead:
@@ -88,6 +90,9 @@ class RaftLoop:
         self.iterations = 0
         self.fsyncs = 0
         self.fsync_seconds = 0.0  # time the loop waited for its durable flushes
+        # the loop thread's CPU seconds per phase (thread_time: user and system, so a flush's kernel
+        # work counts, its wait for the disk does not): where a saturated node's CPU goes
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(LOOP_PHASES, 0.0)
         self._complaints = LogLimiter(log)
 
     # --- setup (before start) ----------------------------------------------------------------
@@ -232,13 +237,20 @@ class RaftLoop:
 
     def _run(self) -> None:
         next_tick = 0.0
+        cpu, clock = self.cpu_seconds, time.thread_time
         while not self._stop:
             try:
                 timeout = 0.0 if (self._calls or self._active) else max(0.0, next_tick - time.monotonic())
-                for key, mask in self.selector.select(timeout):
+                events = self.selector.select(timeout)
+                t0 = clock()
+                for key, mask in events:
                     self._dispatch(key.data, mask)
+                t1 = clock()
+                cpu["receive"] += t1 - t0
                 while self._calls:
                     self._calls.popleft()()
+                t0 = clock()
+                cpu["calls"] += t0 - t1
                 now = time.monotonic()
                 periodic = now >= next_tick
                 if periodic:
@@ -264,16 +276,25 @@ class RaftLoop:
                         g.maybe_compact()
                         if g.group_id not in self._reads and g.can_quiesce(now, QUIESCE_AFTER):
                             g.quiesce()
+                t1 = clock()
+                cpu["tick"] += t1 - t0
                 self._serve_reads()
+                t0 = clock()
+                cpu["reads"] += t0 - t1
                 self.hub.release_early()  # leaders replicate while their own disk write runs
+                t1 = clock()
+                cpu["replicate"] += t1 - t0
                 for g in self.groups.values():
                     if g.journal.dirty:
                         self._sync_or_die(g)
                 for fn in self._durable:
                     self._durable_or_die(fn)
+                t0 = clock()
+                cpu["durable"] += t0 - t1
                 self.hub.release()
                 for fn in self._after:
                     fn()
+                cpu["release"] += clock() - t0
                 self.iterations += 1
             except Exception as exc:
                 # a failure that repeats every iteration must not flood the log: one traceback per

@@ -77,6 +77,14 @@ class NodeCollector(Collector):
                            "Synced LevelDB writes of the Raft loop (one per iteration with new entries)", [])
         _add_histogram(fsync, [], node.registry.kv.fsync_seconds)
         yield fsync
+        loop_cpu = CounterMetricFamily("raftkv_raft_loop_cpu_seconds",
+                                       "CPU of the node's Raft loop thread, by phase of its iteration",
+                                       labels=["phase"])
+        for phase, seconds in list(node.loop.cpu_seconds.items()):
+            loop_cpu.add_metric([phase], seconds)
+        yield loop_cpu
+        yield CounterMetricFamily("raftkv_raft_loop_iterations", "Iterations of the node's Raft loop",
+                                  value=node.loop.iterations)
         yield GaugeMetricFamily("raftkv_leveldb_bytes", "Bytes of the node's LevelDB files on disk",
                                 value=directory_bytes(node.registry.kv.path))
         yield GaugeMetricFamily("raftkv_client_connections", "Open client connections", value=len(node._clients))

@@ -1025,6 +1025,7 @@ class Node:
         return {"node": self.me.id, "pid": os.getpid(), "uptime": time.time() - self.started,
                 "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
                 "fsync_seconds": round(self.loop.fsync_seconds, 3),
+                "loop_cpu_seconds": {k: round(v, 3) for k, v in self.loop.cpu_seconds.items()},
                 "peers_up": self.loop.hub.up_peers(),
                 "metrics": None if self._metrics is None else self._metrics.address}
 

@@ -76,6 +76,10 @@ def test_metrics_of_a_live_cluster_move_with_traffic(make_cluster):
     assert grew("raftkv_requests_total", op="scan") >= 4  # one page per shard at least
     assert grew("raftkv_request_errors_total", op="get", code="invalid_key") == 1
     assert grew("raftkv_fsync_duration_seconds_count") > 0
+    assert grew("raftkv_raft_loop_iterations_total") > 0
+    # the leaders appended and applied the writes: their loops spent CPU ticking and replicating
+    assert grew("raftkv_raft_loop_cpu_seconds_total", phase="tick") > 0
+    assert grew("raftkv_raft_loop_cpu_seconds_total", phase="replicate") > 0
     for a in after:
         assert total(a, "raftkv_replicas") == 5  # four shards and the meta group
         assert total(a, "raftkv_leveldb_bytes") > 0 and total(a, "raftkv_peers_up") == 2
