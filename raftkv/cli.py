@@ -1,4 +1,4 @@
-"""The ``raftkv`` command: ``node``, ``cluster``, ``shell``, ``up``."""
+"""The ``raftkv`` command: ``node``, ``cluster``, ``shell``, ``up``, ``import``, ``export``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 from shell.cli import add_commands as add_shell_commands
 
+from .bulk_cli import add_commands as add_bulk_commands
 from .cluster.cli import add_commands as add_cluster_commands
 from .errors import RaftKVError
 
@@ -21,6 +22,10 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", type=int, default=8, help="initial shard count (default 8)")
     p.add_argument("--replication", type=int, default=3, help="replicas per shard (default 3)")
     p.add_argument("--bind", default=None, help="listen on this host instead of the one in --nodes")
+    p.add_argument("--advertise-client", action="append", default=None, metavar="HOST:PORT",
+                   help="a client address to advertise to clients instead of the one in --nodes (repeat it "
+                        "for each network clients come from, in the same order on every node, e.g. n1:7400 "
+                        "and 127.0.0.1:7401 in compose); each client uses the one that works from where it runs")
     p.add_argument("--secret-file", default=None, help="file holding the cluster secret for peer links")
     p.add_argument("--raft", default=None,
                    help='JSON of Raft options, e.g. {"compact_entries": 1000} (heartbeat, election_min, ...)')
@@ -85,7 +90,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         metrics_port=args.metrics_port, log_format=args.log_format,
                         slow_request_seconds=args.slow_request_ms / 1000,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, peer_tls=args.peer_tls,
-                        client_token=read_token_file(args.client_token_file) if args.client_token_file else None)
+                        client_token=read_token_file(args.client_token_file) if args.client_token_file else None,
+                        advertise_clients=tuple(args.advertise_client or ()))
     config.me()
     # a node's own blocking calls to other nodes (``--join``) present the cluster's token and TLS
     rpc.set_default_credentials(config.credentials())
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node(sub)
     add_cluster_commands(sub)
     add_shell_commands(sub)
+    add_bulk_commands(sub)
     return parser
 
 

@@ -101,8 +101,9 @@ def _toolbar(shell: Shell) -> StyleAndTextTuples:
     s = shell.settings
     where = shell.seeds or "not connected"
     fmt = f"json (keys: {s.json_keys}s)" if s.format == "json" else s.format
+    to = f"  output: {shell.output_file.path}" if shell.output_file is not None else ""
     return [("class:bottom-toolbar",
-             f" {where}  reads: {s.consistency}  format: {fmt}  keys: {s.keys}  tz: {s.timezone}"
+             f" {where}  reads: {s.consistency}  format: {fmt}{to}  keys: {s.keys}  tz: {s.timezone}"
              f"  timing: {'on' if s.timing else 'off'}   \\? help  Ctrl-D quit ")]
 
 
@@ -115,7 +116,7 @@ def make_session(shell: Shell, *, history: History | None = None, input: Input |
         multiline=True,
         prompt_continuation=_continuation,
         lexer=QueryLexer(),
-        completer=QueryCompleter(),
+        completer=QueryCompleter(shell.fields),
         complete_while_typing=complete_while_typing,
         history=history if history is not None else make_history(history_path()),
         auto_suggest=AutoSuggestFromHistory(),

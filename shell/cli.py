@@ -61,6 +61,8 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", choices=CONSISTENCIES, default="linearizable",
                    help="read consistency (default linearizable)")
     p.add_argument("--no-timing", action="store_true", help="do not print elapsed times")
+    p.add_argument("--no-pager", action="store_true",
+                   help="print results taller than the terminal directly instead of through $PAGER")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +99,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=cmd_up)
 
 
-def _local_seeds(data_dir: str) -> str:
+def local_seeds(data_dir: str) -> str:
+    """The client addresses of the local cluster kept in ``data_dir`` (a clear error if none)."""
     from raftkv.cluster import launcher
 
     try:
@@ -119,8 +122,9 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
             reconfigure(errors="backslashreplace")  # odd text must not crash the shell on a C locale
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     settings = Settings(format=fmt, timing=not args.no_timing, consistency=args.consistency,
-                        json_keys=args.json_keys, keys=args.keys, timezone=args.timezone)
-    shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr, client_factory=_client_factory(args))
+                        json_keys=args.json_keys, keys=args.keys, timezone=args.timezone,
+                        pager=not args.no_pager)
+    shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr, client_factory=client_factory(args))
     try:
         if _interactive(args):
             from .app import run_interactive
@@ -142,7 +146,7 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
         shell.close()
 
 
-def _client_factory(args: argparse.Namespace) -> ClientFactory:
+def client_factory(args: argparse.Namespace) -> ClientFactory:
     """The shell's client maker, with the token and TLS options given (``raftkv up`` has none:
     it uses the local cluster's, as ``raftkv shell`` without ``--connect`` does)."""
     from raftkv.server.config import read_token_file
@@ -169,7 +173,7 @@ def _client_factory(args: argparse.Namespace) -> ClientFactory:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     """``raftkv shell``."""
-    return run_session(args, args.connect or _local_seeds(args.data_dir))
+    return run_session(args, args.connect or local_seeds(args.data_dir))
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Backslash commands: ``\\?``, ``\\connect``, ``\\format``, ``\\jsonkeys``, ``\\keys``,
-``\\timezone``, ``\\timing``, ``\\consistency``, ``\\x``, ``\\i`` and ``\\q``.
+``\\timezone``, ``\\timing``, ``\\consistency``, ``\\x``, ``\\o``, ``\\pager``, ``\\colwidth``,
+``\\i`` and ``\\q``.
 
 A command is one line. Its arguments are split like a POSIX shell would (so ``\\i 'my file.sql'``
 works), and a trailing ``;`` is ignored because people type one out of habit.
@@ -16,6 +17,7 @@ from raftkv.errors import RaftKVError
 from raftkv.query.timestamps import parse_timezone, zone_name
 
 from . import formats
+from .output import OutputFile
 from .runner import CONSISTENCIES, Outcome
 
 if TYPE_CHECKING:
@@ -181,6 +183,44 @@ def _consistency(shell: Shell, args: tuple[str, ...]) -> Outcome:
     return Outcome.OK
 
 
+def _output(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    _expect(args, 1, "\\o [FILE]")
+    if args and args[0].startswith("|"):
+        raise CommandError("\\o |COMMAND is not supported; give a file name")
+    new = None
+    if args:
+        try:
+            new = OutputFile(args[0])  # opened first: a bad path keeps the current destination
+        except OSError as exc:
+            raise CommandError(f"cannot write {args[0]}: {exc.strerror or exc}") from None
+    old, shell.output_file = shell.output_file, new
+    if old is not None:
+        old.close()
+    shell.info(f"results go to {new.path}" if new is not None else "results go to the terminal")
+    return Outcome.OK
+
+
+def _pager(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    shell.settings.pager = _on_off(args, shell.settings.pager, "\\pager [on|off]")
+    shell.info(f"pager is {'on' if shell.settings.pager else 'off'}")
+    return Outcome.OK
+
+
+def _colwidth(shell: Shell, args: tuple[str, ...]) -> Outcome:
+    usage = "\\colwidth [N]"
+    _expect(args, 1, usage)
+    if args:
+        try:
+            width = int(args[0])
+        except ValueError:
+            raise CommandError(f"expected a number of columns, not {args[0]!r}; usage: {usage}") from None
+        if width < formats.MIN_MAX_CELL:
+            raise CommandError(f"the column width must be at least {formats.MIN_MAX_CELL}")
+        shell.settings.max_cell = width
+    shell.info(f"table cells wider than {shell.settings.max_cell} columns are cut, ending in …")
+    return Outcome.OK
+
+
 def _include(shell: Shell, args: tuple[str, ...]) -> Outcome:
     if len(args) != 1:
         raise CommandError("usage: \\i FILE")
@@ -207,6 +247,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 _timing, ON_OFF),
     CommandSpec(("consistency",), "\\consistency [linearizable|serializable]", "set or show the read consistency",
                 _consistency, CONSISTENCIES),
+    CommandSpec(("o", "out"), "\\o [FILE]", "send results to FILE (emptied first); \\o alone: back to the terminal",
+                _output, takes_path=True),
+    CommandSpec(("pager",), "\\pager [on|off]", "page results taller than the screen through $PAGER (toggles)",
+                _pager, ON_OFF),
+    CommandSpec(("colwidth",), "\\colwidth [N]",
+                f"set or show the widest table cell, in columns (default {formats.DEFAULT_MAX_CELL})", _colwidth),
     CommandSpec(("i", "include"), "\\i FILE", "run the statements in FILE (stops at the first error)", _include,
                 takes_path=True),
     CommandSpec(("q", "quit"), "\\q", "quit (so does Ctrl-D)", _quit),

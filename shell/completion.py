@@ -3,6 +3,9 @@
 :func:`suggest` is pure (text in, candidates out) and holds all the logic; :class:`QueryCompleter`
 adapts it to prompt_toolkit. The grammar is small enough that looking at the clause the cursor
 is in and the last token or two is an accurate guide: no partial parse is needed.
+
+After ``value->`` (or ``->>``), and inside the string that follows, the candidates are the JSON
+field names of recent results (:class:`shell.fields.RecentFields`), nested ones under their path.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 
 from .commands import COMMANDS
-from .tokens import ScriptSplitter, tokenize
+from .fields import RecentFields
+from .tokens import ScriptSplitter, Token, tokenize
 
 AGGREGATES = {"count": "count(*)", "min": "min(expr)", "max": "max(expr)", "sum": "sum(expr)",
               "avg": "avg(expr)"}
@@ -24,7 +28,7 @@ FUNCTIONS = {**AGGREGATES, **SCALARS}
 KEYWORDS = frozenset("""
     SELECT FROM WHERE GROUP BY ORDER LIMIT DELETE INSERT INTO VALUES PUT GET EXPLAIN SHOW AS AND OR
     NOT BETWEEN IN LIKE STARTS WITH CONTAINS IS NULL TRUE FALSE TIMESTAMP INTERVAL KEY VALUE ASC DESC
-    SHARDS NODES STATUS SPLIT SHARD AT
+    SHARDS NODES STATUS SPLIT SHARD AT OFFSET
 """.split())
 COLUMNS = ("key", "value")
 TABLE = "kv"
@@ -45,7 +49,7 @@ class Candidate:
     text: str
     display: str = ""
     meta: str = ""
-    kind: str = "keyword"  # keyword, function, name or command
+    kind: str = "keyword"  # keyword, function, name, operator or command
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ def _functions(names: Iterable[str]) -> list[Candidate]:
 
 def _names(*names: str, meta: str = "") -> list[Candidate]:
     return [Candidate(n, n, meta, "name") for n in names]
+
+
+def _json_operators() -> list[Candidate]:
+    return [Candidate("->", "->", "JSON field", "operator"), Candidate("->>", "->>", "JSON field as text", "operator")]
 
 
 def _constants() -> list[Candidate]:
@@ -96,10 +104,10 @@ def _after_operand(clause: str, statement: str) -> list[Candidate]:
         out = _keywords("AND", "OR", "NOT", "BETWEEN", "IN", "LIKE", "STARTS WITH", "CONTAINS", "IS NULL",
                         "IS NOT NULL")
         if statement == "SELECT":
-            out += _keywords("GROUP BY", "ORDER BY", "LIMIT")
+            out += _keywords("GROUP BY", "ORDER BY", "LIMIT", "OFFSET")
         return out
     if clause == "GROUP":
-        return _keywords("ORDER BY", "LIMIT")
+        return _keywords("ORDER BY", "LIMIT", "OFFSET")
     return []
 
 
@@ -119,7 +127,7 @@ def _clause_of(words: list[str], clauses: set[str]) -> str:
 def _expression(words: list[str], kinds: list[str], clause: str, statement: str) -> list[Candidate]:
     last = words[-1]
     prev = words[-2] if len(words) > 1 else ""
-    if last in ("TIMESTAMP", "INTERVAL", "->", "AS", "LIMIT"):
+    if last in ("TIMESTAMP", "INTERVAL", "->", "->>", "AS", "LIMIT", "OFFSET"):
         return []  # a string, a path step, an alias or a number comes next: nothing to offer
     if last == "IS":
         return _keywords("NULL", "NOT NULL")
@@ -132,7 +140,11 @@ def _expression(words: list[str], kinds: list[str], clause: str, statement: str)
     if last in _WANT_OPERAND:
         return _operands(clause)
     if kinds[-1] in _LITERAL_KINDS or last == ")" or kinds[-1] == "word":
-        return _after_operand(clause, statement)
+        after = _after_operand(clause, statement)
+        # a JSON value (the column, or a field stepped into with ->) may be stepped into further
+        if clause in ("SELECT", "WHERE", "GROUP") and (last == "VALUE" or (kinds[-1] == "string" and prev == "->")):
+            return _json_operators() + after
+        return after
     return []
 
 
@@ -169,23 +181,27 @@ def _statement_context(words: list[str], kinds: list[str]) -> list[Candidate]:
         return _expression(words, kinds, first, first)
     if first != "SELECT":
         return []
-    clause = _clause_of(words, {"SELECT", "FROM", "WHERE", "GROUP", "ORDER", "LIMIT"})
+    clause = _clause_of(words, {"SELECT", "FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET"})
     if clause == "FROM":
         if last == "FROM":
             return _names(TABLE, meta="table")
-        return _keywords("WHERE", "GROUP BY", "ORDER BY", "LIMIT") if prev == "FROM" else []
+        return _keywords("WHERE", "GROUP BY", "ORDER BY", "LIMIT", "OFFSET") if prev == "FROM" else []
     if clause in ("GROUP", "ORDER") and last == clause:
         return _keywords("BY")
     if clause == "ORDER":
         if last == "BY":
             return _names("key", meta="column")
         if last == "KEY":
-            return _keywords("ASC", "DESC", "LIMIT")
-        return _keywords("LIMIT") if last in ("ASC", "DESC") else []
+            return _keywords("ASC", "DESC", "LIMIT", "OFFSET")
+        return _keywords("LIMIT", "OFFSET") if last in ("ASC", "DESC") else []
     if clause == "GROUP" and last == "BY":
         return _operands("GROUP")
-    if clause == "LIMIT":
-        return []
+    if clause in ("LIMIT", "OFFSET"):
+        # LIMIT n OFFSET m, in either order, each once
+        if last == clause or kinds[-1] != "number":
+            return []
+        other = "OFFSET" if clause == "LIMIT" else "LIMIT"
+        return [] if other in words else _keywords(other)
     return _expression(words, kinds, clause, "SELECT")
 
 
@@ -218,6 +234,39 @@ def _command_suggestions(line: str) -> Suggestions:
     return Suggestions(word, tuple(Candidate(c, c, "", "name") for c in spec.choices))
 
 
+def _json_path(tokens: list[Token]) -> tuple[str, ...] | None:
+    """The field path of ``value->'a'->`` (``("a",)``) when ``tokens`` end in such a chain and
+    ``->`` or ``->>``; None otherwise (array steps included: they are not remembered)."""
+    if not tokens or tokens[-1].kind != "op" or tokens[-1].text not in ("->", "->>"):
+        return None
+    path: list[str] = []
+    i = len(tokens) - 2
+    while i >= 0:
+        t = tokens[i]
+        if t.kind == "word":
+            return tuple(reversed(path)) if t.text.lower() == "value" else None
+        if t.kind != "string" or not t.closed or i == 0 or tokens[i - 1].text != "->":
+            return None
+        path.append(t.text[1:-1].replace("''", "'"))
+        i -= 2
+    return None
+
+
+def _field_suggestions(statement: str, fields: RecentFields | None) -> Suggestions:
+    """Field names after ``value->`` (quoted) or inside the string begun there (closing it)."""
+    if fields is None:
+        return Suggestions()
+    tokens = [t for t in tokenize(statement) if t.significant]
+    typing = bool(tokens) and tokens[-1].kind == "string" and not tokens[-1].closed
+    path = _json_path(tokens[:-1] if typing else tokens)
+    if path is None:
+        return Suggestions()
+    quoted = [name.replace("'", "''") for name in fields.names(path)]
+    if typing:
+        return Suggestions(tokens[-1].text[1:], tuple(Candidate(q + "'", q, "JSON field", "name") for q in quoted))
+    return Suggestions("", tuple(Candidate(f"'{q}'", q, "JSON field", "name") for q in quoted))
+
+
 def _match_case(candidate: Candidate, prefix: str) -> str:
     # keywords follow the case the person types in: "sel" completes to "select"
     if candidate.kind == "keyword" and prefix and prefix.islower():
@@ -225,17 +274,20 @@ def _match_case(candidate: Candidate, prefix: str) -> str:
     return candidate.text
 
 
-def suggest(text_before_cursor: str) -> Suggestions:
+def suggest(text_before_cursor: str, fields: RecentFields | None = None) -> Suggestions:
     """Candidates for the word being typed at the end of ``text_before_cursor``.
 
-    Nothing is offered inside a string or a comment. Candidates are filtered by the prefix,
+    Nothing is offered inside a comment, or inside a string other than a JSON path step, where
+    ``fields`` (if given) supplies the names. Candidates are filtered by the prefix,
     case-insensitively; keywords are offered in upper case unless the prefix is in lower case.
     """
     splitter = ScriptSplitter()
     splitter.feed(text_before_cursor)
-    if splitter.in_string or splitter.in_comment:
+    if splitter.in_comment:
         return Suggestions()
-    if splitter.in_command:
+    if splitter.in_string:
+        found = _field_suggestions(splitter.current, fields)
+    elif splitter.in_command:
         found = _command_suggestions(splitter.current.lstrip())
     else:
         statement = splitter.current
@@ -249,6 +301,8 @@ def suggest(text_before_cursor: str) -> Suggestions:
         words = [t.text.upper() if t.kind == "word" else t.text for t in tokens]
         kinds = [t.kind for t in tokens]
         found = Suggestions(prefix, tuple(_statement_context(words, kinds)))
+        if not prefix and _json_path(tokens) is not None:
+            found = _field_suggestions(statement, fields)
     if found.path is not None:
         return found
     low = found.prefix.lower()
@@ -263,16 +317,20 @@ def suggest(text_before_cursor: str) -> Suggestions:
 
 
 class QueryCompleter(Completer):
-    """prompt_toolkit completer over :func:`suggest` (and file names after ``\\i``)."""
+    """prompt_toolkit completer over :func:`suggest` (and file names after ``\\i``); ``fields``
+    supplies JSON field names (the shell's :attr:`~shell.runner.Shell.fields`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: RecentFields | None = None) -> None:
         self._paths = PathCompleter(expanduser=True)
+        self.fields = fields
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
         """Completions for the word before the cursor."""
-        found = suggest(document.text_before_cursor)
+        found = suggest(document.text_before_cursor, self.fields)
         if found.path is not None:
             yield from self._paths.get_completions(Document(found.path, len(found.path)), complete_event)
             return
+        closed = document.text_after_cursor.startswith("'")  # the string's quote is already there
         for c in found.candidates:
-            yield Completion(c.text, start_position=-len(found.prefix), display=c.display, display_meta=c.meta)
+            text = c.text[:-1] if closed and c.kind == "name" and c.text.endswith("'") else c.text
+            yield Completion(text, start_position=-len(found.prefix), display=c.display, display_meta=c.meta)

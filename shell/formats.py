@@ -42,6 +42,8 @@ DISPLAY_FORMATS = frozenset({"table", "vertical"})
 JSON_KEYS = ("string", "number")  # how the json format writes keys
 KEY_STYLES = ("int", "timestamp")  # how every format shows keys: integers, or RFC 3339 timestamps
 DEFAULT_MAX_CELL = 200  # table cells longer than this (in columns) are cut, ending in "…"
+MIN_MAX_CELL = 4  # a cut cell keeps at least a few characters before its "…"
+HEADER_LINES = 2  # a table header: the names and the rule under them
 
 Row = Sequence[Any]
 
@@ -240,15 +242,23 @@ class TableRenderer:
 
     Column widths are the widest cell seen so far. When a later page needs wider columns, the
     header is printed again with the new widths, so a streamed table stays readable without
-    holding all rows.
+    holding all rows. A text or binary cell wider than ``max_cell`` columns is cut and ends in "…";
+    :attr:`truncated` counts such cells (numbers and timestamps are never cut). With ``screen_lines`` (the height of a screen, or 0) the
+    header is also printed again at the top of every screenful of lines, so that a table paged
+    or scrolled past one screen still shows its column names.
     """
 
-    def __init__(self, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, tz: tzinfo | None = None) -> None:
+    def __init__(self, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, tz: tzinfo | None = None,
+                 screen_lines: int = 0) -> None:
         self.columns = [escape(c) for c in columns]
         self.max_cell = max_cell
         self.tz = tz
         self.widths = [text_width(c) for c in self.columns]
         self._printed_header = False
+        self.truncated = 0
+        # a screen must hold the header and at least one row, else repeating it shows no row at all
+        self.screen_lines = screen_lines if screen_lines > HEADER_LINES else 0
+        self._since_header = 0  # lines printed since the top of the last header
 
     def _header(self) -> list[str]:
         names = []
@@ -265,7 +275,7 @@ class TableRenderer:
         """The page's rows, preceded by the header if it is new or the widths grew."""
         if not rows:
             return ""
-        cells = [[truncate(display_value(v, self.tz), self.max_cell) for v in row] for row in rows]
+        cells = [[self._cell(v) for v in row] for row in rows]
         grown = False
         for row in cells:
             for i, cell in enumerate(row):
@@ -279,10 +289,24 @@ class TableRenderer:
                 lines.append("")
             lines += self._header()
             self._printed_header = True
+            self._since_header = HEADER_LINES
         for raw, row in zip(rows, cells, strict=True):
+            if self.screen_lines and self._since_header >= self.screen_lines:
+                lines += self._header()
+                self._since_header = HEADER_LINES
             lines.append(self._line([_pad(c, w, _is_number(v))
                                      for c, w, v in zip(row, self.widths, raw, strict=True)]))
+            self._since_header += 1
         return "\n".join(lines) + "\n"
+
+    def _cell(self, value: Any) -> str:
+        text = display_value(value, self.tz)
+        if not isinstance(value, (str, bytes, bytearray, memoryview)):
+            return text  # a number or timestamp cut short would read as another one
+        cut = truncate(text, self.max_cell)
+        if cut != text:
+            self.truncated += 1
+        return cut
 
     def end(self) -> str:
         """The header alone if no row was printed."""
@@ -401,22 +425,28 @@ class KeysAsTimestamps:
         """The inner renderer's end."""
         return self.inner.end()
 
+    @property
+    def truncated(self) -> int:
+        """Cells the inner renderer cut (0 if it cuts none)."""
+        return int(getattr(self.inner, "truncated", 0))
+
 
 def renderer(fmt: str, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, *, tty: bool = False,
              key_columns: Collection[int] = (), json_keys: str = "string", keys: str = "int",
-             tz: tzinfo | None = None) -> Renderer:
+             tz: tzinfo | None = None, screen_lines: int = 0) -> Renderer:
     """A renderer of format ``fmt`` (one of :data:`FORMATS`) for a result with these columns.
 
     ``tty``: the output goes to a terminal (only ``csv`` differs: it escapes text there);
     ``key_columns`` and ``json_keys``: see :class:`JsonRenderer`; ``keys`` (one of
     :data:`KEY_STYLES`): ``"timestamp"`` shows the key columns as timestamps in every format;
-    ``tz``: the time zone of timestamps (None: UTC).
+    ``tz``: the time zone of timestamps (None: UTC); ``screen_lines``: the table header is repeated
+    every screenful of this many lines (0: printed once, see :class:`TableRenderer`).
     """
     if keys not in KEY_STYLES:
         raise ValueError(f"unknown key style {keys!r}; choose one of {', '.join(KEY_STYLES)}")
     r: Renderer
     if fmt == "table":
-        r = TableRenderer(columns, max_cell, tz)
+        r = TableRenderer(columns, max_cell, tz, screen_lines)
     elif fmt == "vertical":
         r = VerticalRenderer(columns, tz)
     elif fmt == "json":
@@ -434,6 +464,13 @@ def render_all(fmt: str, columns: Sequence[str], pages: Sequence[Sequence[Row]],
     :func:`renderer`."""
     r = renderer(fmt, columns, max_cell, **options)
     return "".join(r.page(p) for p in pages) + r.end()
+
+
+def cut_note(cells: int, max_cell: int) -> str:
+    """The line saying that a table cut ``cells`` values to ``max_cell`` columns."""
+    values = "value was" if cells == 1 else "values were"
+    return (f"note: {cells:,} {values} cut to {max_cell} columns (ending in …); "
+            "\\colwidth N to change, or \\x for whole values")
 
 
 def format_elapsed(seconds: float) -> str:

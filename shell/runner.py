@@ -18,7 +18,9 @@ from typing import Any, Protocol, TextIO
 from raftkv.errors import QueryError, RaftKVError
 from raftkv.query.timestamps import parse_timezone
 
-from . import formats
+from . import formats, output
+from .fields import RecentFields
+from .pager import OutputClosed
 from .tokens import Item, iter_script, split_script
 
 CONSISTENCIES = ("linearizable", "serializable")
@@ -87,6 +89,7 @@ class Settings:
     json_keys: str = "string"  # keys in json output: strings (exact everywhere) or numbers
     keys: str = "int"  # keys in every format: integers, or RFC 3339 timestamps ("timestamp")
     timezone: str = "UTC"  # the zone timestamps are shown in: UTC, +HH:MM or an IANA name
+    pager: bool = True  # results taller than a terminal go through $PAGER (see shell.output)
 
     @property
     def tzinfo(self) -> tzinfo:
@@ -115,6 +118,9 @@ class Shell:
         self._depth = 0
         self._progress_shown = False
         self._rows = 0  # rows printed by the statement running now
+        self._cut = 0  # table cells the statement running now cut to max_cell
+        self.output_file: output.OutputFile | None = None  # \o FILE: where rows go instead of out
+        self.fields = RecentFields()  # JSON field names of recent rows, for completion
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -195,18 +201,18 @@ class Shell:
         """
         started = time.perf_counter()
         result: Result | None = None
-        self._rows = 0
+        self._rows = self._cut = 0
         try:
             try:
                 client = self._ensure_client()
             except RaftKVError as exc:
                 self.error(_describe(exc, at), where)
                 return Outcome.FAILED
-            result = client.query(statement)
+            result = self._copy(client, statement) if _is_copy(statement) else client.query(statement)
             if result.columns:
                 self._print_rows(result, started, statement)
             result.close()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, OutputClosed):  # Ctrl-C, or the pager was quit early
             return self._cancelled(result)
         except RaftKVError as exc:
             if _interrupted(exc):
@@ -228,7 +234,24 @@ class Shell:
         elapsed = time.perf_counter() - started if self.settings.timing else None
         assert result is not None
         self.info(formats.footer(result.status, self._rows if result.columns else None, elapsed))
+        if self._cut:
+            self.info(formats.cut_note(self._cut, self.settings.max_cell))
         return Outcome.OK
+
+    def _copy(self, client: Any, statement: Any) -> Result:
+        """Run a COPY here, with a progress line on a terminal's stderr (raftkv.bulk does the work)."""
+        from raftkv import bulk
+
+        line = bulk.ProgressLine(self.err, "COPY")
+
+        def progress(rows: int, fraction: float | None) -> None:
+            self._rows = rows  # so that Ctrl-C can say how far it got
+            line(rows, fraction)
+
+        try:
+            return bulk.run_copy(client, statement, progress=progress)
+        finally:
+            line.clear()
 
     def _cancelled(self, result: Result | None) -> Outcome:
         """Clean up after Ctrl-C stopped a statement and say so; returns CANCELLED."""
@@ -242,8 +265,10 @@ class Shell:
         except KeyboardInterrupt:
             pass  # a second Ctrl-C while closing: the client is marked closed anyway
         self._clear_progress()
-        if result is not None and result.columns and self._is_tty():
-            self.out.write("\n")  # the interrupted page may have stopped mid-line
+        if self._is_tty() and (result is None or result.columns):
+            # the interrupted page may have stopped mid-line, and a Ctrl-C that came before the
+            # first page left the terminal's echoed ^C on the current line
+            self.out.write("\n")
         self.out.flush()
         shown = f" after {self._rows:,} row{'' if self._rows == 1 else 's'}" if self._rows else ""
         self.err.write(f"cancelled{shown}\n")
@@ -253,25 +278,29 @@ class Shell:
     def _print_rows(self, result: Result, started: float, statement: Any) -> None:
         # counts into self._rows as it goes, so that a cancelled query can say how far it got
         s = self.settings
-        tty = self._is_tty()
         wanted = s.format == "json" or s.keys == "timestamp"
         keys = key_columns(statement, result.columns) if wanted else frozenset()
-        render = formats.renderer(s.format, result.columns, s.max_cell, tty=tty, key_columns=keys,
-                                  json_keys=s.json_keys, keys=s.keys, tz=s.tzinfo)
-        progress = tty
-        for page in result.pages():
-            text = render.page(page)
+        sink = output.open_results(self)  # the terminal, the pager or the \o file
+        try:
+            render = formats.renderer(s.format, result.columns, s.max_cell, tty=sink.tty, key_columns=keys,
+                                      json_keys=s.json_keys, keys=s.keys, tz=s.tzinfo,
+                                      screen_lines=sink.screen_lines)
+            for page in result.pages():
+                self.fields.observe(result.columns, page)
+                text = render.page(page)
+                self._clear_progress()
+                sink.write(text)
+                self._rows += len(page)
+                elapsed = time.perf_counter() - started
+                if sink.progress and elapsed >= PROGRESS_AFTER:
+                    self._show_progress(self._rows, elapsed)
+                else:
+                    sink.flush()
             self._clear_progress()
-            self.out.write(text)
-            self._rows += len(page)
-            elapsed = time.perf_counter() - started
-            if progress and elapsed >= PROGRESS_AFTER:
-                self._show_progress(self._rows, elapsed)
-            else:
-                self.out.flush()
-        self._clear_progress()
-        self.out.write(render.end())
-        self.out.flush()
+            sink.write(render.end())
+            self._cut = getattr(render, "truncated", 0)
+        finally:
+            sink.close()  # also when stopped: what arrived is shown, a pager is waited for
 
     def run_item(self, item: Item, source: str | None = None) -> Outcome:
         """Run one statement or backslash command from a script or the prompt."""
@@ -379,6 +408,12 @@ def key_columns(statement: Any, columns: Sequence[str]) -> frozenset[int]:
     if len(flags) != len(columns):
         return by_name  # not the statement this result came from
     return frozenset(i for i, flag in enumerate(flags) if flag)
+
+
+def _is_copy(statement: Any) -> bool:
+    from raftkv.bulk import is_copy
+
+    return is_copy(statement)
 
 
 def _interrupted(exc: BaseException) -> bool:

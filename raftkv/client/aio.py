@@ -56,6 +56,7 @@ from ..protocol.pages import decode_raw_keys
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import Credentials, parse_hostport
+from .addresses import after_failure, preferred_order
 from .params import Param, bind
 
 T = TypeVar("T")
@@ -73,6 +74,9 @@ BATCH_BYTES = 2 << 20
 SCAN_PREFETCH_SHARDS = 4
 STEP_PARALLEL = 4  # shards a range_steps walk asks at once, by default
 MAX_RETRY_PAUSE = 0.1  # seconds: the longest backoff between two attempts (before jitter)
+TLS_PROBE_SECONDS = 2.0  # how long asking a port that hung up whether it speaks TLS may take
+# what OpenSSL says when the other side answered a ClientHello with something that is not TLS
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 
 
 @dataclass(frozen=True)
@@ -167,12 +171,29 @@ async def _dial(address: str, tls: ssl.SSLContext | None = None) -> tuple[asynci
     raise _NoAnswer(f"cannot connect to {address}: {why}", address, "error")
 
 
+async def _speaks_tls(address: str, timeout: float) -> bool:
+    """Whether ``address`` completes a TLS handshake.  Its certificate is not checked: this only
+    asks which language the port speaks, and nothing is sent over the connection."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(_dial(address, ctx), timeout)
+    except (OSError, TimeoutError, Unavailable):  # ssl.SSLError is an OSError: not TLS either
+        return False
+    writer.close()
+    return True
+
+
 class _Connection:
     """One TCP connection to one node, with pipelined requests matched by id."""
 
-    def __init__(self, address: str, credentials: Credentials | None = None) -> None:
+    def __init__(self, address: str, credentials: Credentials | None = None, expect: str | None = None) -> None:
         self.address = address
         self.credentials = credentials or Credentials()
+        # the node this address was chosen for, among several it advertises: its hello must say so
+        self.expect = expect
+        self.node: str | None = None  # the node at the other end, once it named itself
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -191,23 +212,36 @@ class _Connection:
             raise _NoAnswerInTime(f"{self.address} did not accept a connection within {timeout:.1f} s",
                                   self.address, "timeout") from None
         except ssl.SSLError as exc:  # not retried: the same certificates fail the same way
-            raise errors.Unauthenticated(f"TLS handshake with {self.address} failed: {exc}") from None
+            hint = (" (it does not speak TLS: connect to it without tls and tls_ca)"
+                    if exc.reason in _NOT_TLS else "")
+            raise errors.Unauthenticated(f"TLS handshake with {self.address} failed: {exc}{hint}") from None
         except OSError as exc:  # after the connect itself (setting up the stream): rare
             raise _NoAnswer(f"cannot connect to {self.address}: {exc}", self.address, "error") from None
         self._reader_task = asyncio.create_task(self._read_loop(reader))
         hello = self.credentials.hello()
+        if hello is None and self.expect is not None:
+            hello = {"op": "hello"}  # a node names itself in its hello, with or without a token
         if hello is not None:  # before any other request: a node with a token refuses anything else
             try:
-                await self.request(hello, max(0.05, end - loop.time()))
+                reply = await self.request(hello, max(0.05, end - loop.time()))
             except BaseException:
                 await self.close()
                 raise
+            who = reply.get("node") if isinstance(reply, dict) else None
+            self.node = who if isinstance(who, str) else None
+            if self.expect is not None and who != self.expect:
+                # one of another node's addresses leads here from where this client runs (say a
+                # loopback address inside a container): not an address of the node wanted
+                await self.close()
+                raise _NoAnswer(f"{self.address} is node {who}, not {self.expect}", self.address, "wrong node")
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         decoder = FrameDecoder(DEFAULT_MAX_FRAME)
         error: Exception = _NoAnswer(f"connection to {self.address} closed", self.address, "lost")
+        heard = False
         try:
             while data := await reader.read(1 << 20):
+                heard = True
                 decoder.receive_data(data)
                 while (msg := decoder.next_message()) is not NEED_DATA:
                     rid = msg.get("id") if isinstance(msg, dict) else None
@@ -219,6 +253,14 @@ class _Connection:
                         fut.set_exception(errors.from_wire(msg["err"]))
                     else:
                         fut.set_result(msg.get("ok"))
+            if not heard and self._pending and not self.credentials.tls \
+                    and await _speaks_tls(self.address, TLS_PROBE_SECONDS):
+                # A TLS port hangs up on plaintext without a word (the handshake just fails), which
+                # looks like a node going down; asked in TLS, it answers: a setting to fix, not a
+                # node to wait for, so it is not retried.
+                error = errors.Unauthenticated(
+                    f"{self.address} expects TLS: it closed the plaintext connection and answers a TLS "
+                    "handshake; connect with tls=True or tls_ca=FILE (the shell: --tls-ca)")
         except (OSError, errors.ProtocolError) as exc:
             error = _NoAnswer(f"connection to {self.address} failed: {exc}", self.address, "lost")
         finally:
@@ -354,7 +396,10 @@ class AsyncClient:
         self._connecting: dict[str, asyncio.Task] = {}
         self._map: ShardMap | None = None
         self._leaders: dict[str, str] = {}
-        self._nodes: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}  # node id -> the client address used for it (one of its advertised)
+        self._advertised: dict[str, tuple[str, ...]] = {}  # node id -> every client address it advertises
+        self._reached: dict[str, str] = {}  # node id -> the address it last answered at, as that node
+        self._failed: set[str] = set()  # advertised addresses that gave no answer since they last did
         self._refreshing: asyncio.Task | None = None
         self._session = _WriteSession()
 
@@ -623,7 +668,8 @@ class AsyncClient:
         return dict(self._leaders)
 
     def node_addresses(self) -> dict[str, str]:
-        """Client addresses of the cluster's nodes (node id -> host:port)."""
+        """Client addresses of the cluster's nodes (node id -> host:port): for a node that advertises
+        several (``--advertise-client``), the one this client uses, the one that works from here."""
         return dict(self._nodes)
 
     async def node_status(self, address: str) -> dict[str, Any]:
@@ -657,11 +703,15 @@ class AsyncClient:
                     reply = await conn.request({"op": "map"}, max(0.05, min(2.0, deadline - time.monotonic())))
                 except (Unavailable, OSError) as exc:
                     failures[address] = exc
+                    if isinstance(exc, _NoAnswer):
+                        self._address_failed(address)
                     continue
                 fresh = ShardMap.from_dict(reply["map"])
                 if self._map is None or fresh.epoch >= self._map.epoch:
                     self._map = fresh
-                self._nodes.update(reply["nodes"])
+                if isinstance(reply.get("node"), str):
+                    conn.node = reply["node"]
+                self._learn_nodes(reply, address)
                 self._leaders.update({k: v for k, v in reply["leaders"].items() if v})
                 return
             if self._map is None and all(_definite(failures.get(a)) for a in ordered):
@@ -680,6 +730,10 @@ class AsyncClient:
     async def _conn(self, address: str, deadline: float) -> _Connection:
         conn = self._conns.get(address)
         if conn is not None and not conn.closed:
+            expect = self._expected(address)
+            if expect is not None and conn.node is not None and conn.node != expect:
+                # open already, to another node (a seed, say): that is no address of this one from here
+                raise _NoAnswer(f"{address} is node {conn.node}, not {expect}", address, "wrong node")
             return conn
         task = self._connecting.get(address)
         if task is None or task.done():
@@ -687,10 +741,54 @@ class AsyncClient:
         return await asyncio.shield(task)
 
     async def _open(self, address: str, deadline: float) -> _Connection:
-        conn = _Connection(address, self._credentials)
+        expect = self._expected(address)
+        conn = _Connection(address, self._credentials, expect)
         await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))  # _NoAnswer says why not
         self._conns[address] = conn
+        if expect is not None:
+            self._reached[expect] = address  # its hello named it: this address works from here
+            self._failed.discard(address)
+            self._choose_addresses()
         return conn
+
+    # --- which of its advertised client addresses each node is reached at ----------------------
+
+    def _learn_nodes(self, reply: Mapping[str, Any], address: str) -> None:
+        """Take in the node addresses of a ``map`` reply that came from ``address``."""
+        listed = reply.get("clients")
+        listed = listed if isinstance(listed, dict) else {}  # nodes that predate --advertise-client
+        self._advertised.update({
+            nid: tuple(listed[nid]) if _address_list(listed.get(nid)) else (addr,)
+            for nid, addr in reply["nodes"].items()})
+        answered = reply.get("node")
+        if isinstance(answered, str) and answered in self._advertised:
+            self._reached[answered] = address  # the answer named its node: it is reached there from here
+            self._failed.discard(address)
+        self._choose_addresses()
+
+    def _choose_addresses(self) -> None:
+        """Use, for each node, the first of its addresses in :func:`~raftkv.client.addresses.preferred_order`."""
+        for nid, order in preferred_order(self._advertised, self._reached, self._failed).items():
+            self._nodes[nid] = order[0]
+
+    def _expected(self, address: str) -> str | None:
+        """The node ``address`` was chosen for, if that node advertises more than one address (its
+        hello is then checked to name it; a node with one address is used as before, unchecked)."""
+        for nid, addrs in self._advertised.items():
+            if len(addrs) > 1 and address in addrs and self._nodes.get(nid) == address:
+                return nid
+        return None
+
+    def _address_failed(self, address: str) -> None:
+        """``address`` gave no answer: each node it was chosen for is tried at its next address."""
+        for nid, current in list(self._nodes.items()):
+            addrs = self._advertised.get(nid, ())
+            if current != address or len(addrs) < 2:
+                continue
+            if self._reached.get(nid) == address:
+                del self._reached[nid]  # it worked once; now it does not: rank it as any other
+            self._failed = after_failure(addrs, self._failed, address)
+            self._choose_addresses()
 
     def _target(self, shard: Shard) -> str:
         """Where to send: the believed leader (``_forget_leader`` rotates it through the replicas)."""
@@ -721,6 +819,7 @@ class AsyncClient:
             raise
         except _NoAnswer as exc:
             seen.no_answer(exc, shard.id)
+            self._address_failed(address)
             self._forget_leader(shard)
             raise
         except StaleRoute:
@@ -815,7 +914,8 @@ class AsyncClient:
 
     def _deadline_error(self, seen: _Seen, last: Exception | None) -> Unavailable:
         """:func:`deadline_error` for what one call saw, naming nodes by id where the map knows them."""
-        ids = {address: nid for nid, address in self._nodes.items()}
+        ids = {address: nid for nid, addrs in self._advertised.items() for address in addrs}
+        ids.update({address: nid for nid, address in self._nodes.items()})
         silent = sorted(seen.silent, key=lambda a: (a not in ids, _node_order((ids.get(a, ""), a))))
         named = [f"{ids[a]} ({a})" if a in ids else a for a in silent]
         return deadline_error(self.timeout, seen.leaderless(), named, last)
@@ -1141,6 +1241,19 @@ class _NoAnswerInTime(_NoAnswer, errors.Timeout):
 
 class _OutOfTime(errors.Timeout):
     """Internal: the call's deadline passed before an attempt could start (says nothing about the cluster)."""
+
+
+def _address_list(value: Any) -> bool:
+    """Whether ``value`` is a usable list of advertised client addresses (a node's answer is checked:
+    anything else falls back to its one ``client`` address)."""
+    if not isinstance(value, list) or not value:
+        return False
+    try:
+        for a in value:
+            parse_hostport(a)
+    except (InvalidArgument, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _definite(exc: BaseException | None) -> bool:

@@ -248,7 +248,26 @@ class Split(Node):
     at: Expr | None = None
 
 
-Statement = Select | ConstantSelect | Delete | Insert | Get | Explain | Show | Split
+@dataclass(frozen=True)
+class Copy(Node):
+    """``COPY kv FROM 'path'``, ``COPY kv TO 'path'`` or ``COPY (SELECT ...) TO 'path'``, with options.
+
+    The file is read or written by the client process (psql's ``\\copy``), so no shard plans
+    it: :mod:`raftkv.bulk` runs it. ``direction`` is ``"from"`` or ``"to"``; ``query`` is the
+    SELECT whose rows a ``TO`` writes (``SELECT * FROM kv`` for ``COPY kv TO``) and None for
+    ``FROM``. ``format`` is None when the statement does not say (the file name decides),
+    else ``"csv"`` or ``"jsonl"``; ``key_format`` is ``"int"`` or ``"timestamp"``.
+    """
+
+    direction: str
+    path: str
+    query: Select | ConstantSelect | None = None
+    format: str | None = None
+    header: bool = False
+    key_format: str = "int"
+
+
+Statement = Select | ConstantSelect | Delete | Insert | Get | Explain | Show | Split | Copy
 
 
 # --- rendering ------------------------------------------------------------------------------------

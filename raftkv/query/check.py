@@ -55,6 +55,8 @@ def check(statement: ast.Statement) -> None:
             _key_constant(key, "for GET")
         case ast.Explain(statement=inner):
             check(inner)
+        case ast.Copy(query=query) if query is not None:
+            check(query)
 
 
 def resolve_select(s: ast.Select) -> ast.Select:

@@ -242,6 +242,49 @@ def _literal_from(token: Token, decode, spelling: str | None = None) -> ast.Lite
     return ast.Literal(value, text=spelling, pos=(token.line, token.column))
 
 
+COPY_FORMATS = ("csv", "jsonl")
+COPY_KEY_FORMATS = ("int", "timestamp")
+
+
+def _copy_path(token: Token) -> str:
+    path = parse_string(token)
+    if not path:
+        raise _error_at(token, "the file name is empty; write one such as 'readings.csv'")
+    return path
+
+
+def _copy_options(options: tuple[tuple[Token, Token | None], ...], direction: str) -> dict[str, object]:
+    """The keyword arguments of :class:`ast.Copy` from ``WITH (...)``; each error points at its option."""
+    seen: set[str] = set()
+    out: dict[str, object] = {}
+    for name_token, value in options:
+        name = str(name_token).lower()
+        if name in seen:
+            raise _error_at(name_token, f"option {name.upper()} is given twice")
+        seen.add(name)
+        text = None if value is None else (parse_string(value) if value.type == "STRING" else str(value)).lower()
+        where = value if value is not None else name_token
+        if name == "format":
+            if text not in COPY_FORMATS:
+                raise _error_at(where, f"FORMAT must be csv or jsonl, not {text or 'nothing'}")
+            out["format"] = text
+        elif name == "key_format":
+            if text not in COPY_KEY_FORMATS:
+                raise _error_at(where, f"KEY_FORMAT must be int or timestamp, not {text or 'nothing'}")
+            out["key_format"] = text
+        elif name == "header":
+            if text not in (None, "true", "false"):
+                raise _error_at(where, f"HEADER takes no value, or TRUE or FALSE, not {text}")
+            out["header"] = text != "false"
+        else:
+            raise _error_at(name_token, f"unknown COPY option {name_token}; the options are FORMAT csv|jsonl, "
+                                        "HEADER and KEY_FORMAT int|timestamp")
+    if out.get("header") and out.get("format") == "jsonl":
+        header = next(n for n, _ in options if str(n).lower() == "header")
+        raise _error_at(header, "HEADER is for FORMAT csv: a jsonl line names its members itself")
+    return out
+
+
 @v_args(meta=True, inline=True)
 class _Builder(Transformer):
     """Builds AST nodes bottom-up; structural rules (table name, ORDER BY, LIMIT) are enforced here."""
@@ -341,6 +384,35 @@ class _Builder(Transformer):
             where = {"line": at.pos[0], "column": at.pos[1]} if at.pos else {}
             raise QueryError(f"the split key must be {SPLIT_KEY_HINT}, not {ast.render(at)}", **where)
         return ast.Split(shard_id, at, pos=_pos(meta))
+
+    def copy_from(self, meta, _table, path, options):
+        return ast.Copy("from", _copy_path(path), None, **_copy_options(options or (), "from"), pos=_pos(meta))
+
+    def copy_table_to(self, meta, table, path, options):
+        star = ast.SelectItem(ast.Star(pos=_pos(meta)), pos=_pos(meta))
+        query = ast.Select((star,), pos=_pos(meta))
+        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or (), "to"), pos=_pos(meta))
+
+    def copy_query_to(self, meta, query, path, options):
+        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or (), "to"), pos=_pos(meta))
+
+    def copy_with(self, meta, *options):
+        return options
+
+    def copy_option(self, meta, name, value):
+        return name, value
+
+    def option_value(self, meta, token):
+        return token
+
+    def option_timestamp(self, meta):
+        return Token("NAME", "timestamp", line=meta.line, column=meta.column)
+
+    def option_true(self, meta):
+        return Token("NAME", "true", line=meta.line, column=meta.column)
+
+    def option_false(self, meta):
+        return Token("NAME", "false", line=meta.line, column=meta.column)
 
     def shard_ref(self, meta, token):
         name = parse_string(token) if token.type == "STRING" else str(token)

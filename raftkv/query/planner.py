@@ -199,6 +199,10 @@ def _plan(statement: ast.Statement, shard_map: ShardMap, now: int) -> Plan:
             return ShowPlan(what)
         case ast.Split(shard_id=shard_id, at=at):
             return SplitPlan(shard_id, None if at is None else _key_constant(at, now, "the split key"))
+        case ast.Copy():
+            # the file lives where the client runs, so the shell and the CLI run COPY themselves
+            raise QueryError("COPY reads and writes files on the client: run it in the shell, with "
+                             "`raftkv import` / `raftkv export`, or from Python with raftkv.bulk.run_copy")
     raise QueryError(f"cannot plan {statement!r:.80}")
 
 

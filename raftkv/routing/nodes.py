@@ -46,6 +46,9 @@ MAX_HOST = 255  # a DNS name's limit
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _RECORD_KEYS = ("id", "client", "peer", "state", "version")
+# client addresses one node may advertise (``--advertise-client``): one per network it is reached
+# from (a container network, the host's published ports, a load balancer...); a few at most
+MAX_ADVERTISED = 8
 
 NodeChange = list[Any]  # [node_id, expected_version, record dict | None]
 
@@ -80,6 +83,19 @@ def _same_address(addr: str) -> str:
     return f"{host.lower()}:{port}"
 
 
+def check_advertised(addresses: Any) -> tuple[str, ...]:
+    """The client addresses a node advertises, checked: a list of 1..MAX_ADVERTISED distinct valid
+    ``host:port`` strings (ValueError otherwise).  Order matters: clients read position ``i`` of
+    every node's list as one network's view (``raftkv.client.addresses``)."""
+    if not isinstance(addresses, list | tuple) or not 0 < len(addresses) <= MAX_ADVERTISED:
+        raise ValueError(f"advertised client addresses must be a list of 1..{MAX_ADVERTISED} host:port")
+    for addr in addresses:
+        parse_address(addr)
+    if len({_same_address(a) for a in addresses}) != len(addresses):
+        raise ValueError("an advertised client address is listed twice")
+    return tuple(addresses)
+
+
 @dataclass(frozen=True)
 class NodeRecord:
     """One node as the meta group stores it: its addresses, its admin state and a version.
@@ -93,6 +109,14 @@ class NodeRecord:
     peer: str  # "host:port" where other nodes reach it (Raft)
     state: str = ACTIVE
     version: int = 1
+    # where clients may reach it, one address per network it is reached from (``--advertise-client``);
+    # empty: just ``client``.  Nodes always reach each other at ``client``.
+    clients: tuple[str, ...] = ()
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """The client addresses this node advertises to clients, in its order."""
+        return self.clients or (self.client,)
 
     @property
     def client_address(self) -> tuple[str, int]:
@@ -105,9 +129,13 @@ class NodeRecord:
         return parse_address(self.peer)
 
     def to_dict(self) -> dict[str, Any]:
-        """Wire and stored form."""
-        return {"id": self.id, "client": self.client, "peer": self.peer, "state": self.state,
-                "version": self.version}
+        """Wire and stored form (``clients`` only when advertised: a record without them is the
+        same as before the field existed)."""
+        out: dict[str, Any] = {"id": self.id, "client": self.client, "peer": self.peer, "state": self.state,
+                               "version": self.version}
+        if self.clients:
+            out["clients"] = list(self.clients)
+        return out
 
     @classmethod
     def from_dict(cls, d: Any) -> NodeRecord:
@@ -134,7 +162,15 @@ class NodeRecord:
             raise ValueError(f"node {node_id}: state must be one of {', '.join(sorted(ADMIN_STATES))}")
         if type(version) is not int or not 1 <= version < 2**63:
             raise ValueError(f"node {node_id}: version must be a positive int")
-        return cls(node_id, client, peer, state, version)
+        clients: tuple[str, ...] = ()
+        if d.get("clients") is not None:
+            try:
+                clients = check_advertised(d["clients"])
+            except ValueError as exc:
+                raise ValueError(f"node {node_id}: {exc}") from None
+            if _same_address(peer) in {_same_address(a) for a in clients}:
+                raise ValueError(f"node {node_id}: an advertised client address is its peer address")
+        return cls(node_id, client, peer, state, version, clients)
 
 
 def check_node_changes(raw: Any) -> list[NodeChange]:

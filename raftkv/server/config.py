@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..routing.nodes import check_advertised
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class NodeConfig:
     client_token: str | None = None
     # mutual TLS on the peer port too: tls_cert/tls_key presented, peers' certificates checked against tls_ca
     peer_tls: bool = False
+    # the client addresses this node advertises to clients (``--advertise-client``, in order), one
+    # per network clients reach it from; empty: its ``--nodes`` client address.  Other nodes always
+    # call it at that address.
+    advertise_clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
@@ -133,6 +138,11 @@ class NodeConfig:
             check_token(self.client_token)
         if self.peer_tls and self.tls_ca is None:
             raise InvalidArgument("--peer-tls needs --tls-cert, --tls-key and --tls-ca")
+        if self.advertise_clients:
+            try:
+                self.advertise_clients = check_advertised(list(self.advertise_clients))
+            except ValueError as exc:
+                raise InvalidArgument(f"--advertise-client: {exc}") from None
         unknown = sorted(set(self.peer_via) - {n.id for n in self.nodes})
         if unknown:
             raise InvalidArgument(f"peer-via names nodes not in the node list: {', '.join(unknown)}")

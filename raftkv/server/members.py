@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument, NotLeader
@@ -82,6 +83,8 @@ class Members:
         # (shard, learner) -> (its match index when last seen to move, since when): see stalled()
         self._catch_up: dict[tuple[str, str], tuple[int, float]] = {}
         self._complaints = LogLimiter(log)
+        # meta leader: node id -> the task writing that node's advertised client addresses (one at a time)
+        self._advertising: dict[str, asyncio.Task] = {}
 
     # --- node records ---------------------------------------------------------------------------
 
@@ -99,8 +102,20 @@ class Members:
                 return self._stored[1]
         if self._followed:
             return self._followed
-        return {n.id: NodeRecord(n.id, format_hostport(n.client), format_hostport(n.peer))
+        mine = self.config.advertise_clients
+        return {n.id: NodeRecord(n.id, format_hostport(n.client), format_hostport(n.peer),
+                                 # only the --nodes address advertised is none advertised (as in _note_advertised)
+                                 clients=mine if n.id == self.me and mine != (format_hostport(n.client),) else ())
                 for n in self.config.nodes}
+
+    def advertised_clients(self) -> dict[str, list[str]]:
+        """The client addresses of the nodes that advertise their own (``--advertise-client``), by
+        node id, for clients (the ``map`` reply).  This node's come from its configuration: they
+        are ahead of its record until the meta leader has written them."""
+        out = {r.id: list(r.clients) for r in self.records().values() if r.clients}
+        if self.config.advertise_clients:
+            out[self.me] = list(self.config.advertise_clients)
+        return out
 
     def _records_tag(self) -> str:
         recs = self.records()
@@ -195,6 +210,12 @@ class Members:
         body = {"op": "heartbeat", "node": self.me, "replicas": len(groups),
                 "leaders": sum(1 for g in groups.values() if g.is_leader)}
         body["proof"] = maplink.proof(self.config.secret, ["heartbeat", self.me])
+        # what this node advertises to clients, so that the meta leader keeps its record in step
+        # (as an etcd member publishes its client URLs); a proof of its own, so that a meta leader
+        # that predates the field still accepts the heartbeat
+        advertised = list(self.config.advertise_clients)
+        body["clients"] = advertised
+        body["clients_proof"] = maplink.proof(self.config.secret, ["clients", self.me, advertised])
         reply = await self.node.maplink.to_leader(body, timeout=HEARTBEAT_INTERVAL * 2)
         if isinstance(reply, dict) and isinstance(reply.get("meta"), dict):
             self._follow_meta(membership.Config.from_wire(reply["meta"]))
@@ -225,6 +246,8 @@ class Members:
         meta = self._meta_leader()
         self.liveness.observe(node_id, time.monotonic())
         self.reports[node_id] = {k: req[k] for k in ("replicas", "leaders") if type(req.get(k)) is int}
+        if "clients" in req:  # nodes that predate --advertise-client do not send it
+            self._note_advertised(node_id, req["clients"], req.get("clients_proof"))
         # the answer says where the meta group is now: a node whose meta replica moved away, or
         # that should start one, learns it here
         return {"meta": meta.config.to_wire(), "tag": self._records_tag()}
@@ -235,6 +258,46 @@ class Members:
             raise NotLeader(f"node {self.me} does not lead the meta group",
                             leader=None if meta is None else meta.leader_id)
         return meta
+
+    def _note_advertised(self, node_id: str, raw: Any, given_proof: Any) -> None:
+        """Meta leader: bring ``node_id``'s record to the client addresses it reports advertising,
+        in a task of its own (the heartbeat is answered at once), one write per node at a time."""
+        if node_id in self._advertising:
+            return
+        try:
+            reported = nodes.check_advertised(raw) if raw else ()
+        except ValueError as exc:
+            self._complaints.log(f"advertised {node_id}", logging.WARNING,
+                                 "node %s advertises unusable client addresses: %s", node_id, exc)
+            return
+        if not maplink.proof_ok(self.config.secret, ["clients", node_id, list(reported)], given_proof):
+            self._complaints.log(f"advertised {node_id}", logging.WARNING, "node %s: advertised client "
+                                 "addresses without the cluster secret's proof: ignored", node_id)
+            return
+        known = self.records().get(node_id)
+        if known is None:
+            return
+        # advertising only the --nodes address is the same as advertising none: keep such records
+        # exactly as nodes without the option have them
+        wanted = () if reported == (known.client,) else reported
+        if known.clients == wanted:
+            return
+        task = asyncio.create_task(self._advertise(known, wanted))
+        self._advertising[node_id] = task
+        task.add_done_callback(lambda _: self._advertising.pop(node_id, None))
+
+    async def _advertise(self, known: NodeRecord, clients: tuple[str, ...]) -> None:
+        meta = self._at_meta_leader()
+        if meta is None:
+            return
+        try:
+            await self._change_node(meta, known.id, known.version,
+                                    replace(known, clients=clients, version=known.version + 1), {})
+        except Exception as exc:  # noqa: BLE001 -- the node's next heartbeat tries again
+            self._complaints.log(f"advertised {known.id}", logging.WARNING,
+                                 "node %s: advertised client addresses not recorded: %s", known.id, exc)
+            return
+        log.info("node %s advertises client addresses %s", known.id, ", ".join(clients or (known.client,)))
 
     # --- joining and leaving (meta leader; any node forwards) ------------------------------------
 
@@ -308,8 +371,8 @@ class Members:
                 raise InvalidArgument(
                     f"refusing to remove {node_id}: only {len(remaining)} active nodes would remain, fewer "
                     f"than the replication factor {self.config.replication}; add a node first")
-            await self._change_node(meta, node_id, known.version, NodeRecord(
-                known.id, known.client, known.peer, nodes.DECOMMISSIONING, known.version + 1), req)
+            await self._change_node(meta, node_id, known.version, replace(
+                known, state=nodes.DECOMMISSIONING, version=known.version + 1), req)
             log.info("node %s is being decommissioned", node_id)
         return {"state": nodes.DECOMMISSIONING}
 

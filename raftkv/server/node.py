@@ -583,7 +583,9 @@ class Node:
             raise InvalidArgument("if_newer must be an epoch (int)")
         shown = smap.to_dict() if newer is None or smap.epoch > newer else None
         return {"map": shown, "leaders": self.leaders(), "node": self.me.id,
-                "nodes": {r.id: r.client for r in self.members.records().values()}}
+                "nodes": {r.id: r.client for r in self.members.records().values()},
+                # a node's client addresses where it advertises its own (--advertise-client)
+                "clients": self.members.advertised_clients()}
 
     async def op_get(self, req: dict[str, Any]) -> Any:
         g = self._group(req)

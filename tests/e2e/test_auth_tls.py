@@ -188,6 +188,24 @@ def test_refused_clients_get_a_clear_error_and_change_nothing(secure: launcher.C
                  shard="s0000", pairs=[[key, b"x"]])
 
 
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["hello-first", "request-first"])
+def test_a_plaintext_client_is_told_the_node_expects_tls(secure: launcher.ClusterInfo, certs: Path,
+                                                         token: str | None) -> None:
+    """A TLS port hangs up on plaintext without a word; the client asks it in TLS and says so,
+    naming the address, at once (Unauthenticated is not retried: a setting to fix)."""
+    address = secure.addresses[0]
+    db = Client(address, timeout=20, token=token)
+    try:
+        with pytest.raises(Unauthenticated) as refused:
+            db.put(7001, b"must not be written")
+    finally:
+        db.close()
+    assert f"{address} expects TLS" in refused.value.message
+    assert "tls_ca" in refused.value.message  # and what to do about it
+    with good_client(secure, certs) as db:
+        assert db.get(7001) is None
+
+
 def test_request_before_hello_is_refused_and_connection_closed(secure: launcher.ClusterInfo, certs: Path) -> None:
     address = secure.addresses[0]
     with tls_socket(address, certs) as sock:
@@ -276,6 +294,10 @@ def test_open_node_warns_and_accepts_hello(tmp_path: Path) -> None:
         with Client(address, token="any-token-will-do", timeout=20) as db:
             db.put(1, b"one")
             assert db.get(1) == b"one"
+        # the other way round: a TLS client at a plaintext port is told the node does not speak TLS
+        with pytest.raises(Unauthenticated, match=f"TLS handshake with {address} failed.*does not speak TLS"):
+            with Client(address, tls=True, timeout=20) as db:
+                db.get(1)
     finally:
         proc.terminate()
         try:

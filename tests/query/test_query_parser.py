@@ -284,7 +284,7 @@ def test_caret_follows_tabs():
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("", "unexpected end of input; expected one of: DELETE, EXPLAIN, GET, INSERT, PUT, SELECT, SHOW, SPLIT"),
+    ("", "unexpected end of input; expected one of: COPY, DELETE, EXPLAIN, GET, INSERT, PUT, SELECT, SHOW, SPLIT"),
     ("SELEC * FROM kv", "unexpected name 'SELEC'"),
     ("SELECT * FROM", "unexpected end of input; expected a name"),
     ("SELECT FROM kv", "unexpected FROM; expected one of: an expression, '*'"),

@@ -29,9 +29,9 @@ def completions(text: str, cursor: int | None = None) -> list[tuple[str, int]]:
     ("EXPLAIN ", ["SELECT", "DELETE FROM"]),
     ("SELECT * ", ["AS", "FROM"]),
     ("SELECT * FROM ", ["kv"]),
-    ("SELECT * FROM kv ", ["WHERE", "GROUP BY", "ORDER BY", "LIMIT"]),
+    ("SELECT * FROM kv ", ["WHERE", "GROUP BY", "ORDER BY", "LIMIT", "OFFSET"]),
     ("SELECT * FROM kv ORDER BY ", ["key"]),
-    ("SELECT * FROM kv ORDER BY key ", ["ASC", "DESC", "LIMIT"]),
+    ("SELECT * FROM kv ORDER BY key ", ["ASC", "DESC", "LIMIT", "OFFSET"]),
     ("SELECT count(*) FROM kv GROUP ", ["BY"]),
     ("INSERT ", ["INTO"]),
     ("INSERT INTO kv ", ["VALUES"]),
@@ -79,7 +79,7 @@ def test_prefix_filtering_and_case() -> None:
     assert texts("select * fr") == ["from"]
     assert texts("SELECT co") == ["count"]
     assert texts("SELECT Ti") == ["time_bucket", "TIMESTAMP"]
-    assert texts("SELECT * FROM kv o") == ["order by"]
+    assert texts("SELECT * FROM kv o") == ["order by", "offset"]
     assert texts("SELECT") == []  # the word is already whole
 
 

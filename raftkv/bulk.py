@@ -1,0 +1,763 @@
+r"""Bulk import and export: ``COPY``, ``raftkv import`` and ``raftkv export``.
+
+Files are read and written by the process that runs the client (psql's ``\copy``), never by
+the nodes. Two formats, both UTF-8 and line based (docs/query-language.md, "COPY", is the user's
+description):
+
+* **csv**: RFC 4180, two columns ``key,value`` (a ``HEADER`` line may name them, in either
+  order). A value is written as the shell's csv output writes it (:func:`shell.formats.csv_field`):
+  text as it is, except that text starting with a backslash gets one more; binary (bytes that
+  are not UTF-8) as PostgreSQL's hex form ``\x00ff``. Reading undoes exactly that.
+* **jsonl**: one object ``{"key": ..., "value": ...}`` per line, as the shell's json output
+  writes it: keys as strings (64-bit integers do not survive JSON readers as numbers), a value
+  that is a JSON document embedded as JSON, any other value a JSON string under the same
+  backslash rule as csv.
+
+Keys are decimal integers, or with ``KEY_FORMAT timestamp`` RFC 3339 text with nanoseconds
+(nanoseconds since the Unix epoch, as the query language's ``TIMESTAMP``).
+
+An import streams: it reads a line at a time (a line may not exceed :data:`MAX_LINE_BYTES`) and
+writes batches of at most ``batch_rows`` rows and ``batch_bytes`` bytes through ``put_many``, one
+while it reads the next, so its memory is bounded whatever the file's size. A bad row stops it
+with the line number; every row before that line has then been written, and none after. An export streams the query's pages
+into the file. Nothing here touches a terminal except :class:`ProgressLine`, which its callers
+create only for one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol, TextIO
+
+from shell import formats  # the shell's output conventions: what an export writes and an import reads
+
+from .errors import QueryError, RaftKVError
+from .keys import MAX_KEY, MAX_VALUE_BYTES
+from .query import ast
+from .query.literals import parse_timestamp
+
+FORMATS = ("csv", "jsonl")
+KEY_FORMATS = ("int", "timestamp")
+BATCH_ROWS = 5000  # rows per put_many: the client's own per-shard batch holds as many
+BATCH_BYTES = 2 << 20  # and about as many bytes (values plus 16 per row)
+ROW_OVERHEAD = 16  # bytes a row counts for beyond its value: its key and framing
+# A line holds one row; the longest row is a 1 MiB value written as JSON escapes (\u0000: six
+# characters a byte) or as quoted csv (doubled quotes), so 8 MiB is ample and still bounds memory.
+MAX_LINE_BYTES = 8 << 20
+# csv's limit per field is process-wide; 1 MiB of binary is 2 MiB of hex plus its \x
+_CSV_FIELD_LIMIT = 2 * MAX_VALUE_BYTES + 64
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+Progress = Callable[[int, float | None], None]
+"""Called with the rows done so far and, when known, the share of the input read (0..1)."""
+
+
+class CopyError(RaftKVError):
+    """An import or export failed; the message says where and how many rows were written first.
+
+    ``rows`` is the number of rows written (to the cluster, or to the file) before the failure;
+    ``line`` the input line of a bad row, if that was the cause.
+    """
+
+    def __init__(self, message: str, rows: int = 0, line: int | None = None) -> None:
+        super().__init__(message, rows=rows, line=line)
+        self.rows = rows
+        self.line = line
+
+
+class BadRow(ValueError):
+    """A row of an input file that cannot be imported: ``line`` (1-based) and ``reason``."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """How a file is laid out: ``format`` (csv or jsonl), ``header`` (csv: a first line naming
+    the columns) and ``key_format`` (int or timestamp)."""
+
+    format: str = "csv"
+    header: bool = False
+    key_format: str = "int"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise CopyError(f"unknown format {self.format!r}: choose csv or jsonl")
+        if self.key_format not in KEY_FORMATS:
+            raise CopyError(f"unknown key format {self.key_format!r}: choose int or timestamp")
+        if self.header and self.format != "csv":
+            raise CopyError("HEADER is for the csv format: a jsonl line names its members itself")
+
+    @classmethod
+    def for_path(cls, path: str, format: str | None = None, header: bool = False,
+                 key_format: str = "int") -> CopyOptions:
+        """Options for ``path``: without ``format``, jsonl for a name ending in ``.jsonl``,
+        ``.ndjson`` or ``.json`` (any case), else csv."""
+        return cls(format or guess_format(path), header, key_format)
+
+
+def guess_format(path: str) -> str:
+    """The format a file name suggests: ``jsonl`` for ``.jsonl``/``.ndjson``/``.json``, else ``csv``."""
+    return "jsonl" if path.lower().endswith(_JSONL_SUFFIXES) else "csv"
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def parse_key(text: str, key_format: str = "int") -> int:
+    """A key as a file holds it: decimal digits, or RFC 3339 text with ``key_format`` timestamp.
+
+    Raises ValueError with a sentence saying what is wrong.
+    """
+    t = text.strip()
+    if key_format == "timestamp":
+        try:
+            ns = parse_timestamp(t)
+        except QueryError as exc:
+            raise ValueError(exc.message) from None
+        if ns < 0:
+            raise ValueError(f"the key {_shown(t)} is before 1970-01-01T00:00:00Z, outside the key space")
+        if ns > MAX_KEY:
+            raise ValueError(f"the key {_shown(t)} is after 2554-07-21T23:34:33.709551615Z, outside the key space")
+        return ns
+    if not (t.isascii() and t.isdigit()):
+        if not t:
+            raise ValueError("the key is empty")
+        hint = "; for RFC 3339 keys use KEY_FORMAT timestamp" if re.match(r"\d{4}-\d\d-\d\d", t) else ""
+        raise ValueError(f"the key {_shown(t)} is not a whole number from 0 to 2**64-1{hint}")
+    digits = t.lstrip("0") or "0"
+    if len(digits) > 20 or int(digits) > MAX_KEY:  # 2**64-1 has 20 digits; int() of thousands would refuse
+        raise ValueError(f"the key {_shown(t)} is larger than 2**64-1")
+    return int(digits)
+
+
+def parse_value(text: str) -> bytes:
+    r"""The bytes of a value as csv and jsonl files hold it (the inverse of the shell's output):
+    ``\x`` and hex digits is binary, a leading ``\\`` stands for one backslash, anything else is
+    the text itself. Raises ValueError with a sentence saying what is wrong."""
+    if text.startswith("\\x"):
+        digits = text[2:]
+        if not _HEX.fullmatch(digits):
+            raise ValueError(f"the value {_shown(text)} starts with \\x, which marks binary as hex digits, but "
+                             "the rest is not an even number of hex digits; a text value that starts with a "
+                             "backslash is written with one more (\\\\x...)")
+        data = bytes.fromhex(digits)
+    else:
+        try:
+            data = (text[1:] if text.startswith("\\\\") else text).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the value holds a lone surrogate (\\ud800-\\udfff), which no UTF-8 text can") from None
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValueError(f"the value is {len(data):,} bytes; at most {MAX_VALUE_BYTES:,} (1 MiB) are allowed")
+    return data
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+class RowReader:
+    """The rows ``(line, key, value)`` of a csv or jsonl byte stream, read a line at a time.
+
+    ``line`` is where the row starts (a quoted csv value may span lines). :attr:`bytes_read`
+    says how far the stream has been read. A row that cannot be imported raises
+    :class:`BadRow`; so does a line longer than ``max_line`` bytes or one that is not UTF-8.
+    """
+
+    def __init__(self, stream: BinaryIO, options: CopyOptions, max_line: int = MAX_LINE_BYTES) -> None:
+        self.stream = stream
+        self.options = options
+        self.max_line = max_line
+        self.bytes_read = 0
+        self._line = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        return self._csv_rows() if self.options.format == "csv" else self._jsonl_rows()
+
+    def _lines(self) -> Iterator[str]:
+        while True:
+            # a bounded readline: a file without newlines must not be read into memory whole
+            raw = self.stream.readline(self.max_line + 1)
+            if not raw:
+                return
+            self._line += 1
+            self.bytes_read += len(raw)
+            if len(raw) > self.max_line:
+                raise BadRow(self._line, f"the line is longer than {self.max_line:,} bytes; a row holds "
+                                         "one key and a value of at most 1 MiB")
+            if self._line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]  # spreadsheets write one
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRow(self._line, f"the line is not UTF-8 text (byte {exc.start + 1} of the line); "
+                                         "write binary values as \\x and hex digits") from None
+
+    def _csv_rows(self) -> Iterator[tuple[int, int, bytes]]:
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
+        reader = csv.reader(self._lines(), strict=True)
+        order = (0, 1)  # where key and value are
+        header = self.options.header
+        while True:
+            start = self._line + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise BadRow(start, _csv_problem(str(exc))) from None
+            if not fields:
+                continue  # a blank line
+            if header:
+                header = False
+                order = _header_order(start, fields)
+                continue
+            if len(fields) != 2:
+                raise BadRow(start, f"expected 2 fields, key and value, but found {len(fields)}; a value "
+                                    "holding a comma, a quote or a line break must be in double quotes")
+            yield self._row(start, fields[order[0]], fields[order[1]])
+
+    def _jsonl_rows(self) -> Iterator[tuple[int, int, bytes]]:
+        for text in self._lines():
+            if not text.strip():
+                continue
+            line = self._line
+            fast = _exported_line(text, self.options.key_format)
+            if fast is not None:
+                yield self._row(line, *fast[:2], embedded=fast[2])
+                continue
+            try:
+                members = _json_members(text)
+            except RecursionError:
+                raise BadRow(line, "the line's JSON is nested too deeply") from None
+            except ValueError as exc:
+                raise BadRow(line, str(exc)) from None
+            found: dict[str, tuple[Any, str]] = {}
+            for name, member, raw in members:
+                if name not in ("key", "value"):
+                    raise BadRow(line, f'unexpected member {json.dumps(name)}: a line holds "key" and "value"')
+                if name in found:
+                    raise BadRow(line, f'the member "{name}" appears twice')
+                found[name] = member, raw
+            for name in ("key", "value"):
+                if name not in found:
+                    raise BadRow(line, f'the member "{name}" is missing')
+            (key, key_raw), (value, value_raw) = found["key"], found["value"]
+            if self.options.key_format == "int" and isinstance(key, int | float) and not isinstance(key, bool):
+                key = key_raw  # a number is fine as long as it is whole (JSON readers may round it)
+            if not isinstance(key, str):
+                example = '"2026-11-21T10:00:00Z"' if self.options.key_format == "timestamp" else '"42"'
+                raise BadRow(line, f"the key is {_json_kind(key, key_raw)}; write it as a JSON string such as "
+                                   f"{example}")
+            if isinstance(value, str):
+                yield self._row(line, key, value)
+            else:
+                # the text as written, whitespace aside: numbers keep their digits and strings their escapes
+                document = formats.json_document(value_raw)
+                assert document is not None  # it parsed, and it is not a string
+                yield self._row(line, key, document, embedded=True)
+
+    def _row(self, line: int, key_text: str, value_text: str, embedded: bool = False) -> tuple[int, int, bytes]:
+        try:
+            key = parse_key(key_text, self.options.key_format)
+        except ValueError as exc:
+            raise BadRow(line, str(exc)) from None
+        try:
+            if embedded:  # a JSON document: its text, whatever backslashes it holds
+                value = value_text.encode("utf-8")
+                if len(value) > MAX_VALUE_BYTES:
+                    raise ValueError(f"the value is {len(value):,} bytes; at most {MAX_VALUE_BYTES:,} (1 MiB) "
+                                     "are allowed")
+            else:
+                value = parse_value(value_text)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise BadRow(line, str(exc)) from None
+        return line, key, value
+
+
+def _csv_problem(message: str) -> str:
+    if "unexpected end of data" in message:
+        return "a quoted value is not closed: its closing double quote is missing"
+    if "expected after" in message:
+        return 'a quoted value goes on after its closing quote; write a double quote inside one as ""'
+    if "field larger than field limit" in message:
+        return "a value is longer than any value can be (1 MiB, 2 MiB of hex)"
+    return f"malformed csv: {message}"
+
+
+def _header_order(line: int, fields: Sequence[str]) -> tuple[int, int]:
+    names = [f.strip().lower() for f in fields]
+    if sorted(names) != ["key", "value"]:
+        raise BadRow(line, f"the header must name the columns key and value, not {', '.join(map(repr, fields))}")
+    return names.index("key"), names.index("value")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"the line is not JSON: {name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+_BLANK = re.compile(r"[ \t\n\r]*")
+
+
+def _json_members(text: str) -> list[tuple[str, Any, str]]:
+    """The members of the JSON object on a line, in order, duplicates kept: ``(name, value, raw)``,
+    ``raw`` being the value's text as written. Raises ValueError saying what is wrong."""
+    n = len(text)
+    i = _BLANK.match(text).end()
+    if i == n or text[i] != "{":
+        raise ValueError('expected a JSON object {"key": ..., "value": ...}')
+    i = _BLANK.match(text, i + 1).end()
+    members: list[tuple[str, Any, str]] = []
+    if text[i:i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            if text[i:i + 1] != '"':
+                raise _json_problem(text, i, "expected a member name in double quotes")
+            name, i = _decode(text, i)
+            i = _BLANK.match(text, i).end()
+            if text[i:i + 1] != ":":
+                raise _json_problem(text, i, "expected ':'")
+            start = _BLANK.match(text, i + 1).end()
+            value, i = _decode(text, start)
+            members.append((name, value, text[start:i]))
+            i = _BLANK.match(text, i).end()
+            if text[i:i + 1] == ",":
+                i = _BLANK.match(text, i + 1).end()
+            elif text[i:i + 1] == "}":
+                i += 1
+                break
+            else:
+                raise _json_problem(text, i, "expected ',' or '}'")
+    i = _BLANK.match(text, i).end()
+    if i != n:
+        raise _json_problem(text, i, "unexpected text after the object")
+    return members
+
+
+# The line an export writes, key first (a string or digits), value last; anything else, or a
+# line this does not prove valid, takes the general path, which also words the errors.
+_EXPORTED = re.compile(r'\{"key": ?("[^"\\]*"|\d+), ?"value": ?(.*)\}[ \t\r\n]*', re.DOTALL)
+_WHITESPACE = frozenset(" \t\r\n")
+
+
+def _exported_line(text: str, key_format: str) -> tuple[str, str, bool] | None:
+    """``(key text, value text, embedded)`` of a line shaped as exports write it, else None.
+
+    If the key token and the value text each parse, the line is exactly that two-member object.
+    """
+    m = _EXPORTED.fullmatch(text)
+    if m is None:
+        return None
+    key, raw = m.group(1), m.group(2)
+    if key[0] != '"' and key_format == "timestamp":
+        return None  # a number where a timestamp belongs: the general path says so
+    try:
+        value = _DECODER.decode(raw)
+    except (ValueError, RecursionError):
+        return None  # not one JSON value (a third member, say): the general path says what is wrong
+    if key[0] == '"':
+        key = key[1:-1]
+    if isinstance(value, str):
+        return key, value, False
+    if _WHITESPACE.isdisjoint(raw):
+        return key, raw, True  # already compact: as written
+    document = formats.json_document(raw)
+    return None if document is None else (key, document, True)
+
+
+def _decode(text: str, at: int) -> tuple[Any, int]:
+    try:
+        return _DECODER.raw_decode(text, at)
+    except json.JSONDecodeError as exc:
+        raise _json_problem(text, exc.pos, exc.msg) from None
+
+
+def _json_problem(text: str, at: int, message: str) -> ValueError:
+    what = "the line ends" if at >= len(text.rstrip("\r\n")) else f"column {at + 1}"
+    return ValueError(f"the line is not JSON: {message} ({what})")
+
+
+def _json_kind(value: Any, raw: str) -> str:
+    if isinstance(value, bool) or value is None:
+        return raw
+    if isinstance(value, int | float):
+        return f"the number {raw}"
+    return "an object" if isinstance(value, dict) else "an array"
+
+
+# --- importing ------------------------------------------------------------------------------------
+
+
+class Writer(Protocol):
+    """What an import needs of a client: :meth:`raftkv.Client.put_many`."""
+
+    def put_many(self, pairs: Any) -> int: ...
+
+
+@dataclass
+class _Batch:
+    """Rows on their way to ``put_many``: one value per key, the last row's (whatever the client's
+    own batching then does), and the input lines they came from."""
+
+    pairs: dict[int, bytes]
+    rows: int = 0
+    size: int = 0
+    first: int = 0
+    last: int = 0
+    read: float | None = None  # the share of the input read when it was sent
+
+    def add(self, line: int, key: int, value: bytes) -> None:
+        old = self.pairs.pop(key, None)
+        if old is not None:
+            self.size -= len(old) + ROW_OVERHEAD
+        self.pairs[key] = value
+        self.size += len(value) + ROW_OVERHEAD
+        self.rows += 1
+        self.first = self.first or line
+        self.last = line
+
+
+def import_rows(client: Writer, rows: Iterable[tuple[int, int, bytes]], *, batch_rows: int = BATCH_ROWS,
+                batch_bytes: int = BATCH_BYTES, progress: Progress | None = None,
+                fraction: Callable[[], float | None] | None = None) -> int:
+    """Write ``rows`` (``(line, key, value)``, as :class:`RowReader` yields them) in batches through
+    ``client.put_many``; returns the number of rows written.
+
+    A batch holds at most ``batch_rows`` rows and at most ``batch_bytes`` bytes (values plus
+    :data:`ROW_OVERHEAD` per row; a single larger row goes alone). One batch is written while the
+    next is read, and a batch is sent only once the one before it succeeded, so at most two are
+    in memory and a key repeated in the input ends with the value of its last row. A
+    :class:`BadRow` first writes the rows before it, then raises :class:`CopyError` saying so. A
+    failed ``put_many`` raises :class:`CopyError` naming the lines of its batch, whose outcome is
+    then unknown; nothing after it is sent. ``progress`` is called after every batch with the
+    rows written and what ``fraction()`` said when that batch was sent.
+    """
+    if batch_rows < 1 or batch_bytes < 1:
+        raise CopyError("batches need room for at least one row and one byte")
+    written = 0
+    # one writer thread: reading and parsing the next batch overlaps the cluster's work on this one
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-import")
+    in_flight: tuple[Future[int], _Batch] | None = None
+
+    def settle() -> None:
+        nonlocal in_flight, written
+        if in_flight is None:
+            return
+        future, sent = in_flight
+        in_flight = None
+        try:
+            future.result()
+        except RaftKVError as exc:
+            span = f"line {sent.first}" if sent.first == sent.last else f"lines {sent.first}-{sent.last}"
+            raise CopyError(f"writing the rows of {span} failed: {_describe(exc)}; "
+                            f"{_written_before(written, 'them')}, and these {sent.rows:,} may or may not have "
+                            "been", rows=written) from exc
+        written += sent.rows
+        if progress is not None:
+            progress(written, sent.read)
+
+    def send(batch: _Batch) -> None:
+        nonlocal in_flight
+        settle()
+        if batch.rows:
+            batch.read = fraction() if fraction is not None else None
+            in_flight = pool.submit(client.put_many, list(batch.pairs.items())), batch
+
+    try:
+        batch = _Batch({})
+        it = iter(rows)
+        while True:
+            try:
+                line, key, value = next(it)
+            except StopIteration:
+                break
+            except BadRow as bad:
+                send(batch)  # everything before the bad row is written, nothing after it
+                settle()
+                raise CopyError(f"line {bad.line}: {bad.reason}; {_written_before(written, 'it')}, nothing "
+                                "after it", rows=written, line=bad.line) from None
+            if batch.rows and (batch.rows >= batch_rows or batch.size + len(value) + ROW_OVERHEAD > batch_bytes):
+                send(batch)
+                batch = _Batch({})
+            batch.add(line, key, value)
+        send(batch)
+        settle()
+    finally:
+        # on an error or Ctrl-C a batch may still be on its way: its outcome is unknown either way
+        pool.shutdown(wait=False, cancel_futures=True)
+    return written
+
+
+def _written_before(rows: int, what: str) -> str:
+    if rows == 0:
+        return f"no row before {what} was written"
+    if rows == 1:
+        return f"the 1 row before {what} was written"
+    return f"the {rows:,} rows before {what} were written"
+
+
+def import_file(client: Writer, path: str, options: CopyOptions, *, progress: Progress | None = None,
+                batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> int:
+    """Import the rows of the file at ``path`` (``-``: standard input); returns how many were written.
+
+    Errors (an unreadable file, a bad row, a failed write) raise :class:`CopyError`, whose
+    message starts with ``path`` and says how many rows were written before.
+    """
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(os.path.expanduser(path), "rb")
+    except OSError as exc:
+        raise CopyError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        reader = RowReader(stream, options)
+        size = _regular_size(stream)
+
+        def fraction() -> float | None:
+            return None if not size else min(1.0, reader.bytes_read / size)
+
+        return import_rows(client, reader, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress,
+                           fraction=fraction)
+    except CopyError as exc:
+        raise CopyError(f"{path}: {exc.message}", rows=exc.rows, line=exc.line) from exc.__cause__
+    except OSError as exc:
+        raise CopyError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _regular_size(stream: Any) -> int | None:
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+# --- exporting ------------------------------------------------------------------------------------
+
+
+class Reader(Protocol):
+    """What an export needs of a client: :meth:`raftkv.Client.query`."""
+
+    def query(self, statement: Any) -> Any: ...
+
+
+def select_statement(query: str | ast.Statement) -> ast.Select | ast.ConstantSelect:
+    """``query`` parsed (if text) and checked to be a SELECT, the only statement an export runs."""
+    from .query import parse
+
+    statement = parse(query) if isinstance(query, str) else query
+    if not isinstance(statement, ast.Select | ast.ConstantSelect):
+        raise CopyError(f"an export runs a SELECT, not {type(statement).__name__.upper()}")
+    return statement
+
+
+def export_rows(client: Reader, query: str | ast.Statement, stream: TextIO, options: CopyOptions, *,
+                progress: Progress | None = None) -> int:
+    """Run the SELECT ``query`` and write its rows to ``stream`` page by page; returns the row count.
+
+    The columns are the query's: ``SELECT *`` gives ``key,value``, which an import reads back.
+    Key columns (``key``, ``time_bucket(...)``, ``min(key)``...) are written as JSON strings in
+    jsonl and, with ``key_format`` timestamp, as RFC 3339 text in both formats.
+    """
+    from shell.runner import key_columns
+
+    statement = select_statement(query)
+    result = client.query(statement)
+    rows = 0
+    try:
+        columns = tuple(result.columns)
+        render = formats.renderer("json" if options.format == "jsonl" else "csv", columns,
+                                  key_columns=key_columns(statement, columns), json_keys="string",
+                                  keys=options.key_format)
+        if options.format == "csv":
+            head = render.end()  # the header line; pages then carry rows only
+            if options.header:
+                stream.write(head)
+        for page in result.pages():
+            stream.write(render.page(page))
+            rows += len(page)
+            if progress is not None:
+                progress(rows, None)
+    except RaftKVError as exc:
+        if isinstance(exc, CopyError):
+            raise
+        raise CopyError(f"the query failed after {rows:,} rows: {_describe(exc)}", rows=rows) from exc
+    finally:
+        result.close()
+    return rows
+
+
+def export_file(client: Reader, query: str | ast.Statement, path: str, options: CopyOptions, *,
+                progress: Progress | None = None) -> int:
+    """Write the rows of ``query`` to the file at ``path`` (``-``: standard output); returns the count.
+
+    A regular file is written under a temporary name and renamed at the end, so a failed export
+    leaves an existing file as it was and no partial one.
+    """
+    statement = select_statement(query)  # a wrong statement must not create the file
+    try:
+        with _output(path) as stream:
+            return export_rows(client, statement, stream, options, progress=progress)
+    except CopyError as exc:
+        raise CopyError(f"{path}: {exc.message}", rows=exc.rows) from exc.__cause__
+    except OSError as exc:
+        raise CopyError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _output(path: str) -> Iterator[TextIO]:
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = os.path.expanduser(path)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w", encoding="utf-8", newline="") as f:  # a device or a pipe: no rename
+            yield f
+        return
+    directory, name = os.path.split(os.path.abspath(target))
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8", newline="") as f:
+            yield f
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+# --- COPY -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What a COPY did: ``direction`` (``from`` or ``to``), ``path`` and ``rows`` written.
+
+    It is shaped like a statement result without rows (``columns``, ``status``, ``pages``,
+    ``close``), so the shell prints it as one: ``COPY 42``.
+    """
+
+    direction: str
+    path: str
+    rows: int
+    columns: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """``COPY n``, as psql says."""
+        return f"COPY {self.rows}"
+
+    def pages(self) -> list[list[tuple[Any, ...]]]:
+        """No rows."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_LEADING_COPY = re.compile(r"(?:\s+|--[^\n]*(?:\n|$))*copy\b", re.IGNORECASE)
+
+
+def is_copy(statement: Any) -> bool:
+    """Whether ``statement`` (text or parsed) is a COPY, which the client runs itself."""
+    if isinstance(statement, str):
+        return _LEADING_COPY.match(statement) is not None
+    return isinstance(statement, ast.Copy)
+
+
+def run_copy(client: Any, statement: str | ast.Copy, *, progress: Progress | None = None,
+             batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> CopyReport:
+    """Run a COPY statement with ``client`` (a :class:`raftkv.Client`); the file is this process's.
+
+    Raises :class:`~raftkv.errors.QueryError` if the text does not parse, and
+    :class:`CopyError` if the copy fails.
+    """
+    from .query import parse
+
+    copy = parse(statement) if isinstance(statement, str) else statement
+    if not isinstance(copy, ast.Copy):
+        raise CopyError(f"not a COPY statement: {type(copy).__name__.upper()}")
+    options = CopyOptions.for_path(copy.path, copy.format, copy.header, copy.key_format)
+    if copy.direction == "from":
+        rows = import_file(client, copy.path, options, progress=progress, batch_rows=batch_rows,
+                           batch_bytes=batch_bytes)
+    else:
+        assert copy.query is not None
+        rows = export_file(client, copy.query, copy.path, options, progress=progress)
+    return CopyReport(copy.direction, copy.path, rows)
+
+
+def _describe(exc: RaftKVError) -> str:
+    return exc.message if exc.code == "error" else f"{exc.code}: {exc.message}"
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+def progress_text(label: str, rows: int, elapsed: float, fraction: float | None = None) -> str:
+    """``import: 120,000 rows, 45,000 rows/s, 34 %``: one progress line, without its terminal codes."""
+    rate = f", {rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+    share = f", {fraction * 100:.0f} %" if fraction is not None else ""
+    return f"{label}: {rows:,} row{'' if rows == 1 else 's'}{rate}{share}"
+
+
+class ProgressLine:
+    """A progress line that rewrites itself on ``stream``, if ``stream`` is a terminal (else nothing).
+
+    It appears once an operation has run ``after`` seconds, and changes at most every
+    ``interval`` seconds; :meth:`clear` removes it. Call it as a :data:`Progress`.
+    """
+
+    def __init__(self, stream: TextIO, label: str, *, after: float = 0.3, interval: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        isatty = getattr(stream, "isatty", None)
+        try:
+            self.enabled = bool(isatty and isatty())
+        except ValueError:  # a closed stream
+            self.enabled = False
+        self.stream = stream
+        self.label = label
+        self.after = after
+        self.interval = interval
+        self.clock = clock
+        self.started = clock()
+        self.rows = 0
+        self._shown_at: float | None = None
+
+    def __call__(self, rows: int, fraction: float | None = None) -> None:
+        self.rows = rows
+        if not self.enabled:
+            return
+        now = self.clock()
+        elapsed = now - self.started
+        if elapsed < self.after or (self._shown_at is not None and now - self._shown_at < self.interval):
+            return
+        self.stream.write("\r\x1b[2K" + progress_text(self.label, rows, elapsed, fraction))
+        self.stream.flush()
+        self._shown_at = now
+
+    def clear(self) -> None:
+        """Erase the line, if it was shown."""
+        if self._shown_at is not None:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown_at = None
