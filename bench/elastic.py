@@ -5,14 +5,19 @@
 Each node process is put in a cgroup of its own limited to ``--cpu`` of one core
 (``../shared/tools/cpucap``; needs root), so that each node behaves like a small machine and
 more nodes can mean more throughput on this 2-core box (``../shared/scale-lab.md``).  One
-client keeps ``--inflight`` puts of 100-byte values in flight:
+client keeps ``--inflight`` puts of 100-byte values in flight (several levels, by default
+128,256,512,1024, run in turn on the same cluster):
 
 * ``ts``: increasing nanosecond timestamps (several writers interleaved, as sensors write them);
 * ``uniform``: uniformly random u64 keys.
 
 Prints JSON lines: the shard count every 5 s while it runs (``"bench": "elastic_shape"``), each
-run's puts/s after ``--warmup`` seconds (``"elastic"``), and for each key kind the ratio of the
-largest node count to the smallest (``"elastic_ratio"``).  Ratios hold within one run only.
+level's puts/s (``"elastic"``, the first after ``--warmup`` seconds, later ones after ``--settle``),
+where the Raft loops' CPU went (``"elastic_loop"``), and for each key kind the ratio of the
+largest node count to the smallest at each level (``"elastic_ratio"``) and at each size's best
+level (``"elastic_peak_ratio"``: capacity, since a closed loop of N writers measures N / latency
+until the cluster saturates, and a write's Raft round is no shorter on more nodes).  Ratios hold
+within one run only.
 
 ``--add-node``: ingest on 3 nodes, add a fourth (capped alike) while it runs, and print puts/s
 before, while replicas move to it and after, and the seconds until it joined and until the
@@ -169,11 +174,14 @@ def loop_profile(before: dict[str, tuple[int, float, int, dict[str, float]]],
             "loop_us_per_iteration": round(1e6 * total / max(iterations, 1), 1)}
 
 
-def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
+def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
+    """Ingest on one cluster of ``nodes`` at each of ``args.inflight``'s levels in turn (the first
+    after ``--warmup``, each later one after ``--settle``); puts/s per level."""
     tmp = tempfile.mkdtemp(prefix=f"raftkv-elastic-{nodes}-")
     info = launcher.start(tmp, nodes=nodes, wait=120, settings={"stripe_writes_per_s": args.stripe_writes,
                                                                 "split_bytes": args.split_bytes})
     names: list[str] = []
+    rates: dict[int, float] = {}
     try:
         names = cap(info, args.cpu)
 
@@ -184,26 +192,29 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> float:
             except errors.RaftKVError:
                 pass
 
-        before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
-        rate, client_cpu, acked = asyncio.run(ingest(info.seeds, kind, args.inflight, args.warmup, args.seconds, tick))
-        after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
-        print(json.dumps({"bench": "elastic_loop", "nodes": nodes, "keys": kind,
-                          **loop_profile(before, after, acked)}), flush=True)
-        count = sum(after[n][0] - before[n][0] for n in after)
-        waited = sum(after[n][1] - before[n][1] for n in after)
-        # the nodes share this machine's one disk: its flush latency grows with the node count
-        print(json.dumps({"bench": "elastic_fsync", "nodes": nodes, "keys": kind, "fsyncs_per_s_per_node":
-                          round(count / len(after) / (args.warmup + args.seconds)),
-                          "fsync_ms_mean": round(1000 * waited / max(count, 1), 2)}), flush=True)
-        # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
-        print(json.dumps({"bench": "elastic", "nodes": nodes, "keys": kind, "cpu_per_node": args.cpu,
-                          "inflight": args.inflight, "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),
-                          # each node's CPU (cores, warm-up included): one well below the cap is idle
-                          # while the others are the bottleneck
-                          "node_cpu": {n: round((cpu_after[n] - cpu_before[n]) / (t1 - t0), 3)
-                                       for n in cpu_after if n in cpu_before},
-                          "stripe_leaders": leaders(info), **shape(info.seeds)}), flush=True)
-        return rate
+        for i, inflight in enumerate(args.inflight):
+            warmup = args.warmup if i == 0 else args.settle
+            before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
+            rate, client_cpu, acked = asyncio.run(ingest(info.seeds, kind, inflight, warmup, args.seconds, tick))
+            after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
+            labels = {"nodes": nodes, "keys": kind, "inflight": inflight}
+            print(json.dumps({"bench": "elastic_loop", **labels, **loop_profile(before, after, acked)}), flush=True)
+            count = sum(after[n][0] - before[n][0] for n in after)
+            waited = sum(after[n][1] - before[n][1] for n in after)
+            # the nodes share this machine's one disk: its flush latency grows with the node count
+            print(json.dumps({"bench": "elastic_fsync", **labels, "fsyncs_per_s_per_node":
+                              round(count / len(after) / (t1 - t0)),
+                              "fsync_ms_mean": round(1000 * waited / max(count, 1), 2)}), flush=True)
+            # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
+            print(json.dumps({"bench": "elastic", **labels, "cpu_per_node": args.cpu,
+                              "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),
+                              # each node's CPU (cores, warm-up included): all near the cap, the
+                              # nodes are saturated; one well below it is idle while others limit
+                              "node_cpu": {n: round((cpu_after[n] - cpu_before[n]) / (t1 - t0), 3)
+                                           for n in cpu_after if n in cpu_before},
+                              "stripe_leaders": leaders(info), **shape(info.seeds)}), flush=True)
+            rates[inflight] = rate
+        return rates
     finally:
         uncap(names)
         launcher.stop(tmp)
@@ -306,15 +317,19 @@ def main() -> int:
     ap.add_argument("--nodes", default="3,6")
     ap.add_argument("--keys", default="ts,uniform")
     ap.add_argument("--cpu", type=float, default=0.2)
-    ap.add_argument("--inflight", type=int, default=128)
+    ap.add_argument("--inflight", default="128,256,512,1024",
+                    help="puts kept in flight: one level, or several run in turn on the same cluster")
     ap.add_argument("--warmup", type=float, default=30.0)
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds before measuring each later level")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--stripe-writes", type=int, default=1000)
     ap.add_argument("--split-bytes", type=int, default=64 << 20)
     ap.add_argument("--add-node", action="store_true",
                     help="instead: ingest on 3 nodes, add a 4th while it runs, report before/during/after")
     args = ap.parse_args()
+    args.inflight = [int(n) for n in args.inflight.split(",")]
     if args.add_node:
+        args.inflight = args.inflight[0]
         for kind in args.keys.split(","):
             add_node_run(kind, args)
         return 0
@@ -322,8 +337,17 @@ def main() -> int:
     for kind in args.keys.split(","):
         rates = {n: run(n, kind, args) for n in counts}
         lo, hi = min(counts), max(counts)
-        print(json.dumps({"bench": "elastic_ratio", "keys": kind, "nodes": [lo, hi],
-                          "ratio": round(rates[hi] / rates[lo], 2) if rates[lo] else None}), flush=True)
+        for inflight in args.inflight:
+            print(json.dumps({"bench": "elastic_ratio", "keys": kind, "nodes": [lo, hi], "inflight": inflight,
+                              "ratio": round(rates[hi][inflight] / rates[lo][inflight], 2)
+                              if rates[lo][inflight] else None}), flush=True)
+        # Capacity: a closed loop of N writers measures N / latency until the cluster saturates,
+        # and one Raft round takes as long on 6 nodes as on 3; so each size is taken at its best level
+        best = {n: max(rates[n].items(), key=lambda kv: kv[1]) for n in (lo, hi)}
+        print(json.dumps({"bench": "elastic_peak_ratio", "keys": kind, "nodes": [lo, hi],
+                          "peak_puts_per_s": {str(n): round(best[n][1]) for n in (lo, hi)},
+                          "at_inflight": {str(n): best[n][0] for n in (lo, hi)},
+                          "ratio": round(best[hi][1] / best[lo][1], 2) if best[lo][1] else None}), flush=True)
     return 0
 
 

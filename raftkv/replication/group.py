@@ -112,6 +112,21 @@ class RaftOptions:
             raise ValueError("need heartbeat * 3 < election_min <= election_max")
 
 
+class _NoPoller:
+    """Stands in for pysyncobj's poller: no socket of a group is ever registered with it."""
+
+    def poll(self, timeout: float) -> None:
+        """Nothing to wait for: the node's loop waits for every socket."""
+
+    def subscribe(self, *args: Any) -> None:
+        raise AssertionError("a raftkv group has no pysyncobj sockets")
+
+    unsubscribe = subscribe
+
+
+_NO_POLLER = _NoPoller()
+
+
 class GroupTransport(Transport):
     """pysyncobj's transport interface, backed by the node's shared hub."""
 
@@ -545,6 +560,9 @@ class RaftGroup(SyncObj):
             super().__init__(Node(self_id), [Node(p) for p in peers], conf, transportClass=make_transport)
         finally:
             _RAFT_LOGS.pop(conf.journalFile, None)
+        # pysyncobj polls its own poller at the end of every tick; our sockets live in the node's
+        # loop, so that poll only cost a system call per group tick
+        self._poller = _NO_POLLER
         self.transport: GroupTransport = self._SyncObj__transport
         self.transport.group = self
         self.journal: DurableJournal = self._SyncObj__raftLog
