@@ -5,13 +5,16 @@ the nodes. Two formats, both UTF-8 and line based (docs/query-language.md, "COPY
 description):
 
 * **csv**: RFC 4180, two columns ``key,value`` (a ``HEADER`` line may name them, in either
-  order). A value is written as the shell's csv output writes it (:func:`shell.formats.csv_field`):
+  order). A value is written as the shell's csv output writes it (:func:`raftkv.values.csv_field`):
   text as it is, except that text starting with a backslash gets one more; binary (bytes that
-  are not UTF-8) as PostgreSQL's hex form ``\x00ff``. Reading undoes exactly that.
+  are not UTF-8) as PostgreSQL's hex form ``\x00ff``. Reading undoes exactly that
+  (:func:`raftkv.values.parse_value`).
 * **jsonl**: one object ``{"key": ..., "value": ...}`` per line, as the shell's json output
   writes it: keys as strings (64-bit integers do not survive JSON readers as numbers), a value
-  that is a JSON document embedded as JSON, any other value a JSON string under the same
-  backslash rule as csv.
+  that is a compact JSON document embedded as JSON, any other value a JSON string under the same
+  backslash rule as csv. Unlike the shell's output, a document is embedded only if reading it
+  back gives its stored bytes (no whitespace between tokens, no character that the line writes
+  as ``\uXXXX``); others are JSON strings, so every value comes back byte for byte.
 
 Keys are decimal integers, or with ``KEY_FORMAT timestamp`` RFC 3339 text with nanoseconds
 (nanoseconds since the Unix epoch, as the query language's ``TIMESTAMP``).
@@ -19,9 +22,13 @@ Keys are decimal integers, or with ``KEY_FORMAT timestamp`` RFC 3339 text with n
 An import streams: it reads a line at a time (a line may not exceed :data:`MAX_LINE_BYTES`) and
 writes batches of at most ``batch_rows`` rows and ``batch_bytes`` bytes through ``put_many``, one
 while it reads the next, so its memory is bounded whatever the file's size. A bad row stops it
-with the line number; every row before that line has then been written, and none after. An export streams the query's pages
-into the file. Nothing here touches a terminal except :class:`ProgressLine`, which its callers
-create only for one.
+with the line number; every row before that line has then been written, and none after. Every
+failure, and Ctrl-C, says how many rows were written. An export streams the query's pages into
+the file.
+
+A path is always a file: ``-`` means standard input or output only to ``raftkv import`` and
+``raftkv export`` (raftkv/bulk_cli.py), which pass the stream to :func:`import_stream` and
+:func:`export_rows`. Nothing here touches a terminal; the progress line is shell/progress.py's.
 """
 
 from __future__ import annotations
@@ -32,32 +39,34 @@ import json
 import os
 import re
 import stat
-import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TextIO
 
-from shell import formats  # the shell's output conventions: what an export writes and an import reads
-
+from . import values
 from .errors import QueryError, RaftKVError
 from .keys import MAX_KEY, MAX_VALUE_BYTES
 from .query import ast
 from .query.literals import parse_timestamp
+from .values import parse_value as parse_value  # an import reads values back as the shell writes them
+from .values import shown
 
-FORMATS = ("csv", "jsonl")
-KEY_FORMATS = ("int", "timestamp")
+FORMATS = ast.COPY_FORMATS
+KEY_FORMATS = ast.COPY_KEY_FORMATS
 BATCH_ROWS = 5000  # rows per put_many: the client's own per-shard batch holds as many
 BATCH_BYTES = 2 << 20  # and about as many bytes (values plus 16 per row)
 ROW_OVERHEAD = 16  # bytes a row counts for beyond its value: its key and framing
 # A line holds one row; the longest row is a 1 MiB value written as JSON escapes (\u0000: six
 # characters a byte) or as quoted csv (doubled quotes), so 8 MiB is ample and still bounds memory.
 MAX_LINE_BYTES = 8 << 20
-# csv's limit per field is process-wide; 1 MiB of binary is 2 MiB of hex plus its \x
+# 1 MiB of binary is 2 MiB of hex plus its \x: the longest field a row can hold (see _csv_rows)
 _CSV_FIELD_LIMIT = 2 * MAX_VALUE_BYTES + 64
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+# How long Ctrl-C waits for the batch that put_many is writing, so that it can say whether those
+# rows were written (the client's own calls time out well within this).
+CANCEL_WAIT = 15.0
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 Progress = Callable[[int, float | None], None]
@@ -131,44 +140,19 @@ def parse_key(text: str, key_format: str = "int") -> int:
         except QueryError as exc:
             raise ValueError(exc.message) from None
         if ns < 0:
-            raise ValueError(f"the key {_shown(t)} is before 1970-01-01T00:00:00Z, outside the key space")
+            raise ValueError(f"the key {shown(t)} is before 1970-01-01T00:00:00Z, outside the key space")
         if ns > MAX_KEY:
-            raise ValueError(f"the key {_shown(t)} is after 2554-07-21T23:34:33.709551615Z, outside the key space")
+            raise ValueError(f"the key {shown(t)} is after 2554-07-21T23:34:33.709551615Z, outside the key space")
         return ns
     if not (t.isascii() and t.isdigit()):
         if not t:
             raise ValueError("the key is empty")
         hint = "; for RFC 3339 keys use KEY_FORMAT timestamp" if re.match(r"\d{4}-\d\d-\d\d", t) else ""
-        raise ValueError(f"the key {_shown(t)} is not a whole number from 0 to 2**64-1{hint}")
+        raise ValueError(f"the key {shown(t)} is not a whole number from 0 to 2**64-1{hint}")
     digits = t.lstrip("0") or "0"
     if len(digits) > 20 or int(digits) > MAX_KEY:  # 2**64-1 has 20 digits; int() of thousands would refuse
-        raise ValueError(f"the key {_shown(t)} is larger than 2**64-1")
+        raise ValueError(f"the key {shown(t)} is larger than 2**64-1")
     return int(digits)
-
-
-def parse_value(text: str) -> bytes:
-    r"""The bytes of a value as csv and jsonl files hold it (the inverse of the shell's output):
-    ``\x`` and hex digits is binary, a leading ``\\`` stands for one backslash, anything else is
-    the text itself. Raises ValueError with a sentence saying what is wrong."""
-    if text.startswith("\\x"):
-        digits = text[2:]
-        if not _HEX.fullmatch(digits):
-            raise ValueError(f"the value {_shown(text)} starts with \\x, which marks binary as hex digits, but "
-                             "the rest is not an even number of hex digits; a text value that starts with a "
-                             "backslash is written with one more (\\\\x...)")
-        data = bytes.fromhex(digits)
-    else:
-        try:
-            data = (text[1:] if text.startswith("\\\\") else text).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("the value holds a lone surrogate (\\ud800-\\udfff), which no UTF-8 text can") from None
-    if len(data) > MAX_VALUE_BYTES:
-        raise ValueError(f"the value is {len(data):,} bytes; at most {MAX_VALUE_BYTES:,} (1 MiB) are allowed")
-    return data
-
-
-def _shown(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 class RowReader:
@@ -209,6 +193,10 @@ class RowReader:
                                          "write binary values as \\x and hex digits") from None
 
     def _csv_rows(self) -> Iterator[tuple[int, int, bytes]]:
+        # The csv module has one field limit for the whole process and no per-reader one, and a
+        # reader checks it on every field, so it cannot be restored while rows are still read.
+        # It is only ever raised, to the longest field a row can hold: another csv reader in
+        # this process then accepts fields up to 2 MiB instead of 128 KiB, which costs nothing.
         if csv.field_size_limit() < _CSV_FIELD_LIMIT:
             csv.field_size_limit(_CSV_FIELD_LIMIT)
         reader = csv.reader(self._lines(), strict=True)
@@ -269,7 +257,7 @@ class RowReader:
                 yield self._row(line, key, value)
             else:
                 # the text as written, whitespace aside: numbers keep their digits and strings their escapes
-                document = formats.json_document(value_raw)
+                document = values.json_document(value_raw)
                 assert document is not None  # it parsed, and it is not a string
                 yield self._row(line, key, document, embedded=True)
 
@@ -291,13 +279,20 @@ class RowReader:
         return line, key, value
 
 
+# csv.Error carries only a message, so its kind is told by words CPython's messages have used
+# since Python 3.0; a message these do not match is shown as it is.
+_CSV_PROBLEMS = (
+    ("end of data", "a quoted value is not closed: its closing double quote is missing"),
+    ("expected after", 'a quoted value goes on after its closing quote; write a double quote inside one as ""'),
+    ("field limit", "a value is longer than any value can be (1 MiB, 2 MiB of hex)"),
+)
+
+
 def _csv_problem(message: str) -> str:
-    if "unexpected end of data" in message:
-        return "a quoted value is not closed: its closing double quote is missing"
-    if "expected after" in message:
-        return 'a quoted value goes on after its closing quote; write a double quote inside one as ""'
-    if "field larger than field limit" in message:
-        return "a value is longer than any value can be (1 MiB, 2 MiB of hex)"
+    lowered = message.lower()
+    for words, problem in _CSV_PROBLEMS:
+        if words in lowered:
+            return problem
     return f"malformed csv: {message}"
 
 
@@ -379,7 +374,7 @@ def _exported_line(text: str, key_format: str) -> tuple[str, str, bool] | None:
         return key, value, False
     if _WHITESPACE.isdisjoint(raw):
         return key, raw, True  # already compact: as written
-    document = formats.json_document(raw)
+    document = values.json_document(raw)
     return None if document is None else (key, document, True)
 
 
@@ -435,9 +430,35 @@ class _Batch:
         self.last = line
 
 
+class CopyInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an import after ``rows`` were written; the rows of input lines ``first`` to
+    ``last`` (None if none) were on their way and may have been partly written.
+
+    It is a KeyboardInterrupt, so whatever handles Ctrl-C still does; :attr:`message` says how far
+    the import got.
+    """
+
+    def __init__(self, rows: int, first: int | None = None, last: int | None = None) -> None:
+        super().__init__(rows, first, last)
+        self.rows = rows
+        self.first = first
+        self.last = last
+
+    @property
+    def message(self) -> str:
+        """``10,000 rows written; lines 10,001-15,000 may have been partly written``."""
+        done = f"{self.rows:,} row{'' if self.rows == 1 else 's'} written"
+        if self.first is None or self.last is None:
+            return done
+        return f"{done}; {_span(self.first, self.last)} may have been partly written"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def import_rows(client: Writer, rows: Iterable[tuple[int, int, bytes]], *, batch_rows: int = BATCH_ROWS,
                 batch_bytes: int = BATCH_BYTES, progress: Progress | None = None,
-                fraction: Callable[[], float | None] | None = None) -> int:
+                fraction: Callable[[], float | None] | None = None, cancel_wait: float | None = None) -> int:
     """Write ``rows`` (``(line, key, value)``, as :class:`RowReader` yields them) in batches through
     ``client.put_many``; returns the number of rows written.
 
@@ -445,9 +466,13 @@ def import_rows(client: Writer, rows: Iterable[tuple[int, int, bytes]], *, batch
     :data:`ROW_OVERHEAD` per row; a single larger row goes alone). One batch is written while the
     next is read, and a batch is sent only once the one before it succeeded, so at most two are
     in memory and a key repeated in the input ends with the value of its last row. A
-    :class:`BadRow` first writes the rows before it, then raises :class:`CopyError` saying so. A
-    failed ``put_many`` raises :class:`CopyError` naming the lines of its batch, whose outcome is
-    then unknown; nothing after it is sent. ``progress`` is called after every batch with the
+    :class:`BadRow`, or an OSError reading the input, first writes the rows before it, then raises
+    :class:`CopyError` saying so. A failed ``put_many`` (whatever it raised) raises
+    :class:`CopyError` naming the lines of its batch, whose outcome is then unknown; nothing after
+    it is sent. Ctrl-C (KeyboardInterrupt, which reaches this thread, not the writer's) waits up to
+    ``cancel_wait`` seconds (None: :data:`CANCEL_WAIT`) for the batch being written, then raises
+    :class:`CopyInterrupted`. Every
+    error says how many rows were written. ``progress`` is called after every batch with the
     rows written and what ``fraction()`` said when that batch was sent.
     """
     if batch_rows < 1 or batch_bytes < 1:
@@ -455,32 +480,36 @@ def import_rows(client: Writer, rows: Iterable[tuple[int, int, bytes]], *, batch
     written = 0
     # one writer thread: reading and parsing the next batch overlaps the cluster's work on this one
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-import")
-    in_flight: tuple[Future[int], _Batch] | None = None
+    sending: _Batch | None = None  # handed to the writer thread and not settled yet
+    future: Future[int] | None = None  # its put_many
 
     def settle() -> None:
-        nonlocal in_flight, written
-        if in_flight is None:
+        nonlocal sending, future, written
+        if sending is None or future is None:
             return
-        future, sent = in_flight
-        in_flight = None
+        sent = sending
         try:
             future.result()
-        except RaftKVError as exc:
-            span = f"line {sent.first}" if sent.first == sent.last else f"lines {sent.first}-{sent.last}"
-            raise CopyError(f"writing the rows of {span} failed: {_describe(exc)}; "
+        except Exception as exc:  # a RaftKVError, an OSError or a bug: the batch's outcome is unknown
+            sending = future = None
+            raise CopyError(f"writing the rows of {_span(sent.first, sent.last)} failed: {_describe(exc)}; "
                             f"{_written_before(written, 'them')}, and these {sent.rows:,} may or may not have "
                             "been", rows=written) from exc
-        written += sent.rows
+        # one statement without a call in it, so that Ctrl-C cannot land between forgetting the
+        # batch and counting it
+        sending, future, written = None, None, written + sent.rows
         if progress is not None:
             progress(written, sent.read)
 
     def send(batch: _Batch) -> None:
-        nonlocal in_flight
+        nonlocal sending, future
         settle()
         if batch.rows:
             batch.read = fraction() if fraction is not None else None
-            in_flight = pool.submit(client.put_many, list(batch.pairs.items())), batch
+            sending = batch  # before the submit: from here on Ctrl-C counts it as maybe written
+            future = pool.submit(client.put_many, list(batch.pairs.items()))
 
+    last_line = 0  # the input line of the last row read
     try:
         batch = _Batch({})
         it = iter(rows)
@@ -494,16 +523,46 @@ def import_rows(client: Writer, rows: Iterable[tuple[int, int, bytes]], *, batch
                 settle()
                 raise CopyError(f"line {bad.line}: {bad.reason}; {_written_before(written, 'it')}, nothing "
                                 "after it", rows=written, line=bad.line) from None
+            except OSError as exc:  # the input failed (EIO, a network file gone): as for a bad row
+                send(batch)
+                settle()
+                where = f"after line {last_line:,}" if last_line else "before its first row"
+                raise CopyError(f"reading failed {where}: {exc.strerror or exc}; "
+                                f"{_written_before(written, 'it')}, nothing after it", rows=written) from exc
+            last_line = line
             if batch.rows and (batch.rows >= batch_rows or batch.size + len(value) + ROW_OVERHEAD > batch_bytes):
                 send(batch)
                 batch = _Batch({})
             batch.add(line, key, value)
         send(batch)
         settle()
+    except KeyboardInterrupt:
+        raise _cancelled(future, sending, written, CANCEL_WAIT if cancel_wait is None else cancel_wait) from None
     finally:
-        # on an error or Ctrl-C a batch may still be on its way: its outcome is unknown either way
+        # after an error nothing is running; after Ctrl-C a batch that outlived the wait goes on
+        # in the background, and its lines are reported as maybe written
         pool.shutdown(wait=False, cancel_futures=True)
     return written
+
+
+def _cancelled(future: Future[int] | None, sent: _Batch | None, written: int, wait: float) -> CopyInterrupted:
+    """What Ctrl-C left: the rows written, once the batch on its way had up to ``wait`` seconds."""
+    if sent is None:
+        return CopyInterrupted(written)
+    if future is not None:
+        if future.cancel():
+            return CopyInterrupted(written)  # still queued: none of it was sent
+        try:
+            future.result(timeout=wait)
+        except (Exception, KeyboardInterrupt):  # still running, failed, or a second Ctrl-C: unknown
+            pass
+        else:
+            return CopyInterrupted(written + sent.rows)
+    return CopyInterrupted(written, sent.first, sent.last)
+
+
+def _span(first: int, last: int) -> str:
+    return f"line {first:,}" if first == last else f"lines {first:,}-{last:,}"
 
 
 def _written_before(rows: int, what: str) -> str:
@@ -516,31 +575,37 @@ def _written_before(rows: int, what: str) -> str:
 
 def import_file(client: Writer, path: str, options: CopyOptions, *, progress: Progress | None = None,
                 batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> int:
-    """Import the rows of the file at ``path`` (``-``: standard input); returns how many were written.
+    """Import the rows of the file at ``path`` (a file even if it is called ``-``); returns how many
+    were written.
 
     Errors (an unreadable file, a bad row, a failed write) raise :class:`CopyError`, whose
     message starts with ``path`` and says how many rows were written before.
     """
     try:
-        stream = sys.stdin.buffer if path == "-" else open(os.path.expanduser(path), "rb")
+        stream = open(os.path.expanduser(path), "rb")
     except OSError as exc:
-        raise CopyError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise CopyError(f"cannot read {path}: {exc.strerror or exc}; no row was written") from None
+    with stream:
+        return import_stream(client, stream, path, options, progress=progress, batch_rows=batch_rows,
+                             batch_bytes=batch_bytes)
+
+
+def import_stream(client: Writer, stream: BinaryIO, name: str, options: CopyOptions, *,
+                  progress: Progress | None = None, batch_rows: int = BATCH_ROWS,
+                  batch_bytes: int = BATCH_BYTES) -> int:
+    """Import the rows of the open byte ``stream`` (standard input, say), called ``name`` in
+    messages; returns how many were written. Errors are as for :func:`import_file`."""
+    reader = RowReader(stream, options)
+    size = _regular_size(stream)
+
+    def fraction() -> float | None:
+        return None if not size else min(1.0, reader.bytes_read / size)
+
     try:
-        reader = RowReader(stream, options)
-        size = _regular_size(stream)
-
-        def fraction() -> float | None:
-            return None if not size else min(1.0, reader.bytes_read / size)
-
         return import_rows(client, reader, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress,
                            fraction=fraction)
     except CopyError as exc:
-        raise CopyError(f"{path}: {exc.message}", rows=exc.rows, line=exc.line) from exc.__cause__
-    except OSError as exc:
-        raise CopyError(f"cannot read {path}: {exc.strerror or exc}") from None
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+        raise CopyError(f"{name}: {exc.message}", rows=exc.rows, line=exc.line) from exc.__cause__
 
 
 def _regular_size(stream: Any) -> int | None:
@@ -576,73 +641,108 @@ def export_rows(client: Reader, query: str | ast.Statement, stream: TextIO, opti
 
     The columns are the query's: ``SELECT *`` gives ``key,value``, which an import reads back.
     Key columns (``key``, ``time_bucket(...)``, ``min(key)``...) are written as JSON strings in
-    jsonl and, with ``key_format`` timestamp, as RFC 3339 text in both formats.
+    jsonl and, with ``key_format`` timestamp, as RFC 3339 text in both formats. A failure raises
+    :class:`CopyError` saying how many rows were written.
     """
-    from shell.runner import key_columns
-
     statement = select_statement(query)
     result = client.query(statement)
     rows = 0
+
+    def write(text: str) -> None:
+        try:
+            stream.write(text)
+        except OSError as exc:
+            raise CopyError(f"writing failed after {rows:,} rows: {exc.strerror or exc}", rows=rows) from exc
+
     try:
         columns = tuple(result.columns)
-        render = formats.renderer("json" if options.format == "jsonl" else "csv", columns,
-                                  key_columns=key_columns(statement, columns), json_keys="string",
-                                  keys=options.key_format)
+        render = _renderer(options, columns, values.key_columns(statement, columns))
         if options.format == "csv":
             head = render.end()  # the header line; pages then carry rows only
             if options.header:
-                stream.write(head)
+                write(head)
         for page in result.pages():
-            stream.write(render.page(page))
+            write(render.page(page))
             rows += len(page)
             if progress is not None:
                 progress(rows, None)
-    except RaftKVError as exc:
-        if isinstance(exc, CopyError):
-            raise
+    except CopyError:
+        raise
+    except Exception as exc:  # a RaftKVError, or anything else the client raised: say how far it got
         raise CopyError(f"the query failed after {rows:,} rows: {_describe(exc)}", rows=rows) from exc
     finally:
         result.close()
     return rows
 
 
+def _renderer(options: CopyOptions, columns: Sequence[str], keys: frozenset[int]) -> values.Renderer:
+    # exact: a JSON document is embedded only if an import reads back its stored bytes
+    render: values.Renderer = (values.JsonRenderer(columns, keys, "string", exact=True) if options.format == "jsonl"
+                               else values.CsvRenderer(columns))
+    return values.KeysAsTimestamps(render, keys) if options.key_format == "timestamp" and keys else render
+
+
 def export_file(client: Reader, query: str | ast.Statement, path: str, options: CopyOptions, *,
                 progress: Progress | None = None) -> int:
-    """Write the rows of ``query`` to the file at ``path`` (``-``: standard output); returns the count.
+    """Write the rows of ``query`` to the file at ``path`` (a file even if it is called ``-``);
+    returns the count.
 
-    A regular file is written under a temporary name and renamed at the end, so a failed export
-    leaves an existing file as it was and no partial one.
+    A regular file is written under a new temporary name in its directory and renamed at the end
+    (a symlink's target is replaced, keeping its mode), so a failed export leaves an existing file
+    as it was and no partial one.
     """
     statement = select_statement(query)  # a wrong statement must not create the file
+    rows = 0
     try:
         with _output(path) as stream:
-            return export_rows(client, statement, stream, options, progress=progress)
+            rows = export_rows(client, statement, stream, options, progress=progress)
     except CopyError as exc:
         raise CopyError(f"{path}: {exc.message}", rows=exc.rows) from exc.__cause__
-    except OSError as exc:
-        raise CopyError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # opening the file, or completing it
+        after = f" after {rows:,} rows" if rows else ""
+        raise CopyError(f"cannot write {path}{after}: {exc.strerror or exc}; no row was written to it",
+                        rows=0) from None
+    return rows
 
 
 @contextmanager
 def _output(path: str) -> Iterator[TextIO]:
-    if path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    target = os.path.expanduser(path)
-    if os.path.exists(target) and not os.path.isfile(target):
+    # a symlink's target is what gets replaced, not the link, and the temporary file goes beside it
+    target = os.path.realpath(os.path.expanduser(path))
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
         with open(target, "w", encoding="utf-8", newline="") as f:  # a device or a pipe: no rename
             yield f
         return
-    directory, name = os.path.split(os.path.abspath(target))
-    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    directory, name = os.path.split(target)
+    # mkstemp picks an unpredictable name and creates it with O_EXCL: nobody can plant a link there
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
-        with open(temp, "w", encoding="utf-8", newline="") as f:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
             yield f
         os.replace(temp, target)
     finally:
-        if os.path.exists(temp):
+        if os.path.lexists(temp):
             os.unlink(temp)
+
+
+def _umask() -> int:
+    """The process's umask, which a new file's mode leaves out."""
+    # /proc says it without changing it; os.umask can only be read by setting it, for all threads
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # --- COPY -----------------------------------------------------------------------------------------
@@ -706,58 +806,7 @@ def run_copy(client: Any, statement: str | ast.Copy, *, progress: Progress | Non
     return CopyReport(copy.direction, copy.path, rows)
 
 
-def _describe(exc: RaftKVError) -> str:
+def _describe(exc: BaseException) -> str:
+    if not isinstance(exc, RaftKVError):
+        return f"{type(exc).__name__}: {exc}"  # not the client's own error: its kind says most
     return exc.message if exc.code == "error" else f"{exc.code}: {exc.message}"
-
-
-# --- progress -------------------------------------------------------------------------------------
-
-
-def progress_text(label: str, rows: int, elapsed: float, fraction: float | None = None) -> str:
-    """``import: 120,000 rows, 45,000 rows/s, 34 %``: one progress line, without its terminal codes."""
-    rate = f", {rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
-    share = f", {fraction * 100:.0f} %" if fraction is not None else ""
-    return f"{label}: {rows:,} row{'' if rows == 1 else 's'}{rate}{share}"
-
-
-class ProgressLine:
-    """A progress line that rewrites itself on ``stream``, if ``stream`` is a terminal (else nothing).
-
-    It appears once an operation has run ``after`` seconds, and changes at most every
-    ``interval`` seconds; :meth:`clear` removes it. Call it as a :data:`Progress`.
-    """
-
-    def __init__(self, stream: TextIO, label: str, *, after: float = 0.3, interval: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        isatty = getattr(stream, "isatty", None)
-        try:
-            self.enabled = bool(isatty and isatty())
-        except ValueError:  # a closed stream
-            self.enabled = False
-        self.stream = stream
-        self.label = label
-        self.after = after
-        self.interval = interval
-        self.clock = clock
-        self.started = clock()
-        self.rows = 0
-        self._shown_at: float | None = None
-
-    def __call__(self, rows: int, fraction: float | None = None) -> None:
-        self.rows = rows
-        if not self.enabled:
-            return
-        now = self.clock()
-        elapsed = now - self.started
-        if elapsed < self.after or (self._shown_at is not None and now - self._shown_at < self.interval):
-            return
-        self.stream.write("\r\x1b[2K" + progress_text(self.label, rows, elapsed, fraction))
-        self.stream.flush()
-        self._shown_at = now
-
-    def clear(self) -> None:
-        """Erase the line, if it was shown."""
-        if self._shown_at is not None:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self._shown_at = None

@@ -3,7 +3,9 @@
 They find the cluster as ``raftkv shell`` does: ``--connect`` seeds, or else the local cluster in
 ``--data-dir`` (default ./raftkv-data), with its token and TLS settings. The report (and a
 progress line on a terminal) goes to stderr, so that ``raftkv export ... -`` can write the rows
-to stdout.
+to stdout. ``-`` means standard input or output here only: a COPY statement takes files.
+``raftkv export ... -`` refuses a terminal as its standard output, whose control characters the
+rows could hold (csv writes text as it is).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from shell.cli import client_factory, local_seeds  # the shell's way of finding and reaching a cluster
+from shell.progress import ProgressLine
 
 from . import bulk
 from .cluster.launcher import DEFAULT_DATA_DIR
@@ -67,14 +70,17 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace, label: str, work: Any) -> int:
     options = bulk.CopyOptions.for_path(args.file, args.format, args.header, args.key_format)
-    line = bulk.ProgressLine(sys.stderr, label)
+    line = ProgressLine(sys.stderr, label)
     started = time.monotonic()
     client = _client(args)
     try:
         rows = work(client, options, line)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        # an import has waited for the batch it was writing before it got here, so the client is
+        # closed only now, and the count is what the cluster has
         line.clear()
-        print(f"raftkv {label}: cancelled after {line.rows:,} rows", file=sys.stderr)
+        done = exc.message if isinstance(exc, bulk.CopyInterrupted) else f"after {line.rows:,} rows"
+        print(f"raftkv {label}: cancelled: {done}", file=sys.stderr)
         return 130
     except RaftKVError as exc:
         line.clear()
@@ -90,10 +96,25 @@ def _run(args: argparse.Namespace, label: str, work: Any) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        return _run(args, "import", lambda client, options, line:
+                    bulk.import_stream(client, sys.stdin.buffer, "-", options, progress=line))
     return _run(args, "import", lambda client, options, line:
                 bulk.import_file(client, args.file, options, progress=line))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    return _run(args, "export", lambda client, options, line:
-                bulk.export_file(client, args.query, args.file, options, progress=line))
+    if args.file != "-":
+        return _run(args, "export", lambda client, options, line:
+                    bulk.export_file(client, args.query, args.file, options, progress=line))
+    if sys.stdout.isatty():
+        raise RaftKVError("export: standard output is a terminal, and the rows may hold control characters "
+                          "that a terminal would act on; write them to a file (raftkv export FILE) or a pipe "
+                          "(raftkv export - | less), or look at them in raftkv shell")
+
+    def to_stdout(client: Any, options: bulk.CopyOptions, line: ProgressLine) -> int:
+        rows = bulk.export_rows(client, args.query, sys.stdout, options, progress=line)
+        sys.stdout.flush()
+        return rows
+
+    return _run(args, "export", to_stdout)

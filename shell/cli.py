@@ -126,6 +126,15 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
                         pager=not args.no_pager)
     shell = Shell(seeds, settings, out=sys.stdout, err=sys.stderr, client_factory=client_factory(args))
     try:
+        status = _run(shell, args)
+    finally:
+        closed = shell.end()  # the client and the \o file: a file that fails to close is an error
+    return status if closed or status else 1
+
+
+def _run(shell: Shell, args: argparse.Namespace) -> int:
+    """The session itself: the prompt, stdin or the scripts; returns the exit status."""
+    try:
         if _interactive(args):
             from .app import run_interactive
 
@@ -142,8 +151,6 @@ def run_session(args: argparse.Namespace, seeds: str) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    finally:
-        shell.close()
 
 
 def client_factory(args: argparse.Namespace) -> ClientFactory:

@@ -202,6 +202,8 @@ def _output(shell: Shell, args: tuple[str, ...]) -> Outcome:
 
 def _pager(shell: Shell, args: tuple[str, ...]) -> Outcome:
     shell.settings.pager = _on_off(args, shell.settings.pager, "\\pager [on|off]")
+    if shell.settings.pager:
+        shell.pager_state.failed = None  # turned on again: the pager that failed gets another try
     shell.info(f"pager is {'on' if shell.settings.pager else 'off'}")
     return Outcome.OK
 

@@ -27,67 +27,39 @@ unambiguously (docs/query-language.md, "Output formats", is the user's descripti
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import unicodedata
 from collections.abc import Collection, Sequence
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any
 
-from raftkv.query.timestamps import MAX_NS, MIN_NS, Timestamp, format_timestamp
+from raftkv.query.timestamps import Timestamp, format_timestamp
+
+# The value conventions (binary, plain text, escaping, JSON and CSV) live in raftkv.values, which
+# bulk import and export share; their names stay importable from here.
+from raftkv.values import JSON_KEYS as JSON_KEYS
+from raftkv.values import KEY_STYLES as KEY_STYLES
+from raftkv.values import CsvRenderer as CsvRenderer
+from raftkv.values import JsonRenderer as JsonRenderer
+from raftkv.values import KeysAsTimestamps as KeysAsTimestamps
+from raftkv.values import Renderer as Renderer
+from raftkv.values import Row as Row
+from raftkv.values import binary as binary
+from raftkv.values import csv_field as csv_field
+from raftkv.values import escape as escape
+from raftkv.values import is_bytes, text_of
+from raftkv.values import json_document as json_document
+from raftkv.values import json_text as json_text
+from raftkv.values import plain_text as plain_text
 
 FORMATS = ("table", "vertical", "json", "csv")
 DISPLAY_FORMATS = frozenset({"table", "vertical"})
-JSON_KEYS = ("string", "number")  # how the json format writes keys
-KEY_STYLES = ("int", "timestamp")  # how every format shows keys: integers, or RFC 3339 timestamps
 DEFAULT_MAX_CELL = 200  # table cells longer than this (in columns) are cut, ending in "…"
 MIN_MAX_CELL = 4  # a cut cell keeps at least a few characters before its "…"
 HEADER_LINES = 2  # a table header: the names and the rule under them
 
-Row = Sequence[Any]
-
-# Characters that would move the cursor, recolour or retitle the terminal (C0, DEL, C1: a UTF-8
-# terminal may take U+009B as CSI) or reorder the text around them (bidirectional controls).
-_UNSAFE = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-_ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in _UNSAFE}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\"})
-# json.dumps already escapes C0; these it leaves raw. Valid JSON holds them only inside strings,
-# where \uXXXX means the same character, so a whole line can be translated.
-_JSON_ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x20}
-# a JSON string (unrolled, so a 1 MiB value does not recurse), or whitespace between tokens
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[ \t\n\r]+')
 
 
-def escape(text: str) -> str:
-    r"""``text`` as a terminal may show it: backslashes doubled, ``\n`` ``\r`` ``\t``, and
-    ``\uXXXX`` for other control and bidirectional-override characters (a reversible escape)."""
-    return text.translate(_ESCAPES)
 
-
-def binary(data: bytes) -> str:
-    r"""Bytes in PostgreSQL's bytea hex form: ``\x00ff`` (the query language's ``x'00ff'``)."""
-    return "\\x" + data.hex()
-
-
-def plain_text(text: str) -> str:
-    r"""Text as the data formats carry it: unchanged, except that a leading backslash is doubled,
-    so that text never reads as :func:`binary` (``\x41`` the text is ``\\x41``)."""
-    return "\\" + text if text.startswith("\\") else text
-
-
-def _utf8(value: Any) -> str | None:
-    """The text of a ``str``, or of bytes that are UTF-8; None for binary."""
-    if isinstance(value, str):
-        return value
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _is_bytes(value: Any) -> bool:
-    return isinstance(value, (bytes, bytearray, memoryview))
 
 
 def display_value(value: Any, tz: tzinfo | None = None) -> str:
@@ -99,8 +71,8 @@ def display_value(value: Any, tz: tzinfo | None = None) -> str:
         return format_timestamp(value, tz)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if _is_bytes(value):
-        text = _utf8(value)
+    if is_bytes(value):
+        text = text_of(value)
         return binary(bytes(value)) if text is None else escape(text)
     if isinstance(value, float):
         return repr(value)
@@ -109,84 +81,6 @@ def display_value(value: Any, tz: tzinfo | None = None) -> str:
     return escape(str(value))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_document(text: str) -> str | None:
-    """``text`` without its insignificant whitespace if it is a JSON document to embed, else None.
-
-    A document is strict JSON (no ``NaN`` or ``Infinity``, as the query language's JSON fields)
-    and not a bare string: a stored ``"hi"`` is embedded as the text ``"hi"``, because a JSON
-    string in the output already means stored text. Numbers keep their digits as written.
-    """
-    stripped = text.lstrip(" \t\n\r")
-    if not stripped or stripped[0] == '"':
-        return None
-    try:
-        json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        return None
-    return _JSON_TOKEN.sub(lambda m: m.group() if m.group()[0] == '"' else "", text)
-
-
-def json_text(value: Any, *, key: bool = False, json_keys: str = "string", tz: tzinfo | None = None) -> str:
-    """One value as JSON text.
-
-    ``key`` says the value is a key: an int is then a JSON string when ``json_keys`` is
-    ``"string"``. Bytes are embedded JSON (:func:`json_document`), a JSON string of their text
-    (:func:`plain_text`), or of :func:`binary` when they are not UTF-8. Non-finite floats are null.
-    A timestamp is a JSON string of its RFC 3339 text in ``tz`` (None: UTC).
-    Control characters outside C0 are left for the line's final translation (:class:`JsonRenderer`).
-    """
-    if value is None:
-        return "null"
-    if isinstance(value, Timestamp):
-        return json.dumps(format_timestamp(value, tz))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f'"{value}"' if key and json_keys == "string" else str(value)
-    if isinstance(value, float):
-        return json.dumps(value) if math.isfinite(value) else "null"
-    if _is_bytes(value):
-        text = _utf8(value)
-        if text is None:
-            return json.dumps(binary(bytes(value)))
-        document = json_document(text)
-        if document is not None:
-            return document
-        return json.dumps(plain_text(text), ensure_ascii=False)
-    return json.dumps(plain_text(str(value)), ensure_ascii=False)
-
-
-def csv_field(value: Any, tty: bool = False, tz: tzinfo | None = None) -> str:
-    """One value as a CSV field (RFC 4180 quoting; NULL is an empty unquoted field).
-
-    On a terminal (``tty``) text is escaped as :func:`display_value` does; otherwise it is the
-    exact text (:func:`plain_text`), which a file or a program wants. A timestamp is its RFC 3339
-    text in ``tz`` (None: UTC).
-    """
-    if value is None:
-        return ""
-    if isinstance(value, Timestamp):
-        text = format_timestamp(value, tz)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = repr(value)
-    elif isinstance(value, int):
-        text = str(value)
-    else:
-        decoded = _utf8(value) if _is_bytes(value) else str(value)
-        if decoded is None:
-            text = binary(bytes(value))
-        else:
-            text = escape(decoded) if tty else plain_text(decoded)
-    # quote an empty string too, so that it differs from NULL
-    if text == "" or any(c in text for c in ',"\r\n') or text != text.strip(" "):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def text_width(text: str) -> int:
@@ -225,16 +119,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, (bool, Timestamp))
 
 
-class Renderer(Protocol):
-    """Turns a result into text page by page."""
-
-    def page(self, rows: Sequence[Row]) -> str:
-        """Text for the next page of rows (may be empty)."""
-        ...
-
-    def end(self) -> str:
-        """Text after the last page (e.g. a table header when there were no rows)."""
-        ...
 
 
 class TableRenderer:
@@ -340,95 +224,6 @@ class VerticalRenderer:
         return ""
 
 
-class JsonRenderer:
-    """JSON lines: one object per row, keyed by column name (a repeated name gets ``_2``, ...).
-
-    ``key_columns`` are the indexes of the columns that hold keys; ``json_keys`` (one of
-    :data:`JSON_KEYS`) says whether their integers are written as strings or numbers; ``tz`` is
-    the time zone of timestamps.
-    """
-
-    def __init__(self, columns: Sequence[str], key_columns: Collection[int] = (),
-                 json_keys: str = "string", tz: tzinfo | None = None) -> None:
-        if json_keys not in JSON_KEYS:
-            raise ValueError(f"unknown json key style {json_keys!r}; choose one of {', '.join(JSON_KEYS)}")
-        self.names = [json.dumps(name, ensure_ascii=False) + ": " for name in _unique(columns)]
-        self.is_key = [i in key_columns for i in range(len(columns))]
-        self.json_keys = json_keys
-        self.tz = tz
-
-    def line(self, row: Row) -> str:
-        """One row as a JSON object on one line."""
-        fields = [name + json_text(v, key=k, json_keys=self.json_keys, tz=self.tz)
-                  for name, k, v in zip(self.names, self.is_key, row, strict=True)]
-        return ("{" + ", ".join(fields) + "}").translate(_JSON_ESCAPES)
-
-    def page(self, rows: Sequence[Row]) -> str:
-        """One line per row."""
-        return "".join(self.line(row) + "\n" for row in rows)
-
-    def end(self) -> str:
-        """Nothing."""
-        return ""
-
-
-class CsvRenderer:
-    """CSV with a header line; lines end in ``\\n``. ``tty``: the text is for a terminal (escaped)."""
-
-    def __init__(self, columns: Sequence[str], tty: bool = False, tz: tzinfo | None = None) -> None:
-        self.tty = tty
-        self.tz = tz
-        self._header = ",".join(csv_field(c, tty) for c in columns) + "\n"
-        self._printed = False
-
-    def _head(self) -> str:
-        if self._printed:
-            return ""
-        self._printed = True
-        return self._header
-
-    def page(self, rows: Sequence[Row]) -> str:
-        """The header (first time) and one line per row."""
-        return self._head() + "".join(",".join(csv_field(v, self.tty, self.tz) for v in row) + "\n" for row in rows)
-
-    def end(self) -> str:
-        """The header alone if there were no rows."""
-        return self._head()
-
-
-def _unique(names: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
-
-
-class KeysAsTimestamps:
-    """Wraps a renderer so that the integers of ``key_columns`` reach it as timestamps."""
-
-    def __init__(self, inner: Renderer, key_columns: Collection[int]) -> None:
-        self.inner = inner
-        self.key_columns = frozenset(key_columns)
-
-    def _convert(self, row: Row) -> Row:
-        # only ints in range: NULL (min(key) of no rows) and anything unexpected stay as they are
-        return tuple(Timestamp(v) if i in self.key_columns and type(v) is int and MIN_NS <= v <= MAX_NS else v
-                     for i, v in enumerate(row))
-
-    def page(self, rows: Sequence[Row]) -> str:
-        """The inner renderer's page, keys converted."""
-        return self.inner.page([self._convert(row) for row in rows])
-
-    def end(self) -> str:
-        """The inner renderer's end."""
-        return self.inner.end()
-
-    @property
-    def truncated(self) -> int:
-        """Cells the inner renderer cut (0 if it cuts none)."""
-        return int(getattr(self.inner, "truncated", 0))
 
 
 def renderer(fmt: str, columns: Sequence[str], max_cell: int = DEFAULT_MAX_CELL, *, tty: bool = False,

@@ -9,6 +9,7 @@ the text a pipe would get: ``csv`` keeps the exact text, and binary stays ``\x``
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from raftkv.errors import RaftKVError
@@ -127,7 +128,14 @@ def terminal_size(stream: TextIO) -> os.terminal_size | None:
         return None
 
 
-_warned: set[str] = set()  # pager problems already reported, once per session each
+@dataclass
+class PagerState:
+    """What one shell session learned about its pager (each :class:`~shell.runner.Shell` has its own)."""
+
+    warned: set[str] = field(default_factory=set)  # problems already reported, once each
+    # why the pager is not used any more: it failed (exited with a status above 0); the rest of
+    # the session prints results directly rather than hide each one behind it
+    failed: str | None = None
 
 
 def open_results(shell: Shell) -> ResultStream:
@@ -144,12 +152,19 @@ def open_results(shell: Shell) -> ResultStream:
     size = terminal_size(shell.out)
     if size is None or size.lines < MIN_SCREEN_LINES:
         return Direct(shell.out, tty=True, progress=True)
-    if shell.settings.pager:
+    state = shell.pager_state
+    if shell.settings.pager and state.failed is None:
         command, problem = pager_command()
         if command is not None:
-            return PagedTerminal(shell.out, command, size.lines, size.columns)
-        if problem is not None and problem not in _warned:
-            _warned.add(problem)
+            def failed(message: str) -> None:
+                state.failed = message
+                shell.err.write(f"warning: {message}; printing results directly for the rest of the session "
+                                "(\\pager on tries it again)\n")
+                shell.err.flush()
+
+            return PagedTerminal(shell.out, command, size.lines, size.columns, on_failure=failed)
+        if problem is not None and problem not in state.warned:
+            state.warned.add(problem)
             shell.err.write(f"warning: {problem} (\\pager off stops this warning)\n")
             shell.err.flush()
     return Direct(shell.out, tty=True, progress=True, screen_lines=size.lines - 1)

@@ -4,9 +4,11 @@
 the text goes straight to the terminal; once it grows past it, the pager starts, gets what was
 held, and the rest streams into its standard input. A result of any size is therefore never held
 whole, and the pipe to the pager throttles the query while the person reads. A pager that quits
-early (``q`` in less) raises :class:`OutputClosed`, which the shell reports as a cancelled
-statement. :func:`pager_command` picks the program; :class:`ScreenFill` is the pure measure of
-when output no longer fits.
+early (``q`` in less: it exits with status 0) raises :class:`OutputClosed`, which the shell
+reports as a cancelled statement. A pager that *fails* (exits with a status above 0: a bad option
+in ``$PAGER``, ``less`` with no usable terminal) is reported, and the result is printed directly:
+what was sent to it again (up to :data:`REPLAY_CHARS`), then the rest. :func:`pager_command` picks
+the program; :class:`ScreenFill` is the pure measure of when output no longer fits.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from .formats import text_width
 
 DEFAULT_PAGERS = ("less -S", "more")  # psql's choice (less), chopping long lines as pgcli does
 PAGER_ENV = "PAGER"
+# text sent to a pager that is kept to print again if the pager fails: a failing pager exits at
+# once, long before a result this long went to it (one that quits later has shown the text)
+REPLAY_CHARS = 1 << 20
+EXIT_WAIT_SECONDS = 5.0  # how long a pager whose input broke is given to exit, to learn its status
 
 
 class OutputClosed(Exception):
@@ -101,6 +107,7 @@ class _Pager:
     when it is closed (a flush into a full pipe would block until the person quits the pager)."""
 
     def __init__(self, command: str, encoding: str) -> None:
+        self.command = command
         self.encoding = encoding
         self.proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, bufsize=0)
         assert self.proc.stdin is not None
@@ -126,6 +133,13 @@ class _Pager:
             except KeyboardInterrupt:
                 continue  # the pager owns the terminal until it exits: Ctrl-C is its to handle
 
+    def exit_status(self) -> int | None:
+        """Its exit status once its input broke (it is exiting), or None if it does not exit soon."""
+        try:
+            return self.proc.wait(timeout=EXIT_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            return None
+
 
 class PagedTerminal:
     """Results for a terminal of ``lines`` x ``columns``: direct if they fit, else through ``command``.
@@ -136,9 +150,16 @@ class PagedTerminal:
 
     tty = True
 
-    def __init__(self, out: TextIO, command: str, lines: int, columns: int) -> None:
+    def __init__(self, out: TextIO, command: str, lines: int, columns: int,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.out = out
         self.command = command
+        # told (before the result is printed directly) when the pager fails: "pager 'X' exited with status N"
+        self.on_failure = on_failure
+        self.failure: str | None = None  # that message, once the pager failed
+        self._sent: list[str] | None = []  # what went to the pager, to print if it fails (None: too much)
+        self._sent_chars = 0
+        self._quit = False  # the pager was quit before the result ended (OutputClosed raised)
         # less shows a screen of lines - 1 rows (its last row is the prompt)
         self.screen_lines = max(0, lines - 1)
         self._fill = ScreenFill(lines - 2, columns)
@@ -158,7 +179,7 @@ class PagedTerminal:
     def write(self, text: str) -> None:
         """Hold ``text`` while it fits the screen, else send it (and what was held) to the pager."""
         if self._pager is not None:
-            self._pager.write(text)
+            self._to_pager(text)
             return
         if self._fill.full:  # the pager could not start: the terminal gets everything
             self.out.write(text)
@@ -172,7 +193,39 @@ class PagedTerminal:
                 self.close()
                 return
             held, self._held = "".join(self._held), []
-            self._pager.write(held)
+            self._to_pager(held)
+
+    def _to_pager(self, text: str) -> None:
+        """Send ``text`` to the pager (kept, to print again should it fail); a pager that quit
+        raises :class:`OutputClosed`, one that failed has the result printed directly."""
+        assert self._pager is not None
+        if self._sent is not None:
+            self._sent_chars += len(text)
+            if self._sent_chars > REPLAY_CHARS:
+                self._sent = None
+            else:
+                self._sent.append(text)
+        try:
+            self._pager.write(text)
+        except OutputClosed:
+            status = self._pager.exit_status()
+            if status is None or status <= 0:  # quit (0), or killed by a signal (Ctrl-C): cancelled
+                self._quit = True
+                raise
+            self._fall_back(status)
+
+    def _fall_back(self, status: int) -> None:
+        """The pager failed with ``status``: say so and print the result directly from here on,
+        beginning with what was sent to it."""
+        pager, self._pager = self._pager, None
+        if pager is not None:
+            pager.finish()  # it has exited: this closes the pipe and reaps it
+        self.failure = f"pager {self.command!r} exited with status {status}"
+        if self.on_failure is not None:
+            self.on_failure(self.failure if self._sent is not None else
+                            f"{self.failure} (the start of this result went to it and is not shown)")
+        sent, self._sent = self._sent, None
+        self.out.write("".join(sent or ()))
 
     def flush(self) -> None:
         """Flush the terminal once the text no longer fits; held text waits until it is known."""
@@ -186,4 +239,9 @@ class PagedTerminal:
             self.out.write(held)
             self.out.flush()
         else:
-            self._pager.finish()
+            status = self._pager.finish()
+            # a status above 0 is a failure, whether it came before or after its input ended (a
+            # quit is 0); once the statement was cancelled for a quit, nothing is printed again
+            if status > 0 and not self._quit:
+                self._fall_back(status)
+                self.out.flush()

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TextIO
 
 from raftkv.errors import QueryError, RaftKVError
 from raftkv.query.timestamps import parse_timezone
+from raftkv.values import key_columns  # which result columns hold keys; raftkv.bulk's too
 
 from . import formats, output
 from .fields import RecentFields
@@ -120,6 +121,7 @@ class Shell:
         self._rows = 0  # rows printed by the statement running now
         self._cut = 0  # table cells the statement running now cut to max_cell
         self.output_file: output.OutputFile | None = None  # \o FILE: where rows go instead of out
+        self.pager_state = output.PagerState()  # this session's: warnings given, a pager that failed
         self.fields = RecentFields()  # JSON field names of recent rows, for completion
 
     # --- connection ---------------------------------------------------------------------------
@@ -138,6 +140,21 @@ class Shell:
         client = self._factory(seeds, consistency)
         self.close()
         self._client, self.seeds, self.settings.consistency = client, seeds, consistency
+
+    def end(self) -> bool:
+        """The session ends: close the client and the ``\\o`` file (:meth:`close` keeps the file: it
+        is also how ``\\connect`` and Ctrl-C drop the client).  An error closing the file (its
+        last flush) is reported; returns whether there was none."""
+        self.close()
+        file, self.output_file = self.output_file, None
+        if file is None:
+            return True
+        try:
+            file.close()
+        except output.OutputError as exc:
+            self.error(exc.message)
+            return False
+        return True
 
     def close(self) -> None:
         """Close the client, if any."""
@@ -242,7 +259,9 @@ class Shell:
         """Run a COPY here, with a progress line on a terminal's stderr (raftkv.bulk does the work)."""
         from raftkv import bulk
 
-        line = bulk.ProgressLine(self.err, "COPY")
+        from .progress import ProgressLine
+
+        line = ProgressLine(self.err, "COPY")
 
         def progress(rows: int, fraction: float | None) -> None:
             self._rows = rows  # so that Ctrl-C can say how far it got
@@ -250,6 +269,12 @@ class Shell:
 
         try:
             return bulk.run_copy(client, statement, progress=progress)
+        except bulk.CopyInterrupted as exc:
+            self._rows = exc.rows  # the rows written, the batch on its way included if it finished
+            if exc.first is not None:
+                line.clear()
+                self.err.write(f"COPY: {exc.message}\n")
+            raise
         finally:
             line.clear()
 
@@ -368,46 +393,6 @@ def relocate(message: str, details: dict[str, Any], line: int, column: int) -> s
         return message
     new_col = at_col + column - 1 if at_line == 1 else at_col
     return f"line {at_line + line - 1}, column {new_col}: " + message[len(prefix):]
-
-
-KEY_COLUMN_NAMES = frozenset({"key", "first_key", "last_key"})  # SHOW SHARDS, SPLIT SHARD
-
-
-def key_columns(statement: Any, columns: Sequence[str]) -> frozenset[int]:
-    """Indexes of the columns of ``statement``'s result that hold keys.
-
-    In a SELECT they are ``key`` (also from ``*``) under any alias, ``time_bucket(w, key)`` and
-    ``min(key)``/``max(key)``; in GET the first column; elsewhere (SHOW SHARDS, SPLIT SHARD) the
-    columns named ``key``, ``first_key`` or ``last_key``, which is also the guess when the
-    statement cannot be read.
-    """
-    from raftkv.query import ast as q
-    from raftkv.query import parse
-
-    by_name = frozenset(i for i, name in enumerate(columns) if name in KEY_COLUMN_NAMES)
-    try:
-        st = parse(statement) if isinstance(statement, str) else statement
-    except Exception:  # best effort: naming the key columns must not fail a statement that ran
-        return by_name
-    if isinstance(st, q.Get):
-        return frozenset({0}) if columns else frozenset()
-    if isinstance(st, q.ConstantSelect):
-        return frozenset()  # constants: SELECT 5 AS key is no key
-    if not isinstance(st, q.Select):
-        return by_name
-    key = q.Column("key")
-    flags: list[bool] = []
-    for item in st.items:
-        e = item.expr
-        if isinstance(e, q.Star):
-            flags += [True, False]  # key, value
-        elif isinstance(e, q.Call):
-            flags.append(e.name == "time_bucket" or (e.name in ("min", "max") and e.args == (key,)))
-        else:
-            flags.append(e == key)
-    if len(flags) != len(columns):
-        return by_name  # not the statement this result came from
-    return frozenset(i for i, flag in enumerate(flags) if flag)
 
 
 def _is_copy(statement: Any) -> bool:

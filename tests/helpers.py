@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -75,3 +77,26 @@ def signal_ours(pids: Iterable[int] | None, path: str | os.PathLike[str], sig: i
         except (psutil.Error, ProcessLookupError, PermissionError):
             pass
     return hit
+
+
+def ctrl_c_when_main_waits_for_a_future(timeout: float = 30.0) -> None:
+    """Send SIGINT to the main thread, as Ctrl-C does, once it waits in ``Future.result()``.
+
+    Call it from a worker thread (a fake ``put_many``). The wait is where a real Ctrl-C usually
+    finds an import, the cluster being slower than the reading; and Python 3.11 may leave a
+    signal that arrives while the main thread runs bytecode unhandled until the main thread
+    next blocks, which would make the test depend on timing.
+    """
+    main = threading.main_thread().ident
+
+    def waiting() -> bool:
+        frame = sys._current_frames().get(main or 0)
+        while frame is not None:
+            if frame.f_code.co_name == "result" and frame.f_code.co_filename.endswith(
+                    os.path.join("concurrent", "futures", "_base.py")):
+                return True
+            frame = frame.f_back
+        return False
+
+    wait_until(waiting, timeout, "the main thread waiting for a future", interval=0.005)
+    signal.pthread_kill(main or 0, signal.SIGINT)

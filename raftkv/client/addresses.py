@@ -20,10 +20,20 @@ An address that gave no answer goes last until it answers again or all of its no
 have failed (:func:`after_failure`), so a client whose seeds match none of the advertised
 addresses still finds its way, with one failed attempt per node at most, and from then on ranks
 by what answered.
+
+Two guards keep the fallback inside the cluster the client reached, since an address that works
+"from here" may lead to another cluster (a loopback address advertised by compose nodes leads,
+on another machine, to whatever that machine runs at the same port):
+
+* a loopback address is not tried at all unless the client reached the cluster through a
+  loopback seed (:func:`candidates`; a node with loopback addresses only keeps them);
+* nodes name their cluster (``cluster`` in ``hello`` and ``map`` replies); the client pins the
+  first one it hears and treats a node naming another as the wrong node (:func:`same_cluster`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 
 
@@ -31,20 +41,61 @@ def _host(address: str) -> str:
     return address.rpartition(":")[0].lower()
 
 
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (``host:port``) names this machine's loopback interface: ``localhost``,
+    ``127.0.0.0/8`` or ``::1`` (bracketed or not)."""
+    host = _host(address).strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def candidates(addrs: Sequence[str], loopback: bool) -> list[str]:
+    """The addresses of one node's ``addrs`` a client may try: all of them if it reached the cluster
+    through a loopback seed (``loopback``), else those that are not loopback addresses, unless all
+    are (a node that advertises nothing else, as one started by ``raftkv up``: the cluster check
+    then guards it)."""
+    if loopback:
+        return list(addrs)
+    return [a for a in addrs if not is_loopback(a)] or list(addrs)
+
+
+def same_cluster(pinned: str | None, answered: object) -> bool:
+    """Whether an answer naming cluster ``answered`` may be taken by a client pinned to cluster
+    ``pinned`` (None: nothing heard yet).  An answer naming no cluster (a node that predates the
+    field, during a rolling upgrade) is taken: it cannot be told apart."""
+    return pinned is None or not isinstance(answered, str) or answered == pinned
+
+
+def pin_cluster(pinned: str | None, answered: object) -> str | None:
+    """The cluster a client is pinned to once an answer naming ``answered`` was taken: the first
+    cluster named stays."""
+    if pinned is not None:
+        return pinned
+    return answered if isinstance(answered, str) else None
+
+
 def preferred_order(advertised: Mapping[str, Sequence[str]], reached: Mapping[str, str],
-                    failed: Collection[str] = ()) -> dict[str, list[str]]:
+                    failed: Collection[str] = (), loopback: bool = True) -> dict[str, list[str]]:
     """Each node's advertised addresses (``advertised``: node id -> its list, in its order), in the
     order a client should try them, given ``reached``: node id -> the address that node last
     answered at (it need not be one it advertises: a seed may be a load balancer's), and
-    ``failed``: addresses that gave no answer since (they go last)."""
+    ``failed``: addresses that gave no answer since (they go last).  Without ``loopback`` (the
+    client reached the cluster through no loopback seed) loopback addresses are left out
+    (:func:`candidates`)."""
     positions = {addrs.index(a) for n, a in reached.items() if a in (addrs := list(advertised.get(n, ())))}
     hosts = {_host(a) for a in reached.values()}
     out: dict[str, list[str]] = {}
-    for node_id, addrs in advertised.items():
+    for node_id, every in advertised.items():
+        allowed = candidates(every, loopback)
         mine = reached.get(node_id)
-        ranked = sorted(enumerate(addrs), key=lambda item: (item[1] in failed, item[1] != mine,
-                                                           _host(item[1]) not in hosts,
-                                                           item[0] not in positions, item[0]))
+        # positions count in the whole list: position i is one network's view on every node
+        ranked = sorted(((i, a) for i, a in enumerate(every) if a in allowed),
+                        key=lambda item: (item[1] in failed, item[1] != mine, _host(item[1]) not in hosts,
+                                          item[0] not in positions, item[0]))
         out[node_id] = [a for _, a in ranked]
     return out
 

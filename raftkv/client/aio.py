@@ -56,7 +56,7 @@ from ..protocol.pages import decode_raw_keys
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import Credentials, parse_hostport
-from .addresses import after_failure, preferred_order
+from .addresses import after_failure, candidates, is_loopback, pin_cluster, preferred_order, same_cluster
 from .params import Param, bind
 
 T = TypeVar("T")
@@ -74,9 +74,12 @@ BATCH_BYTES = 2 << 20
 SCAN_PREFETCH_SHARDS = 4
 STEP_PARALLEL = 4  # shards a range_steps walk asks at once, by default
 MAX_RETRY_PAUSE = 0.1  # seconds: the longest backoff between two attempts (before jitter)
-TLS_PROBE_SECONDS = 2.0  # how long asking a port that hung up whether it speaks TLS may take
+# how long asking a port that hung up whether it speaks TLS may take: short, since a node that
+# hangs up for another reason (going down) waits this long before the client tries elsewhere
+TLS_PROBE_SECONDS = 0.5
 # what OpenSSL says when the other side answered a ClientHello with something that is not TLS
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+_FIRST_REQUEST = 1  # a connection's request ids count from here (_Connection._ids)
 
 
 @dataclass(frozen=True)
@@ -182,19 +185,25 @@ async def _speaks_tls(address: str, timeout: float) -> bool:
     except (OSError, TimeoutError, Unavailable):  # ssl.SSLError is an OSError: not TLS either
         return False
     writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):  # the TLS close_notify exchange may fail: it answered
+        await writer.wait_closed()
     return True
 
 
 class _Connection:
     """One TCP connection to one node, with pipelined requests matched by id."""
 
-    def __init__(self, address: str, credentials: Credentials | None = None, expect: str | None = None) -> None:
+    def __init__(self, address: str, credentials: Credentials | None = None, expect: str | None = None,
+                 pinned: str | None = None) -> None:
         self.address = address
         self.credentials = credentials or Credentials()
         # the node this address was chosen for, among several it advertises: its hello must say so
         self.expect = expect
+        # the cluster the client is pinned to (client/addresses.py): a hello naming another is refused
+        self.pinned = pinned
         self.node: str | None = None  # the node at the other end, once it named itself
-        self._ids = itertools.count(1)
+        self.cluster: str | None = None  # the cluster that node named, once it did
+        self._ids = itertools.count(_FIRST_REQUEST)
         self._pending: dict[int, asyncio.Future] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
@@ -219,8 +228,8 @@ class _Connection:
             raise _NoAnswer(f"cannot connect to {self.address}: {exc}", self.address, "error") from None
         self._reader_task = asyncio.create_task(self._read_loop(reader))
         hello = self.credentials.hello()
-        if hello is None and self.expect is not None:
-            hello = {"op": "hello"}  # a node names itself in its hello, with or without a token
+        if hello is None and (self.expect is not None or self.pinned is not None):
+            hello = {"op": "hello"}  # a node names itself and its cluster in its hello, with or without a token
         if hello is not None:  # before any other request: a node with a token refuses anything else
             try:
                 reply = await self.request(hello, max(0.05, end - loop.time()))
@@ -229,6 +238,14 @@ class _Connection:
                 raise
             who = reply.get("node") if isinstance(reply, dict) else None
             self.node = who if isinstance(who, str) else None
+            named = reply.get("cluster") if isinstance(reply, dict) else None
+            self.cluster = named if isinstance(named, str) else None
+            if not same_cluster(self.pinned, named):
+                # another cluster's node (one at the same address from here, say a loopback port
+                # another cluster on this machine uses): right id or not, never this cluster's node
+                await self.close()
+                raise _NoAnswer(f"{self.address} is node {who} of another cluster ({named}, not {self.pinned})",
+                                self.address, "wrong node")
             if self.expect is not None and who != self.expect:
                 # one of another node's addresses leads here from where this client runs (say a
                 # loopback address inside a container): not an address of the node wanted
@@ -253,7 +270,10 @@ class _Connection:
                         fut.set_exception(errors.from_wire(msg["err"]))
                     else:
                         fut.set_result(msg.get("ok"))
-            if not heard and self._pending and not self.credentials.tls \
+            # Only a connection that never heard a word, with its first request (its hello or
+            # first call) still waiting, may be a TLS port: one that answered before, or whose
+            # first request timed out, is a node going down or busy, not to be held up asking.
+            if not heard and _FIRST_REQUEST in self._pending and not self.credentials.tls \
                     and await _speaks_tls(self.address, TLS_PROBE_SECONDS):
                 # A TLS port hangs up on plaintext without a word (the handshake just fails), which
                 # looks like a node going down; asked in TLS, it answers: a setting to fix, not a
@@ -400,6 +420,8 @@ class AsyncClient:
         self._advertised: dict[str, tuple[str, ...]] = {}  # node id -> every client address it advertises
         self._reached: dict[str, str] = {}  # node id -> the address it last answered at, as that node
         self._failed: set[str] = set()  # advertised addresses that gave no answer since they last did
+        self._cluster: str | None = None  # the cluster the first answer named: others' nodes are refused
+        self._via_loopback = False  # reached through a loopback seed: loopback addresses may be tried
         self._refreshing: asyncio.Task | None = None
         self._session = _WriteSession()
 
@@ -706,11 +728,24 @@ class AsyncClient:
                     if isinstance(exc, _NoAnswer):
                         self._address_failed(address)
                     continue
+                if not same_cluster(self._cluster, reply.get("cluster")):
+                    # another cluster's node at this address: its map (whatever its epoch) and its
+                    # addresses are not this cluster's, and nothing more is sent to it
+                    failures[address] = _NoAnswer(f"{address} is node {reply.get('node')} of another cluster",
+                                                  address, "wrong node")
+                    self._conns.pop(address, None)
+                    await conn.close()
+                    self._address_failed(address)
+                    continue
+                self._cluster = pin_cluster(self._cluster, reply.get("cluster"))
+                self._via_loopback |= address in self._seeds and is_loopback(address)
                 fresh = ShardMap.from_dict(reply["map"])
                 if self._map is None or fresh.epoch >= self._map.epoch:
                     self._map = fresh
                 if isinstance(reply.get("node"), str):
                     conn.node = reply["node"]
+                if isinstance(reply.get("cluster"), str):
+                    conn.cluster = reply["cluster"]
                 self._learn_nodes(reply, address)
                 self._leaders.update({k: v for k, v in reply["leaders"].items() if v})
                 return
@@ -734,6 +769,8 @@ class AsyncClient:
             if expect is not None and conn.node is not None and conn.node != expect:
                 # open already, to another node (a seed, say): that is no address of this one from here
                 raise _NoAnswer(f"{address} is node {conn.node}, not {expect}", address, "wrong node")
+            if not same_cluster(self._cluster, conn.cluster):
+                raise _NoAnswer(f"{address} is node {conn.node} of another cluster", address, "wrong node")
             return conn
         task = self._connecting.get(address)
         if task is None or task.done():
@@ -742,9 +779,10 @@ class AsyncClient:
 
     async def _open(self, address: str, deadline: float) -> _Connection:
         expect = self._expected(address)
-        conn = _Connection(address, self._credentials, expect)
+        conn = _Connection(address, self._credentials, expect, self._cluster)
         await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))  # _NoAnswer says why not
         self._conns[address] = conn
+        self._cluster = pin_cluster(self._cluster, conn.cluster)
         if expect is not None:
             self._reached[expect] = address  # its hello named it: this address works from here
             self._failed.discard(address)
@@ -768,7 +806,8 @@ class AsyncClient:
 
     def _choose_addresses(self) -> None:
         """Use, for each node, the first of its addresses in :func:`~raftkv.client.addresses.preferred_order`."""
-        for nid, order in preferred_order(self._advertised, self._reached, self._failed).items():
+        for nid, order in preferred_order(self._advertised, self._reached, self._failed,
+                                          self._via_loopback).items():
             self._nodes[nid] = order[0]
 
     def _expected(self, address: str) -> str | None:
@@ -787,7 +826,8 @@ class AsyncClient:
                 continue
             if self._reached.get(nid) == address:
                 del self._reached[nid]  # it worked once; now it does not: rank it as any other
-            self._failed = after_failure(addrs, self._failed, address)
+            # forgiven once all those it may try failed (loopback ones it never tries do not count)
+            self._failed = after_failure(candidates(addrs, self._via_loopback), self._failed, address)
             self._choose_addresses()
 
     def _target(self, shard: Shard) -> str:

@@ -248,6 +248,10 @@ class Split(Node):
     at: Expr | None = None
 
 
+COPY_FORMATS = ("csv", "jsonl")  # the file formats of COPY (and raftkv import/export)
+COPY_KEY_FORMATS = ("int", "timestamp")  # how their keys are written
+
+
 @dataclass(frozen=True)
 class Copy(Node):
     """``COPY kv FROM 'path'``, ``COPY kv TO 'path'`` or ``COPY (SELECT ...) TO 'path'``, with options.

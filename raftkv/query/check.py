@@ -53,6 +53,10 @@ def check(statement: ast.Statement) -> None:
                                  f"{_describe(value, _type(value, 'in INSERT'))}; quote it to store it as text")
         case ast.Get(key=key):
             _key_constant(key, "for GET")
+        case ast.Explain(statement=ast.Copy() as inner):
+            # no shard plans a COPY (the client reads or writes the file), so there is no plan to show
+            _fail(inner, "EXPLAIN does not take COPY: a COPY runs in the client, reading or writing the file "
+                         "there, with no plan on the shards; EXPLAIN the SELECT of a COPY (...) TO instead")
         case ast.Explain(statement=inner):
             check(inner)
         case ast.Copy(query=query) if query is not None:

@@ -44,7 +44,7 @@ MAX_INTEGER_DIGITS = 80
 MAX_INTERVAL_AMOUNT = 40  # characters of one amount, such as '1.5' in '1.5 hours'
 
 
-def _shown(text: str, limit: int = 60) -> str:
+def shorten(text: str, limit: int = 60) -> str:
     """``text`` shortened for an error message."""
     return text if len(text) <= limit else f"{text[:limit]}..."
 
@@ -54,18 +54,18 @@ def parse_number(text: str) -> int | float:
     if text[:2] in ("0x", "0X"):
         digits = text[2:]
         if not _HEX_DIGITS.fullmatch(digits):
-            raise QueryError(f"bad hex literal {_shown(text)}: expected hex digits 0-9, a-f after 0x")
+            raise QueryError(f"bad hex literal {shorten(text)}: expected hex digits 0-9, a-f after 0x")
         if len(digits.lstrip("0")) > MAX_INTEGER_DIGITS:
-            raise QueryError(f"number {_shown(text)} is too long: at most {MAX_INTEGER_DIGITS} hex digits")
+            raise QueryError(f"number {shorten(text)} is too long: at most {MAX_INTEGER_DIGITS} hex digits")
         return int(digits, 16)
     if any(c in text for c in ".eE"):
         value = float(text)
         if not math.isfinite(value):
-            raise QueryError(f"number {_shown(text)} is too large")
+            raise QueryError(f"number {shorten(text)} is too large")
         return value
     digits = text.lstrip("0")  # int() counts leading zeros against its digit limit too
     if len(digits) > MAX_INTEGER_DIGITS:
-        raise QueryError(f"number {_shown(text)} is too long: at most {MAX_INTEGER_DIGITS} digits; "
+        raise QueryError(f"number {shorten(text)} is too long: at most {MAX_INTEGER_DIGITS} digits; "
                          "write a float such as 1e100 for a huge value")
     return int(digits or "0")
 
@@ -79,7 +79,7 @@ def parse_bytes(text: str) -> bytes:
     """A BYTES token ``x'00ff'``: an even number of hex digits."""
     digits = text[2:-1]
     if len(digits) % 2 or (digits and not _HEX_DIGITS.fullmatch(digits)):
-        raise QueryError(f"bad byte string {_shown(text)}: expected an even number of hex digits 0-9, a-f")
+        raise QueryError(f"bad byte string {shorten(text)}: expected an even number of hex digits 0-9, a-f")
     return bytes.fromhex(digits)
 
 
@@ -91,20 +91,20 @@ def parse_timestamp(text: str) -> int:
     """
     m = _TIMESTAMP.fullmatch(text.strip())
     if not m:
-        raise QueryError(f"bad timestamp '{_shown(text)}': expected ISO 8601 such as '2026-11-21T10:00:00Z', "
+        raise QueryError(f"bad timestamp '{shorten(text)}': expected ISO 8601 such as '2026-11-21T10:00:00Z', "
                          "'2026-11-21 10:00:00.5+02:00' or '2026-11-21'")
     year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = m.groups()
     try:
         day_number = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
     except ValueError as e:
-        raise QueryError(f"bad timestamp '{_shown(text)}': {e}") from None
+        raise QueryError(f"bad timestamp '{shorten(text)}': {e}") from None
     h, mi, s = int(hour or 0), int(minute or 0), int(second or 0)
     if h > 23 or mi > 59 or s > 59:
-        raise QueryError(f"bad timestamp '{_shown(text)}': time of day out of range")
+        raise QueryError(f"bad timestamp '{shorten(text)}': time of day out of range")
     offset = 0
     if sign:
         if int(off_h) > 23 or int(off_m) > 59:
-            raise QueryError(f"bad timestamp '{_shown(text)}': UTC offset out of range")
+            raise QueryError(f"bad timestamp '{shorten(text)}': UTC offset out of range")
         offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
     seconds = day_number * 86400 + h * 3600 + mi * 60 + s - offset
     return seconds * _NS_PER_S + int((frac or "").ljust(9, "0"))
@@ -119,20 +119,20 @@ def parse_interval(text: str) -> int:
         if not m:
             if text[pos:].strip() == "":
                 break
-            raise QueryError(f"bad interval '{_shown(text)}': expected amounts with units such as '5 minutes' "
+            raise QueryError(f"bad interval '{shorten(text)}': expected amounts with units such as '5 minutes' "
                              "or '1 hour 30 minutes'")
         amount, unit = m.groups()
         if len(amount) > MAX_INTERVAL_AMOUNT:
-            raise QueryError(f"bad interval '{_shown(text)}': the amount {_shown(amount)} is too long "
+            raise QueryError(f"bad interval '{shorten(text)}': the amount {shorten(amount)} is too long "
                              f"(at most {MAX_INTERVAL_AMOUNT} characters)")
         ns = _UNIT_NS.get(unit.lower())
         if ns is None:
-            raise QueryError(f"bad interval '{_shown(text)}': unknown unit '{unit}'; use ns, us, ms, s, "
+            raise QueryError(f"bad interval '{shorten(text)}': unknown unit '{unit}'; use ns, us, ms, s, "
                              "m (minutes), h, d or w, or their names such as minutes")
         total += Fraction(amount) * ns
         pos, parts = m.end(), parts + 1
     if parts == 0:
-        raise QueryError(f"bad interval '{_shown(text)}': it is empty; write e.g. INTERVAL '5 minutes'")
+        raise QueryError(f"bad interval '{shorten(text)}': it is empty; write e.g. INTERVAL '5 minutes'")
     if total.denominator != 1:
-        raise QueryError(f"bad interval '{_shown(text)}': not a whole number of nanoseconds")
+        raise QueryError(f"bad interval '{shorten(text)}': not a whole number of nanoseconds")
     return int(total)

@@ -242,18 +242,19 @@ def _literal_from(token: Token, decode, spelling: str | None = None) -> ast.Lite
     return ast.Literal(value, text=spelling, pos=(token.line, token.column))
 
 
-COPY_FORMATS = ("csv", "jsonl")
-COPY_KEY_FORMATS = ("int", "timestamp")
-
-
 def _copy_path(token: Token) -> str:
     path = parse_string(token)
     if not path:
         raise _error_at(token, "the file name is empty; write one such as 'readings.csv'")
+    if path == "-":
+        # COPY runs in a shell whose standard input is the terminal or the script being run, and
+        # whose output may be a terminal: neither can carry a file's rows
+        raise _error_at(token, "COPY reads and writes files, not standard input or output; use "
+                               "`raftkv import -` or `raftkv export -` for those, or './-' for a file named -")
     return path
 
 
-def _copy_options(options: tuple[tuple[Token, Token | None], ...], direction: str) -> dict[str, object]:
+def _copy_options(options: tuple[tuple[Token, Token | None], ...]) -> dict[str, object]:
     """The keyword arguments of :class:`ast.Copy` from ``WITH (...)``; each error points at its option."""
     seen: set[str] = set()
     out: dict[str, object] = {}
@@ -265,11 +266,11 @@ def _copy_options(options: tuple[tuple[Token, Token | None], ...], direction: st
         text = None if value is None else (parse_string(value) if value.type == "STRING" else str(value)).lower()
         where = value if value is not None else name_token
         if name == "format":
-            if text not in COPY_FORMATS:
+            if text not in ast.COPY_FORMATS:
                 raise _error_at(where, f"FORMAT must be csv or jsonl, not {text or 'nothing'}")
             out["format"] = text
         elif name == "key_format":
-            if text not in COPY_KEY_FORMATS:
+            if text not in ast.COPY_KEY_FORMATS:
                 raise _error_at(where, f"KEY_FORMAT must be int or timestamp, not {text or 'nothing'}")
             out["key_format"] = text
         elif name == "header":
@@ -279,9 +280,8 @@ def _copy_options(options: tuple[tuple[Token, Token | None], ...], direction: st
         else:
             raise _error_at(name_token, f"unknown COPY option {name_token}; the options are FORMAT csv|jsonl, "
                                         "HEADER and KEY_FORMAT int|timestamp")
-    if out.get("header") and out.get("format") == "jsonl":
-        header = next(n for n, _ in options if str(n).lower() == "header")
-        raise _error_at(header, "HEADER is for FORMAT csv: a jsonl line names its members itself")
+    # HEADER with jsonl is refused by raftkv.bulk.CopyOptions, which also sees a format that
+    # the file name implies
     return out
 
 
@@ -386,15 +386,15 @@ class _Builder(Transformer):
         return ast.Split(shard_id, at, pos=_pos(meta))
 
     def copy_from(self, meta, _table, path, options):
-        return ast.Copy("from", _copy_path(path), None, **_copy_options(options or (), "from"), pos=_pos(meta))
+        return ast.Copy("from", _copy_path(path), None, **_copy_options(options or ()), pos=_pos(meta))
 
     def copy_table_to(self, meta, table, path, options):
         star = ast.SelectItem(ast.Star(pos=_pos(meta)), pos=_pos(meta))
         query = ast.Select((star,), pos=_pos(meta))
-        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or (), "to"), pos=_pos(meta))
+        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or ()), pos=_pos(meta))
 
     def copy_query_to(self, meta, query, path, options):
-        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or (), "to"), pos=_pos(meta))
+        return ast.Copy("to", _copy_path(path), query, **_copy_options(options or ()), pos=_pos(meta))
 
     def copy_with(self, meta, *options):
         return options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import json
 import os
@@ -170,6 +171,17 @@ class NodeConfig:
     def cluster_identity(self) -> dict[str, Any]:
         """What must not change across restarts of a data directory."""
         return {"nodes": sorted(self.founder_ids()), "shards": self.shards, "replication": self.replication}
+
+    def cluster_name(self) -> str:
+        """What nodes tell clients their cluster is (``cluster`` in ``hello`` and ``map`` replies), so
+        that a client following one node's advertised addresses never takes another cluster's node
+        for it: a hash of :meth:`cluster_identity` and the founders' peer addresses (the founders'
+        ``--nodes`` list, the same on every node, also on one that joined later).  Two ``raftkv up``
+        clusters of one layout differ by their peer ports; nothing secret goes in."""
+        founders = set(self.founder_ids())
+        peers = sorted((n.id, format_hostport(n.peer).lower()) for n in self.nodes if n.id in founders)
+        text = json.dumps([self.cluster_identity(), peers], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(b"raftkv cluster\0" + text.encode()).hexdigest()[:16]
 
 
 MAX_TOKEN_CHARS = 4096

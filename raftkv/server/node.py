@@ -334,6 +334,7 @@ class Node:
 
     def __init__(self, config: NodeConfig, limits: ClientLimits | None = None) -> None:
         self.config = config
+        self.cluster = config.cluster_name()  # named in hello and map replies (client/addresses.py)
         self.limits = limits or ClientLimits()
         self.me = config.me()
         check_data_dir(config)
@@ -582,7 +583,7 @@ class Node:
         if newer is not None and type(newer) is not int:
             raise InvalidArgument("if_newer must be an epoch (int)")
         shown = smap.to_dict() if newer is None or smap.epoch > newer else None
-        return {"map": shown, "leaders": self.leaders(), "node": self.me.id,
+        return {"map": shown, "leaders": self.leaders(), "node": self.me.id, "cluster": self.cluster,
                 "nodes": {r.id: r.client for r in self.members.records().values()},
                 # a node's client addresses where it advertises its own (--advertise-client)
                 "clients": self.members.advertised_clients()}
@@ -1052,7 +1053,8 @@ class Node:
         before any other request by ``_authenticate``; a later ``hello`` is checked again here)."""
         if not self._token_ok(req.get("token")):
             raise Unauthenticated("wrong client token")
-        return {"node": self.me.id, "token_required": self.config.client_token is not None}
+        return {"node": self.me.id, "token_required": self.config.client_token is not None,
+                "cluster": self.cluster}
 
     def _token_ok(self, given: Any) -> bool:
         """Whether ``given`` is the node's client token (always, on a node without one)."""

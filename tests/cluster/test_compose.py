@@ -86,6 +86,11 @@ def compose() -> dict[str, Any]:
     return parse_compose((ROOT / "docker-compose.yml").read_text())
 
 
+def host_port(service: dict[str, Any]) -> int:
+    """The host port a service publishes its client port on (``"127.0.0.1:HOST:CONTAINER"``)."""
+    return int(service["ports"][0].split(":")[-2])
+
+
 def flag(argv: list[str], name: str) -> str:
     assert argv.count(name) == 1, f"{name} once in {argv}"
     return argv[argv.index(name) + 1]
@@ -112,7 +117,8 @@ def test_compose_declares_three_persistent_published_nodes(compose: dict[str, An
         # every service is reachable by its name, on the ports the image exposes and compose publishes
         assert nodes == [NodeAddress(s, (s, CLIENT_PORT), (s, PEER_PORT)) for s in SERVICES]
         node_specs.add(flag(argv, "--nodes"))
-        assert svc["ports"] == [f"740{i}:{CLIENT_PORT}"]
+        # on loopback only: the cluster has no secret, token or TLS (docs/operations.md)
+        assert svc["ports"] == [f"127.0.0.1:740{i}:{CLIENT_PORT}"]
         # clients inside the compose network reach it by name, clients on the host at its published
         # port: one list per node, in the same order on every node (position = network)
         assert flags(argv, "--advertise-client") == [f"{name}:{CLIENT_PORT}", f"127.0.0.1:740{i}"]
@@ -201,7 +207,7 @@ def test_compose_commands_run_a_working_cluster(compose: dict[str, Any], tmp_pat
     mapping = dict(zip(endpoints, ports(len(endpoints)), strict=True))
     client_addrs = {name: format_hostport(("127.0.0.1", mapping[(name, CLIENT_PORT)])) for name in services}
     # each service's published host port -> a free port, and a forwarder there to its client port
-    published = {int(svc["ports"][0].split(":")[0]): mapping[(name, CLIENT_PORT)] for name, svc in services.items()}
+    published = {host_port(svc): mapping[(name, CLIENT_PORT)] for name, svc in services.items()}
     host_ports = dict(zip(published, ports(len(published)), strict=True))
     forwarders = {hp: LinkProxy(("127.0.0.1", target), port=host_ports[hp]) for hp, target in published.items()}
     request.addfinalizer(lambda: [f.close() for f in forwarders.values()])
@@ -231,8 +237,7 @@ def test_compose_commands_run_a_working_cluster(compose: dict[str, Any], tmp_pat
         assert set(leaders) == set(reply["leaders"])
 
     # every node's record comes to carry what it advertises (its heartbeats bring it to the meta leader)
-    published_addrs = {name: f"127.0.0.1:{host_ports[int(svc['ports'][0].split(':')[0])]}"
-                       for name, svc in services.items()}
+    published_addrs = {name: f"127.0.0.1:{host_ports[host_port(svc)]}" for name, svc in services.items()}
     in_network = {name: f"{name}:{mapping[(name, CLIENT_PORT)]}" for name in services}
     advertised = {name: [in_network[name], published_addrs[name]] for name in services}
     wait_until(lambda: all(call(a, "map", timeout=5.0).get("clients") == advertised for a in client_addrs.values()),
@@ -258,3 +263,26 @@ def test_compose_commands_run_a_working_cluster(compose: dict[str, Any], tmp_pat
         assert db.get(777) == b"from inside"  # one cluster, whichever way it is reached
     for name, proc in procs.items():
         assert proc.poll() is None, f"{name} exited"
+
+
+@pytest.mark.timeout(30)
+def test_a_cleanup_that_fails_after_the_engine_test_failed_names_both_failures() -> None:
+    """The engine test's cleanup (``down -v``) timing out after the test failed must not hide why
+    it failed: the error raised names both (no engine needed: a stand-in whose commands time out)."""
+    from .test_compose_engine import take_down
+
+    class TimingOut:
+        transcript = ["$ down -v --remove-orphans: timed out after 300 s"]
+
+        def run(self, *args: str, **kw: object) -> str:
+            raise AssertionError(f"compose {' '.join(args)} timed out")
+
+    original = AssertionError("the cluster lost a write")
+    with pytest.raises(AssertionError) as caught:
+        take_down(TimingOut(), original)  # type: ignore[arg-type]
+    assert "the cluster lost a write" in str(caught.value)
+    assert "compose down -v --remove-orphans timed out" in str(caught.value)
+    assert caught.value.__cause__ is original
+    # without an earlier failure the cleanup's own is raised as it is
+    with pytest.raises(AssertionError, match="^compose down -v --remove-orphans timed out$"):
+        take_down(TimingOut())  # type: ignore[arg-type]

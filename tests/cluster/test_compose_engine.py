@@ -39,7 +39,7 @@ from raftkv.cluster import launcher
 
 from ..helpers import wait_until
 from . import engine as engines
-from .test_compose import SERVICES, parse_compose
+from .test_compose import SERVICES, host_port, parse_compose
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -58,11 +58,13 @@ def found(tmp_path_factory: pytest.TempPathFactory) -> engines.Engine:
 
 
 def published_copy(text: str, host_ports: dict[int, int], root: Path) -> str:
-    """The compose file with each published host port moved to ``host_ports[port]`` (in ``ports``
-    and in the advertised ``127.0.0.1:port``) and the build context made absolute."""
+    """The compose file with each published host port moved to ``host_ports[port]`` (in ``ports``,
+    still on 127.0.0.1 only, and in the advertised ``127.0.0.1:port``) and the build context made
+    absolute."""
     out = text.replace("build: .", f"build: {json.dumps(str(root))}")
     for old, new in host_ports.items():
-        out = out.replace(f'"{old}:7400"', f'"{new}:7400"').replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+        out = out.replace(f'"127.0.0.1:{old}:7400"', f'"127.0.0.1:{new}:7400"')
+        out = out.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
     return out
 
 
@@ -167,13 +169,31 @@ asyncio.run(main())
 """
 
 
+def take_down(compose: Compose, failure: BaseException | None = None) -> str:
+    """``down -v`` the project, and say which containers are left (``ps -q``); the transcript is
+    printed either way, for a failure's report.  After a ``failure`` of the test, a cleanup that
+    fails too (a timed-out ``down -v``) raises one error naming both: it must not hide the first."""
+    try:
+        compose.run("down", "-v", "--remove-orphans", check=False, timeout=STEP_SECONDS)
+        return compose.run("ps", "-q", check=False)
+    except AssertionError as cleanup:
+        if failure is None:
+            raise
+        raise AssertionError(f"{failure!r}\n(and then the cleanup failed: {cleanup})") from failure
+    finally:
+        print("\n".join(compose.transcript), file=sys.stderr)
+
+
 def test_compose_cluster_in_a_real_engine(found: engines.Engine, tmp_path: Path) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     services = parse_compose(text)["services"]
-    fixed = [int(services[s]["ports"][0].split(":")[0]) for s in SERVICES]
+    fixed = [host_port(services[s]) for s in SERVICES]
     host_ports = dict(zip(fixed, launcher.free_ports(len(fixed)), strict=True))
     file = tmp_path / "docker-compose.yml"
     file.write_text(published_copy(text, host_ports, ROOT))
+    # tests use loopback only: every port of the copy is published on 127.0.0.1
+    assert [parse_compose(file.read_text())["services"][s]["ports"] for s in SERVICES] == [
+        [f"127.0.0.1:{host_ports[p]}:7400"] for p in fixed]
     published = {s: f"127.0.0.1:{host_ports[p]}" for s, p in zip(SERVICES, fixed, strict=True)}
     project = f"raftkvtest{uuid.uuid4().hex[:8]}"
     keys = [i * (2**64 // 16) + 3 for i in range(16)]  # two in each of the 8 initial shards
@@ -224,10 +244,11 @@ def test_compose_cluster_in_a_real_engine(found: engines.Engine, tmp_path: Path)
             wait_until(lambda: ready(published["n2"]), 180.0, "the cluster back after down/up")
             got = asyncio.run(host_session(published["n2"], {}, list(data)))
             assert got["values"] == data
-        finally:
-            compose.run("down", "-v", "--remove-orphans", check=False, timeout=STEP_SECONDS)
-            leftover = compose.run("ps", "-q", check=False)
-            print("\n".join(compose.transcript), file=sys.stderr)
+        except BaseException as failure:
+            take_down(compose, failure)  # its own failure names this one too
+            raise
+        else:
+            leftover = take_down(compose)
         assert not leftover.strip(), f"containers left after down -v: {leftover}"
         assert not re.search(project, subprocess.run(
             [found.exec_prefix[0], "volume", "ls", "-q"], env=found.env, capture_output=True, text=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -229,8 +230,11 @@ def test_hello_then_pipelined_requests(secure: launcher.ClusterInfo, certs: Path
     with tls_socket(secure.addresses[1], certs) as sock:
         sock.sendall(encode({"id": 1, "op": "hello", "token": TOKEN}) + encode({"id": 2, "op": "map"}))
         hello, answer = recv_messages(sock, 2)
+        named = hello["ok"].pop("cluster")
         assert hello == {"id": 1, "ok": {"node": "n2", "token_required": True}}
         assert answer["id"] == 2 and "map" in answer["ok"]
+        # both name the cluster, alike: a hash of its layout (client/addresses.py), nothing secret
+        assert answer["ok"]["cluster"] == named and re.fullmatch(r"[0-9a-f]{16}", named)
 
 
 def _peer_hello(address: tuple[str, int], ctx: ssl.SSLContext | None) -> Any:

@@ -55,7 +55,10 @@ def test_copy_in_a_script_and_option_names_stay_usable_as_aliases() -> None:
     ("COPY kv FROM 'a' WITH (HEADER maybe)", 1, 31, "HEADER takes no value, or TRUE or FALSE, not maybe"),
     ("COPY kv FROM 'a' WITH (colour red)", 1, 24, "unknown COPY option colour"),
     ("COPY kv FROM 'a' WITH (FORMAT csv, FORMAT csv)", 1, 36, "option FORMAT is given twice"),
-    ("COPY kv FROM 'a' WITH (FORMAT jsonl, HEADER)", 1, 38, "HEADER is for FORMAT csv"),
+    ("COPY kv FROM '-'", 1, 14, "COPY reads and writes files, not standard input or output; use `raftkv import -`"),
+    ("COPY (SELECT * FROM kv) TO '-' WITH (HEADER)", 1, 28, "or './-' for a file named -"),
+    ("EXPLAIN COPY kv FROM 'a'", 1, 9, "EXPLAIN does not take COPY: a COPY runs in the client"),
+    ("EXPLAIN\n COPY kv TO 'a'", 2, 2, "EXPLAIN the SELECT of a COPY (...) TO instead"),
     ("COPY kv FROM ''", 1, 14, "the file name is empty"),
     ("COPY kv FROM readings.csv", 1, 14, "unexpected name 'readings'; expected a string"),
     ("COPY t FROM 'a'", 1, 6, "unknown table 't'"),
@@ -76,6 +79,23 @@ def test_malformed_copy_is_refused_at_its_position(text: str, line: int, column:
     assert message in err.message
     caret = err.message.splitlines()[-1]
     assert caret.index("^") == column + 1  # under the column, after the snippet's two-space indent
+
+
+def test_explain_of_a_built_copy_is_refused_by_the_check_not_the_planner() -> None:
+    from raftkv.query.check import check
+
+    with pytest.raises(QueryError, match="EXPLAIN does not take COPY"):
+        check(ast.Explain(Copy("from", "a.csv")))
+
+
+def test_header_with_jsonl_is_refused_once_whether_the_format_is_given_or_implied() -> None:
+    from raftkv import bulk
+
+    for text in ("COPY kv FROM 'a' WITH (FORMAT jsonl, HEADER)", "COPY kv FROM 'a.jsonl' WITH (HEADER)"):
+        st = parse(text)  # the grammar leaves it to the options, which see the file name too
+        with pytest.raises(bulk.CopyError, match="HEADER is for the csv format"):
+            bulk.CopyOptions.for_path(st.path, st.format, st.header, st.key_format)
+    assert bulk.FORMATS is ast.COPY_FORMATS and bulk.KEY_FORMATS is ast.COPY_KEY_FORMATS  # one definition
 
 
 def test_the_planner_refuses_copy_with_a_pointer_to_the_client() -> None:

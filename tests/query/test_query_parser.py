@@ -298,7 +298,7 @@ def test_caret_follows_tabs():
     ("INSERT INTO kv VALUES (1)", "unexpected ')'; expected ','"),
     ("INSERT INTO kv VALUES (1, 'a', 'b')", "unexpected ','"),
     ("PUT 1", "unexpected end of input"),
-    ("EXPLAIN GET 1", "unexpected GET; expected one of: DELETE, SELECT"),
+    ("EXPLAIN GET 1", "unexpected GET; expected one of: COPY, DELETE, SELECT"),  # COPY to say why it has no plan
     ("SHOW TABLES", "unexpected name 'TABLES'"),
     ("SELECT * FROM kv WHERE key > 5 5", "unexpected number 5"),
     ("SELECT * FROM kv WHERE value = 'a' 'b'", "unexpected string 'b'"),

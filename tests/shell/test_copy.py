@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from raftkv import bulk
+from shell.progress import ProgressLine, progress_text
 from shell.runner import Outcome, Settings, Shell
 
+from ..helpers import ctrl_c_when_main_waits_for_a_future
 from .fakes import Factory, FakeClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,17 +26,24 @@ class TtyIO(io.StringIO):
 
 
 class WritingClient(FakeClient):
-    """A FakeClient that also takes put_many; ``interrupt_on`` raises Ctrl-C on that batch (0-based)."""
+    """A FakeClient that also takes put_many. On batch ``interrupt_on`` (0-based) Ctrl-C reaches
+    the main thread while this slow put_many runs: it finishes after a moment, or once
+    ``release`` is set if given."""
 
-    def __init__(self, interrupt_on: int | None = None) -> None:
+    def __init__(self, interrupt_on: int | None = None, release: threading.Event | None = None) -> None:
         super().__init__()
         self.batches: list[int] = []
         self.interrupt_on = interrupt_on
+        self.release = release
 
     def put_many(self, pairs: Any) -> int:
         pairs = list(pairs)
         if len(self.batches) == self.interrupt_on:
-            raise KeyboardInterrupt
+            ctrl_c_when_main_waits_for_a_future()
+            if self.release is not None:
+                assert self.release.wait(50)
+            else:
+                time.sleep(0.3)  # slow: the shell takes the Ctrl-C meanwhile
         self.batches.append(len(pairs))
         self.rows.update(pairs)
         return len(pairs)
@@ -67,20 +79,53 @@ def test_a_bad_row_fails_the_statement_with_its_line(tmp_path: Path) -> None:
     assert client.rows == {1: b"a"} and client.queries == []  # the script stopped there
 
 
-def test_ctrl_c_says_how_many_rows_were_written_and_a_terminal_sees_progress(tmp_path: Path) -> None:
+def test_ctrl_c_waits_for_the_batch_on_its_way_and_says_how_many_rows_were_written(tmp_path: Path) -> None:
     (tmp_path / "big.csv").write_text("".join(f"{i},v\n" for i in range(12_000)))
-    client = WritingClient(interrupt_on=2)
+    client = WritingClient(interrupt_on=1)
     err = TtyIO()
     shell = make_shell(client, err)
     assert shell.execute(f"COPY kv FROM '{tmp_path / 'big.csv'}'") is Outcome.CANCELLED
-    assert err.getvalue().endswith("cancelled after 10,000 rows\n")
-    assert len(client.rows) == 10_000 and client.batches == [5000, 5000]
+    assert err.getvalue().endswith("cancelled after 10,000 rows\n") and "partly" not in err.getvalue()
+    assert len(client.rows) == 10_000 and client.batches == [5000, 5000]  # the second finished, no third
+
+
+def test_ctrl_c_names_the_lines_that_may_have_been_partly_written(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "CANCEL_WAIT", 0.05)
+    (tmp_path / "big.csv").write_text("".join(f"{i},v\n" for i in range(12_000)))
+    release = threading.Event()
+    client = WritingClient(interrupt_on=1, release=release)
+    shell = make_shell(client)
+    try:
+        assert shell.execute(f"COPY kv FROM '{tmp_path / 'big.csv'}'") is Outcome.CANCELLED
+    finally:
+        release.set()
+    assert shell.err.getvalue() == ("COPY: 5,000 rows written; lines 5,001-10,000 may have been partly written\n"
+                                    "cancelled after 5,000 rows\n")
+
+
+@pytest.mark.parametrize("statement", ["COPY kv FROM '-'", "COPY kv TO '-'", "COPY (SELECT * FROM kv) TO '-'"])
+def test_a_dash_is_refused_and_standard_input_is_left_alone(statement: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"COPY used standard input or output ({name})")
+
+    monkeypatch.setattr("sys.stdin", Untouchable())
+    client = WritingClient()
+    shell = make_shell(client)
+    assert shell.run_text(f"{statement}; GET 1;", source="s.sql") is Outcome.FAILED
+    assert "COPY reads and writes files, not standard input or output; use `raftkv import -`" in shell.err.getvalue()
+    assert client.queries == [] and client.rows == {}  # and the script stopped there
+
+
+def test_explain_copy_says_why_there_is_no_plan() -> None:
+    shell = make_shell(WritingClient())
+    assert shell.execute("EXPLAIN COPY kv FROM 'a.csv'") is Outcome.FAILED
+    assert "EXPLAIN does not take COPY: a COPY runs in the client" in shell.err.getvalue()
 
 
 def test_a_progress_line_appears_on_a_terminal_and_is_erased(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from raftkv import bulk
-
-    monkeypatch.setattr(bulk.ProgressLine, "__init__", _eager(bulk.ProgressLine.__init__))
+    monkeypatch.setattr(ProgressLine, "__init__", _eager(ProgressLine.__init__))
     (tmp_path / "in.csv").write_text("".join(f"{i},v\n" for i in range(6000)))
     err = TtyIO()
     shell = make_shell(WritingClient(), err)
@@ -95,3 +140,27 @@ def _eager(init: Any) -> Any:
         init(self, stream, label, after=0.0, interval=0.0)
 
     return patched
+
+
+def test_progress_text_and_a_line_only_on_a_terminal() -> None:
+    assert progress_text("import", 120_000, 2.0, 0.345) == "import: 120,000 rows, 60,000 rows/s, 34 %"
+    assert progress_text("COPY", 1, 0.0) == "COPY: 1 row"
+
+    now = [0.0]
+    tty = TtyIO()
+    line = ProgressLine(tty, "import", after=0.3, interval=0.2, clock=lambda: now[0])
+    line(10)
+    assert tty.getvalue() == ""  # quick work shows nothing
+    now[0] = 1.0
+    line(100, 0.5)
+    now[0] = 1.1
+    line(150, 0.6)  # within the interval: not redrawn
+    assert tty.getvalue() == "\r\x1b[2Kimport: 100 rows, 100 rows/s, 50 %"
+    line.clear()
+    assert tty.getvalue().endswith("\r\x1b[2K") and line.rows == 150
+    pipe = io.StringIO()
+    quiet = ProgressLine(pipe, "import", after=0, clock=lambda: now[0])
+    now[0] = 5.0
+    quiet(10)
+    quiet.clear()
+    assert pipe.getvalue() == "" and quiet.rows == 10

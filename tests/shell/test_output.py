@@ -223,12 +223,39 @@ def test_quitting_the_pager_early_cancels_the_statement(tmp_path: Path, monkeypa
 def test_a_missing_pager_program_is_reported_once_and_results_still_print(monkeypatch: pytest.MonkeyPatch,
                                                                         fake_terminal: Terminal) -> None:
     monkeypatch.setenv("PAGER", "no-such-pager-program-xyz")
-    monkeypatch.setattr(output, "_warned", set())
     shell = make_shell(rows_client([(i, b"v") for i in range(30)]), out=fake_terminal)
     shell.execute("SELECT * FROM kv")
     shell.execute("SELECT * FROM kv")
     assert streams(shell)[1].count("'no-such-pager-program-xyz'") == 1
     assert fake_terminal.getvalue().count("  29 | v") == 2
+    # once per session: another shell in the same process is told too
+    other = make_shell(rows_client([(i, b"v") for i in range(30)]), out=fake_terminal)
+    other.execute("SELECT * FROM kv")
+    assert streams(other)[1].count("'no-such-pager-program-xyz'") == 1
+
+
+def test_a_pager_that_fails_is_reported_and_the_session_prints_directly(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       fake_terminal: Terminal) -> None:
+    """$PAGER runs (sh finds it) but exits at once with status 3, as ``less`` with a bad option
+    does: the statement is not 'cancelled'; the shell says why and prints the rows itself, for this
+    statement and the next, without starting the pager again; ``\\pager on`` gives it another try."""
+    runs = tmp_path / "runs"
+    failing = f"echo run >> {shlex.quote(str(runs))}; exit 3"
+    monkeypatch.setenv("PAGER", failing)
+    shell = make_shell(rows_client([(i, b"v") for i in range(30)]), out=fake_terminal)
+    assert shell.execute("SELECT * FROM kv") is Outcome.OK
+    assert shell.execute("SELECT * FROM kv") is Outcome.OK
+    err = streams(shell)[1]
+    assert err.count(f"pager {failing!r} exited with status 3") == 1, err
+    assert "cancelled" not in err
+    assert fake_terminal.getvalue().count("  29 | v") == 2
+    assert fake_terminal.getvalue().count("(30 rows)") == 2
+    assert runs.read_text().splitlines() == ["run"]  # not started for the second statement
+    run_command(shell, "\\pager on")
+    assert shell.execute("SELECT * FROM kv") is Outcome.OK
+    assert runs.read_text().splitlines() == ["run", "run"]
+    assert fake_terminal.getvalue().count("  29 | v") == 3
 
 
 def test_no_pager_option_turns_the_pager_off() -> None:
@@ -237,3 +264,49 @@ def test_no_pager_option_turns_the_pager_off() -> None:
     assert build_parser().parse_args(["shell", "--no-pager"]).no_pager
     assert not build_parser().parse_args(["up"]).no_pager
     assert Settings().pager  # on by default, as in psql
+
+
+class FullDisk:
+    """A file whose last flush, when it is closed, fails as on a full disk (it is closed all the same)."""
+
+    def __init__(self, inner: io.TextIOBase) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def close(self) -> None:
+        self.inner.close()
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["closed", "close-fails"])
+def test_the_o_file_is_closed_when_the_session_ends_and_a_failed_close_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fails: bool) -> None:
+    from raftkv.cli import build_parser
+    from shell import cli, commands
+
+    files: list[io.TextIOBase] = []
+
+    class Recorded(output.OutputFile):
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            files.append(self._file)  # type: ignore[arg-type]
+            if fails:
+                self._file = FullDisk(self._file)  # type: ignore[assignment,arg-type]
+
+    monkeypatch.setattr(commands, "OutputFile", Recorded)
+    monkeypatch.setattr(cli, "client_factory", lambda args: Factory(rows_client([(1, b"a"), (2, b"b")])))
+    path = tmp_path / "rows.csv"
+    args = build_parser().parse_args(["shell", "--connect", "h:1", "--format", "csv",
+                                      "-e", f"\\o {path}", "-e", "SELECT * FROM kv"])
+    status = cli.run_session(args, "h:1")
+    err = capsys.readouterr().err
+    [file] = files
+    assert file.closed  # by the session's end, not left to the garbage collector
+    assert path.read_text() == "key,value\n1,a\n2,b\n"
+    if fails:
+        assert f"ERROR: cannot write to {path}: No space left on device" in err
+        assert status == 1
+    else:
+        assert "ERROR" not in err and status == 0

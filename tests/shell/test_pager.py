@@ -157,3 +157,22 @@ def test_a_pager_that_cannot_start_leaves_the_text_on_the_terminal(monkeypatch: 
         sink.write(line)
     sink.close()
     assert out.getvalue() == "".join(text) and not sink.paging
+
+
+@pytest.mark.parametrize("rows", [20, 20_000], ids=["noticed-at-close", "noticed-while-writing"])
+def test_a_pager_that_fails_is_reported_and_the_result_printed_directly(rows: int) -> None:
+    """A pager that exits with a status above 0 without reading (a bad option in $PAGER, less with
+    no usable terminal) is a failure, not a quit: no OutputClosed (the statement is not
+    cancelled); the caller is told why, and the whole result reaches the terminal.  A short result
+    fits the pipe, so the failure shows when the pager is waited for; a long one breaks the pipe."""
+    failing = f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)'"
+    told: list[str] = []
+    out = io.StringIO()
+    sink = PagedTerminal(out, failing, lines=5, columns=80, on_failure=told.append)
+    text = [f"row {i}\n" for i in range(rows)]
+    for line in text:
+        sink.write(line)
+    sink.close()
+    assert told == [f"pager {failing!r} exited with status 3"]
+    assert sink.failure == told[0]
+    assert out.getvalue() == "".join(text) and not sink.paging

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import stat
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from raftkv import bulk
+from raftkv import bulk, bulk_cli, cli
 from raftkv.bulk import BadRow, CopyError, CopyOptions, RowReader
 from raftkv.errors import Unavailable
 from raftkv.keys import MAX_KEY, MAX_VALUE_BYTES
 from raftkv.query import parse
+
+from ..helpers import ctrl_c_when_main_waits_for_a_future
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,6 +42,9 @@ AWKWARD: dict[int, bytes] = {
     12: b"null",
     13: b'"a JSON string"',
     15: b'{"name":"caf\\u00e9","line":"a\\nb","n":1.50e0}',  # compact JSON keeps its escapes and digits
+    16: b"42\n",  # JSON, but not its own compact form
+    17: '{"c1":"\x7f\x85\u009b","bidi":"\u202e"}'.encode(),  # compact JSON with characters a line escapes
+    18: b"[1, 2]",
     MAX_KEY: b"\x00",
 }
 
@@ -292,6 +302,107 @@ def test_a_failed_write_names_the_lines_of_its_batch() -> None:
     assert len(writer.batches) == 2  # nothing after the failure
 
 
+@pytest.mark.parametrize("error", [OSError(errno.ECONNRESET, "Connection reset by peer"), RuntimeError("a bug")],
+                         ids=["OSError", "RuntimeError"])
+def test_any_failed_write_names_its_lines_and_the_rows_written(error: Exception) -> None:
+    class Failing(FakeWriter):
+        def put_many(self, pairs: Any) -> int:
+            if len(self.batches) == 1:
+                raise error
+            return super().put_many(pairs)
+
+    with pytest.raises(CopyError) as info:
+        bulk.import_rows(Failing(), [(i + 1, i, b"v") for i in range(30)], batch_rows=10)
+    assert info.value.rows == 10
+    assert info.value.message == (f"writing the rows of lines 11-20 failed: {type(error).__name__}: {error}; the 10 "
+                                  "rows before them were written, and these 10 may or may not have been")
+
+
+class BrokenStream(io.BytesIO):
+    """Reads as a file whose disk fails (EIO) from byte ``fail_at`` on."""
+
+    def __init__(self, data: bytes, fail_at: int) -> None:
+        super().__init__(data)
+        self.fail_at = fail_at
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self.fail_at:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().readline(size)
+
+
+def test_a_read_error_midway_writes_the_rows_read_and_says_how_many() -> None:
+    data = b"".join(b"%d,v\n" % i for i in range(40))
+    writer = FakeWriter()
+    stream = BrokenStream(data, fail_at=len(b"".join(b"%d,v\n" % i for i in range(25))))
+    with pytest.raises(CopyError) as info:
+        bulk.import_stream(writer, stream, "in.csv", CopyOptions(), batch_rows=10)
+    assert info.value.rows == 25 and sorted(writer.rows) == list(range(25))
+    assert info.value.message == ("in.csv: reading failed after line 25: Input/output error; the 25 rows before it "
+                                  "were written, nothing after it")
+
+
+class SlowWriter(FakeWriter):
+    """On batch ``interrupt_on`` put_many sends Ctrl-C to the main thread, as SIGINT does, and is
+    slow to finish: it waits for ``release`` if given, else for a moment."""
+
+    def __init__(self, interrupt_on: int, release: threading.Event | None = None) -> None:
+        super().__init__()
+        self.interrupt_on = interrupt_on
+        self.release = release
+        self.events: list[str] = []
+
+    def put_many(self, pairs: Any) -> int:
+        if len(self.batches) == self.interrupt_on:
+            ctrl_c_when_main_waits_for_a_future()
+            if self.release is not None:
+                assert self.release.wait(50)
+            else:
+                time.sleep(0.3)  # slow: the main thread takes the Ctrl-C meanwhile
+        n = super().put_many(pairs)
+        self.events.append("put")
+        return n
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_ctrl_c_waits_for_the_batch_on_its_way_and_counts_it() -> None:
+    writer = SlowWriter(interrupt_on=2)
+    rows = [(i + 1, i, b"v") for i in range(100)]
+    with pytest.raises(bulk.CopyInterrupted) as info:
+        bulk.import_rows(writer, rows, batch_rows=10)
+    assert info.value.rows == 30 and info.value.first is None
+    assert info.value.message == "30 rows written"
+    assert len(writer.batches) == 3 and sorted(writer.rows) == list(range(30))  # nothing sent after Ctrl-C
+
+
+def test_ctrl_c_names_the_lines_of_a_batch_that_did_not_finish_in_time() -> None:
+    release = threading.Event()
+    writer = SlowWriter(interrupt_on=2, release=release)
+    rows = [(i + 1, i, b"v") for i in range(100)]
+    try:
+        with pytest.raises(bulk.CopyInterrupted) as info:
+            bulk.import_rows(writer, rows, batch_rows=10, cancel_wait=0.05)
+    finally:
+        release.set()
+    assert (info.value.rows, info.value.first, info.value.last) == (20, 21, 30)
+    assert info.value.message == "20 rows written; lines 21-30 may have been partly written"
+    assert isinstance(info.value, KeyboardInterrupt)  # whatever handles Ctrl-C still does
+
+
+def test_cli_import_ctrl_c_reports_the_rows_written_and_closes_the_client_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("".join(f"{i},v\n" for i in range(12_000)))  # batches of 5,000, 5,000 and 2,000
+    client = SlowWriter(interrupt_on=1)
+    monkeypatch.setattr(bulk_cli, "_client", lambda args: client)
+    args = cli.build_parser().parse_args(["import", str(path)])
+    assert args.func(args) == 130
+    assert capsys.readouterr().err == "raftkv import: cancelled: 10,000 rows written\n"
+    assert client.events == ["put", "put", "close"]  # the batch on its way finished before the close
+
+
 def test_import_streams_the_file() -> None:
     """The first batch is written when a bounded part of a large input has been read."""
 
@@ -324,7 +435,7 @@ def test_import_file_reports_the_path_and_progress(tmp_path: Path) -> None:
     assert n == 50 and len(writer.rows) == 50
     assert [r for r, _ in seen] == [20, 40, 50]
     assert seen[-1][1] == 1.0 and all(f is not None and 0 < f <= 1 for _, f in seen)
-    with pytest.raises(CopyError, match=r"^cannot read .*missing.csv: No such file"):
+    with pytest.raises(CopyError, match=r"^cannot read .*missing.csv: No such file.*; no row was written"):
         bulk.import_file(writer, str(tmp_path / "missing.csv"), CopyOptions())
     path.write_bytes(b"1,a\n2,\\xq\n")
     with pytest.raises(CopyError, match=r"in.csv: line 2: "):
@@ -348,13 +459,22 @@ def test_jsonl_export_embeds_json_and_writes_keys_as_strings() -> None:
     text = export(AWKWARD, format="jsonl")
     objects = [json.loads(line) for line in text.split("\n") if line]
     by_key = {o["key"]: o["value"] for o in objects}
-    assert by_key["8"] == {"temp": 21.50, "tags": ["a", "b"], "n": None}
-    assert by_key[str(MAX_KEY)] == "\x00" and by_key["5"] == "\\xfffe0062696e617279"
+    assert by_key["15"] == {"name": "caf\u00e9", "line": "a\nb", "n": 1.5}  # compact JSON is embedded
     assert by_key["12"] is None and by_key["13"] == '"a JSON string"'
+    assert by_key[str(MAX_KEY)] == "\x00" and by_key["5"] == "\\xfffe0062696e617279"
+    assert '"value": {"name":"caf\\u00e9","line":"a\\nb","n":1.50e0}}' in text  # as stored
+
+
+def test_jsonl_round_trips_every_value_byte_for_byte() -> None:
+    """A JSON value that an import would not read back as stored (whitespace between tokens, a
+    character the line escapes) is written as a JSON string of its text."""
+    text = export(AWKWARD, format="jsonl")
+    by_key = {o["key"]: o["value"] for o in map(json.loads, text.splitlines())}
+    assert by_key["8"] == '{"temp": 21.50, "tags": ["a", "b"], "n": null}' and by_key["16"] == "42\n"
+    assert by_key["17"] == '{"c1":"\x7f\x85\u009b","bidi":"\u202e"}' and by_key["18"] == "[1, 2]"
+    assert not any(c in text for c in "\x7f\x85\x9b\u202e")  # escaped on the line all the same
     back = {k: v for _, k, v in read(text.encode(), format="jsonl")}
-    expected = dict(AWKWARD)
-    expected[8] = b'{"temp":21.50,"tags":["a","b"],"n":null}'  # a JSON value comes back compact
-    assert back == expected
+    assert back == AWKWARD
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -407,6 +527,61 @@ def test_a_failed_export_leaves_no_file(tmp_path: Path) -> None:
     assert target.read_text() == "1,a\n"
 
 
+def test_a_failed_write_of_the_file_says_how_many_rows_were_written() -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.tell() > 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(text)
+
+    with pytest.raises(CopyError) as info:
+        bulk.export_rows(FakeReader({1: b"a", 2: b"b", 3: b"c"}), "SELECT * FROM kv", Full(), CopyOptions())
+    assert info.value.rows == 2
+    assert info.value.message == "writing failed after 2 rows: No space left on device"
+
+
+def test_export_replaces_a_symlinks_target_and_keeps_its_mode(tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    real.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert bulk.export_file(FakeReader({1: b"a"}), "SELECT * FROM kv", str(link), CopyOptions()) == 1
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "1,a\n" and stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]  # no temporary file left
+
+
+def test_export_does_not_write_through_a_link_planted_at_a_temporary_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / f".out.csv.{os.getpid()}.tmp").symlink_to(victim)  # the name it used to pick
+    target = tmp_path / "out.csv"
+    assert bulk.export_file(FakeReader({1: b"a"}), "SELECT * FROM kv", str(target), CopyOptions()) == 1
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "1,a\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # a new file's mode, as open() gives
+
+
+def test_a_dash_is_a_file_name_to_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ``raftkv import/export`` take ``-`` for standard input and output."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", None)  # reading it would fail the test
+    monkeypatch.setattr("sys.stdout", None)
+    assert bulk.export_file(FakeReader({1: b"a"}), "SELECT * FROM kv", "-", CopyOptions()) == 1
+    assert (tmp_path / "-").read_text() == "1,a\n"
+    writer = FakeWriter()
+    assert bulk.import_file(writer, "-", CopyOptions()) == 1 and writer.rows == {1: b"a"}
+
+
+def test_csv_errors_are_explained_or_shown_as_they_are() -> None:
+    assert bulk._csv_problem("unexpected end of data") == "a quoted value is not closed: its closing double quote is missing"
+    assert bulk._csv_problem("Unexpected End Of Data") == bulk._csv_problem("unexpected end of data")
+    assert bulk._csv_problem("a wording no Python has used") == "malformed csv: a wording no Python has used"
+
+
 # --- COPY, options and progress -------------------------------------------------------------------
 
 
@@ -435,31 +610,3 @@ def test_format_follows_the_file_name_unless_given() -> None:
     assert CopyOptions.for_path("a.jsonl", "csv").format == "csv"
     with pytest.raises(CopyError, match="HEADER is for the csv format"):
         CopyOptions("jsonl", header=True)
-
-
-def test_progress_text_and_a_line_only_on_a_terminal() -> None:
-    assert bulk.progress_text("import", 120_000, 2.0, 0.345) == "import: 120,000 rows, 60,000 rows/s, 34 %"
-    assert bulk.progress_text("COPY", 1, 0.0) == "COPY: 1 row"
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    now = [0.0]
-    tty = Tty()
-    line = bulk.ProgressLine(tty, "import", after=0.3, interval=0.2, clock=lambda: now[0])
-    line(10)
-    assert tty.getvalue() == ""  # quick work shows nothing
-    now[0] = 1.0
-    line(100, 0.5)
-    now[0] = 1.1
-    line(150, 0.6)  # within the interval: not redrawn
-    assert tty.getvalue() == "\r\x1b[2Kimport: 100 rows, 100 rows/s, 50 %"
-    line.clear()
-    assert tty.getvalue().endswith("\r\x1b[2K") and line.rows == 150
-    pipe = io.StringIO()
-    quiet = bulk.ProgressLine(pipe, "import", after=0, clock=lambda: now[0])
-    now[0] = 5.0
-    quiet(10)
-    quiet.clear()
-    assert pipe.getvalue() == "" and quiet.rows == 10

@@ -14,8 +14,15 @@ from typing import Any
 
 import pytest
 
-from raftkv.client.addresses import after_failure, preferred_order
-from raftkv.client.aio import AsyncClient
+from raftkv.client.addresses import (
+    after_failure,
+    candidates,
+    is_loopback,
+    pin_cluster,
+    preferred_order,
+    same_cluster,
+)
+from raftkv.client.aio import AsyncClient, _Connection
 from raftkv.errors import InvalidArgument, Unavailable
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
 from raftkv.routing.nodes import MAX_ADVERTISED, NodeRecord, check_advertised
@@ -120,16 +127,76 @@ def test_failed_addresses_go_last_and_are_forgiven_when_all_failed():
     assert after_failure(COMPOSE["n2"], {"n1:7400"}, "n2:7400") == {"n1:7400", "n2:7400"}
 
 
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1:7401", True), ("127.9.9.9:1", True), ("localhost:7401", True), ("LocalHost:1", True),
+    ("[::1]:7401", True), ("n1:7400", False), ("10.0.0.9:7401", False), ("server:7401", False),
+    ("[2001:db8::1]:7401", False),
+])
+def test_loopback_addresses_are_recognised(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+def test_a_client_that_reached_compose_by_a_remote_name_never_tries_the_loopback_addresses():
+    """A client on another machine reached compose as ``server:7401`` (a seed no node advertises):
+    127.0.0.1:7402 would lead to whatever that machine runs at 7402, so it is not a candidate."""
+    order = preferred_order(COMPOSE, {"n1": "server:7401"}, loopback=False)
+    assert order == {n: [f"{n}:7400"] for n in COMPOSE}
+    # through a loopback seed the host's published ports are the ones (as before)
+    assert first(preferred_order(COMPOSE, {"n1": "127.0.0.1:7401"}, loopback=True))["n2"] == "127.0.0.1:7402"
+
+
+def test_positions_count_in_the_whole_list_when_loopback_addresses_are_left_out():
+    advertised = {"n1": ["127.0.0.1:7401", "n1:7400", "n1.example.com:443"],
+                  "n2": ["127.0.0.1:7402", "n2:7400", "n2.example.com:443"]}
+    # n1 answered at position 2: n2's position 2, not its second remaining address
+    assert preferred_order(advertised, {"n1": "n1.example.com:443"}, loopback=False)["n2"] == [
+        "n2.example.com:443", "n2:7400"]
+
+
+def test_a_node_with_loopback_addresses_only_keeps_them():
+    assert candidates(["127.0.0.1:7401", "localhost:7401"], loopback=False) == ["127.0.0.1:7401", "localhost:7401"]
+    assert candidates(["127.0.0.1:7401", "n1:7400"], loopback=False) == ["n1:7400"]
+    assert candidates(["127.0.0.1:7401", "n1:7400"], loopback=True) == ["127.0.0.1:7401", "n1:7400"]
+
+
+def test_the_first_cluster_named_is_pinned_and_another_refused():
+    pinned = pin_cluster(None, "aaaa")
+    assert pinned == "aaaa"
+    assert pin_cluster(pinned, "bbbb") == "aaaa"  # the first one stays
+    assert same_cluster(pinned, "aaaa")
+    assert not same_cluster(pinned, "bbbb")
+    assert same_cluster(None, "bbbb")  # nothing heard yet: anything goes (it becomes the pin)
+    assert same_cluster(pinned, None)  # a node predating the field cannot be told apart
+    assert pin_cluster(None, None) is None
+
+
+def test_nodes_of_one_cluster_name_it_alike_and_another_layout_differently(tmp_path):
+    founders = "n1=127.0.0.1:7401:7501,n2=127.0.0.1:7402:7502,n3=127.0.0.1:7403:7503"
+    named = {NodeConfig(n, str(tmp_path), parse_nodes(founders)).cluster_name() for n in ("n1", "n2", "n3")}
+    assert len(named) == 1
+    # a node that joined later knows the founders' addresses and its own: it names the same cluster
+    joined = NodeConfig("n4", str(tmp_path), parse_nodes(founders + ",n4=127.0.0.1:7404:7504"),
+                        founders=["n1", "n2", "n3"])
+    assert joined.cluster_name() in named
+    # the compose cluster: the same ids and layout, other peer addresses
+    compose = NodeConfig("n1", str(tmp_path), parse_nodes("n1=n1:7400:7500,n2=n2:7400:7500,n3=n3:7400:7500"))
+    assert compose.cluster_name() not in named
+    assert NodeConfig("n1", str(tmp_path), parse_nodes(founders), shards=4).cluster_name() not in named
+
+
 # --- a real client against two stand-in nodes (real sockets on 127.0.0.1) ------------------------------
 
 class StandInNode:
     """Answers ``hello`` (naming itself), ``map`` (one shard, led by n1) and ``get``, as a node does;
     ``advertised`` is filled in once both stand-ins listen."""
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, cluster: str | None = None, epoch: int = 1) -> None:
         self.id = node_id
+        self.cluster = cluster  # named in hello and map replies when set (older nodes name none)
+        self.epoch = epoch
         self.advertised: dict[str, list[str]] = {}
         self.gets = 0
+        self.ops: list[str] = []
         self.server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -138,11 +205,13 @@ class StandInNode:
 
     def answer(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
+        self.ops.append(op)
+        named = {} if self.cluster is None else {"cluster": self.cluster}
         if op == "hello":
-            return {"ok": {"node": self.id, "token_required": False}}
+            return {"ok": {"node": self.id, "token_required": False, **named}}
         if op == "map":
-            smap = ShardMap(1, (Shard("s0", 0, 2**64, ("n1",)),))
-            return {"ok": {"map": smap.to_dict(), "leaders": {"s0": "n1"}, "node": self.id,
+            smap = ShardMap(self.epoch, (Shard("s0", 0, 2**64, ("n1",)),))
+            return {"ok": {"map": smap.to_dict(), "leaders": {"s0": "n1"}, "node": self.id, **named,
                            "nodes": {n: a[0] for n, a in self.advertised.items()}, "clients": self.advertised}}
         if op == "get" and self.id == "n1":
             self.gets += 1
@@ -212,3 +281,69 @@ def test_a_node_whose_addresses_all_fail_is_named_with_each_in_the_deadline_erro
     assert "shard s0 has no leader" in err.message
     # both of n1's addresses were tried (the client moved on from the first), each named as n1's
     assert all(f"n1 ({a})" in err.message for a in gone), err.message
+
+
+def test_a_node_of_another_cluster_answering_with_the_right_id_is_refused():
+    """n1's first advertised address leads, from here, to another cluster whose node is also called
+    n1 (as 127.0.0.1:7402 does on a machine running its own ``raftkv up``), with a newer map.  Its
+    hello names another cluster: the client never asks it for its map nor sends it the read; it
+    moves on to n1's next address, the real n1, and keeps its own cluster's map."""
+
+    async def scenario() -> tuple[bytes | None, int, dict[str, str], StandInNode]:
+        n1, n2 = StandInNode("n1", "cluster-a"), StandInNode("n2", "cluster-a")
+        other = StandInNode("n1", "cluster-b", epoch=99)
+        a1, a2, elsewhere = await n1.start(), await n2.start(), await other.start()
+        advertised = {"n1": [elsewhere, a1.replace("127.0.0.1", "localhost")], "n2": [a2]}
+        n1.advertised = n2.advertised = other.advertised = advertised
+        try:
+            async with AsyncClient(a2, timeout=10) as db:  # seeded with n2: position 0 ranks first for n1
+                value = await db.get(5)
+                await db.connect()  # a refresh: the other cluster's newer map is still not taken
+                assert db._map is not None
+                return value, db._map.epoch, db.node_addresses(), other
+        finally:
+            for n in (n1, n2, other):
+                assert n.server is not None
+                n.server.close()
+
+    value, epoch, chosen, other = asyncio.run(scenario())
+    assert value == b"from n1"
+    assert epoch == 1
+    assert chosen["n1"].startswith("localhost:")
+    assert other.ops == ["hello"] and other.gets == 0
+
+
+def test_a_map_from_another_cluster_is_not_adopted():
+    """A connection opened before the client knew its cluster (a second seed) that turns out to be
+    another cluster's node: its map, newer or not, is refused and the client keeps its own."""
+
+    async def scenario() -> tuple[int, StandInNode]:
+        n1 = StandInNode("n1", "cluster-a")
+        other = StandInNode("n1", "cluster-b", epoch=99)
+        a1, elsewhere = await n1.start(), await other.start()
+        n1.advertised = {"n1": [a1]}
+        other.advertised = {"n1": [elsewhere]}
+        try:
+            db = AsyncClient(a1, timeout=2)
+            try:
+                await db.connect()
+                # as if the other cluster's node had been a seed reached before the pin, without a hello
+                db._conns[elsewhere] = conn = _Connection(elsewhere)
+                await conn.open(2.0)
+                db._nodes = {"n1": elsewhere}
+                db._seeds = [elsewhere]
+                with pytest.raises(Unavailable):
+                    await db.connect()
+                assert db._map is not None
+                return db._map.epoch, other
+            finally:
+                await db.close()
+        finally:
+            for n in (n1, other):
+                assert n.server is not None
+                n.server.close()
+
+    epoch, other = asyncio.run(scenario())
+    assert epoch == 1
+    # asked for its map once on the old connection; every later connection is refused at its hello
+    assert other.ops[0] == "map" and set(other.ops[1:]) <= {"hello"}, other.ops

@@ -113,3 +113,55 @@ def test_without_a_leaderless_shard_the_deadline_error_keeps_the_last_error() ->
     assert err.message == ("cluster could not serve the request in 10.0s: shard s0001: write not acknowledged "
                            "within 3.0s; its outcome is unknown; node not answering: n3 (127.0.0.1:40003)")
     assert deadline_error(1.0, [], [], last).message == f"cluster could not serve the request in 1.0s: {last.message}"
+
+
+def test_only_a_connection_hung_up_on_at_its_first_request_is_asked_whether_it_speaks_tls():
+    """A port that hangs up on a connection's first request without a word may be a TLS port, so
+    the client dials it once more in TLS to say so; one that hangs up after a request of it timed
+    out (a node busy, then going down) is not asked: that would only hold up the failover.  The
+    question is a connection of its own, so the listener's accept count tells whether it was asked."""
+    from raftkv.client.aio import _Connection, _NoAnswer
+
+    async def scenario() -> tuple[int, int]:
+        accepted = 0
+        requests_to_hang_up_at: dict[int, int] = {}  # connection number -> hang up at its n-th read (1)
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            hang_up_at, seen = requests_to_hang_up_at.get(accepted, 1), 0
+            try:
+                while await reader.read(65536):  # never answers: one read per request here
+                    seen += 1
+                    if seen >= hang_up_at:
+                        break
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            # connection 1: hung up on at its first request: asked (connection 2 is the TLS probe,
+            # hung up on at its ClientHello: not TLS, so the request just failed)
+            conn = _Connection(address)
+            await conn.open(5.0)
+            with pytest.raises(_NoAnswer, match="closed"):
+                await conn.request({"op": "status"}, 10.0)
+            after_first = accepted
+            # connection 3: its first request times out, the port hangs up at the second: not asked
+            requests_to_hang_up_at[3] = 2
+            conn = _Connection(address)
+            await conn.open(5.0)
+            with pytest.raises(_NoAnswer, match="did not answer"):
+                await conn.request({"op": "status"}, 0.1)
+            with pytest.raises(_NoAnswer, match="closed"):
+                await conn.request({"op": "status"}, 10.0)
+            await conn.close()
+            return after_first, accepted
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    after_first, after_second = asyncio.run(scenario())
+    assert after_first == 2  # the connection and the probe
+    assert after_second == 3  # one more connection, no probe
