@@ -48,7 +48,7 @@ from ..errors import StorageError
 from ..logs import event
 from ..protocol.codec import load, pack
 from ..storage.leveldb import RaftLogSlot, ShardStore, write_file_atomic
-from . import commands, membership
+from . import commands, membership, prevote
 from .journal import DurableJournal
 from .snapshot import encode_stream, entry_tuple, read_stream
 from .transport import PeerHub
@@ -127,6 +127,11 @@ class _NoPoller:
 _NO_POLLER = _NoPoller()
 
 
+STALE_TERM = "stale_term"  # message type: "your appends carry a term below mine", with our term
+# election messages pysyncobj does not know: handled by RaftGroup.on_election_message
+_OURS = frozenset({prevote.ASK, prevote.YES, prevote.NO, STALE_TERM})
+
+
 class GroupTransport(Transport):
     """pysyncobj's transport interface, backed by the node's shared hub."""
 
@@ -202,13 +207,24 @@ class GroupTransport(Transport):
         ``message`` has passed :func:`~raftkv.replication.transport.check_peer_message`.
         """
         node = self.nodes.get(peer_id)
-        if node is None or not isinstance(message.get("type"), str) or "transmission" in message:
-            return  # not a member, or the pickled large-entry path, which we never use
         term = message.get("term")
+        group = self.group
+        kind = message.get("type")
         if isinstance(term, int) and self.journal is not None and \
                 term - self.journal.getCurrentTerm() > self.MAX_TERM_JUMP:
             # the loop logs this as one line per peer per interval
-            raise ValueError(f"{message['type']} with term {term}, more than 2**32 above ours")
+            raise ValueError(f"{kind} with term {term}, more than 2**32 above ours")
+        if group is not None and isinstance(term, int) and kind in _OURS:
+            group.on_election_message(peer_id, kind, message)
+            return
+        if node is None and kind == "append_entries" and group is not None and isinstance(term, int) \
+                and term >= group.term:
+            # Raft answers a leader whatever its own configuration says: a replica that restarts
+            # behind the change that added the leader learns of it only from the leader's entries.
+            # Dropping them left such a replica (a meta replica, once) campaigning alone for good.
+            node = Node(peer_id)
+        if node is None or not isinstance(kind, str) or "transmission" in message:
+            return  # not a member, or the pickled large-entry path, which we never use
         if message.get("type") == "append_entries" and isinstance(message.get("prevLogIdx"), int):
             # Raft: commitIndex = min(leaderCommit, index of the last *new* entry).  pysyncobj uses
             # its log's end instead, and our journal keeps a matching suffix beyond the message
@@ -216,8 +232,13 @@ class GroupTransport(Transport):
             newest = message["prevLogIdx"] + len(message.get("entries") or ())
             if isinstance(message.get("commit_index"), int) and message["commit_index"] > newest:
                 message = {**message, "commit_index": newest}
-        kind = message["type"]
-        group = self.group
+        if kind == "append_entries" and group is not None and isinstance(term, int) and term < group.term \
+                and peer_id in group.peer_ids:
+            # a leader of an older term: pysyncobj ignores it silently, and it would go on leading
+            # its followers while this replica, whose higher term nobody hears (votes are refused
+            # while a leader holds, see sticky), stayed out of the group for good; say our term
+            group.send_to(peer_id, {"type": STALE_TERM, "term": group.term})
+            return
         if kind in ("request_vote", "response_vote") and group is not None and \
                 (peer_id not in group.peer_ids or not group.votes):
             return  # elections are between voters only: learners and removed replicas sit them out
@@ -579,6 +600,7 @@ class RaftGroup(SyncObj):
         # a restarted replica forgets whom it heard from: it sticks to its unknown leader a while
         self.heard_at = time.monotonic()
         self._no_lease_term = -1  # the term in which we sent TimeoutNow: no lease for its rest
+        self._prevote: prevote.Round | None = None  # the pre-vote round under way, if any
         self.lease_until = 0.0  # publish_lease: the lease deadline, for the request threads
         self._set_members(self.config)
 
@@ -626,6 +648,7 @@ class RaftGroup(SyncObj):
             # other committed, unapplied entry is harmless here: blocking on it would also lose
             # a leadership hand-off, whose TimeoutNow arrives with the entries that commit.)
             self._SyncObj__raftElectionDeadline = time.monotonic() + self.options.election_max
+        self._hold_for_prevote()
         self.transport.campaign_transfer = self._SyncObj__transferInProgress
         was = self._SyncObj__raftState
         try:
@@ -1010,6 +1033,68 @@ class RaftGroup(SyncObj):
         if self._isLeader():
             return self.lease_valid()
         return self._getLeader() is not None and time.monotonic() - self.heard_at < self.options.election_min
+
+    # --- pre-vote and stale terms (prevote.py) ------------------------------------------------
+
+    def send_to(self, peer_id: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``peer_id``, a member or not (answers to whoever asked)."""
+        self.transport.send(self.transport.nodes.get(peer_id) or Node(peer_id), message)
+
+    def _last_log(self) -> tuple[int, int]:
+        return self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()
+
+    def on_election_message(self, peer_id: str, kind: str, message: dict[str, Any]) -> None:
+        """A pre-vote ask or answer, or a follower saying our appends carry a stale term."""
+        term = message["term"]
+        leader = self._isLeader()
+        if kind == prevote.ASK:
+            if not self.votes or peer_id not in self.peer_ids:
+                return  # elections are between voters only
+            theirs = (message["last_log_term"], message["last_log_index"])
+            if prevote.grants(self.term, self._last_log(), self.sticky(), term, theirs):
+                self.send_to(peer_id, {"type": prevote.YES, "term": term})
+            elif term <= self.term:
+                self.send_to(peer_id, {"type": prevote.NO, "term": self.term})
+        elif kind == prevote.YES:
+            r = self._prevote
+            if r is not None and not leader:
+                r.answer(peer_id, term)
+                if r.won:
+                    self._SyncObj__raftElectionDeadline = 0.0  # campaign at the next tick
+        elif term > self.term and peer_id in self.peer_ids and (kind == STALE_TERM or not leader):
+            # A voter's term is ahead of ours: catch up (Raft's rule for any higher term).  A
+            # leader told so by a follower steps down: the follower ignores its appends, and
+            # one election at the higher term brings it back (etcd does the same).
+            log.info("%s: %s is at term %d, above ours (%d)%s", self.group_id, peer_id, term, self.term,
+                     ": stepping down" if leader else "")
+            self._SyncObj__setCurrentTerm(term, None)
+            self._SyncObj__setState(_syncobj._RAFT_STATE.FOLLOWER)
+            self._SyncObj__raftLeader = None
+            self._prevote = None
+
+    def _hold_for_prevote(self) -> None:
+        """Let pysyncobj campaign only once a pre-vote round is won; a campaign asked for by the
+        leader (TimeoutNow) needs none.  Called before each tick: pysyncobj campaigns in its tick
+        when the election deadline has passed, so holding means pushing the deadline on."""
+        if self._isLeader() or self._SyncObj__transferInProgress:
+            self._prevote = None
+            return
+        now = time.monotonic()
+        if self._SyncObj__raftElectionDeadline >= now:
+            return
+        r = self._prevote
+        if r is not None and r.won and r.term == self.term + 1:
+            self._prevote = None  # this campaign is the one the round allowed
+            return
+        r = prevote.Round(self.term + 1, frozenset(self.config.voters), self.self_id, now)
+        if r.won:
+            return  # the only voter: nobody to ask
+        self._prevote = r
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        last_term, last_index = self._last_log()
+        ask = {"type": prevote.ASK, "term": r.term, "last_log_index": last_index, "last_log_term": last_term}
+        for peer in self.peer_ids:
+            self.send_to(peer, ask)
 
     def transfer_to(self, node_id: str) -> None:
         """Hand leadership to ``node_id`` (Raft TimeoutNow) once it holds our whole log, within

@@ -182,6 +182,11 @@ _REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
     "request_vote": {"term": is_index, "last_log_index": is_index, "last_log_term": is_index},
     "response_vote": {"term": is_index},
     "timeout_now": {"term": is_index},
+    # pre-vote (prevote.py) and a follower's "your term is stale" (group.py), ours, not pysyncobj's
+    "pre_vote": {"term": is_index, "last_log_index": is_index, "last_log_term": is_index},
+    "pre_vote_ok": {"term": is_index},
+    "pre_vote_no": {"term": is_index},
+    "stale_term": {"term": is_index},
     "append_entries": {"term": is_index, "commit_index": is_index},
     "next_node_idx": {"next_node_idx": is_index, "reset": lambda v: type(v) is bool,
                       "success": lambda v: type(v) is bool},

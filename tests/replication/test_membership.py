@@ -151,8 +151,12 @@ def test_a_learner_neither_campaigns_nor_counts(four):
     alive[followers[1]].submit(commands.put([(2, b"b")]), lambda r, e: (box.append(e), done.set()))
     four.loops[followers[1]].poke("g1")
     assert done.wait(5) and box[0] != 0, "a write committed without a majority of voters"
-    # the voter left campaigned (its term grew); the learner never stood, nor was asked to vote
-    assert alive[followers[1]].term > term_before
+    # the voter left asks for votes (pre-vote) and wins no majority, so its term stays; the learner
+    # is neither asked nor counted, and never stood itself
+    voter = alive[followers[1]]
+    asked = wait_until(lambda: on_loop(four, followers[1], lambda: voter._prevote), 10, "a pre-vote round")
+    assert "n4" not in asked.voters and asked.yes == {followers[1]}
+    assert on_loop(four, followers[1], lambda: voter.term) == term_before
     assert on_loop(four, "n4", lambda: learner.term) == term_before
     assert not learner.votes
 
