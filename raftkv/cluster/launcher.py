@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -295,12 +296,39 @@ def addresses(data_dir: str | os.PathLike[str]) -> list[str]:
 # --- ports ----------------------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that are free on 127.0.0.1 right now (the kernel's choice for port 0)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default if unknown)."""
     try:
-        # hold every socket until all are bound, so the kernel cannot hand out the same port twice
-        for _ in range(count):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free on 127.0.0.1 right now.
+
+    Taken below the kernel's ephemeral range when there is room: a node that restarts binds its
+    old ports again, and a port from that range may meanwhile be the local end of any outgoing
+    connection on the machine (a restart then failed with "address already in use").
+    """
+    lo, _ = _ephemeral_range()
+    pool = range(max(1024, lo - 12_000), lo) if lo - 1024 >= 4 * count else range(0)
+    socks: list[socket.socket] = []
+    try:
+        # hold every socket until all are bound, so no port is handed out twice
+        for port in random.sample(pool, len(pool)) if pool else ():
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:  # no room below the range (or all taken): the kernel's choice
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(s)
             s.bind((HOST, 0))
