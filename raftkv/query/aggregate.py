@@ -216,10 +216,22 @@ class Aggregates:
                    for x in gkey[1 if self.bucket_ns else 0:])
 
 
+def sort_key(x: Any) -> tuple:
+    """The client-side sort key of one output value, as groups are ordered: booleans, numbers,
+    strings, then NULL (so NULL comes first when the order is reversed for DESC, as in PostgreSQL);
+    any other kind (bytes: ``value``) after NULL. Values of different kinds are never compared with
+    each other. A float NaN (from arithmetic on infinities) sorts after every other number, as in
+    PostgreSQL, instead of breaking the sort."""
+    rank = _RANK.get(type(x), 4)
+    if rank == 1 and x != x:  # NaN
+        return (1, True, 0)
+    return (rank, False, x)
+
+
 def sort_rows(rows: list[list], column: int, descending: bool = False) -> list[list]:
-    """``rows`` sorted by entry ``column`` as groups are: booleans, numbers, strings, then NULL
-    (NULL first when ``descending``, as in PostgreSQL). Stable, so ties keep the group order."""
-    return sorted(rows, key=lambda row: (_RANK.get(type(row[column]), 4), row[column]), reverse=descending)
+    """``rows`` sorted by entry ``column`` with :func:`sort_key` (reversed when ``descending``).
+    Stable, so ties keep the group order."""
+    return sorted(rows, key=lambda row: sort_key(row[column]), reverse=descending)
 
 
 def _group_value(x: Any) -> Any:

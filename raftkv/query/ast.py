@@ -178,7 +178,8 @@ class Select(Node):
     """``SELECT items FROM kv [WHERE] [GROUP BY] [ORDER BY e dir] [LIMIT n] [OFFSET m]``.
 
     ``order`` is None without ORDER BY, else ``"asc"`` or ``"desc"``; ``order_by`` is the ORDER BY
-    expression with aliases replaced (check.py allows only orders the storage already gives).
+    expression with aliases replaced (check.py decides what can be ordered by: orders the storage
+    gives, a grouped query's expressions, or a value of the row with a bounded LIMIT).
     Aliases in ``group_by`` are replaced too. ``group_by`` is the first GROUP BY expression and
     ``more_groups`` the others; :attr:`groups` gives them all.
     """

@@ -30,6 +30,11 @@ _TO_TIMESTAMP_HINT = ("to_timestamp() can only be a whole item of the SELECT lis
                       "SELECT to_timestamp(key) FROM kv; compare key with TIMESTAMP '...' in conditions")
 _CONSTANT_HINT = "such as now(), 1 + 2 or to_timestamp(now())"
 
+# Most rows an ORDER BY of plain rows by anything but key may hold on the client (LIMIT + OFFSET):
+# the same bound as the groups a grouped query may hold (aggregate.MAX_FIELD_GROUPS). With
+# readings of a few hundred bytes that is tens of MB, and the sort stays well under a second.
+MAX_TOP_N = 100_000
+
 _MATCH_KEYWORD = {"like": "LIKE", "starts": "STARTS WITH", "contains": "CONTAINS"}
 _KEY, _VALUE = Column("key"), Column("value")
 
@@ -206,9 +211,9 @@ def natural_order(s: ast.Select) -> bool:
 
 
 def _check_order(s: ast.Select, bucket: Expr | None) -> None:
-    """Plain rows come in key order only (sorting them would need them all in memory); the groups
-    of a grouped query are all on the client anyway, so they can also be sorted by any GROUP BY
-    expression or aggregate."""
+    """Plain rows come in key order; the groups of a grouped query are all on the client anyway, so
+    they can also be sorted by any GROUP BY expression or aggregate. Plain rows can be ordered by
+    another value of the row only as a bounded top-N (:func:`_check_top_n`)."""
     if natural_order(s):
         return
     order = s.order_by
@@ -216,12 +221,48 @@ def _check_order(s: ast.Select, bucket: Expr | None) -> None:
     if s.groups and (inner in s.groups or (isinstance(inner, Call) and inner.name in AGGREGATES)):
         _type(inner, None)  # an aggregate that is not selected must still be valid
         return
-    _type(order, "in ORDER BY")  # an unknown name or a bad expression gets its own message first
     if not s.groups:
-        _fail(order, f"cannot ORDER BY {render(order)}: rows can only be ordered by key")
+        _check_top_n(s, inner)
+        return
+    _type(order, "in ORDER BY")  # an unknown name or a bad expression gets its own message first
     also = "key, " if bucket is not None else ""
     _fail(order, f"cannot ORDER BY {render(order)}: a grouped query can be ordered by {also}its GROUP BY "
                  "expressions and aggregates")
+
+
+def top_n(s: ast.Select) -> int | None:
+    """How many rows the client must hold to order the plain rows of ``s`` by something other than
+    key: LIMIT + OFFSET, or None when ``s`` needs no top-N (grouped, or in key order anyway).
+    Only meaningful for a statement :func:`check` accepted."""
+    if s.groups or natural_order(s) or s.limit is None:
+        return None
+    return s.limit + (s.offset or 0)
+
+
+def _check_top_n(s: ast.Select, inner: Expr) -> None:
+    """``ORDER BY e LIMIT n`` on plain rows: ``e`` any value a SELECT item could be, and LIMIT +
+    OFFSET at most MAX_TOP_N, since the client keeps that many rows while it reads them all."""
+    order = s.order_by
+    # an unknown name or a bad expression gets its own message first
+    t = _type(inner, "in ORDER BY without GROUP BY")
+    if t == CONDITION:
+        _fail(order, f"cannot ORDER BY the condition {render(order)}: order by a value such as "
+                     "value->'temp', and filter in WHERE")
+    if is_constant(inner):
+        # PostgreSQL reads ORDER BY 1 as "the first column"; here it would silently order nothing
+        _fail(order, f"cannot ORDER BY the constant {render(order)}: every row would tie; name the "
+                     "expression or its SELECT alias (columns are not numbered)")
+    if s.limit is None:
+        _fail(order, f"ORDER BY {render(order)} needs a LIMIT: rows are stored in key order, so the client "
+                     f"sorts them by anything else itself, reading every matching row and keeping the first "
+                     f"LIMIT + OFFSET in memory; add LIMIT n (LIMIT + OFFSET at most {MAX_TOP_N:,}), "
+                     "or ORDER BY key, which streams any number of rows")
+    held = s.limit + (s.offset or 0)
+    if held > MAX_TOP_N:
+        _fail(order, f"ORDER BY {render(order)} with LIMIT + OFFSET = {held:,} would keep that many rows in "
+                     f"the client's memory while it reads every matching row; the most is {MAX_TOP_N:,}: "
+                     "use a smaller LIMIT or OFFSET, narrow the key range in WHERE and page by key, "
+                     "or ORDER BY key, which streams")
 
 
 def _check_constant_select(s: ast.ConstantSelect) -> None:

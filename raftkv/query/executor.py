@@ -14,6 +14,8 @@ to push down.  This module only walks the plan with an :class:`AsyncClient`:
 * INSERT is ``put_many`` (atomic per shard), DELETE is ``delete_range`` with
   the pushed-down filter, GET is ``get``; EXPLAIN, SHOW and a SELECT without
   FROM answer from the plan and cluster state;
+* a plain SELECT ordered by anything but key (``ORDER BY value->'temp' DESC LIMIT 10``) reads
+  every matching row and keeps only the first LIMIT + OFFSET in order (:class:`TopN`);
 * ``to_timestamp()`` columns become :class:`~raftkv.query.timestamps.Timestamp`
   values here, on the client, after the rows or aggregates arrive.
 """
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import QueryError, Unavailable
 from ..keys import KEY_SPACE_END
 from . import ast
-from .aggregate import Aggregates, sort_rows
+from .aggregate import Aggregates, sort_key, sort_rows
 from .parser import parse
 from .planner import (
     ConstantPlan,
@@ -109,6 +111,8 @@ async def execute(client: AsyncClient, statement: str | ast.Statement, now_ns: i
     if isinstance(p, SelectPlan):
         if p.aggregates is not None:
             return QueryResult(p.columns, "SELECT", lambda: _aggregate_pages(client, p))
+        if p.sort_field is not None:
+            return QueryResult(p.columns, "SELECT", lambda: _top_n_pages(client, p))
         return QueryResult(p.columns, "SELECT", lambda: _select_pages(client, p))
     if isinstance(p, ConstantPlan):
         return QueryResult(p.columns, "SELECT", _one_page([p.row]))
@@ -145,6 +149,64 @@ async def _select_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[lis
             skip -= len(dropped)
         if page:
             yield [project(row) for row in page]
+
+
+class TopN:
+    """The first ``n`` of a stream of ``(key, value)`` rows in the order of a sort value, in memory
+    proportional to ``n`` (at most 2n + 64 rows plus the page being added), whatever the stream's
+    length.
+
+    Order: :func:`~raftkv.query.aggregate.sort_key` of ``value_of(row)``, reversed when
+    ``descending`` (so NULL is last ascending and first descending), ties by key ascending either
+    way, so the result does not depend on the order rows arrive in.
+    """
+
+    def __init__(self, n: int, value_of: Callable[[tuple[int, bytes]], Any], descending: bool = False) -> None:
+        self.n = n
+        self._value_of = value_of
+        self._descending = descending
+        self._kept: list[tuple[tuple, tuple[int, bytes]]] = []
+        # Pruning sorts the kept rows, so do it only once they are twice n: O(log n) per row
+        # overall. A small n still waits for a few dozen rows, to sort less often.
+        self._prune_at = 2 * n + 64
+
+    def add(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Consider ``rows`` (a page of the scan)."""
+        if self.n <= 0:
+            return
+        value_of, kept = self._value_of, self._kept
+        # Reversing the whole sort for DESC reverses the tie-break too: -key keeps ties ascending.
+        sign = -1 if self._descending else 1
+        for row in rows:
+            kept.append(((*sort_key(value_of(row)), sign * row[0]), row))
+        if len(kept) >= self._prune_at:
+            self._prune()
+
+    def _prune(self) -> None:
+        self._kept.sort(key=_first, reverse=self._descending)
+        del self._kept[self.n:]
+
+    def rows(self) -> list[tuple[int, bytes]]:
+        """The first ``n`` rows considered, in order."""
+        self._prune()
+        return [row for _, row in self._kept]
+
+
+def _first(entry: tuple[tuple, tuple[int, bytes]]) -> tuple:
+    return entry[0]
+
+
+async def _top_n_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[list[Row]]:
+    """A top-N: every matching row read (no limit: the last one scanned may come first), only the
+    first LIMIT + OFFSET kept; then OFFSET skipped and the rest projected, in one page."""
+    skip = p.offset or 0
+    top = TopN(p.limit + skip, _getter(p.sort_field), p.descending)
+    async for page in _scanned_pages(client, p, None):
+        top.add(page)
+    project = _projector(p.fields, p.timestamps)
+    rows = top.rows()[skip:]
+    if rows:
+        yield [project(row) for row in rows]
 
 
 async def _scanned_pages(client: AsyncClient, p: SelectPlan, limit: int | None) -> AsyncIterator[list[Row]]:
@@ -213,14 +275,18 @@ def _projector(fields: tuple[str | list, ...], timestamps: tuple[int, ...] = ())
         return lambda row: tuple(row[i] for i in index)
     getters = []
     for i, f in enumerate(fields):
-        if f == "key":
-            get = _key_of
-        elif f == "value":
-            get = _value_of
-        else:  # ["expr", x]: any operand of the row, such as value->'temp' * 1.8 + 32
-            get = _computed(compile_value(f[1]))
+        get = _getter(f)
         getters.append(_stamped(get) if i in timestamps else get)
     return lambda row: tuple(get(row) for get in getters)
+
+
+def _getter(field: str | list) -> Callable[[tuple[int, bytes]], Any]:
+    """What one field of a plan (``"key"``, ``"value"`` or ``["expr", x]``) gives for a row."""
+    if field == "key":
+        return _key_of
+    if field == "value":
+        return _value_of
+    return _computed(compile_value(field[1]))  # any operand of the row, such as value->'temp' * 1.8 + 32
 
 
 def _key_of(row: tuple[int, bytes]) -> Any:

@@ -25,7 +25,7 @@ from ..routing.shardmap import ShardMap
 from . import ast, keyset
 from .aggregate import Aggregates
 from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render, timestamp_arg
-from .check import natural_order
+from .check import natural_order, top_n
 from .keyset import EMPTY, FULL, KeySet
 from .predicate import compile_filter, expr_to_wire, to_wire
 from .timestamps import MAX_NS, MIN_NS, Timestamp
@@ -67,6 +67,13 @@ class SelectPlan:
     are the indexes of the output columns that ``to_timestamp()`` turns into
     :class:`~raftkv.query.timestamps.Timestamp` values (NULL when not a number in range),
     whichever path computed them.
+
+    Top-N (``sort_field`` is not None: plain rows ordered by something other than key, which
+    check.py allows only with LIMIT + OFFSET at most ``MAX_TOP_N``): the scans run forward with no
+    ``shard_limit``, since any row may be among the first; the client computes ``sort_field`` (a
+    field as in ``fields``) for every row, keeps the first ``limit + offset`` rows in the order of
+    :func:`~raftkv.query.aggregate.sort_key` (reversed when ``descending``; ties by key
+    ascending), then skips ``offset`` and projects ``fields``.
     """
 
     columns: tuple[str, ...]
@@ -86,7 +93,8 @@ class SelectPlan:
     timestamps: tuple[int, ...] = ()
     offset: int | None = None  # OFFSET: output rows the client skips before LIMIT counts
     sort_column: int | None = None  # grouped: sort the finalized rows by this entry on the client
-    sort_text: str | None = None  # the ORDER BY expression of sort_column, for EXPLAIN
+    sort_text: str | None = None  # the ORDER BY expression of sort_column or sort_field, for EXPLAIN
+    sort_field: str | list | None = None  # plain rows: the top-N sort value, computed per row on the client
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,7 @@ def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
     bucket = next((g for g in groups if isinstance(g, ast.Call)), None)
     is_aggregate = grouped or any(isinstance(e, ast.Call) and e.name in AGGREGATES for e in exprs)
     descending = s.order == "desc"
-    specs = bucket_ns = sort_column = sort_text = None
+    specs = bucket_ns = sort_column = sort_text = sort_field = None
     if is_aggregate:
         specs = [["bucket"] if e == bucket else ["group", expr_to_wire(e)] if e in groups
                  else _aggregate_spec(e, now) for e in exprs]
@@ -240,18 +248,25 @@ def _plan_select(s: ast.Select, shard_map: ShardMap, now: int) -> SelectPlan:
         fields_ = ()
     else:
         fields_ = tuple(f for e in exprs for f in _field_names(e, now))
-    # Aggregates scan forward even for DESC: shards then append groups in order (aggregate.py).
-    reverse_scan = descending and not is_aggregate
+        if top_n(s) is not None:
+            # ORDER BY a value of the row: the client sorts (SelectPlan); to_timestamp() keeps order
+            sort_field = _field_names(_unstamped(s.order_by), now)[0]
+            sort_text = next((name for name, e in zip(columns, _flat_items(s.items), strict=True)
+                              if e is not None and e == s.order_by), render(s.order_by))
+    # Aggregates scan forward even for DESC: shards then append groups in order (aggregate.py);
+    # so does a top-N, whose order is not the key's.
+    reverse_scan = descending and not is_aggregate and sort_field is None
     # LIMIT 0 needs no data; otherwise each shard can stop at LIMIT + OFFSET rows (not for
-    # aggregates, whose LIMIT counts output rows, not scanned ones): the client skips OFFSET.
+    # aggregates, whose LIMIT counts output rows, not scanned ones, nor for a top-N, where the
+    # last row scanned may be the first in order): the client skips OFFSET.
     scans = () if s.limit == 0 else _scans(shard_map, ranges, reverse_scan)
     shard_limit = None
-    if not is_aggregate and s.limit is not None:
+    if not is_aggregate and sort_field is None and s.limit is not None:
         shard_limit = s.limit + (s.offset or 0)
         shard_limit = shard_limit if shard_limit < 2**63 else None
     return SelectPlan(columns, fields_, ranges, scans, len(shard_map.shards), filter_wire, filter_text,
                       dropped, reverse_scan, descending, s.limit, shard_limit, specs, bucket_ns, timestamps,
-                      s.offset or None, sort_column, sort_text)
+                      s.offset or None, sort_column, sort_text, sort_field)
 
 
 def _column_names(item: ast.SelectItem) -> tuple[str, ...]:
@@ -547,6 +562,10 @@ def _explain_select(plan: SelectPlan) -> list[str]:
     direction = "descending" if plan.descending else "ascending"
     if plan.sort_column is not None:
         lines = [f"  order: {plan.sort_text} {direction}; groups sorted on the client"]
+    elif plan.sort_field is not None:
+        held = plan.limit + (plan.offset or 0)
+        lines = [f"  order: {plan.sort_text} {direction}, ties by key ascending; top {held} rows kept on the "
+                 "client while every matching row is read (no per-shard limit)"]
     else:
         lines = [f"  order: {'groups' if by_fields else 'key'} {direction}"
                  + ("; shards scan in reverse" if plan.reverse_scan else "")]

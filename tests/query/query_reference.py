@@ -189,3 +189,19 @@ def holds(e: ast.Expr, k: int, v: bytes, now: int) -> bool:
         case ast.IsNull(operand=x, negated=neg):
             return neg != (val(x) is None)
     raise AssertionError(e)
+
+
+def model_order(pairs: list[tuple[int, object]], descending: bool) -> list[int]:
+    """Keys of ``(key, sort value)`` pairs in the documented order: kinds booleans, numbers,
+    strings, NULL (DESC reverses values and kinds, so NULL first); ties by key ascending."""
+    def kind(x: object) -> int:
+        if isinstance(x, bool):
+            return 0
+        if isinstance(x, (int, float)):
+            return 1
+        return 2 if isinstance(x, str) else 3 if x is None else 4
+
+    by_key = sorted(pairs, key=lambda p: p[0])
+    # Python's sort is stable also with reverse=True: ties keep ascending key order.
+    ordered = sorted(by_key, key=lambda p: (kind(p[1]), 0 if p[1] is None else p[1]), reverse=descending)
+    return [k for k, _ in ordered]

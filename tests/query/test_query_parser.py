@@ -376,7 +376,7 @@ def test_literal_errors_are_located(text, fragment, column):
     ("SELECT count(*) FROM kv ORDER BY key", "ORDER BY cannot be used with aggregates without GROUP BY"),
     ("SELECT value->'t' = 1 FROM kv", "cannot select the condition value->'t' = 1"),
     ("SELECT length(value) > 1 FROM kv", "cannot select the condition length(value) > 1"),
-    ("SELECT * FROM kv ORDER BY value", "cannot ORDER BY value: rows can only be ordered by key"),
+    ("SELECT * FROM kv ORDER BY value", "ORDER BY value needs a LIMIT: rows are stored in key order"),
     ("SELECT * FROM kv LIMIT -1", "LIMIT must not be negative (got -1)"),
     ("SELECT * FROM kv LIMIT 1.5", "LIMIT must be a whole number"),
     ("SELECT * FROM kv LIMIT 9223372036854775808", "LIMIT must be a whole number from 0 to 2**63-1"),
