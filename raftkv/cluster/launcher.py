@@ -296,6 +296,10 @@ def addresses(data_dir: str | os.PathLike[str]) -> list[str]:
 # --- ports ----------------------------------------------------------------------------------------
 
 
+# its own generator: the global one belongs to callers (hypothesis tests watch it for strategies)
+_SHUFFLER = random.Random()
+
+
 def _ephemeral_range() -> tuple[int, int]:
     """The kernel's range for the local ports of outgoing connections (Linux's default if unknown)."""
     try:
@@ -318,7 +322,7 @@ def free_ports(count: int) -> list[int]:
     socks: list[socket.socket] = []
     try:
         # hold every socket until all are bound, so no port is handed out twice
-        for port in random.sample(pool, len(pool)) if pool else ():
+        for port in _SHUFFLER.sample(pool, len(pool)) if pool else ():
             if len(socks) == count:
                 break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

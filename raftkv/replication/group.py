@@ -1057,7 +1057,7 @@ class RaftGroup(SyncObj):
                 self.send_to(peer_id, {"type": prevote.NO, "term": self.term})
         elif kind == prevote.YES:
             r = self._prevote
-            if r is not None and not leader:
+            if r is not None and not leader and r.term == self.term + 1:  # not a round overtaken
                 r.answer(peer_id, term)
                 if r.won:
                     self._SyncObj__raftElectionDeadline = 0.0  # campaign at the next tick
