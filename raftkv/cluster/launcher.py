@@ -322,7 +322,7 @@ def free_ports(count: int) -> list[int]:
     socks: list[socket.socket] = []
     try:
         # hold every socket until all are bound, so no port is handed out twice
-        for port in _SHUFFLER.sample(pool, len(pool)) if pool else ():
+        for port in _SHUFFLER.sample(pool, min(len(pool), 64 * count)) if pool else ():
             if len(socks) == count:
                 break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
