@@ -33,8 +33,9 @@ on another machine, to whatever that machine runs at the same port):
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Collection, Mapping, Sequence
+
+from ..server.config import is_loopback as host_is_loopback
 
 
 def _host(address: str) -> str:
@@ -42,15 +43,8 @@ def _host(address: str) -> str:
 
 
 def is_loopback(address: str) -> bool:
-    """Whether ``address`` (``host:port``) names this machine's loopback interface: ``localhost``,
-    ``127.0.0.0/8`` or ``::1`` (bracketed or not)."""
-    host = _host(address).strip("[]")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """Whether ``address`` (``host:port``) names this machine's loopback interface."""
+    return host_is_loopback(_host(address))
 
 
 def candidates(addrs: Sequence[str], loopback: bool) -> list[str]:
@@ -90,7 +84,7 @@ def preferred_order(advertised: Mapping[str, Sequence[str]], reached: Mapping[st
     hosts = {_host(a) for a in reached.values()}
     out: dict[str, list[str]] = {}
     for node_id, every in advertised.items():
-        allowed = candidates(every, loopback)
+        allowed = set(candidates(every, loopback))
         mine = reached.get(node_id)
         # positions count in the whole list: position i is one network's view on every node
         ranked = sorted(((i, a) for i, a in enumerate(every) if a in allowed),

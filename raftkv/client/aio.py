@@ -53,6 +53,7 @@ from ..errors import InvalidArgument, NotLeader, RaftKVError, StaleRoute, Unavai
 from ..keys import KEY_SPACE_END, KeyLike, check_limit, check_value, coerce_key, coerce_range
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from ..protocol.pages import decode_raw_keys
+from ..routing.nodes import check_advertised
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import Credentials, parse_hostport
@@ -420,6 +421,7 @@ class AsyncClient:
         self._advertised: dict[str, tuple[str, ...]] = {}  # node id -> every client address it advertises
         self._reached: dict[str, str] = {}  # node id -> the address it last answered at, as that node
         self._failed: set[str] = set()  # advertised addresses that gave no answer since they last did
+        self._expect_at: dict[str, str] = {}  # address -> the node it was chosen for (several advertised)
         self._cluster: str | None = None  # the cluster the first answer named: others' nodes are refused
         self._via_loopback = False  # reached through a loopback seed: loopback addresses may be tried
         self._refreshing: asyncio.Task | None = None
@@ -796,8 +798,7 @@ class AsyncClient:
         listed = reply.get("clients")
         listed = listed if isinstance(listed, dict) else {}  # nodes that predate --advertise-client
         self._advertised.update({
-            nid: tuple(listed[nid]) if _address_list(listed.get(nid)) else (addr,)
-            for nid, addr in reply["nodes"].items()})
+            nid: _advertised_or(listed.get(nid), addr) for nid, addr in reply["nodes"].items()})
         answered = reply.get("node")
         if isinstance(answered, str) and answered in self._advertised:
             self._reached[answered] = address  # the answer named its node: it is reached there from here
@@ -809,17 +810,17 @@ class AsyncClient:
         for nid, order in preferred_order(self._advertised, self._reached, self._failed,
                                           self._via_loopback).items():
             self._nodes[nid] = order[0]
+        # computed here, when the choice changes, not per request (see _expected)
+        self._expect_at = {addr: nid for nid, addr in self._nodes.items() if len(self._advertised.get(nid, ())) > 1}
 
     def _expected(self, address: str) -> str | None:
         """The node ``address`` was chosen for, if that node advertises more than one address (its
         hello is then checked to name it; a node with one address is used as before, unchecked)."""
-        for nid, addrs in self._advertised.items():
-            if len(addrs) > 1 and address in addrs and self._nodes.get(nid) == address:
-                return nid
-        return None
+        return self._expect_at.get(address)
 
     def _address_failed(self, address: str) -> None:
         """``address`` gave no answer: each node it was chosen for is tried at its next address."""
+        changed = False
         for nid, current in list(self._nodes.items()):
             addrs = self._advertised.get(nid, ())
             if current != address or len(addrs) < 2:
@@ -828,7 +829,9 @@ class AsyncClient:
                 del self._reached[nid]  # it worked once; now it does not: rank it as any other
             # forgiven once all those it may try failed (loopback ones it never tries do not count)
             self._failed = after_failure(candidates(addrs, self._via_loopback), self._failed, address)
-            self._choose_addresses()
+            changed = True
+        if changed:
+            self._choose_addresses()  # once, however many nodes the address was chosen for
 
     def _target(self, shard: Shard) -> str:
         """Where to send: the believed leader (``_forget_leader`` rotates it through the replicas)."""
@@ -1283,17 +1286,13 @@ class _OutOfTime(errors.Timeout):
     """Internal: the call's deadline passed before an attempt could start (says nothing about the cluster)."""
 
 
-def _address_list(value: Any) -> bool:
-    """Whether ``value`` is a usable list of advertised client addresses (a node's answer is checked:
-    anything else falls back to its one ``client`` address)."""
-    if not isinstance(value, list) or not value:
-        return False
+def _advertised_or(value: Any, client: str) -> tuple[str, ...]:
+    """A node's advertised client addresses from a ``map`` reply, checked as the meta group checks
+    them; a node that advertises none, or a list that does not pass, gives its one ``client``."""
     try:
-        for a in value:
-            parse_hostport(a)
-    except (InvalidArgument, AttributeError, TypeError):
-        return False
-    return True
+        return check_advertised(value)
+    except ValueError:
+        return (client,)
 
 
 def _definite(exc: BaseException | None) -> bool:

@@ -228,11 +228,13 @@ def client_tls_context(ca: str | None) -> ssl.SSLContext:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a listening ``host`` is reachable only from this machine."""
-    if host == "localhost":
+    """Whether ``host`` names this machine's loopback interface only: ``localhost`` (and names
+    under it), ``127.0.0.0/8`` or ``::1``, bracketed or not."""
+    host = host.lower().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name: it may resolve to anything
 
