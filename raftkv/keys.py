@@ -23,8 +23,8 @@ MAX_VALUE_BYTES = 1024 * 1024
 KeyLike = int | datetime
 
 _PACK = struct.Struct(">Q")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NS_PER_S = 10**9
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the Unix epoch, which keys count nanoseconds from
+NS_PER_S = 10**9
 encode_key = _PACK.pack
 
 
@@ -49,12 +49,12 @@ def datetime_to_ns(when: datetime, what: str = "datetime",
         # a naive datetime could be local time or UTC: guessing would shift keys by hours
         raise error(f"{what} {when.isoformat()} is naive (no tzinfo); attach one, e.g. "
                     "datetime(..., tzinfo=timezone.utc) or datetime.now(timezone.utc)")
-    return timedelta_to_ns(when - _EPOCH)
+    return timedelta_to_ns(when - EPOCH)
 
 
 def timedelta_to_ns(delta: timedelta) -> int:
     """``delta`` in nanoseconds, exactly (integer arithmetic: a float would round past 2**53)."""
-    return (delta.days * 86400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1000
+    return (delta.days * 86400 + delta.seconds) * NS_PER_S + delta.microseconds * 1000
 
 
 def coerce_key(key: object, what: str = "key") -> int:

@@ -243,8 +243,9 @@ def _group_value(x: Any) -> Any:
 
 
 def _order(gkey: list) -> tuple:
-    """A sort key for a group key that never compares values of different kinds."""
-    return tuple((_RANK[type(x)], x) for x in gkey)
+    """A sort key for a group key that never compares values of different kinds (:func:`sort_key`
+    of each part)."""
+    return tuple(map(sort_key, gkey))
 
 
 def _bad(message: str) -> QueryError:

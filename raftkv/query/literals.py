@@ -12,10 +12,10 @@ from datetime import date
 from fractions import Fraction
 
 from ..errors import QueryError
+from ..keys import NS_PER_S
 
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]+")
-_EPOCH_DAY = date(1970, 1, 1).toordinal()
-_NS_PER_S = 10**9
+EPOCH_DAY = date(1970, 1, 1).toordinal()  # the Unix epoch as a proleptic Gregorian day number
 
 _TIMESTAMP = re.compile(
     r"""(\d{4})-(\d{2})-(\d{2})
@@ -29,12 +29,12 @@ _UNIT_NS = {
     **dict.fromkeys(("ns", "nanosecond", "nanoseconds"), 1),
     **dict.fromkeys(("us", "microsecond", "microseconds"), 10**3),
     **dict.fromkeys(("ms", "millisecond", "milliseconds"), 10**6),
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _NS_PER_S),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), NS_PER_S),
     # "m" is minutes, as in PostgreSQL's '90m' and Go's "1h30m" (this language has no months)
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60 * _NS_PER_S),
-    **dict.fromkeys(("h", "hour", "hours"), 3600 * _NS_PER_S),
-    **dict.fromkeys(("d", "day", "days"), 86400 * _NS_PER_S),
-    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400 * _NS_PER_S),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60 * NS_PER_S),
+    **dict.fromkeys(("h", "hour", "hours"), 3600 * NS_PER_S),
+    **dict.fromkeys(("d", "day", "days"), 86400 * NS_PER_S),
+    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400 * NS_PER_S),
 }
 _INTERVAL_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*,?")
 
@@ -95,7 +95,7 @@ def parse_timestamp(text: str) -> int:
                          "'2026-11-21 10:00:00.5+02:00' or '2026-11-21'")
     year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = m.groups()
     try:
-        day_number = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+        day_number = date(int(year), int(month), int(day)).toordinal() - EPOCH_DAY
     except ValueError as e:
         raise QueryError(f"bad timestamp '{shorten(text)}': {e}") from None
     h, mi, s = int(hour or 0), int(minute or 0), int(second or 0)
@@ -107,7 +107,7 @@ def parse_timestamp(text: str) -> int:
             raise QueryError(f"bad timestamp '{shorten(text)}': UTC offset out of range")
         offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
     seconds = day_number * 86400 + h * 3600 + mi * 60 + s - offset
-    return seconds * _NS_PER_S + int((frac or "").ljust(9, "0"))
+    return seconds * NS_PER_S + int((frac or "").ljust(9, "0"))
 
 
 def parse_interval(text: str) -> int:

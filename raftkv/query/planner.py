@@ -27,8 +27,9 @@ from .aggregate import Aggregates
 from .ast import AGGREGATES, Column, Expr, Literal, is_constant, render, timestamp_arg
 from .check import natural_order, top_n
 from .keyset import EMPTY, FULL, KeySet
+from .literals import shorten
 from .predicate import compile_filter, expr_to_wire, to_wire
-from .timestamps import MAX_NS, MIN_NS, Timestamp
+from .timestamps import to_timestamp_value
 
 _KEY = Column("key")
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -299,11 +300,10 @@ def _constant_item(e: Expr, now: int) -> object:
     if arg is None:
         return _evaluate(e, now)
     value = _evaluate(arg, now)
-    # as on rows: a fraction of a nanosecond is cut towards the past
-    ns = math.floor(value) if isinstance(value, float) and math.isfinite(value) else value
-    if type(ns) is not int or not MIN_NS <= ns <= MAX_NS:
+    stamp = to_timestamp_value(value)  # as on rows
+    if stamp is None:
         raise QueryError(f"{e.at()}{_shown(e)}: {value} ns since the Unix epoch is outside the years 1 to 9999")
-    return Timestamp(ns)
+    return stamp
 
 
 def _aggregate_spec(call: ast.Call, now: int) -> list:
@@ -472,10 +472,9 @@ def _fold(e: Expr, now: int) -> Expr:
     return replace(e, **changes)
 
 
-def _shown(e: Expr, limit: int = 80) -> str:
+def _shown(e: Expr) -> str:
     """``e`` rendered for an error message, shortened."""
-    text = render(e)
-    return text if len(text) <= limit else f"{text[:limit]}..."
+    return shorten(render(e), 80)
 
 
 def _evaluate(e: Expr, now: int) -> object:

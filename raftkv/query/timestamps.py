@@ -13,14 +13,12 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 from ..errors import QueryError
-from .literals import parse_timestamp
+from ..keys import EPOCH, NS_PER_S
+from .literals import EPOCH_DAY, parse_timestamp
 
-_NS_PER_S = 10**9
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DAY = date(1970, 1, 1).toordinal()
 # The years RFC 3339 (and datetime) can write: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
-MIN_NS = (date.min.toordinal() - _EPOCH_DAY) * 86400 * _NS_PER_S
-MAX_NS = (date.max.toordinal() - _EPOCH_DAY + 1) * 86400 * _NS_PER_S - 1
+MIN_NS = (date.min.toordinal() - EPOCH_DAY) * 86400 * NS_PER_S
+MAX_NS = (date.max.toordinal() - EPOCH_DAY + 1) * 86400 * NS_PER_S - 1
 _OFFSET = re.compile(r"([+-])(\d{2})(?::?(\d{2}))?")
 _UTC_NAMES = frozenset({"utc", "z"})
 
@@ -57,7 +55,7 @@ class Timestamp(int):
 
     def to_datetime(self, tz: tzinfo | None = UTC) -> datetime:
         """An aware ``datetime`` in ``tz`` (default UTC); below a microsecond is cut, towards the past."""
-        return (_EPOCH + timedelta(microseconds=self // 1000)).astimezone(tz or UTC)
+        return (EPOCH + timedelta(microseconds=self // 1000)).astimezone(tz or UTC)
 
     def __str__(self) -> str:
         return format_timestamp(self)
@@ -86,9 +84,9 @@ def format_timestamp(ns: int, tz: tzinfo | None = None) -> str:
     minutes (local mean time before about 1900) or a local time beyond year 9999 cannot be written in
     RFC 3339, so the instant is then written in UTC. Raises ValueError outside the years 1 to 9999.
     """
-    seconds, fraction = divmod(int(ns), _NS_PER_S)  # floor: a negative ns still gets a 0..999999999 fraction
+    seconds, fraction = divmod(int(ns), NS_PER_S)  # floor: a negative ns still gets a 0..999999999 fraction
     try:
-        when = _EPOCH + timedelta(seconds=seconds)
+        when = EPOCH + timedelta(seconds=seconds)
     except OverflowError:
         raise ValueError(f"{ns} ns since the Unix epoch is outside the years 1 to 9999") from None
     suffix = "Z"
