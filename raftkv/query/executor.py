@@ -44,7 +44,7 @@ from .planner import (
     explain,
     plan,
 )
-from .predicate import compile_filter, compile_value
+from .predicate import compile_exprs, compile_filter, compile_value
 from .timestamps import to_timestamp_value
 
 if TYPE_CHECKING:
@@ -273,11 +273,20 @@ def _projector(fields: tuple[str | list, ...], timestamps: tuple[int, ...] = ())
     if all(isinstance(f, str) for f in fields) and not timestamps:
         index = [0 if f == "key" else 1 for f in fields]
         return lambda row: tuple(row[i] for i in index)
-    getters = []
-    for i, f in enumerate(fields):
-        get = _getter(f)
-        getters.append(_stamped(get) if i in timestamps else get)
-    return lambda row: tuple(get(row) for get in getters)
+    # every computed column in one compiled function, so a row's JSON is parsed once for all of them
+    computed = [f[1] for f in fields if not isinstance(f, str)]
+    calc = compile_exprs(computed, values=frozenset(range(len(computed)))) if computed else None
+    slots, j = [], 2  # per column: where it is in (key, value, *computed)
+    for f in fields:
+        slots.append(0 if f == "key" else 1 if f == "value" else j)
+        j += not isinstance(f, str)
+    stamped = frozenset(timestamps)
+
+    def project(row: tuple[int, bytes]) -> Row:
+        have = (row[0], row[1], *calc(row[0], row[1])) if calc is not None else row
+        return tuple(to_timestamp_value(have[k]) if i in stamped else have[k] for i, k in enumerate(slots))
+
+    return project
 
 
 def _getter(field: str | list) -> Callable[[tuple[int, bytes]], Any]:
@@ -299,10 +308,6 @@ def _value_of(row: tuple[int, bytes]) -> Any:
 
 def _computed(fn: Callable[[int, bytes], Any]) -> Callable[[tuple[int, bytes]], Any]:
     return lambda row: fn(row[0], row[1])
-
-
-def _stamped(get: Callable[[tuple[int, bytes]], Any]) -> Callable[[tuple[int, bytes]], Any]:
-    return lambda row: to_timestamp_value(get(row))
 
 
 async def _aggregate_pages(client: AsyncClient, p: SelectPlan) -> AsyncIterator[list[Row]]:
