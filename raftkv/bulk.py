@@ -38,8 +38,8 @@ import csv
 import json
 import os
 import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -150,9 +150,10 @@ def parse_key(text: str, key_format: str = "int") -> int:
         hint = "; for RFC 3339 keys use KEY_FORMAT timestamp" if re.match(r"\d{4}-\d\d-\d\d", t) else ""
         raise ValueError(f"the key {shown(t)} is not a whole number from 0 to 2**64-1{hint}")
     digits = t.lstrip("0") or "0"
-    if len(digits) > 20 or int(digits) > MAX_KEY:  # 2**64-1 has 20 digits; int() of thousands would refuse
+    key = int(digits) if len(digits) <= 20 else MAX_KEY + 1  # 2**64-1 has 20 digits; int() of thousands would refuse
+    if key > MAX_KEY:
         raise ValueError(f"the key {shown(t)} is larger than 2**64-1")
-    return int(digits)
+    return key
 
 
 class RowReader:
@@ -257,9 +258,7 @@ class RowReader:
                 yield self._row(line, key, value)
             else:
                 # the text as written, whitespace aside: numbers keep their digits and strings their escapes
-                document = values.json_document(value_raw)
-                assert document is not None  # it parsed, and it is not a string
-                yield self._row(line, key, document, embedded=True)
+                yield self._row(line, key, values.compact_json(value_raw), embedded=True)
 
     def _row(self, line: int, key_text: str, value_text: str, embedded: bool = False) -> tuple[int, int, bytes]:
         try:
@@ -374,8 +373,7 @@ def _exported_line(text: str, key_format: str) -> tuple[str, str, bool] | None:
         return key, value, False
     if _WHITESPACE.isdisjoint(raw):
         return key, raw, True  # already compact: as written
-    document = values.json_document(raw)
-    return None if document is None else (key, document, True)
+    return key, values.compact_json(raw), True  # it decoded above
 
 
 def _decode(text: str, at: int) -> tuple[Any, int]:
@@ -718,31 +716,19 @@ def _output(path: str) -> Iterator[TextIO]:
             yield f
         return
     directory, name = os.path.split(target)
-    # mkstemp picks an unpredictable name and creates it with O_EXCL: nobody can plant a link there
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    # an unpredictable name, created with O_EXCL (nobody can plant a link there) and mode 0666, from
+    # which the kernel takes the umask away, as for any new file
+    temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(fd, "w", encoding="utf-8", newline="") as f:
-            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+            if st is not None:  # replacing a file: it keeps its mode
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
             yield f
         os.replace(temp, target)
     finally:
         if os.path.lexists(temp):
             os.unlink(temp)
-
-
-def _umask() -> int:
-    """The process's umask, which a new file's mode leaves out."""
-    # /proc says it without changing it; os.umask can only be read by setting it, for all threads
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # --- COPY -----------------------------------------------------------------------------------------

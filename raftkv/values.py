@@ -98,6 +98,11 @@ def json_document(text: str) -> str | None:
         json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
+    return compact_json(text)
+
+
+def compact_json(text: str) -> str:
+    """The JSON ``text`` (already known to parse) without its insignificant whitespace."""
     return _JSON_TOKEN.sub(lambda m: m.group() if m.group()[0] == '"' else "", text)
 
 
