@@ -441,9 +441,14 @@ class AsyncClient:
         await self._refresh_map(time.monotonic() + self.timeout)
 
     async def close(self) -> None:
-        """Close every connection."""
+        """Close every connection, those still opening too."""
+        # an opening connection already runs its read loop while its hello is under way: cancelled,
+        # its open closes it (left alone, an unclosed client's exit found that loop still pending)
+        opening, self._connecting = list(self._connecting.values()), {}
+        for task in opening:
+            task.cancel()
         conns, self._conns = list(self._conns.values()), {}
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        await asyncio.gather(*opening, *(c.close() for c in conns), return_exceptions=True)
 
     # --- the API ------------------------------------------------------------------------------
 

@@ -120,6 +120,9 @@ class Client:
             # that closing the loop destroys no pending task
             self._run(_cancel_the_rest(), timeout=10)
             self._run(self._loop.shutdown_asyncgens(), timeout=10)
+            # finalising a half-read scan's generator may have started work again (a connection
+            # opening, with its read loop): a second sweep ends that too
+            self._run(_cancel_the_rest(), timeout=10)
         except (RuntimeError, TimeoutError):
             pass
         finally:
