@@ -39,6 +39,7 @@ it drops, so it never stalls the Raft thread however many sessions there are.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,13 @@ class Session:
     touched_ms: int = 0
     replies: dict[int, Any] = field(default_factory=dict)
     touched_index: int = 0  # the log index of its last write
+    # the remembered sequence numbers as a min-heap (possibly with some already forgotten): the mark
+    # rises with almost every write, and finding what falls below it by scanning every reply cost a
+    # pass over the client's whole in-flight window per write
+    _order: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._order = sorted(self.replies)  # a sorted list is a heap
 
     def remember(self, seq: int, low: int, now_ms: int, reply: Any, index: int = 0) -> list[int]:
         """Record that ``seq`` was applied with ``reply``; forget what the client no longer awaits.
@@ -79,20 +87,28 @@ class Session:
         Returns the sequence numbers forgotten.
         """
         forgotten = []
+        order, replies = self._order, self.replies
         if low > self.low:
             self.low = low
-            forgotten = [s for s in self.replies if s < low]
+            while order and order[0] < low:
+                s = heapq.heappop(order)
+                if s in replies:
+                    forgotten.append(s)
         self.touched_ms = max(self.touched_ms, now_ms)
         self.touched_index = max(self.touched_index, index)
-        self.replies[seq] = reply
-        if len(self.replies) - len(forgotten) > MAX_REMEMBERED:
+        if seq not in replies:
+            heapq.heappush(order, seq)
+        replies[seq] = reply
+        if len(replies) - len(forgotten) > MAX_REMEMBERED:
             # Forget the oldest, and raise the mark past them: their late copies are then refused
             # (never applied twice) instead of being mistaken for new requests.
-            kept = sorted(s for s in self.replies if s >= self.low)
+            kept = sorted(s for s in replies if s >= self.low)
             forgotten += kept[: len(kept) - MAX_REMEMBERED]
             self.low = kept[len(kept) - MAX_REMEMBERED]
         for s in forgotten:
-            del self.replies[s]
+            del replies[s]
+        if len(order) > 2 * len(replies) + 64:  # forgotten numbers left behind by the cut above
+            self._order = sorted(replies)
         return forgotten
 
     def encode(self) -> bytes:

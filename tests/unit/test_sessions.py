@@ -57,6 +57,46 @@ def test_a_session_remembers_a_bounded_number_of_replies_and_refuses_what_it_for
     assert sessions.decide(s, 11) == sessions.DUPLICATE
 
 
+def _remember_by_scan(model: dict, seq: int, low: int, reply) -> list[int]:
+    """The rule ``Session.remember`` keeps, written the plain way: scan every reply (one window)."""
+    forgotten = []
+    if low > model["low"]:
+        model["low"] = low
+        forgotten = [s for s in model["replies"] if s < low]
+    model["replies"][seq] = reply
+    if len(model["replies"]) - len(forgotten) > sessions.MAX_REMEMBERED:
+        kept = sorted(s for s in model["replies"] if s >= model["low"])
+        forgotten += kept[: len(kept) - sessions.MAX_REMEMBERED]
+        model["low"] = kept[len(kept) - sessions.MAX_REMEMBERED]
+    for s in forgotten:
+        del model["replies"][s]
+    return forgotten
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_remember_forgets_exactly_what_a_full_scan_would(seed, monkeypatch):
+    """Writes arrive out of order and marks jump; the heap must forget what a scan of every reply
+    forgets, through the overflow cut too (a small bound so that the cut happens often)."""
+    import random
+
+    monkeypatch.setattr(sessions, "MAX_REMEMBERED", 40)
+    rnd = random.Random(seed)
+    s = sessions.Session()
+    model = {"low": 0, "replies": {}}
+    top = 0
+    for step in range(4000):
+        top += rnd.choice((0, 1, 1, 2))
+        seq = max(1, top - rnd.randrange(0, 60))  # concurrent writes: applied out of order
+        low = max(0, top - rnd.randrange(0, 80))
+        if sessions.decide(s, seq) != sessions.APPLY:
+            continue
+        assert sorted(s.remember(seq, low, step, step)) == sorted(_remember_by_scan(model, seq, low, step))
+        assert (s.low, s.replies) == (model["low"], model["replies"])
+    if seed == 0:  # a session read back from the store orders what it reads
+        again = sessions.Session(s.low, 0, dict(s.replies))
+        assert again.remember(top + 1, top, 0, None) == sorted(r for r in s.replies if r < top)
+
+
 def test_wire_session_is_validated():
     assert sessions.check_wire(None) is None
     assert sessions.check_wire([CID, 3, 1]) == [CID, 3, 1]
