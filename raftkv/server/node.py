@@ -69,6 +69,7 @@ from . import maplink
 from .config import NodeConfig, check_data_dir, format_hostport, is_loopback, server_tls_context
 from .members import Members
 from .metrics import MetricsServer
+from .pending import PendingWrites
 from .registry import GroupRegistry
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ BALANCE_RETRY_AFTER = 30.0  # seconds before a group whose hand-off did not happ
 PREFERRED_RETRY_AFTER = 3.0
 PUBLISH_INTERVAL = 1.0  # shard leaders check that the map shows their latest split this often
 SPLIT_CHECK_INTERVAL = 1.0  # shard leaders weigh their shards this often
+WRITE_SWEEP_SECONDS = 0.1  # how late past its deadline a put's timeout may be answered
 APPEND_LAG = 2.0  # seconds: a write past the shard's largest key of this long ago is an append
 
 
@@ -207,6 +209,9 @@ class _ClientConnection:
         self.inflight = asyncio.Semaphore(limits.max_inflight)
         self.heavy = asyncio.Semaphore(MAX_HEAVY_PER_CONN)
         self.tasks: set[asyncio.Task] = set()  # requests being answered
+        self.pending = 0  # puts handed to Raft and not answered yet (they have no task: PendingWrites)
+        self._settled = asyncio.Event()  # set while ``pending`` is 0
+        self._settled.set()
         self.unsent = 0  # bytes of replies computed and not yet written out
         self.partial_reserved = 0  # this connection's share of the node's partial-frame budget
         self.last_active = time.monotonic()  # last byte received, reply written or request finished
@@ -248,6 +253,51 @@ class _ClientConnection:
         self.inflight.release()
         self.last_active = time.monotonic()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request of this connection is still being answered."""
+        return bool(self.tasks) or self.pending > 0
+
+    def began_pending(self) -> None:
+        """A request is now answered from a callback rather than a task (:meth:`ended_pending`)."""
+        self.pending += 1
+        self._settled.clear()
+
+    def ended_pending(self) -> None:
+        """The callback-answered request is answered: free its slot."""
+        self.pending -= 1
+        if not self.pending:
+            self._settled.set()
+        self.inflight.release()
+        self.last_active = time.monotonic()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until every request received so far is answered."""
+        deadline = time.monotonic() + timeout
+        while self.busy and (left := deadline - time.monotonic()) > 0:
+            waiters = {*self.tasks, asyncio.ensure_future(self._settled.wait())}
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters - self.tasks:
+                    w.cancel()
+
+    def queue(self, frame: bytes) -> bool:
+        """Add a charged reply to this loop turn's batch if the socket buffer has room (no wait);
+        False when it must go through :meth:`send`."""
+        if self._write_lock.locked() or self.writer.is_closing():
+            return False
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() + self._batch_bytes + len(frame) >= \
+                transport.get_write_buffer_limits()[1]:
+            return False
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush_batch)
+        self._batch.append(frame)
+        self._batch_bytes += len(frame)
+        self.last_active = time.monotonic()
+        return True
+
     async def send(self, frame: bytes) -> None:
         """Write one charged reply once the socket buffer is below its high-water mark.
 
@@ -258,16 +308,8 @@ class _ClientConnection:
         in one turn of the event loop are joined and written with one call (a batch of Raft
         commits resolves many requests at once; a write each was 8 % of a node's CPU).
         """
-        if not self._write_lock.locked() and not self.writer.is_closing():
-            transport = self.writer.transport
-            if transport.get_write_buffer_size() + self._batch_bytes + len(frame) < \
-                    transport.get_write_buffer_limits()[1]:
-                if not self._batch:
-                    asyncio.get_running_loop().call_soon(self._flush_batch)
-                self._batch.append(frame)
-                self._batch_bytes += len(frame)
-                self.last_active = time.monotonic()
-                return
+        if self.queue(frame):
+            return
         try:
             async with self._write_lock:
                 self._flush_batch()  # what the fast path queued goes first
@@ -336,6 +378,7 @@ class Node:
         self.config = config
         self.cluster = config.cluster_name()  # named in hello and map replies (client/addresses.py)
         self.limits = limits or ClientLimits()
+        self._pending = PendingWrites()  # puts answered by their commit's callback (_put_now)
         self.me = config.me()
         check_data_dir(config)
         ids = config.founder_ids()
@@ -520,21 +563,24 @@ class Node:
                          req: dict[str, Any] | None = None) -> Any:
         self._leader(g)
         fut, complete = self._raft_future()
-
-        def done(result: Any, err: int) -> None:
-            if err == FAIL_REASON.SUCCESS:
-                complete(result)
-            else:
-                complete(error=_FAIL_TO_ERROR.get(err, Timeout)(
-                    f"shard {g.group_id}: write not committed (pysyncobj code {err})", leader=g.leader_id))
-
-        g.submit(command, done)
+        g.submit(command, lambda result, err: complete((result, err)))
         self.loop.poke(g.group_id)
         try:
-            result = await asyncio.wait_for(fut, timeout)
+            result, err = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            result, err = None, None
+        return self._write_outcome(g, result, err, timeout, req)
+
+    def _write_outcome(self, g: RaftGroup, result: Any, err: int | None, timeout: float,
+                       req: dict[str, Any] | None) -> Any:
+        """A replicated write's result from what its commit callback got (``err`` None: it timed
+        out); raises what the client must see."""
+        if err is None:
             raise Timeout(f"shard {g.group_id}: write not acknowledged within {timeout:.1f}s; "
-                          "its outcome is unknown", leader=g.leader_id) from None
+                          "its outcome is unknown", leader=g.leader_id)
+        if err != FAIL_REASON.SUCCESS:
+            raise _FAIL_TO_ERROR.get(err, Timeout)(
+                f"shard {g.group_id}: write not committed (pysyncobj code {err})", leader=g.leader_id)
         if isinstance(result, dict) and "error" in result:
             if result.get("outcome_unknown"):
                 raise OutcomeUnknown(str(result["error"]))
@@ -600,6 +646,61 @@ class Node:
         return value
 
     async def op_put(self, req: dict[str, Any]) -> Any:
+        g, command, count, timeout = self._put_command(req)
+        await self._replicate(g, command, timeout, req)
+        return count
+
+    def _put_now(self, msg: dict[str, Any], conn: _ClientConnection) -> None:
+        """Answer a put without a task: checked and handed to Raft now, answered by its commit's
+        callback (or, if that is late, by the sweep of :attr:`_pending`): ``_reply`` in callbacks."""
+        started = time.perf_counter()
+        rid = None
+        try:
+            rid = check_request_id(msg.get("id"))
+            g, command, count, timeout = self._put_command(msg)
+            self._leader(g)
+        except Exception as exc:  # noqa: BLE001 -- answered, as _reply answers it
+            self._answer_put(conn, msg, rid, started, None, exc)
+            conn.inflight.release()
+            return
+        conn.began_pending()
+
+        def finish(result: Any, err: int | None) -> None:  # event loop, exactly once
+            try:
+                self._write_outcome(g, result, err, timeout, msg)
+            except Exception as exc:  # noqa: BLE001 -- the client's answer
+                self._answer_put(conn, msg, rid, started, None, exc)
+            else:
+                self._answer_put(conn, msg, rid, started, count, None)
+            finally:
+                conn.ended_pending()
+
+        token = self._pending.add(time.monotonic() + timeout, finish)
+        mailbox, pending = self.mailbox, self._pending
+        assert mailbox is not None
+        g.submit(command, lambda result, err: mailbox.post(lambda: pending.settle(token, result, err)))
+        self.loop.poke(g.group_id)
+
+    def _answer_put(self, conn: _ClientConnection, msg: dict[str, Any], rid: Any, started: float,
+                    count: int | None, error: BaseException | None) -> None:
+        """Send a put's reply, recorded as ``_reply`` records every request's."""
+        if error is None:
+            reply = {"id": rid, "ok": count}
+        elif isinstance(error, RaftKVError):
+            reply = {"id": rid, "err": errors.to_wire(error)}
+        else:  # a bug: report it, keep serving
+            log.error("request 'put' failed", exc_info=error)
+            reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {error}"))}
+        self._record("put", msg, started, reply.get("err"))
+        frame = encode(reply)
+        conn.charge(frame)
+        if not conn.queue(frame):
+            task = asyncio.ensure_future(conn.send(frame))  # a slow reader: wait for room, in order
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)
+
+    def _put_command(self, req: dict[str, Any]) -> tuple[RaftGroup, bytes, int, float]:
+        """A put request checked: its group, its command, how many pairs, and its timeout."""
         g = self._group(req)
         pairs = req.get("pairs")
         if not isinstance(pairs, list) or not 0 < len(pairs) <= MAX_BATCH_KEYS:
@@ -614,9 +715,10 @@ class Node:
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
                                   "limit of one replicated command; send fewer pairs per request")
+        timeout = self._timeout(req)
+        command = commands.put(clean, self._session(req))
         self._observe(g, shard, [k for k, _ in clean])
-        await self._replicate(g, commands.put(clean, self._session(req)), self._timeout(req), req)
-        return len(clean)
+        return g, command, len(clean), timeout
 
     async def op_delete(self, req: dict[str, Any]) -> Any:
         g = self._group(req)
@@ -745,6 +847,12 @@ class Node:
             _, (_, old, _) = self._cursors.popitem(last=False)
             old.close()
         return [self.me.id, cid]
+
+    async def _expire_writes(self) -> None:
+        """Time out the puts whose commit is late (:meth:`_put_now`)."""
+        while True:
+            await asyncio.sleep(WRITE_SWEEP_SECONDS)
+            self._pending.expire(time.monotonic())
 
     async def _expire_cursors(self) -> None:
         while True:
@@ -1114,8 +1222,8 @@ class Node:
         try:
             writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
             await self._read_requests(reader, conn)
-            if conn.tasks and not conn.closing:  # the peer has sent all it will: answer that, then hang up
-                await asyncio.wait(set(conn.tasks), timeout=MAX_OP_TIMEOUT + limits.send_stall_seconds)
+            if conn.busy and not conn.closing:  # the peer has sent all it will: answer that, then hang up
+                await conn.settle(MAX_OP_TIMEOUT + limits.send_stall_seconds)
         except (ConnectionError, OSError):
             pass
         except Exception:  # a bug: keep it out of asyncio's handler, which would only print it
@@ -1137,7 +1245,7 @@ class Node:
             partial = decoder.buffered > 0
             if partial:
                 wait = frame_left
-            elif conn.tasks:
+            elif conn.busy:
                 wait = limits.idle_seconds  # busy, so not idle: look again later
             else:
                 wait = conn.last_active + limits.idle_seconds - time.monotonic()
@@ -1150,7 +1258,7 @@ class Node:
                     conn.close(Timeout(f"a frame must arrive whole within {limits.frame_seconds:g}s "
                                        "of its first byte; closing the connection"))
                     return
-                if not conn.tasks and time.monotonic() - conn.last_active >= limits.idle_seconds:
+                if not conn.busy and time.monotonic() - conn.last_active >= limits.idle_seconds:
                     conn.close(Timeout(f"connection idle for {limits.idle_seconds:g}s; closing it"))
                     return
                 continue
@@ -1188,13 +1296,16 @@ class Node:
         except BaseException:
             conn.inflight.release()
             raise
+        if type(msg) is dict and msg.get("op") == "put":
+            self._put_now(msg, conn)  # answered from its commit's callback: no task
+            return
         task = asyncio.create_task(self._answer(msg, conn))
         conn.tasks.add(task)
         task.add_done_callback(conn.finished)
 
     def _evict_idle(self) -> bool:
         """Make room for a new connection: close the longest-idle one with no request in progress."""
-        idle = [c for c in self._clients if not c.tasks and not c.closing]
+        idle = [c for c in self._clients if not c.busy and not c.closing]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)
@@ -1270,17 +1381,20 @@ class Node:
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("request %.40r failed", op)
             reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
-        err = reply.get("err")
-        took = time.perf_counter() - started
-        self.stats.record(op, took, err["code"] if err is not None else None)
-        if took > self.config.slow_request_seconds:
-            self._slow(op, msg, took, err)
+        self._record(op, msg, started, reply.get("err"))
         try:
             return encode(reply)
         except Exception as exc:  # e.g. a result too big for one frame: still one reply, an error
             log.warning("the reply to a %.40r request could not be encoded: %s", op, exc)
             return encode({"id": rid, "err": errors.to_wire(errors.RaftKVError(
                 f"the reply could not be sent: {str(exc)[:200]}"))})
+
+    def _record(self, op: Any, msg: Any, started: float, err: Any) -> None:
+        """Count a request in the node's statistics, and log it if it was slow."""
+        took = time.perf_counter() - started
+        self.stats.record(op, took, err["code"] if err is not None else None)
+        if took > self.config.slow_request_seconds:
+            self._slow(op, msg, took, err)
 
     def _slow(self, op: Any, msg: Any, took: float, err: Any) -> None:
         """Log a slow request, at most once per operation per interval (a stalled shard would
@@ -1338,7 +1452,7 @@ class Node:
             metrics = self._metrics = MetricsServer(self, host, self.config.metrics_port)
             log.info("node %s serving metrics on http://%s/metrics", self.me.id, metrics.address)
         expiry = asyncio.create_task(self._expire_cursors())
-        background = [asyncio.create_task(self._follow_map()), asyncio.create_task(self._publish_splits()),
+        background = [asyncio.create_task(self._expire_writes()), asyncio.create_task(self._follow_map()), asyncio.create_task(self._publish_splits()),
                       asyncio.create_task(self._split_when_due()), asyncio.create_task(self.members.run())]
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

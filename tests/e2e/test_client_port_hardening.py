@@ -147,6 +147,40 @@ def test_pipelined_mixed_requests_each_get_one_reply(small_limits_cluster):
     assert sorted(ids) == list(range(300))
 
 
+def test_pipelined_puts_are_each_answered_once_even_after_the_client_half_closes(small_limits_cluster):
+    """Puts are answered from their commit's callback, not a task: each still gets exactly one
+    reply, refused ones at once and committed ones once durable, though the client sent its last
+    byte (and shut its side) before any commit."""
+    c = small_limits_cluster
+    with Client(c.seeds) as db:
+        shard = db.shard_map().shards[2]
+    leader = c.leader_of(shard.id)
+    node = next(n for n in c.info.nodes if n.id == leader)
+    reqs = []
+    for i in range(200):
+        if i % 4 == 3:  # refused: not a list of pairs, or a shard this node does not host
+            reqs.append({"id": i, "op": "put", "shard": shard.id, "pairs": "no"} if i % 8 == 3 else
+                        {"id": i, "op": "put", "shard": "s9999", "pairs": [[shard.start, b"x"]]})
+        else:
+            reqs.append({"id": i, "op": "put", "shard": shard.id, "pairs": [[shard.start + i, b"v%d" % i]]})
+    with socket.create_connection(node.client, timeout=30) as s:
+        s.sendall(b"".join(encode(r) for r in reqs))
+        s.shutdown(socket.SHUT_WR)
+        replies = _Replies(s)
+        got = {}
+        while (reply := replies.next()) is not None:
+            assert reply["id"] not in got, reply
+            got[reply["id"]] = reply
+    assert sorted(got) == list(range(200))
+    for i, reply in got.items():
+        if i % 4 == 3:
+            assert reply["err"]["code"] == ("invalid_argument" if i % 8 == 3 else "shard_not_here"), reply
+        else:
+            assert reply == {"id": i, "ok": 1}, reply
+    with Client(c.seeds) as db:
+        assert db.get(shard.start + 4) == b"v4" and db.get(shard.start + 3) is None
+
+
 # --- 2. what a client can pin ---------------------------------------------------------------------
 
 

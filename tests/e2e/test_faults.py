@@ -6,6 +6,7 @@ Marked slow: run alone with ``pytest -m slow``; CI runs them with everything els
 import glob
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from raftkv import Client, errors
 from raftkv.client import rpc
 from raftkv.keys import MAX_KEY
+from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
 from raftkv.storage.leveldb import NodeStore
 
 from ..helpers import wait_until
@@ -170,6 +172,18 @@ def test_isolated_old_leader_never_serves_a_stale_read(cluster):
         assert db.get(keys[shards[1].id]) == b"new"
 
 
+def _raw_request(address: tuple[str, int], request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request frame to a node's client port and return its reply frame as it is."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(encode(request))
+        decoder = FrameDecoder()
+        while (msg := decoder.next_message()) is NEED_DATA:
+            data = sock.recv(1 << 16)
+            assert data, "the node closed the connection without a reply"
+            decoder.receive_data(data)
+        return msg
+
+
 def test_no_quorum_fails_within_the_deadline_and_recovers(cluster):
     """Trap: pysyncobj never times out a callback on a leader that lost its followers."""
     with Client(cluster.seeds, timeout=3) as db:
@@ -179,6 +193,14 @@ def test_no_quorum_fails_within_the_deadline_and_recovers(cluster):
         for f in followers:
             cluster.kill(f, signal.SIGSTOP)
         try:
+            # the leader itself answers a put it cannot commit by the put's own deadline
+            node = next(n for n in cluster.info.nodes if n.id == leader)
+            t0 = time.monotonic()
+            reply = _raw_request(node.client, {"id": 7, "op": "put", "shard": shard.id, "timeout": 0.5,
+                                               "pairs": [[shard.start + 1, b"y"]]})
+            assert 0.5 <= time.monotonic() - t0 < 3
+            assert reply["id"] == 7 and reply["err"]["code"] == "timeout", reply
+            assert "not acknowledged within 0.5s" in reply["err"]["message"]
             t0 = time.monotonic()
             with pytest.raises(errors.Unavailable):
                 db.put(shard.start + 1, b"x")
