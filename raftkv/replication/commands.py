@@ -315,7 +315,7 @@ def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | Non
     if name == "multi":
         return _apply_multi(store, index, op[1])
     writes = _Writes(index, [op])
-    reply = _write(store, index, op, writes)
+    reply = _write(store, index, op, writes, shard_state(store))
     writes.commit(store, index)
     return reply
 
@@ -323,12 +323,15 @@ def apply(store: ShardStore, index: int, payload: bytes, hooks: SplitHooks | Non
 class _Writes:
     """What one log entry writes, gathered so that it goes to the store in one batch."""
 
-    __slots__ = ("puts", "deletes", "system", "gc_keep")
+    __slots__ = ("puts", "deletes", "system", "gc_keep", "sessions")
 
     def __init__(self, index: int, ops: list[list[Any]]) -> None:
         self.puts: list[tuple[int, bytes]] = []
         self.deletes: list[int] = []
         self.system: dict[bytes, bytes | None] = {}
+        # client id -> (its session, the stored touched_ms before this entry): the record is
+        # written once per entry, however many of the client's writes a merged entry holds
+        self.sessions: dict[bytes, tuple[sessions.Session, int | None]] = {}
         # every GC_EVERY entries, the first new session write collects idle sessions, keeping every
         # client the entry writes for (None: not this entry, or done)
         self.gc_keep: set[bytes] | None = {op[-1][0] for op in ops if op[-1] is not None} \
@@ -336,6 +339,8 @@ class _Writes:
 
     def commit(self, store: ShardStore, index: int) -> None:
         """Write it all, with the applied index, in one batch."""
+        for client_id, (record, touched_before) in self.sessions.items():
+            self.system.update(sessions.record_writes(client_id, touched_before, record))
         try:
             store.apply(index, puts=self.puts, deletes=self.deletes, system=self.system)
         except BaseException:
@@ -343,13 +348,14 @@ class _Writes:
             raise
 
 
-def _write(store: ShardStore, index: int, op: list[Any], writes: _Writes) -> Any:
+def _write(store: ShardStore, index: int, op: list[Any], writes: _Writes, state: ShardState | None) -> Any:
     """A data write's reply (put, del or one delr step), its effect added to ``writes``.
 
-    Refused (nothing added) if a key is outside the replica's bounds; a repeat of a session's
-    write replies what the first one did and adds nothing.
+    Refused (nothing added) if a key is outside the replica's bounds (``state``, the store's
+    :func:`shard_state`); a repeat of a session's write replies what the first one did and adds
+    nothing.
     """
-    stale = _outside(store, op)
+    stale = _outside(state, op)
     if stale is not None:
         return {"error": stale, "stale": True}
     session = op[-1]
@@ -380,8 +386,10 @@ def _write(store: ShardStore, index: int, op: list[Any], writes: _Writes) -> Any
         writes.deletes.extend(deleted)
     if record is not None and not (isinstance(reply, dict) and "error" in reply):
         forgotten = record.remember(seq, low, now_ms, reply, index)
-        writes.system.update(sessions.writes(client_id, touched_before, record, seq, forgotten))
-        _remembered(store, client_id, record)
+        writes.system.update(sessions.reply_writes(client_id, record, seq, forgotten))
+        if client_id not in writes.sessions:
+            writes.sessions[client_id] = (record, touched_before)
+            _remembered(store, client_id, record)
     return reply
 
 
@@ -389,7 +397,8 @@ def _apply_multi(store: ShardStore, index: int, ops: list[list[Any]]) -> list[An
     """Apply the puts a leader merged into one entry (``merge_puts``): each as if alone, in order,
     all in one store batch; the reply is the list of their replies."""
     writes = _Writes(index, ops)
-    replies = [_write(store, index, op, writes) for op in ops]
+    state = shard_state(store)  # a merged entry holds puts only: the bounds stay put throughout
+    replies = [_write(store, index, op, writes, state) for op in ops]
     writes.commit(store, index)
     return replies
 
@@ -570,9 +579,8 @@ def _write_state(store: ShardStore, after: ShardState, index: int,
         raise
 
 
-def _outside(store: ShardStore, op: list[Any]) -> str | None:
-    """Why a data write falls outside the replica's bounds (routed before a split), or None."""
-    state = shard_state(store)
+def _outside(state: ShardState | None, op: list[Any]) -> str | None:
+    """Why a data write falls outside the replica's bounds (``state``; routed before a split), or None."""
     if state is None:
         return None
     shard = state.shard

@@ -152,9 +152,12 @@ def _seq_of(name: bytes) -> int:
     return int.from_bytes(name[-8:], "big")
 
 
+_PACKED_NONE = pack(None)  # what every put replies
+
+
 def pack_reply(reply: Any) -> bytes:
     """A reply as stored (msgpack)."""
-    return pack(reply)
+    return _PACKED_NONE if reply is None else pack(reply)
 
 
 def unpack_reply(raw: bytes) -> Any:
@@ -172,10 +175,25 @@ def writes(client_id: bytes, touched_before: int | None, session: Session, seq: 
 
     ``touched_before``: the stored record's ``touched_ms`` (None if the session is new).
     """
-    out: dict[bytes, bytes | None] = {record_key(client_id): session.encode(),
-                                      reply_key(client_id, seq): pack_reply(session.replies[seq])}
+    return {**reply_writes(client_id, session, seq, forgotten), **record_writes(client_id, touched_before, session)}
+
+
+def reply_writes(client_id: bytes, session: Session, seq: int, forgotten: list[int]) -> dict[bytes, bytes | None]:
+    """The part of :func:`writes` that is each write's own: its reply stored, the forgotten ones deleted."""
+    prefix = replies_prefix(client_id)
+    out: dict[bytes, bytes | None] = {prefix + seq.to_bytes(8, "big"): pack_reply(session.replies[seq])}
     for s in forgotten:
-        out[reply_key(client_id, s)] = None
+        out[prefix + s.to_bytes(8, "big")] = None
+    return out
+
+
+def record_writes(client_id: bytes, touched_before: int | None, session: Session) -> dict[bytes, bytes | None]:
+    """The part of :func:`writes` a log entry needs once per session however many of its writes
+    the entry holds: the record, and its place in the index by time.
+
+    ``touched_before``: the stored record's ``touched_ms`` before the entry (None if it is new).
+    """
+    out: dict[bytes, bytes | None] = {record_key(client_id): session.encode()}
     new_index = _index_key(session.touched_ms, client_id)
     if touched_before is not None:
         old_index = _index_key(touched_before, client_id)

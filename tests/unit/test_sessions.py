@@ -319,6 +319,15 @@ def test_merged_puts_have_the_effect_and_replies_of_one_entry_each(tmp_path, see
             together.extend(log_merged.apply(commands.merge_puts(batch)))
         assert together == alone
         assert one.scan(0, 2**64, limit=10**6) == merged.scan(0, 2**64, limit=10**6)
+        # what is stored alike too (a merged entry writes each session's record once): the same
+        # replies, the same index by time, and records alike but for the log index they name
+        for prefix in (sessions.REPLIES, sessions.BY_TIME):
+            assert one.system_items(prefix, prefix + b"\xff", 10**6) == \
+                merged.system_items(prefix, prefix + b"\xff", 10**6)
+        records = [[(name, sessions.Session.decode(raw).low, sessions.Session.decode(raw).touched_ms)
+                    for name, raw in store.system_items(sessions.PREFIX, sessions.PREFIX + b"\xff", 10**6)]
+                   for store in (one, merged)]
+        assert records[0] == records[1] and records[0]
         # every write is remembered alike: a late retry of any of them changes nothing on either
         for c in rnd.sample(sent, 10):
             assert [log_one.apply(c)] == log_merged.apply(commands.merge_puts([c]))
