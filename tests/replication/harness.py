@@ -91,20 +91,22 @@ class LocalCluster:
         for nid in list(self.loops):
             self.stop_node(nid)
 
-    def leader(self, gid: str = "g1", timeout: float = 30.0) -> tuple[str, RaftGroup]:
-        """A node that leads ``gid`` and has applied its term's no-op (waits for one)."""
+    def leader(self, gid: str = "g1", timeout: float = 30.0, exclude: frozenset[str] = frozenset()) -> tuple[str, RaftGroup]:
+        """A node that leads ``gid`` and has applied its term's no-op (waits for one); never one in
+        ``exclude`` (say a leader whose thread a test froze, which still believes it leads)."""
 
         def ready() -> tuple[str, RaftGroup] | None:
             return next(((nid, loop.groups[gid]) for nid, loop in self.loops.items()
-                         if gid in loop.groups and loop.groups[gid].leader_ready), None)
+                         if nid not in exclude and gid in loop.groups and loop.groups[gid].leader_ready), None)
 
         return wait_until(ready, timeout, f"a ready leader of {gid}", interval=0.02)
 
-    def write(self, command: bytes, gid: str = "g1", timeout: float = 30.0) -> Any:
-        """Submit at the leader and wait for the commit callback."""
+    def write(self, command: bytes, gid: str = "g1", timeout: float = 30.0,
+              exclude: frozenset[str] = frozenset()) -> Any:
+        """Submit at the leader (never one in ``exclude``) and wait for the commit callback."""
         deadline = time.monotonic() + timeout
         while True:
-            nid, g = self.leader(gid, max(0.1, deadline - time.monotonic()))
+            nid, g = self.leader(gid, max(0.1, deadline - time.monotonic()), exclude)
             done = threading.Event()
             box: list[Any] = []
             g.submit(command, lambda res, err, box=box, done=done: (box.append((res, err)), done.set()))
