@@ -15,7 +15,7 @@ session, which sequence numbers it applied and what they replied:
 * anything else is applied, and remembered.
 
 Everything here is pure: :func:`decide` and :meth:`Session.remember` compute,
-:func:`writes` says what to store, and ``commands.apply`` writes it in the
+:func:`reply_writes` and :func:`record_writes` say what to store, and ``commands.apply`` writes it in the
 *same* LevelDB batch as the write's data, so a session is exactly as durable as
 the effect it guards, travels in snapshots, and is identical on every replica.
 A session is stored as a small record (its mark and when it was last touched)
@@ -169,17 +169,9 @@ def _index_key(touched_ms: int, client_id: bytes) -> bytes:
     return BY_TIME + (touched_ms // 1000).to_bytes(8, "big") + client_id
 
 
-def writes(client_id: bytes, touched_before: int | None, session: Session, seq: int,
-           forgotten: list[int]) -> dict[bytes, bytes | None]:
-    """System-entry writes that store ``session`` after :meth:`Session.remember` of ``seq``.
-
-    ``touched_before``: the stored record's ``touched_ms`` (None if the session is new).
-    """
-    return {**reply_writes(client_id, session, seq, forgotten), **record_writes(client_id, touched_before, session)}
-
-
 def reply_writes(client_id: bytes, session: Session, seq: int, forgotten: list[int]) -> dict[bytes, bytes | None]:
-    """The part of :func:`writes` that is each write's own: its reply stored, the forgotten ones deleted."""
+    """System-entry writes of one write after :meth:`Session.remember` of ``seq``: its reply
+    stored, the ones forgotten deleted (:func:`record_writes` stores the session itself)."""
     prefix = replies_prefix(client_id)
     out: dict[bytes, bytes | None] = {prefix + seq.to_bytes(8, "big"): pack_reply(session.replies[seq])}
     for s in forgotten:
@@ -188,8 +180,8 @@ def reply_writes(client_id: bytes, session: Session, seq: int, forgotten: list[i
 
 
 def record_writes(client_id: bytes, touched_before: int | None, session: Session) -> dict[bytes, bytes | None]:
-    """The part of :func:`writes` a log entry needs once per session however many of its writes
-    the entry holds: the record, and its place in the index by time.
+    """System-entry writes that store ``session`` after a log entry's writes: the record and its
+    place in the index by time, once per entry however many of the session's writes it holds.
 
     ``touched_before``: the stored record's ``touched_ms`` before the entry (None if it is new).
     """
