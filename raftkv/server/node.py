@@ -684,13 +684,7 @@ class Node:
     def _answer_put(self, conn: _ClientConnection, msg: dict[str, Any], rid: Any, started: float,
                     count: int | None, error: BaseException | None) -> None:
         """Send a put's reply, recorded as ``_reply`` records every request's."""
-        if error is None:
-            reply = {"id": rid, "ok": count}
-        elif isinstance(error, RaftKVError):
-            reply = {"id": rid, "err": errors.to_wire(error)}
-        else:  # a bug: report it, keep serving
-            log.error("request 'put' failed", exc_info=error)
-            reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {error}"))}
+        reply = {"id": rid, "ok": count} if error is None else _error_reply("put", rid, error)
         self._record("put", msg, started, reply.get("err"))
         frame = encode(reply)
         conn.charge(frame)
@@ -1372,15 +1366,12 @@ class Node:
             owner, _, attr = name.rpartition(".")  # "members.op_nodes": a handler of a part of the node
             handler: Callable[[dict[str, Any]], Awaitable[Any]] = getattr(getattr(self, owner) if owner else self, attr)
             reply = {"id": rid, "ok": await handler(msg)}
-        except RaftKVError as exc:
-            reply = {"id": rid, "err": errors.to_wire(exc)}
         except TimeoutError:
             reply = {"id": rid, "err": errors.to_wire(Timeout("request timed out"))}
         except ConnectionError:
             raise  # the connection is closing (_ClientConnection.room)
-        except Exception as exc:  # a bug: report it, keep serving
-            log.exception("request %.40r failed", op)
-            reply = {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
+        except Exception as exc:
+            reply = _error_reply(op, rid, exc)
         self._record(op, msg, started, reply.get("err"))
         try:
             return encode(reply)
@@ -1510,6 +1501,15 @@ class _ShardLoad:
             return 0.0
         (t0, k0), (t1, k1) = self._marks[0], self._marks[-1]
         return max(0.0, (k1 - k0) / (t1 - t0)) if t1 > t0 else 0.0
+
+
+def _error_reply(op: Any, rid: Any, exc: BaseException) -> dict[str, Any]:
+    """The reply to request ``rid`` that failed with ``exc``: our errors as they are, anything
+    else a bug, logged, and answered as an internal error (the node keeps serving)."""
+    if isinstance(exc, RaftKVError):
+        return {"id": rid, "err": errors.to_wire(exc)}
+    log.error("request %.40r failed", op, exc_info=exc)
+    return {"id": rid, "err": errors.to_wire(errors.RaftKVError(f"internal error: {exc}"))}
 
 
 def _span(req: dict[str, Any]) -> tuple[int, int]:
