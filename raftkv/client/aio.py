@@ -80,7 +80,7 @@ MAX_RETRY_PAUSE = 0.1  # seconds: the longest backoff between two attempts (befo
 TLS_PROBE_SECONDS = 0.5
 # what OpenSSL says when the other side answered a ClientHello with something that is not TLS
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
-_FIRST_REQUEST = 1  # a connection's request ids count from here (_Connection._ids)
+_FIRST_REQUEST = 1  # a connection's request ids count from here (NodeConnection._ids)
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ async def _speaks_tls(address: str, timeout: float) -> bool:
 
 
 class _RequestTimedOut(Exception):
-    """A request's own deadline passed (``_Connection.request``)."""
+    """A request's own deadline passed (``NodeConnection.request``)."""
 
 
 def _time_out(fut: asyncio.Future) -> None:
@@ -200,8 +200,12 @@ def _time_out(fut: asyncio.Future) -> None:
         fut.set_exception(_RequestTimedOut())
 
 
-class _Connection:
-    """One TCP connection to one node, with pipelined requests matched by id."""
+class NodeConnection:
+    """One TCP connection to one node's client port, with pipelined requests matched by id.
+
+    The client's connections, and a node's own to the meta replicas (``server/maplink.py``):
+    TLS, the ``hello`` and its token, and the check of who answers are done once, here.
+    """
 
     def __init__(self, address: str, credentials: Credentials | None = None, expect: str | None = None,
                  pinned: str | None = None) -> None:
@@ -330,10 +334,15 @@ class _Connection:
         if out and self._writer is not None and not self._writer.is_closing():
             self._writer.write(out[0] if len(out) == 1 else b"".join(out))
 
-    async def close(self) -> None:
+    def abort(self) -> None:
+        """Close at once, from code that cannot wait (the reader task ends by itself)."""
         self.closed = True
         if self._writer is not None:
             self._writer.close()
+
+    async def close(self) -> None:
+        """Close and wait for the reader task to end."""
+        self.abort()
         if self._reader_task is not None:
             self._reader_task.cancel()
             await asyncio.gather(self._reader_task, return_exceptions=True)
@@ -437,7 +446,7 @@ class AsyncClient:
         self.consistency = consistency
         self.page_keys = page_keys
         self.page_bytes = page_bytes
-        self._conns: dict[str, _Connection] = {}
+        self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Task] = {}
         self._map: ShardMap | None = None
         self._leaders: dict[str, str] = {}
@@ -793,7 +802,7 @@ class AsyncClient:
                                   f"{_describe_failures(ordered, failures)}", unreachable=list(ordered))
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
 
-    async def _conn(self, address: str, deadline: float) -> _Connection:
+    async def _conn(self, address: str, deadline: float) -> NodeConnection:
         conn = self._conns.get(address)
         if conn is not None and not conn.closed:
             expect = self._expected(address)
@@ -808,9 +817,9 @@ class AsyncClient:
             task = self._connecting[address] = asyncio.create_task(self._open(address, deadline))
         return await asyncio.shield(task)
 
-    async def _open(self, address: str, deadline: float) -> _Connection:
+    async def _open(self, address: str, deadline: float) -> NodeConnection:
         expect = self._expected(address)
-        conn = _Connection(address, self._credentials, expect, self._cluster)
+        conn = NodeConnection(address, self._credentials, expect, self._cluster)
         await conn.open(max(0.05, min(2.0, deadline - time.monotonic())))  # _NoAnswer says why not
         self._conns[address] = conn
         self._cluster = pin_cluster(self._cluster, conn.cluster)

@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 import logging
 import random
-import ssl
 from typing import Any
 
 from .. import errors
+from ..client.aio import NodeConnection
 from ..logs import LogLimiter
-from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode, pack
+from ..protocol.codec import pack
 from ..routing.records import Change
-from .config import Credentials, parse_hostport
+from .config import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -56,61 +55,34 @@ class MapLink:
         self.secret = secret
         # the cluster's client token and TLS: nodes call each other's client ports as clients do
         self.credentials = credentials or Credentials()
-        self._streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Lock]] = {}
-        self._ids = itertools.count(1)
+        self._conns: dict[str, NodeConnection] = {}
         self._leader: str | None = None
         self._opening: dict[str, asyncio.Lock] = {}  # one connection being opened per node at a time
         self._complaints = LogLimiter(log)
 
     async def call(self, node_id: str, request: dict[str, Any], timeout: float) -> Any:
         """One request to one meta node; raises what it answered, or Unavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout  # the connect, the hello and the request share it
         async with asyncio.timeout(timeout):
-            entry = self._streams.get(node_id)
-            if entry is None or entry[1].is_closing():
+            conn = self._conns.get(node_id)
+            if conn is None or conn.closed:
                 # single flight: two callers opening at once would leave one connection unclosed
                 async with self._opening.setdefault(node_id, asyncio.Lock()):
-                    entry = self._streams.get(node_id)
-                    if entry is None or entry[1].is_closing():
-                        reader, writer = await self._open(node_id)
-                        entry = self._streams[node_id] = (reader, writer, asyncio.Lock())
-            reader, writer, lock = entry
-            async with lock:
-                try:
-                    writer.write(encode({**request, "id": next(self._ids)}))
-                    msg = await _read_reply(reader, node_id)
-                except (OSError, errors.RaftKVError, TimeoutError, asyncio.CancelledError):
-                    writer.close()
-                    self._streams.pop(node_id, None)
-                    raise
-        if not isinstance(msg, dict):
-            raise errors.RemoteProtocolError("malformed reply")
-        if "err" in msg:
-            raise errors.from_wire(msg["err"])
-        return msg.get("ok")
-
-    async def _open(self, node_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to ``node_id``'s client port, TLS and ``hello`` done if configured."""
-        host, port = parse_hostport(self.addresses[node_id])
-        tls = self.credentials.ssl_context()
+                    conn = self._conns.get(node_id)
+                    if conn is None or conn.closed:
+                        conn = NodeConnection(self.addresses[node_id], self.credentials)
+                        try:
+                            await conn.open(timeout)
+                        except BaseException:
+                            conn.abort()
+                            raise
+                        self._conns[node_id] = conn
         try:
-            reader, writer = await asyncio.open_connection(host, port, ssl=tls,
-                                                           server_hostname=host if tls else None)
-        except ssl.SSLError as exc:
-            raise errors.Unauthenticated(f"TLS handshake with node {node_id} failed: {exc}") from None
-        except OSError as exc:
-            raise errors.Unavailable(f"cannot reach meta node {node_id}: {exc}") from None
-        hello = self.credentials.hello()
-        if hello is not None:
-            try:
-                writer.write(encode({**hello, "id": next(self._ids)}))
-                msg = await _read_reply(reader, node_id)
-            except BaseException:
-                writer.close()
-                raise
-            if isinstance(msg, dict) and "err" in msg:
-                writer.close()
-                raise errors.from_wire(msg["err"])
-        return reader, writer
+            return await conn.request(request, max(0.05, deadline - loop.time()))
+        except errors.Timeout:
+            conn.abort()  # a node that did not answer may hang: the next call dials afresh
+            raise
 
     async def fetch(self, epoch: int, timeout: float = 2.0) -> dict[str, Any] | None:
         """The map if some meta replica has one newer than ``epoch``, else None."""
@@ -178,17 +150,6 @@ class MapLink:
 
     def close(self) -> None:
         """Close the connections."""
-        for _, writer, _ in self._streams.values():
-            writer.close()
-        self._streams.clear()
-
-
-async def _read_reply(reader: asyncio.StreamReader, node_id: str) -> Any:
-    """The next frame from ``node_id`` (one request is outstanding per connection at a time)."""
-    decoder = FrameDecoder(DEFAULT_MAX_FRAME)
-    while (msg := decoder.next_message()) is NEED_DATA:
-        data = await reader.read(1 << 20)
-        if not data:
-            raise errors.Unavailable(f"meta node {node_id} closed the connection")
-        decoder.receive_data(data)
-    return msg
+        for conn in self._conns.values():
+            conn.abort()
+        self._conns.clear()

@@ -22,7 +22,7 @@ from raftkv.client.addresses import (
     preferred_order,
     same_cluster,
 )
-from raftkv.client.aio import AsyncClient, _Connection
+from raftkv.client.aio import AsyncClient, NodeConnection
 from raftkv.errors import InvalidArgument, Unavailable
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
 from raftkv.routing.nodes import MAX_ADVERTISED, NodeRecord, check_advertised
@@ -328,7 +328,7 @@ def test_a_map_from_another_cluster_is_not_adopted():
             try:
                 await db.connect()
                 # as if the other cluster's node had been a seed reached before the pin, without a hello
-                db._conns[elsewhere] = conn = _Connection(elsewhere)
+                db._conns[elsewhere] = conn = NodeConnection(elsewhere)
                 await conn.open(2.0)
                 db._nodes = {"n1": elsewhere}
                 db._seeds = [elsewhere]

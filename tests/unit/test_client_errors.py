@@ -120,7 +120,7 @@ def test_only_a_connection_hung_up_on_at_its_first_request_is_asked_whether_it_s
     the client dials it once more in TLS to say so; one that hangs up after a request of it timed
     out (a node busy, then going down) is not asked: that would only hold up the failover.  The
     question is a connection of its own, so the listener's accept count tells whether it was asked."""
-    from raftkv.client.aio import _Connection, _NoAnswer
+    from raftkv.client.aio import NodeConnection, _NoAnswer
 
     async def scenario() -> tuple[int, int]:
         accepted = 0
@@ -143,14 +143,14 @@ def test_only_a_connection_hung_up_on_at_its_first_request_is_asked_whether_it_s
         try:
             # connection 1: hung up on at its first request: asked (connection 2 is the TLS probe,
             # hung up on at its ClientHello: not TLS, so the request just failed)
-            conn = _Connection(address)
+            conn = NodeConnection(address)
             await conn.open(5.0)
             with pytest.raises(_NoAnswer, match="closed"):
                 await conn.request({"op": "status"}, 10.0)
             after_first = accepted
             # connection 3: its first request times out, the port hangs up at the second: not asked
             requests_to_hang_up_at[3] = 2
-            conn = _Connection(address)
+            conn = NodeConnection(address)
             await conn.open(5.0)
             with pytest.raises(_NoAnswer, match="did not answer"):
                 await conn.request({"op": "status"}, 0.1)
