@@ -67,6 +67,9 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="stripes of a hot tail segment (default 0: one per node, at most 16)")
     p.add_argument("--stripe-writes-per-s", type=int, default=1000 if defaults else None,
                    help="keys/s of appends above which a shard's tail is striped (default 1000)")
+    p.add_argument("--load-split-per-s", type=int, default=1000 if defaults else None,
+                   help="write requests/s above which a shard that is not a hot tail splits at the middle "
+                        "of its recent writes, so its halves' leaders can spread (default 1000; 0: never)")
     p.add_argument("--dead-after", type=int, default=60 if defaults else None, metavar="S",
                    help="seconds of silence after which a node is declared dead and its replicas are "
                         "re-created on other nodes (default 60, at least 5)")
@@ -86,7 +89,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
                         shards=args.shards, replication=args.replication, bind_host=args.bind,
                         secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
-                        stripe_writes_per_s=args.stripe_writes_per_s, dead_after=args.dead_after,
+                        stripe_writes_per_s=args.stripe_writes_per_s, load_split_per_s=args.load_split_per_s,
+                        dead_after=args.dead_after,
                         metrics_port=args.metrics_port, log_format=args.log_format,
                         slow_request_seconds=args.slow_request_ms / 1000,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, peer_tls=args.peer_tls,

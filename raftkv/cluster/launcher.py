@@ -92,7 +92,7 @@ class ClusterInfo:
     pids: dict[str, int | None] = field(default_factory=dict)
     # node id -> {peer id -> address it dials that peer at}: the fault lab's proxies (node --peer-via)
     peer_via: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
-    # cluster settings every node runs with (SETTINGS): split_bytes, tail_stripes, stripe_writes_per_s
+    # cluster settings every node runs with (SETTINGS): split_bytes, tail_stripes, stripe_writes_per_s, ...
     settings: dict[str, int] = field(default_factory=dict)
     # ids of the nodes (in ``nodes``) that joined a running cluster (add_node); the others are founders
     joined: tuple[str, ...] = ()
@@ -959,7 +959,8 @@ def check_security(security: dict[str, Any], files: bool = True) -> dict[str, st
 
 # cluster settings the launcher stores and passes to every node, with the node option that takes each
 SETTINGS = {"split_bytes": "--split-bytes", "tail_stripes": "--tail-stripes",
-            "stripe_writes_per_s": "--stripe-writes-per-s", "dead_after": "--dead-after"}
+            "stripe_writes_per_s": "--stripe-writes-per-s", "load_split_per_s": "--load-split-per-s",
+            "dead_after": "--dead-after"}
 
 
 def check_settings(settings: dict[str, Any]) -> dict[str, int]:

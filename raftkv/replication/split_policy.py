@@ -8,6 +8,10 @@ a :class:`ShardStats` from it and from its store's estimates, and asks:
   writes land past the largest key (timestamps inserted in increasing order),
   it splits *at the tail*, just past the largest key: the right-hand shard
   starts empty, so nothing is copied.  Otherwise it splits at the median key.
+* :func:`maybe_load_split` -- split a shard that takes more write requests than
+  ``load_split_requests_per_s`` (not a hot tail: that is striped), at the median of the keys
+  recently written to it, so that leadership of the halves can spread over nodes (as TiKV and
+  CockroachDB split on load);
 * :func:`plan_segment` -- a tail that takes more writes than one Raft group
   should carry is striped: a stretch of key space from just past its largest
   key is served by K groups (``routing/stripes.py``), whose leaders
@@ -25,7 +29,7 @@ from typing import Literal
 
 from ..routing.stripes import MAX_STRIPES
 
-SplitReason = Literal["size", "tail", "manual"]
+SplitReason = Literal["size", "tail", "manual", "load"]
 
 
 class WriteTracker:
@@ -49,11 +53,12 @@ class WriteTracker:
         self._ids: list[int | None] = [None] * slots
         self._writes = [0] * slots
         self._appends = [0] * slots
+        self._requests = [0] * slots
         self._latest = -math.inf
 
     def observe(self, keys: Sequence[int], now: float, largest_before: int | None) -> None:
-        """Record one written batch: ``keys`` at time ``now``; ``largest_before`` is the shard's
-        largest key before the batch (None: the shard was empty, so every key is an append)."""
+        """Record one write request's batch: ``keys`` at time ``now``; ``largest_before`` is the
+        shard's largest key before the batch (None: the shard was empty, so every key is an append)."""
         now = self._clamp(now)
         self._latest = now
         if not keys:
@@ -68,18 +73,24 @@ class WriteTracker:
             self._ids[slot] = bucket
             self._writes[slot] = 0
             self._appends[slot] = 0
+            self._requests[slot] = 0
         self._writes[slot] += len(keys)
         self._appends[slot] += appends
+        self._requests[slot] += 1
 
     def writes_per_s(self, now: float) -> float:
         """Keys written per second over the window ending at ``now``."""
         now = self._clamp(now)
-        writes, _ = self._sums(now)
-        return writes / self._span(now)
+        return self._sums(now)[0] / self._span(now)
+
+    def requests_per_s(self, now: float) -> float:
+        """Write requests (a put or a batch, whatever its size) per second over the window."""
+        now = self._clamp(now)
+        return self._sums(now)[2] / self._span(now)
 
     def append_fraction(self, now: float) -> float:
         """Share of the window's written keys that landed past the shard's largest key (0.0 if none)."""
-        writes, appends = self._sums(self._clamp(now))
+        writes, appends, _ = self._sums(self._clamp(now))
         return appends / writes if writes else 0.0
 
     def _clamp(self, now: float) -> float:
@@ -87,14 +98,16 @@ class WriteTracker:
             raise ValueError(f"time must be finite, got {now}")
         return max(now, self._latest)
 
-    def _sums(self, now: float) -> tuple[int, int]:
+    def _sums(self, now: float) -> tuple[int, int, int]:
+        """Keys written, appends and requests in the window ending at ``now``."""
         current = math.floor(now / self._bucket_s)
-        writes = appends = 0
+        writes = appends = requests = 0
         for slot, bucket in enumerate(self._ids):
             if bucket is not None and current - self._full <= bucket <= current:
                 writes += self._writes[slot]
                 appends += self._appends[slot]
-        return writes, appends
+                requests += self._requests[slot]
+        return writes, appends, requests
 
     def _span(self, now: float) -> float:
         # the whole buckets plus the elapsed part of the current one (never zero)
@@ -121,6 +134,9 @@ class ShardStats:
     writes_per_s: float = 0.0
     append_fraction: float = 0.0
     median_key: int | None = None
+    requests_per_s: float = 0.0
+    # a sample of the keys written lately (any order): where the write load's middle is
+    recent_keys: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,13 @@ class SplitSettings:
     tail_stripe_writes_per_s: float = 1000.0
     tail_stripes: int = 0  # K; 0 means "the number of nodes"
     max_stripes: int = MAX_STRIPES
+    # write requests/s above which a shard that is not a hot tail splits on load (0: never): the
+    # tail's threshold, about a third of what one group whose leader has 0.15 of a core carries
+    # (2,600-3,000 single-key puts/s, bench/elastic.py --keys window), so a hot range spreads
+    # before its leader saturates
+    load_split_requests_per_s: float = 1000.0
+    # fewer keys than this: too small to split on load (its load is a handful of hot keys)
+    min_keys_to_load_split: int = 1000
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.min_keys_to_split < 1:
@@ -149,6 +172,8 @@ class SplitSettings:
             raise ValueError(f"max_stripes must be in 2..{MAX_STRIPES}")
         if self.tail_stripes < 0:
             raise ValueError("tail_stripes must be 0 (one per node) or a stripe count")
+        if self.load_split_requests_per_s < 0 or self.min_keys_to_load_split < 2:
+            raise ValueError("load_split_requests_per_s must be >= 0 (0: off), min_keys_to_load_split >= 2")
 
 
 @dataclass(frozen=True)
@@ -220,6 +245,30 @@ def maybe_split(stats: ShardStats, settings: SplitSettings) -> Split | None:
     if at is not None:
         return Split(stats.shard_id, at, "size")
     return None
+
+
+def maybe_load_split(stats: ShardStats, settings: SplitSettings) -> Split | None:
+    """The split a shard busy with writes should make now, or None.
+
+    A shard taking more than ``load_split_requests_per_s`` write requests per second (0 turns
+    this off), with at least ``min_keys_to_load_split`` keys, whose writes do not mostly land past
+    its largest key (a hot tail is striped instead: :func:`plan_segment`), splits at the median of
+    ``recent_keys``, the keys written lately: each half then takes about half the load, and the
+    leader balancer can hand one half to another node.  None when that median leaves no recent
+    key on its left or does not lie strictly inside the shard.  Each half must take the rate again
+    over a whole window before it splits in turn, so a busy cluster settles at about its write
+    rate over the threshold shards.
+    """
+    threshold = settings.load_split_requests_per_s
+    if not threshold or stats.requests_per_s <= threshold or stats.keys < settings.min_keys_to_load_split:
+        return None
+    if stats.append_fraction >= settings.tail_append_fraction or len(stats.recent_keys) < 2:
+        return None
+    ordered = sorted(stats.recent_keys)
+    at = ordered[len(ordered) // 2]
+    if not (ordered[0] < at and _inside(stats, at)):
+        return None
+    return Split(stats.shard_id, at, "load")
 
 
 def manual_split_point(stats: ShardStats, at: int | None) -> int:

@@ -95,6 +95,8 @@ class NodeConfig:
     tail_stripes: int = 0
     # appends (keys/s) to one shard above which its tail is striped
     stripe_writes_per_s: int = 1000
+    # write requests/s to one shard (not a hot tail) above which it splits on load (0: never)
+    load_split_per_s: int = 1000
     # a node silent this long (seconds) is declared dead and its replicas re-created elsewhere
     dead_after: float = 60.0
     # the nodes the cluster was created with, when this node joined later (``nodes`` then holds
@@ -121,8 +123,10 @@ class NodeConfig:
     advertise_clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1:
-            raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes >= 0")
+        if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1 or \
+                self.load_split_per_s < 0:
+            raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes and "
+                                  "load_split_per_s >= 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise InvalidArgument("metrics_port must be a port number (0: any free one)")
         if self.log_format not in ("text", "json"):

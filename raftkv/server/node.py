@@ -54,6 +54,7 @@ from ..replication.split_policy import (
     SplitSettings,
     StripePlan,
     WriteTracker,
+    maybe_load_split,
     maybe_split,
     plan_segment,
     stripe_replicas,
@@ -108,6 +109,7 @@ BALANCE_RETRY_AFTER = 30.0  # seconds before a group whose hand-off did not happ
 PREFERRED_RETRY_AFTER = 3.0
 PUBLISH_INTERVAL = 1.0  # shard leaders check that the map shows their latest split this often
 SPLIT_CHECK_INTERVAL = 1.0  # shard leaders weigh their shards this often
+LOAD_SAMPLE = 256  # recent write requests whose keys a shard leader keeps, to split on load
 WRITE_SWEEP_SECONDS = 0.1  # how late past its deadline a put's timeout may be answered
 APPEND_LAG = 2.0  # seconds: a write past the shard's largest key of this long ago is an append
 
@@ -403,7 +405,8 @@ class Node:
                                         if n.id in self.meta_nodes}, config.secret, config.credentials())
         self._followed: ShardMap | None = None  # the map as last fetched, on nodes without a meta replica
         self.split_settings = SplitSettings(split_bytes=config.split_bytes, tail_stripes=config.tail_stripes,
-                                            tail_stripe_writes_per_s=config.stripe_writes_per_s)
+                                            tail_stripe_writes_per_s=config.stripe_writes_per_s,
+                                            load_split_requests_per_s=config.load_split_per_s)
         self._load: dict[str, _ShardLoad] = {}  # shard -> recent writes seen while leading it
         self._meta_bootstrapping = False
         self._meta_bootstrapped = False
@@ -956,6 +959,7 @@ class Node:
             load = self._load[g.group_id] = _ShardLoad(None if span is None else span[1])
         now = time.monotonic()
         load.tracker.observe(keys, now, load.tail_mark(now))
+        load.recent.append(keys[len(keys) // 2])
         top = max(keys)
         if load.largest is None or top > load.largest:
             load.largest = top
@@ -994,8 +998,10 @@ class Node:
         settings = self.split_settings
         if rate == 0:
             return
-        if rate <= settings.tail_stripe_writes_per_s and \
-                g.store.approximate_size() + g.store.unflushed_bytes <= settings.split_bytes:
+        requests = load.tracker.requests_per_s(now)
+        busy = bool(settings.load_split_requests_per_s) and requests > settings.load_split_requests_per_s
+        outgrown = g.store.approximate_size() + g.store.unflushed_bytes > settings.split_bytes
+        if rate <= settings.tail_stripe_writes_per_s and not busy and not outgrown:
             return
         shard = state.shard
         appends = load.tracker.append_fraction(now)
@@ -1005,14 +1011,17 @@ class Node:
                 await self._stripe(g, shard, plan.at, plan.end, plan.stripes, MAX_OP_TIMEOUT,
                                    f"hot tail, {rate:.0f} keys/s")
                 return
-        size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end)
+        # a shard under split_bytes needs only to know it holds enough keys to split on load:
+        # counting to that many is cheap, where the full estimate reads 10,000 rows each second
+        sample = 10_000 if outgrown else settings.min_keys_to_load_split
+        size, keys = await asyncio.to_thread(g.store.estimate, shard.start, shard.end, sample)
         span = g.store.key_span(shard.start, shard.end)
         median = None
-        if appends < settings.tail_append_fraction:
+        if outgrown and appends < settings.tail_append_fraction:
             median = await asyncio.to_thread(g.store.median_key, shard.start, shard.end)
         stats = ShardStats(shard.id, shard.start, shard.end, size, keys, span and span[1], span and span[0],
-                           rate, appends, median)
-        decision = maybe_split(stats, settings)
+                           rate, appends, median, requests, tuple(load.recent))
+        decision = maybe_split(stats, settings) or (maybe_load_split(stats, settings) if busy else None)
         if decision is not None:
             await self._split(g, shard, decision.at, MAX_OP_TIMEOUT, decision.reason)
 
@@ -1474,6 +1483,8 @@ class _ShardLoad:
     def __init__(self, largest: int | None) -> None:
         self.tracker = WriteTracker()
         self.largest = largest
+        # one key of each recent write request: where the write load's middle is (load splits)
+        self.recent: collections.deque[int] = collections.deque(maxlen=LOAD_SAMPLE)
         self._marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)  # (t, largest), 1/s
 
     def mark(self, now: float) -> None:

@@ -247,3 +247,38 @@ def test_reads_racing_splits_never_miss_a_row(make_cluster):
             for t in threads:
                 t.join(timeout=60)
         assert not wrong, f"{len(wrong)} reads missed rows, e.g. {wrong[:5]}"
+
+
+@pytest.mark.slow
+def test_a_shard_busy_with_writes_splits_on_load_and_its_halves_lead_apart(make_cluster):
+    # 1 shard, and a threshold a few writers on loopback exceed many times over
+    cluster = make_cluster(shards=1, settings={"load_split_per_s": 40, "split_bytes": 64 << 20})
+    rng = random.Random(7)
+    with Client(cluster.seeds) as db:
+        db.put_many((rng.getrandbits(64), b"p") for _ in range(2000))  # enough keys to split
+    lanes = [random.Random(lane) for lane in range(4)]
+
+    def one_put(lane: int, i: int) -> list[tuple[int, bytes]]:
+        return [(lanes[lane].getrandbits(64), b"u")]  # uniform keys: no tail to stripe
+
+    with Appenders(cluster.seeds, 4, one_put) as writers:
+        def ranges() -> list[dict]:
+            current = max(maps(cluster), key=lambda m: m["epoch"])
+            return [s for s in current["shards"] if s["id"] != "meta"]
+
+        wait_until(lambda: len(ranges()) >= 2, 90, "a split on load")
+        shards = ranges()
+        assert not any(s.get("stripe") for s in shards), "uniform writes must not be striped"
+        # the halves cover the key space between them, cut near the middle of the writes
+        assert sorted((s["start"], s["end"]) for s in shards)[0][0] == 0
+        assert sum(1 for s in shards if s["end"] is None) == 1  # the wire's "to the end of the key space"
+        cut = sorted(s["start"] for s in shards)[1]
+        assert 2**62 < cut < 3 * 2**62, f"a uniform load's middle is near 2**63, got {cut}"
+
+        def leaders() -> set[str]:
+            return {cluster.leader_of(s["id"]) for s in ranges()[:2]}
+
+        # the point of the split: the balancer hands one half to another node
+        wait_until(lambda: len(leaders()) == 2, 60, "the halves led by different nodes")
+        acked = writers.acked
+    assert_none_lost(cluster.seeds, acked)

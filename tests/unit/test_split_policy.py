@@ -12,6 +12,7 @@ from raftkv.replication.split_policy import (
     SplitSettings,
     WriteTracker,
     manual_split_point,
+    maybe_load_split,
     maybe_split,
     place_stripe_leaders,
     plan_segment,
@@ -183,15 +184,17 @@ class _Model:
     def observe(self, keys, now, largest_before):
         now = self.latest = max(now, self.latest)
         appends = len([k for k in keys if largest_before is None or k > largest_before])
-        self.obs.append((math.floor(now / self.b), len(keys), appends))
+        if keys:  # an empty batch is no write request
+            self.obs.append((math.floor(now / self.b), len(keys), appends))
 
     def figures(self, now):
         now = max(now, self.latest)
         cur = math.floor(now / self.b)
         w = sum(n for b, n, _ in self.obs if cur - self.n <= b <= cur)
         a = sum(x for b, _, x in self.obs if cur - self.n <= b <= cur)
+        r = sum(1 for b, _, _ in self.obs if cur - self.n <= b <= cur)
         span = self.n * self.b + (now - cur * self.b)
-        return w / span, (a / w if w else 0.0)
+        return w / span, (a / w if w else 0.0), r / span
 
 
 @pytest.mark.parametrize("seed, window_s, bucket_s", [(1, 10.0, 1.0), (2, 10.0, 1.0), (3, 5.0, 0.25)])
@@ -209,8 +212,9 @@ def test_write_tracker_matches_the_model(seed, window_s, bucket_s):
             if keys:
                 largest = max(keys + ([largest] if largest is not None else []))
         ask = now + rng.choice([0.0, rng.uniform(0, 2 * window_s), -1.0])
-        rate, frac = model.figures(ask)
+        rate, frac, requests = model.figures(ask)
         assert tracker.writes_per_s(ask) == pytest.approx(rate, rel=1e-9, abs=1e-12)
+        assert tracker.requests_per_s(ask) == pytest.approx(requests, rel=1e-9, abs=1e-12)
         assert tracker.append_fraction(ask) == pytest.approx(frac, rel=1e-9, abs=1e-12)
 
 
@@ -226,6 +230,59 @@ def test_write_tracker_steady_rate_and_appends():
     t.observe([T0], 20.0, largest)  # one key below the largest: not an append
     assert t.append_fraction(20.0) < 1.0
     assert t.writes_per_s(1000.0) == 0.0 and t.append_fraction(1000.0) == 0.0  # the window moved on
+
+
+def test_write_tracker_counts_requests_apart_from_keys():
+    t = WriteTracker()
+    for i in range(100):  # 10 s: one batch of 50 keys and one single put every 0.1 s
+        t.observe(list(range(i * 50, i * 50 + 50)), i * 0.1, None)
+        t.observe([10**9 + i], i * 0.1 + 0.05, None)
+    span = 10.99  # ten whole buckets and the 0.99 s of the current one
+    assert t.writes_per_s(9.99) == pytest.approx(5100 / span)
+    assert t.requests_per_s(9.99) == pytest.approx(200 / span)
+
+
+# --- maybe_load_split ------------------------------------------------------------------------------
+
+def busy(requests=1100.0, keys=5000, appends=0.1, recent=tuple(range(1000, 1256)), start=0, end=END):
+    return ShardStats("s0001", start, end, 10 * MiB, keys, max(recent, default=None),
+                      min(recent, default=None), requests, appends, None, requests, tuple(recent))
+
+
+@pytest.mark.parametrize("case, st, settings, expected", [
+    ("busy: split at the median of recent writes", busy(), S, 1128),
+    ("recent keys in any order", busy(recent=(9, 1, 5, 7, 3)), S, 5),
+    ("at the threshold: no", busy(requests=1000.0), S, None),
+    ("turned off", busy(requests=10_000.0), SplitSettings(load_split_requests_per_s=0), None),
+    ("a hot tail is striped, not split", busy(appends=0.8), S, None),
+    ("too few keys", busy(keys=999), S, None),
+    ("one hot key: nothing to split", busy(recent=(7,) * 256), S, None),
+    ("median is the smallest recent key", busy(recent=(7, 7, 7, 9)), S, None),
+    ("no recent keys", busy(recent=()), S, None),
+    ("median at the shard's start", busy(recent=(100, 100, 100, 50), start=100, end=200), S, None),
+    ("median outside the shard (stale sample)", busy(recent=(300, 400, 500), start=100, end=200), S, None),
+    ("lower threshold", busy(requests=60.0), SplitSettings(load_split_requests_per_s=50), 1128),
+])
+def test_maybe_load_split_table(case, st, settings, expected):
+    got = maybe_load_split(st, settings)
+    assert (got and got.at) == expected, case
+    if got is not None:
+        assert got == Split("s0001", expected, "load")
+        assert st.start < got.at < st.end and min(st.recent_keys) < got.at
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_maybe_load_split_leaves_recent_writes_on_both_sides(seed):
+    rng = random.Random(seed)
+    for _ in range(500):
+        start = rng.randrange(0, 2**63)
+        end = start + rng.randrange(2, 2**20)
+        recent = tuple(rng.randrange(start, end) for _ in range(rng.randrange(0, 300)))
+        got = maybe_load_split(busy(recent=recent, start=start, end=end), S)
+        if got is None:
+            continue
+        left = sum(1 for k in recent if k < got.at)
+        assert start < got.at < end and left >= 1 and len(recent) - left >= len(recent) // 2
 
 
 def test_write_tracker_young_tracker_does_not_overstate_a_burst():
@@ -369,6 +426,7 @@ def test_stripe_placement_invariants(seed):
 
 def test_settings_are_checked():
     for bad in (dict(max_stripes=MAX_STRIPES + 1), dict(max_stripes=1), dict(tail_append_fraction=1.5),
-                dict(tail_stripe_writes_per_s=0), dict(tail_stripes=-1), dict(split_bytes=0)):
+                dict(tail_stripe_writes_per_s=0), dict(tail_stripes=-1), dict(split_bytes=0),
+                dict(load_split_requests_per_s=-1), dict(min_keys_to_load_split=1)):
         with pytest.raises(ValueError):
             SplitSettings(**bad)
