@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -93,12 +94,26 @@ def shape(seeds: str) -> dict[str, int]:
 HOUR_NS = 3600 * 10**9
 
 
+def make_key(kind: str, lane: int, rnd: random.Random) -> int:
+    """The next key writer ``lane`` puts, for ``kind`` (see the module doc)."""
+    if kind == "ts":
+        # now, in ns, as a sensor stamps a reading; the low 12 bits name the writer, so two
+        # writers never share a key.  The tail moves at the clock's pace whatever the put rate,
+        # and on across levels (a per-run counter jumped at each new level, past the striped
+        # segment's end, and every level striped a fresh segment)
+        return (time.time_ns() >> 12 << 12) | (lane & 0xFFF)
+    if kind == "window":
+        return time.time_ns() - rnd.randrange(HOUR_NS)
+    return rnd.getrandbits(64)
+
+
 async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: float,
-                 on_tick) -> tuple[float, float, int]:
+                 on_tick) -> tuple[float, float, int, dict[str, int]]:
     """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding, the client's CPU,
-    and every put acknowledged (warm-up included)."""
+    every put acknowledged (warm-up included), and the puts that failed while measuring, by error."""
     rnd = random.Random(1)
     done = acked = 0
+    failed: collections.Counter[str] = collections.Counter()
     counting = False
     value = b"v" * 100
     stop_at = time.monotonic() + warmup + seconds
@@ -106,19 +121,12 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
         async def worker(lane: int) -> None:
             nonlocal done, acked
             while time.monotonic() < stop_at:
-                if kind == "ts":
-                    # now, in ns, as a sensor stamps a reading; the low 12 bits name the writer, so
-                    # two writers never share a key.  The tail moves at the clock's pace whatever the
-                    # put rate, and on across levels (a per-run counter jumped at each new level,
-                    # past the striped segment's end, and every level striped a fresh segment)
-                    key = (time.time_ns() >> 12 << 12) | (lane & 0xFFF)
-                elif kind == "window":
-                    key = time.time_ns() - rnd.randrange(HOUR_NS)
-                else:
-                    key = rnd.getrandbits(64)
+                key = make_key(kind, lane, rnd)
                 try:
                     await db.put(key, value)
-                except errors.Unavailable:
+                except errors.Unavailable as exc:  # outcome unknown: the writer goes on
+                    if counting:
+                        failed[type(exc).__name__] += 1
                     continue
                 acked += 1
                 if counting:
@@ -143,7 +151,7 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
         elapsed = time.monotonic() - start
         client_cpu = (time.process_time() - cpu0) / elapsed
         await asyncio.gather(*tasks, return_exceptions=True)
-    return done / elapsed, client_cpu, acked
+    return done / elapsed, client_cpu, acked, dict(failed)
 
 
 def node_cpu(info: launcher.ClusterInfo) -> dict[str, float]:
@@ -218,7 +226,8 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
         for i, inflight in enumerate(args.inflight):
             warmup = args.warmup if i == 0 else args.settle
             before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
-            rate, client_cpu, acked = asyncio.run(ingest(info.seeds, kind, inflight, warmup, args.seconds, tick))
+            rate, client_cpu, acked, failed = asyncio.run(
+                ingest(info.seeds, kind, inflight, warmup, args.seconds, tick))
             after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
             labels = {"nodes": nodes, "keys": kind, "inflight": inflight}
             print(json.dumps({"bench": "elastic_loop", **labels, **loop_profile(before, after, acked)}), flush=True)
@@ -231,6 +240,8 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
             # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
             print(json.dumps({"bench": "elastic", **labels, "cpu_per_node": args.cpu,
                               "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),
+                              # puts that failed with an unknown outcome while measuring, by error
+                              "failed": failed,
                               # each node's CPU (cores, warm-up included): all near the cap, the
                               # nodes are saturated; one well below it is idle while others limit
                               "node_cpu": {n: round((cpu_after[n] - cpu_before[n]) / (t1 - t0), 3)
@@ -275,14 +286,11 @@ def add_node_run(kind: str, args: argparse.Namespace) -> None:
             done = [0]
             stop = asyncio.Event()
             rnd = random.Random(1)
-            base = time.time_ns()
-            counter = [0]
             value = b"v" * 100
             async with AsyncClient(info.seeds, timeout=60.0) as db:
                 async def worker(lane: int) -> None:
                     while not stop.is_set():
-                        counter[0] += 1
-                        key = base + counter[0] * 997 + lane if kind == "ts" else rnd.getrandbits(64)
+                        key = make_key(kind, lane, rnd)
                         try:
                             await db.put(key, value)
                         except errors.Unavailable:
