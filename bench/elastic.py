@@ -356,7 +356,7 @@ def main() -> int:
     ap.add_argument("--stripe-writes", type=int, default=1000)
     ap.add_argument("--shards", type=int, default=8, help="range shards the cluster starts with")
     ap.add_argument("--load-split", type=int, default=None,
-                    help="write requests/s above which a shard splits on load (default: the nodes' 500; 0: off)")
+                    help="write requests/s above which a shard splits on load (default: the nodes' 1000; 0: off)")
     ap.add_argument("--split-bytes", type=int, default=64 << 20)
     ap.add_argument("--add-node", action="store_true",
                     help="instead: ingest on 3 nodes, add a 4th while it runs, report before/during/after")

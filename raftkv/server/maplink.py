@@ -73,7 +73,7 @@ class MapLink:
                     if conn is None or conn.closed:
                         conn = NodeConnection(self.addresses[node_id], self.credentials)
                         try:
-                            await conn.open(timeout)
+                            await conn.open(max(0.05, deadline - loop.time()))
                         except BaseException:
                             conn.abort()
                             raise
