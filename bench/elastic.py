@@ -11,7 +11,7 @@ client keeps ``--inflight`` puts of 100-byte values in flight (several levels, b
 * ``ts``: increasing nanosecond timestamps (several writers interleaved, as sensors write them);
 * ``uniform``: uniformly random u64 keys;
 * ``window``: timestamps uniformly spread over the last hour (readings arriving late and out of
-  order): all in one of the 8 initial shards, and not appends, so not striped -- they spread only
+  order): all in one of the initial shards, and not appends, so not striped -- they spread only
   by splits on load (``--load-split-per-s``).
 
 Prints JSON lines: the shard count every 5 s while it runs (``"bench": "elastic_shape"``), each
@@ -30,7 +30,7 @@ Why 0.15 of a core by default: the lab asks that the caps plus the client stay u
 cores, so that the box itself is not what limits.  Six nodes need 1,000-2,000 puts in flight to
 fill, and the client then takes 0.3-0.45 of a core: at 0.2 per node that is 1.5-1.65 cores plus
 the kernel's share of the loopback traffic and fsyncs, which no cgroup here is charged for.
-``--shards`` sets how many range shards the cluster starts with (8, as ``raftkv cluster start``).
+``--shards`` sets how many range shards the cluster starts with (12, as ``raftkv cluster start``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from raftkv import AsyncClient, errors  # noqa: E402
 from raftkv.client import rpc  # noqa: E402
 from raftkv.cluster import launcher  # noqa: E402
+from raftkv.routing.shardmap import DEFAULT_SHARDS  # noqa: E402
 
 CPUCAP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "cpucap")
 
@@ -354,7 +355,7 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds before measuring each later level")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--stripe-writes", type=int, default=1000)
-    ap.add_argument("--shards", type=int, default=8, help="range shards the cluster starts with")
+    ap.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="range shards the cluster starts with")
     ap.add_argument("--load-split", type=int, default=None,
                     help="write requests/s above which a shard splits on load (default: the nodes' 1000; 0: off)")
     ap.add_argument("--split-bytes", type=int, default=64 << 20)

@@ -19,7 +19,8 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", required=True, help="this node's id, as named in --nodes")
     p.add_argument("--data-dir", required=True, help="directory for this node's Raft logs and LevelDB stores")
     p.add_argument("--nodes", required=True, help="every node: id=host:client_port:peer_port,...")
-    p.add_argument("--shards", type=int, default=8, help="initial shard count (default 8)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="initial shard count (default: what the data dir was created with, else 12)")
     p.add_argument("--replication", type=int, default=3, help="replicas per shard (default 3)")
     p.add_argument("--bind", default=None, help="listen on this host instead of the one in --nodes")
     p.add_argument("--advertise-client", action="append", default=None, metavar="HOST:PORT",
@@ -77,7 +78,8 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 def _cmd_node(args: argparse.Namespace) -> int:
     from .client import rpc
-    from .server.config import NodeConfig, parse_nodes, parse_peer_via, read_token_file
+    from .routing.shardmap import DEFAULT_SHARDS
+    from .server.config import NodeConfig, parse_nodes, parse_peer_via, read_token_file, recorded_identity
     from .server.node import run_node
 
     secret = None
@@ -86,7 +88,10 @@ def _cmd_node(args: argparse.Namespace) -> int:
             secret = f.read().strip()
     raft = json.loads(args.raft) if args.raft else json.loads(os.environ.get("RAFTKV_RAFT", "{}"))
     config = NodeConfig(node_id=args.id, data_dir=args.data_dir, nodes=parse_nodes(args.nodes),
-                        shards=args.shards, replication=args.replication, bind_host=args.bind,
+                        # a data dir made before the default changed keeps its count: its identity holds it
+                        shards=args.shards if args.shards is not None
+                        else int((recorded_identity(args.data_dir) or {}).get("shards", DEFAULT_SHARDS)),
+                        replication=args.replication, bind_host=args.bind,
                         secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
                         stripe_writes_per_s=args.stripe_writes_per_s, load_split_per_s=args.load_split_per_s,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    raftkv up [--data-dir ./raftkv-data] [--nodes 3] [--shards 8]   # start or reuse a local cluster, open the shell
+    raftkv up [--data-dir ./raftkv-data] [--nodes 3] [--shards 12]   # start or reuse a local cluster, open the shell
     raftkv shell [--connect HOST:PORT,...] [--data-dir DIR] [--format table|vertical|json|csv]
                  [--keys int|timestamp] [--timezone ZONE]
                  [-e "STATEMENTS"] [-f FILE] [--consistency linearizable|serializable] [--no-timing]

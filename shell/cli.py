@@ -91,9 +91,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "on first use), print its client addresses and open the shell. The "
                                    "cluster keeps running after the shell exits.", epilog=epilog)
     u.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"cluster directory (default {DEFAULT_DATA_DIR})")
-    # None = 3 nodes / 8 shards for a new cluster, whatever an existing one has
+    # None = 3 nodes / 12 shards for a new cluster, whatever an existing one has
     u.add_argument("--nodes", type=int, default=None, help="node count of a new cluster (default 3)")
-    u.add_argument("--shards", type=int, default=None, help="shard count of a new cluster (default 8)")
+    u.add_argument("--shards", type=int, default=None, help="shard count of a new cluster (default 12)")
     u.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the cluster (default 60)")
     _session_options(u)
     u.set_defaults(func=cmd_up)

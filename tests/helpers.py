@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import psutil
 
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder
+from raftkv.routing.ranges import even_split_points
+from raftkv.routing.shardmap import DEFAULT_SHARDS
 
 T = TypeVar("T")
 
@@ -27,6 +29,11 @@ def recv_message(sock: socket.socket) -> Any:
             return None
         dec.receive_data(data)
     return msg
+
+
+def keys_in_each_shard(per_shard: int = 2, shards: int = DEFAULT_SHARDS) -> list[int]:
+    """``per_shard`` keys near the start of each of a new cluster's ``shards`` even shards."""
+    return [start + 1 + i for start in [0, *even_split_points(shards)] for i in range(per_shard)]
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05,

@@ -46,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--base-port", type=int, default=None,
                    help=f"client ports P..P+N-1, peer ports P+100.. (default: {launcher.DEFAULT_BASE_PORT}.. and "
                         f"{launcher.DEFAULT_BASE_PORT + launcher.PEER_PORT_OFFSET}.. if all are free, else free ports)")
-    s.add_argument("--shards", type=int, default=None, help="initial shard count of a new cluster (default 8)")
+    s.add_argument("--shards", type=int, default=None, help="initial shard count of a new cluster (default 12)")
     s.add_argument("--replication", type=int, default=None, help="replicas per shard of a new cluster (default 3)")
     s.add_argument("--raft", default=None, help='JSON of Raft options, e.g. {"election_min": 0.4}')
     s.add_argument("--wait", type=float, default=30.0, help="seconds to wait for leaders (default 30)")
@@ -191,7 +191,7 @@ def start_local(data_dir: str, *, nodes: int | None = None, base_port: int | Non
 
     A new cluster without ``base_port`` listens on :func:`launcher.default_ports` (clients on
     7401.., peers on 7501..) when all of them are free, and on free ports otherwise, which it says
-    on ``err`` (default stderr).  None for a layout option means "3 nodes / 8 shards / 3 replicas
+    on ``err`` (default stderr).  None for a layout option means "3 nodes / 12 shards / 3 replicas
     for a new cluster, what ``cluster.json`` says for an existing one"; so does None for
     ``security`` (:data:`launcher.SECURITY`: TLS files and the client token's file).
     """

@@ -43,7 +43,7 @@ from typing import Any
 from ..client import rpc
 from ..client.rpc import call, call_any
 from ..errors import InvalidArgument, RaftKVError, Unavailable
-from ..routing.shardmap import META_GROUP, Shard
+from ..routing.shardmap import DEFAULT_SHARDS, META_GROUP, Shard
 from ..server import maplink
 from ..server.config import (
     Credentials,
@@ -850,7 +850,7 @@ def _wait_ready(addrs: Sequence[str], timeout: float, expect: dict[str, tuple[st
 
 
 def start(data_dir: str | os.PathLike[str], nodes: int | None = 3, base_port: int | None = None,
-          shards: int | None = 8, replication: int | None = 3, raft: dict[str, Any] | None = None,
+          shards: int | None = None, replication: int | None = 3, raft: dict[str, Any] | None = None,
           wait: float = 30.0, peer_via: dict[str, dict[str, tuple[str, int]]] | None = None,
           settings: dict[str, int] | None = None, prefer_ports: Sequence[int] | None = None,
           notice: Callable[[str], None] | None = None, security: dict[str, str] | None = None) -> ClusterInfo:
@@ -903,7 +903,7 @@ def _start_locked(root: str, claim: _PortClaim, nodes: int | None, base_port: in
         ports = None
         if prefer_ports is not None and base_port is None:
             ports = _preferred_ports(claim, prefer_ports, count, notice)
-        info = _new_layout(root, count, base_port, 8 if shards is None else shards,
+        info = _new_layout(root, count, base_port, DEFAULT_SHARDS if shards is None else shards,
                            3 if replication is None else replication, raft or {}, ports)
         if peer_via:
             info = replace(info, peer_via=_checked_peer_via(info, peer_via))

@@ -227,7 +227,13 @@ def _is_u64(v: Any) -> bool:
     return type(v) is int and 0 <= v < KEY_SPACE_END
 
 
-def initial_map(node_ids: list[str], shard_count: int = 8, split_points: list[int] | None = None,
+# A new cluster's shard count.  12 divides by 1, 2, 3, 4 and 6, so the leaders of an even load (uniform
+# keys) spread evenly over clusters of those sizes: with 8, six nodes led 2/2/1/1/1/1 and the two
+# nodes leading two shards capped the whole cluster (bench/elastic.py, README "Scale-out").
+DEFAULT_SHARDS = 12
+
+
+def initial_map(node_ids: list[str], shard_count: int = DEFAULT_SHARDS, split_points: list[int] | None = None,
                 replication: int = 3) -> ShardMap:
     """The deterministic map a new cluster starts with: equal ranges (or ``split_points``), HRW placement."""
     points = split_points if split_points is not None else even_split_points(shard_count)

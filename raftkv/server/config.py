@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..routing.nodes import check_advertised
+from ..routing.shardmap import DEFAULT_SHARDS
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class NodeConfig:
     node_id: str
     data_dir: str
     nodes: list[NodeAddress]
-    shards: int = 8
+    shards: int = DEFAULT_SHARDS
     replication: int = 3
     bind_host: str | None = None  # listen here instead of the advertised host (containers)
     secret: bytes | None = None
@@ -270,14 +271,25 @@ class Credentials:
         return {"op": "hello", "token": self.token} if self.token is not None else None
 
 
+IDENTITY_FILE = "cluster-identity.json"
+
+
+def recorded_identity(data_dir: str) -> dict[str, Any] | None:
+    """The cluster identity a node's data dir was first started with (None: a new data dir)."""
+    path = os.path.join(data_dir, IDENTITY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def check_data_dir(config: NodeConfig) -> None:
     """Refuse to start a data dir with a different cluster identity; record it on first start."""
     os.makedirs(config.data_dir, exist_ok=True)
-    path = os.path.join(config.data_dir, "cluster-identity.json")
+    path = os.path.join(config.data_dir, IDENTITY_FILE)
     ident = config.cluster_identity()
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
+    stored = recorded_identity(config.data_dir)
+    if stored is not None:
         if stored != ident:
             raise InvalidArgument(f"data dir {config.data_dir} belongs to cluster {stored}, not {ident}")
         return

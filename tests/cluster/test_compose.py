@@ -31,9 +31,10 @@ from raftkv.client.rpc import call
 from raftkv.client.sync import Client
 from raftkv.cluster.launcher import wait_ready
 from raftkv.errors import Unavailable
+from raftkv.routing.shardmap import DEFAULT_SHARDS
 from raftkv.server.config import NodeAddress, format_hostport, format_nodes, parse_hostport, parse_nodes
 
-from ..helpers import wait_until
+from ..helpers import keys_in_each_shard, wait_until
 from ..lab.proxy import LinkProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -232,7 +233,7 @@ def test_compose_commands_run_a_working_cluster(compose: dict[str, Any], tmp_pat
         assert reply["node"] == name
         assert reply["nodes"] == client_addrs
         shard_map = reply["map"]
-        assert len(shard_map["shards"]) == 8  # compose relies on the default --shards
+        assert len(shard_map["shards"]) == DEFAULT_SHARDS  # compose relies on the default --shards
         assert set(reply["leaders"]) == {s["id"] for s in shard_map["shards"]} | {"meta"}
         assert set(leaders) == set(reply["leaders"])
 
@@ -246,7 +247,7 @@ def test_compose_commands_run_a_working_cluster(compose: dict[str, Any], tmp_pat
     # a client on the host, given ONE published port, reaches every node through its published port
     # (the service names do not resolve here, as on a real docker host; where one happens to, the
     # client must still prefer the published ports)
-    keys = [i * (2**64 // 16) + 1 for i in range(16)]  # two keys in each of the 8 shards
+    keys = keys_in_each_shard()  # compose starts the default shards
     seen = asyncio.run(host_client_session(published_addrs["n1"], keys))
     assert seen["values"] == {k: f"v{k}".encode() for k in keys}
     assert seen["addresses"] == published_addrs

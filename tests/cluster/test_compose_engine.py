@@ -37,7 +37,7 @@ import pytest
 from raftkv.client.aio import AsyncClient
 from raftkv.cluster import launcher
 
-from ..helpers import wait_until
+from ..helpers import keys_in_each_shard, wait_until
 from . import engine as engines
 from .test_compose import SERVICES, host_port, parse_compose
 
@@ -196,7 +196,7 @@ def test_compose_cluster_in_a_real_engine(found: engines.Engine, tmp_path: Path)
         [f"127.0.0.1:{host_ports[p]}:7400"] for p in fixed]
     published = {s: f"127.0.0.1:{host_ports[p]}" for s, p in zip(SERVICES, fixed, strict=True)}
     project = f"raftkvtest{uuid.uuid4().hex[:8]}"
-    keys = [i * (2**64 // 16) + 3 for i in range(16)]  # two in each of the 8 initial shards
+    keys = keys_in_each_shard()  # two in each initial shard
 
     with api_service(found):
         compose = Compose(found, file, project)

@@ -18,6 +18,7 @@ import pytest
 from raftkv import Client
 from raftkv.cluster import launcher
 from raftkv.errors import InvalidArgument, Unavailable
+from raftkv.routing.shardmap import DEFAULT_SHARDS
 
 from ..helpers import wait_until
 
@@ -42,7 +43,7 @@ def is_running(pid: int) -> bool:
 SHARD_FIELDS = {"id", "start", "end", "replicas", "leader", "generation", "stripe", "bytes", "keys", "writes_per_s"}
 
 
-def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int = 8) -> None:
+def check_status_shape(st: dict[str, Any], node_ids: list[str], shard_count: int = DEFAULT_SHARDS) -> None:
     """Exactly the documented shape, with shards covering the key space in contiguous segments.
 
     A segment is one range shard or the K stripes ``[i, K]`` of one range, which share its bounds.
@@ -106,7 +107,7 @@ def test_status_reports_every_node_up_and_every_shard_led(shared_cluster: launch
         assert "raftkv" in " ".join(proc.cmdline()) and n["id"] in proc.cmdline()
     assert json.loads(json.dumps(st)) == st  # 2**64 survives JSON as an int
     # a fresh cluster: nothing split, no stripes; the epoch is the map's
-    assert [(s["generation"], s["stripe"]) for s in st["shards"]] == [(1, None)] * 8
+    assert [(s["generation"], s["stripe"]) for s in st["shards"]] == [(1, None)] * DEFAULT_SHARDS
     with Client(shared_cluster.seeds) as db:
         assert st["epoch"] == db.shard_map().epoch
     assert launcher.status(shared_cluster.data_dir, include_meta=True)["meta"]["leader"] in {"n1", "n2", "n3"}
@@ -116,7 +117,7 @@ def test_cluster_json_and_addresses(shared_cluster: launcher.ClusterInfo) -> Non
     with open(os.path.join(shared_cluster.data_dir, "cluster.json")) as f:
         stored = json.load(f)
     assert [n["id"] for n in stored["nodes"]] == ["n1", "n2", "n3"]
-    assert (stored["shards"], stored["replication"]) == (8, 3)
+    assert (stored["shards"], stored["replication"]) == (DEFAULT_SHARDS, 3)
     assert launcher.addresses(shared_cluster.data_dir) == [n["client"] for n in stored["nodes"]]
     ports = [int(n[k].rpartition(":")[2]) for n in stored["nodes"] for k in ("client", "peer")]
     assert len(set(ports)) == 6
@@ -138,9 +139,9 @@ def test_cli_status_json_and_table(shared_cluster: launcher.ClusterInfo) -> None
 
     out = raftkv_cli("cluster", "status", "--data-dir", shared_cluster.data_dir)
     assert out.returncode == 0, out.stderr
-    assert "3/3 nodes up, 8/8 shards with a leader" in out.stdout
-    assert "0x0000000000000000..0x1fffffffffffffff" in out.stdout
-    assert "0xe000000000000000..0xffffffffffffffff" in out.stdout
+    assert "3/3 nodes up, 12/12 shards with a leader" in out.stdout
+    assert "0x0000000000000000..0x1555555555555554" in out.stdout
+    assert "0xeaaaaaaaaaaaaaa7..0xffffffffffffffff" in out.stdout
 
 
 def test_second_start_reuses_running_nodes(shared_cluster: launcher.ClusterInfo) -> None:

@@ -18,6 +18,7 @@ from raftkv.client import rpc
 from raftkv.cluster import launcher
 from raftkv.cluster.cli import render_status
 from raftkv.errors import InvalidArgument
+from raftkv.routing.shardmap import DEFAULT_SHARDS
 
 from ..helpers import wait_until
 from .test_launcher import is_running, raftkv_cli
@@ -178,7 +179,7 @@ def test_removing_below_the_replication_factor_is_refused_and_changes_nothing(
     assert cluster_json(Path(data_dir)) == before
     st = launcher.status(data_dir)
     assert {n["id"]: n["pid"] for n in st["nodes"]} == shared_cluster.pids
-    assert all(n["state"] == "up" and n["replicas"] == 8 for n in st["nodes"]), st["nodes"]
+    assert all(n["state"] == "up" and n["replicas"] == DEFAULT_SHARDS for n in st["nodes"]), st["nodes"]
     assert all(len(s["replicas"]) == 3 for s in st["shards"])
 
 

@@ -30,7 +30,7 @@ from raftkv.errors import (
     Timeout,
     Unavailable,
 )
-from raftkv.routing.shardmap import Shard, ShardMap, initial_map
+from raftkv.routing.shardmap import DEFAULT_SHARDS, Shard, ShardMap, initial_map
 
 from ..helpers import wait_until
 
@@ -494,7 +494,7 @@ def test_show_shards_in_the_shell(shared_cluster: launcher.ClusterInfo) -> None:
     out = raftkv_cli("shell", "--connect", shared_cluster.seeds, "--format", "csv", "-e", "SHOW SHARDS;")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == ",".join(SHOW_SHARDS_COLUMNS) and len(lines) == 9
+    assert lines[0] == ",".join(SHOW_SHARDS_COLUMNS) and len(lines) == 1 + DEFAULT_SHARDS
 
 
 def test_cli_split_of_an_unknown_shard(shared_cluster: launcher.ClusterInfo) -> None:
