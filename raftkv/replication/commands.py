@@ -60,6 +60,7 @@ import dataclasses
 import re
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..errors import InvalidArgument
@@ -93,9 +94,9 @@ def _with(op: list[Any], session: Session) -> list[Any]:
     return op if session is None else [*op, session]
 
 
-def put(pairs: list[tuple[int, bytes]], session: Session = None) -> bytes:
+def put(pairs: Sequence[tuple[int, bytes] | list[Any]], session: Session = None) -> bytes:
     """Command putting every ``(key, value)`` pair atomically."""
-    return encode(_with(["put", [[k, v] for k, v in pairs]], session))
+    return encode(_with(["put", list(pairs)], session))  # msgpack packs a tuple as the array a list is
 
 
 _PUT_HEADS = (REGULAR + b"\x92\xa3put", REGULAR + b"\x93\xa3put")  # ["put", pairs] or with a session
@@ -212,11 +213,10 @@ def _validate(op: Any) -> list[Any]:
         if len(op) == _SESSION_AT[name] + 1 and op[-1] is not None:
             sessions.check_command(op[-1])
     if name == "put" and len(op) == 3 and isinstance(op[1], list):
-        for pair in op[1]:
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], bytes)
-                    and len(pair[1]) <= MAX_VALUE_BYTES):
+        for pair in op[1]:  # every replica runs this over every key it applies: kept to one test a pair
+            if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is int and 0 <= pair[0] <= MAX_KEY
+                    and type(pair[1]) is bytes and len(pair[1]) <= MAX_VALUE_BYTES):
                 raise InvalidArgument("malformed put")
-            _key(pair[0])
     elif name == "del" and len(op) == 3 and isinstance(op[1], list):
         for k in op[1]:
             _key(k)
@@ -326,7 +326,7 @@ class _Writes:
     __slots__ = ("puts", "deletes", "system", "gc_keep", "sessions")
 
     def __init__(self, index: int, ops: list[list[Any]]) -> None:
-        self.puts: list[tuple[int, bytes]] = []
+        self.puts: list[list[Any]] = []  # [key, value], as decoded
         self.deletes: list[int] = []
         self.system: dict[bytes, bytes | None] = {}
         # client id -> (its session, the stored touched_ms before this entry): the record is
@@ -375,7 +375,7 @@ def _write(store: ShardStore, index: int, op: list[Any], writes: _Writes, state:
             writes.gc_keep = None
     name = op[0]
     if name == "put":
-        writes.puts.extend((k, v) for k, v in op[1])
+        writes.puts.extend(op[1])  # [key, value] lists, as decoded
         reply: Any = None
     elif name == "del":
         # only ever alone in its entry (merge_puts merges puts), so the store holds every earlier write
@@ -586,9 +586,9 @@ def _outside(state: ShardState | None, op: list[Any]) -> str | None:
     shard = state.shard
     name = op[0]
     if name == "put":
-        bad = next((k for k, _ in op[1] if not shard.owns(k)), None)
+        bad = shard.first_foreign(k for k, _ in op[1])
     elif name == "del":
-        bad = next((k for k in op[1] if not shard.owns(k)), None)
+        bad = shard.first_foreign(op[1])
     else:
         start, end = op[1], end_from_wire(op[2])
         return None if shard.start <= start and end <= shard.end else \

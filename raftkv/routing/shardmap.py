@@ -55,6 +55,27 @@ class Shard:
             return False
         return self.stripe is None or stripe_of(key, self.stripe[1]) == self.stripe[0]
 
+    def first_foreign(self, keys: Iterable[int]) -> int | None:
+        """The first of ``keys`` this shard does not own, or None: :meth:`owns` over a whole batch,
+        in one loop (a batch holds up to 10,000 keys, and each is checked by the leader and again by
+        every replica as it applies)."""
+        start, end = self.start, self.end
+        if self.stripe is None:
+            for k in keys:
+                if not start <= k < end:
+                    return k
+            return None
+        mine, count = self.stripe
+        for k in keys:
+            if not start <= k < end or stripe_of(k, count) != mine:
+                return k
+        return None
+
+    def owns_as(self, other: Shard) -> bool:
+        """Whether ``other`` owns exactly the keys this shard owns (same bounds and stripe): keys
+        routed to one need no check against the other, one by one."""
+        return (self.start, self.end, self.stripe) == (other.start, other.end, other.stripe)
+
     def to_dict(self) -> dict[str, Any]:
         """Wire form; ``end`` of the last shard is 2**64, sent as None to fit msgpack's uint64."""
         d = {"id": self.id, "start": self.start, "end": end_to_wire(self.end),

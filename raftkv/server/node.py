@@ -15,6 +15,7 @@ import collections
 import contextlib
 import contextvars
 import faulthandler
+import gc
 import hmac
 import itertools
 import json
@@ -42,7 +43,7 @@ from ..errors import (
     Unauthenticated,
     UnknownOperation,
 )
-from ..keys import MAX_VALUE_BYTES, check_key, check_value
+from ..keys import MAX_KEY, MAX_VALUE_BYTES, check_key, check_value
 from ..logs import LogLimiter, event
 from ..protocol.codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, check_request_id, encode
 from ..replication import commands, sessions
@@ -703,19 +704,29 @@ class Node:
         if not isinstance(pairs, list) or not 0 < len(pairs) <= MAX_BATCH_KEYS:
             raise InvalidArgument(f"'pairs' must be a list of 1..{MAX_BATCH_KEYS} [key, value] pairs")
         shard = self._shard(g, req)
-        clean = []
+        keys = []
+        size = 16 * len(pairs)
+        # one loop, the common case tested inline: a bulk load sends 5,000 pairs a request
         for pair in pairs:
-            if not isinstance(pair, list) or len(pair) != 2:
+            if type(pair) is not list or len(pair) != 2:
                 raise InvalidArgument("each pair must be [key, value]")
-            clean.append((self._require_in(shard, check_key(pair[0]), req), check_value(pair[1])))
-        size = sum(len(v) + 16 for _, v in clean)
+            key, value = pair
+            if type(key) is not int or not 0 <= key <= MAX_KEY:
+                check_key(key)  # raises, saying why
+            if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+                pair[1] = value = check_value(value)  # a str becomes its UTF-8, too long raises
+            keys.append(key)
+            size += len(value)
+        foreign = shard.first_foreign(keys)
+        if foreign is not None:
+            self._require_in(shard, foreign, req)
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
                                   "limit of one replicated command; send fewer pairs per request")
         timeout = self._timeout(req)
-        command = commands.put(clean, self._session(req))
-        self._observe(g, shard, [k for k, _ in clean])
-        return g, command, len(clean), timeout
+        command = commands.put(pairs, self._session(req))
+        self._observe(g, shard, keys)
+        return g, command, len(pairs), timeout
 
     async def op_delete(self, req: dict[str, Any]) -> Any:
         g = self._group(req)
@@ -724,7 +735,10 @@ class Node:
             raise InvalidArgument(f"'keys' must be a list of 1..{MAX_BATCH_KEYS} keys")
         shard = self._shard(g, req)
         for k in keys:
-            self._require_in(shard, check_key(k), req)
+            check_key(k)
+        foreign = shard.first_foreign(keys)
+        if foreign is not None:
+            self._require_in(shard, foreign, req)
         return await self._replicate(g, commands.delete(keys, self._session(req)), self._timeout(req), req)
 
     def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
@@ -1544,6 +1558,15 @@ def _span(req: dict[str, Any]) -> tuple[int, int]:
     return 0, 0
 
 
+# The cycle collector's defaults (700, 10, 10) ran it several times per applied batch of 5,000 puts
+# (msgpack decodes each pair into a list, a new container), and its older generations then swept
+# the long-lived heap: a 1M-key bulk load on 3 local nodes took 124k-134k keys/s with the defaults
+# (three runs) and 159k with these (146k-179k with other thresholds of 10,000-100,000), in one
+# sitting. Little here makes cycles, so collecting less often holds little garbage back; a full
+# collection is considered once every 10M container allocations.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
 def run_node(config: NodeConfig) -> None:
     """Entry point of ``raftkv node``."""
     logs.configure(config.log_format)
@@ -1553,6 +1576,7 @@ def run_node(config: NodeConfig) -> None:
     # Two busy threads share the GIL; the default 5 ms switch interval would add up to 5 ms
     # to every Raft round trip while the client thread serialises a page.
     sys.setswitchinterval(0.0005)
+    gc.set_threshold(*GC_THRESHOLDS)
     asyncio.run(Node(config, ClientLimits.from_json(os.environ.get(CLIENT_LIMITS_ENV))).serve())
 
 

@@ -48,7 +48,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import plyvel
@@ -532,7 +532,7 @@ class ShardStore:
 
     # --- writes (Raft thread only) ----------------------------------------------------------
 
-    def apply(self, index: int, puts: list[tuple[int, bytes]] = (), deletes: list[int] = (),
+    def apply(self, index: int, puts: Sequence[tuple[int, bytes] | list[Any]] = (), deletes: list[int] = (),
               system: dict[bytes, bytes | None] | None = None, delete_span: tuple[int, int] | None = None,
               sync: bool = False) -> bool:
         """Apply one Raft entry's effect atomically with its index; False if already applied.
@@ -548,9 +548,11 @@ class ShardStore:
         with self._lock:
             data, pack = self._data, _KEY.pack
             with self._db.write_batch(sync=sync) as wb:
+                put, size = wb.put, 9 * len(puts)
                 for key, value in puts:
-                    self.unflushed_bytes += len(value) + 9
-                    wb.put(data + pack(key), value)
+                    size += len(value)
+                    put(data + pack(key), value)
+                self.unflushed_bytes += size
                 for key in deletes:
                     wb.delete(data + pack(key))
                 if delete_span is not None:

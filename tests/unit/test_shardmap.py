@@ -101,6 +101,31 @@ def test_nanosecond_timestamps_spread_evenly(step, count):
     assert all(abs(c - mean) <= 0.05 * mean for c in tally), tally
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_first_foreign_is_owns_over_a_batch(seed):
+    """``first_foreign`` (the batch check of the leader and of every replica) names exactly the first
+    key ``owns`` refuses, for range shards and stripes, keys inside, at and beyond the bounds."""
+    rng = random.Random(seed)
+    start = rng.randrange(0, 2**63)
+    end = rng.choice([start + 1, start + rng.randrange(2, 2**40), 2**64])
+    count = rng.randint(1, MAX_STRIPES)
+    shard = Shard("s0001", start, end, ("n1",), stripe=rng.choice([None, (rng.randrange(count), count)]))
+    edges = [start, end - 1, end, max(0, start - 1), 2**64 - 1]
+    for _ in range(50):
+        keys = [rng.choice(edges) if rng.random() < 0.1 else rng.randrange(start, min(end, start + 2**20))
+                for _ in range(rng.randint(0, 30))]
+        assert shard.first_foreign(keys) == next((k for k in keys if not shard.owns(k)), None)
+        assert shard.first_foreign(iter(keys)) == shard.first_foreign(keys)  # any iterable, one pass
+
+
+def test_owns_as_compares_bounds_and_stripe_only():
+    a = Shard("s0001", 10, 20, ("n1", "n2", "n3"), generation=3, stripe=(1, 4))
+    assert a.owns_as(dataclasses.replace(a, replicas=("n4",), generation=4))
+    assert not a.owns_as(dataclasses.replace(a, end=19))
+    assert not a.owns_as(dataclasses.replace(a, stripe=(2, 4)))
+    assert not a.owns_as(dataclasses.replace(a, stripe=None))
+
+
 # --- the model ---------------------------------------------------------------------------------
 
 class Model:
