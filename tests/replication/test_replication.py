@@ -9,7 +9,7 @@ import time
 import pytest
 
 from raftkv.replication import commands
-from raftkv.replication.group import RaftOptions
+from raftkv.replication.group import COMPACT_HOLD_FACTOR, RaftOptions
 
 from ..helpers import wait_until
 from .harness import LocalCluster
@@ -231,6 +231,41 @@ def test_log_is_bounded_by_bytes(tmp_path):
 
         # the byte check runs in the loop's periodic upkeep: wait for it, however slow the machine
         wait_until(all_bounded, 60, "every journal to be compacted below 5 MiB")
+    finally:
+        c.close()
+
+
+def test_leader_keeps_the_log_a_connected_follower_still_needs(tmp_path):
+    """A follower a few writes behind (its loop busy for a moment, its connection up) is sent the
+    entries it lacks, not a snapshot of the whole shard: the leader holds off compaction for it, up to
+    COMPACT_HOLD_FACTOR times the byte budget, past which the log is compacted anyway."""
+    opts = RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8, compact_entries=10**6,
+                       compact_bytes=1 << 20)
+    c = LocalCluster(str(tmp_path), options=opts)
+    try:
+        expected = {}
+        c.put(0, b"first")
+        expected[0] = b"first"
+        leader_id, leader = c.leader()
+        victim = next(n for n in c.ids if n != leader_id)
+        installs = c.loops[victim].groups["g1"].serializer.installs
+        busy = threading.Event()
+        c.loops[victim].call_soon(lambda: (busy.set(), time.sleep(1.0)))  # its loop stalls; sockets stay open
+        assert busy.wait(10)
+        sizes = []
+        for i in range(1, 11):  # 2.5 MiB: over the 1 MiB budget, under 4 MiB
+            v = os.urandom(256 * 1024)
+            c.put(i, v)
+            expected[i] = v
+            sizes.append(leader.journal.size_bytes)
+        time.sleep(0.2)  # the leader's periodic upkeep (every 50 ms) would have compacted by now
+        assert leader.journal[0][1] <= 2, f"the leader compacted its log to {leader.journal[0][1]} meanwhile"
+        c.wait_applied(leader.store.applied_index)
+        c.assert_replicated(expected)
+        assert c.loops[victim].groups["g1"].serializer.installs == installs  # entries, not a snapshot
+        # once every follower holds the log, the upkeep compacts it below the budget again
+        wait_until(lambda: leader.journal.size_bytes < 1 << 20, 30, "the leader's log to be compacted")
+        assert max(sizes) < (COMPACT_HOLD_FACTOR + 1) << 20
     finally:
         c.close()
 
