@@ -89,6 +89,11 @@ class NodeCollector(Collector):
                                 value=directory_bytes(node.registry.kv.path))
         yield GaugeMetricFamily("raftkv_client_connections", "Open client connections", value=len(node._clients))
         yield GaugeMetricFamily("raftkv_open_cursors", "Scan cursors held for clients", value=len(node._cursors))
+        ahead = CounterMetricFamily("raftkv_scan_pages_read_ahead", "Scan pages read before they were asked for, "
+                                    "by whether the next request took them", labels=["outcome"])
+        for outcome, count in node._cursors.ahead_pages.items():
+            ahead.add_metric([outcome], count)
+        yield ahead
         yield GaugeMetricFamily("raftkv_peers_up", "Peer links up", value=len(node.loop.hub.up_peers()))
         groups = dict(node.loop.groups)
         yield GaugeMetricFamily("raftkv_replicas", "Raft groups (replicas) on this node", value=len(groups))

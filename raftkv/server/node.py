@@ -17,7 +17,6 @@ import contextvars
 import faulthandler
 import gc
 import hmac
-import itertools
 import json
 import logging
 import math
@@ -31,7 +30,6 @@ from typing import Any
 
 from .. import errors, logs
 from ..errors import (
-    CursorExpired,
     InvalidArgument,
     NotLeader,
     OutcomeUnknown,
@@ -69,6 +67,7 @@ from ..stats import OpStats
 from ..storage.leveldb import StoreView
 from . import maplink
 from .config import NodeConfig, check_data_dir, format_hostport, is_loopback, server_tls_context
+from .cursors import CURSOR_IDLE_SECONDS, Cursors, Page
 from .members import Members
 from .metrics import MetricsServer
 from .pending import PendingWrites
@@ -99,8 +98,6 @@ CLOSE_LINGER_SECONDS = 5.0  # a closing connection's last frame gets this long t
 SCAN_PAGE_SECONDS = 0.05  # a page returns early (with 'resume') rather than hold the node longer
 DEFAULT_OP_TIMEOUT = 10.0
 MAX_OP_TIMEOUT = 60.0
-MAX_CURSORS = 256
-CURSOR_IDLE_SECONDS = 60.0
 AGG_STEP_ROWS = 50_000
 MAX_GROUPS = 100_000
 BALANCE_INTERVAL = 3.0
@@ -415,10 +412,9 @@ class Node:
         self._map_cache: tuple[tuple[int, int], ShardMap] | None = None
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._balance_tried: dict[str, float] = {}  # group -> when we last asked to hand it away
-        self._cursors: collections.OrderedDict[int, tuple[str, StoreView, float]] = collections.OrderedDict()
+        self._cursors = Cursors(self.me.id)  # scans' snapshots, and the pages read ahead for them
         self.stats = OpStats(self.OPS)  # requests by operation, for the metrics endpoint
         self._metrics: MetricsServer | None = None
-        self._cursor_ids = itertools.count(1)
         self._clients: set[_ClientConnection] = set()
         self._partial_bytes = 0  # declared sizes of large frames being received, all connections
         self.mailbox: Mailbox | None = None
@@ -775,12 +771,24 @@ class Node:
             raise InvalidArgument(f"page limit must be 1..{MAX_PAGE_KEYS}")
         if type(max_bytes) is not int or not 0 < max_bytes <= MAX_PAGE_BYTES:
             raise InvalidArgument(f"page max_bytes must be 1..{MAX_PAGE_BYTES}")
-        _, match = self._filter(req)
-        view = await self._view(g, req)
+        wire, match = self._filter(req)
+        reverse = bool(req.get("reverse"))
+
+        def read(view: StoreView, start: int, end: int) -> Page:
+            return view.scan_raw(start, end, reverse=reverse, limit=limit, max_bytes=max_bytes, filter=match,
+                                 deadline=time.monotonic() + SCAN_PAGE_SECONDS)
+
+        view, ready = await self._view(g, req, (start, end, reverse, limit, max_bytes, wire))
         with self._paging(g, view) as page:
-            keys, values, page.resume = view.scan_raw(start, end, reverse=bool(req.get("reverse")), limit=limit,
-                                                      max_bytes=max_bytes, filter=match,
-                                                      deadline=time.monotonic() + SCAN_PAGE_SECONDS)
+            keys, values, page.resume = ready if ready is not None else read(view, start, end)
+        if page.cursor is not None:
+            # what the client asks next: the rest of the range, past what this page returned
+            lo, hi = (start, page.resume) if reverse else (page.resume, end)
+            # in two turns of the event loop, so that this reply's write (queued in one turn, once
+            # the handler returns: _ClientConnection.queue) goes out before the node reads on
+            aloop = asyncio.get_running_loop()
+            aloop.call_soon(aloop.call_soon, self._cursors.read_ahead, page.cursor,
+                            (lo, hi, reverse, limit, max_bytes, wire), lambda v: read(v, lo, hi))
         # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
         return {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor}
 
@@ -796,7 +804,7 @@ class Node:
         start, end = self._bounds(g, req)
         aggs = Aggregates(req.get("aggs"), req.get("bucket_ns"))
         _, match = self._filter(req)
-        view = await self._view(g, req)
+        view, _ = await self._view(g, req)
         partials = aggs.new()
         with self._paging(g, view) as page:
             rows, page.resume = view.scan(start, end, limit=AGG_STEP_ROWS, max_bytes=1 << 62, filter=match,
@@ -808,8 +816,10 @@ class Node:
             raise InvalidArgument(f"more than {MAX_GROUPS} groups in one step: use a wider time bucket")
         return {"partials": partials, "resume": page.resume, "cursor": page.cursor}
 
-    async def _view(self, g: RaftGroup, req: dict[str, Any]) -> StoreView:
-        """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed.
+    async def _view(self, g: RaftGroup, req: dict[str, Any],
+                    request: tuple[Any, ...] | None = None) -> tuple[StoreView, Page | None]:
+        """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed;
+        and the page read ahead on that cursor if it answers ``request`` (:mod:`.cursors`).
 
         A new one is checked against the shard's bounds again *after* it is taken: a split applied
         while the read waited for its ReadIndex round has already moved rows out of the store,
@@ -819,7 +829,7 @@ class Node:
         cursor = req.get("cursor")
         if cursor is not None:
             await self._reply_room()
-            return self._take_cursor(cursor, g.group_id)
+            return self._cursors.take(cursor, g.group_id, request)
         await self._readable(g, req)
         view = g.store.open_view()
         try:
@@ -827,7 +837,7 @@ class Node:
         except BaseException:
             view.close()
             raise
-        return view
+        return view, None
 
     @contextlib.contextmanager
     def _paging(self, g: RaftGroup, view: StoreView) -> Iterator[_Page]:
@@ -841,23 +851,7 @@ class Node:
         if page.resume is None:
             view.close()
         else:
-            page.cursor = self._keep_cursor(g.group_id, view)
-
-    def _take_cursor(self, cursor: Any, group_id: str) -> StoreView:
-        entry = None
-        if isinstance(cursor, list) and len(cursor) == 2 and cursor[0] == self.me.id:
-            entry = self._cursors.pop(cursor[1], None) if isinstance(cursor[1], int) else None
-        if entry is None or entry[0] != group_id or entry[1].closed:
-            raise CursorExpired("scan cursor expired; continue from 'resume' without it")
-        return entry[1]
-
-    def _keep_cursor(self, group_id: str, view: StoreView) -> list[Any]:
-        cid = next(self._cursor_ids)
-        self._cursors[cid] = (group_id, view, time.monotonic())
-        while len(self._cursors) > MAX_CURSORS:  # bounded: the oldest scan must restart its page
-            _, (_, old, _) = self._cursors.popitem(last=False)
-            old.close()
-        return [self.me.id, cid]
+            page.cursor = self._cursors.keep(g.group_id, view, time.monotonic())
 
     async def _expire_writes(self) -> None:
         """Time out the puts whose commit is late (:meth:`_put_now`)."""
@@ -868,11 +862,7 @@ class Node:
     async def _expire_cursors(self) -> None:
         while True:
             await asyncio.sleep(5.0)
-            cutoff = time.monotonic() - CURSOR_IDLE_SECONDS
-            for cid, (_, view, used) in list(self._cursors.items()):
-                if used < cutoff:
-                    del self._cursors[cid]
-                    view.close()
+            self._cursors.expire(time.monotonic() - CURSOR_IDLE_SECONDS)
 
     async def op_delete_range(self, req: dict[str, Any]) -> Any:
         """Delete one bounded step of ``[start, end)`` (matching ``filter``); ``resume`` continues it."""

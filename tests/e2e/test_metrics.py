@@ -154,3 +154,17 @@ def test_serializable_gets_spread_over_the_replicas(make_cluster):
     served = [total(a, "raftkv_requests_total", op="get") - total(b, "raftkv_requests_total", op="get")
               for a, b in zip(after, before, strict=True)]
     assert sum(served) >= 30 and all(n >= 5 for n in served), served
+
+
+def test_scan_pages_are_read_ahead_and_taken(make_cluster):
+    """A scan of many pages: after answering a page the leader reads the next one, and the client's
+    next request takes it (the node's read-ahead counter); every row comes once, in order."""
+    cluster = make_cluster(nodes=3, shards=1)
+    with Client(cluster.seeds, page_keys=50) as db:
+        db.put_many([(k, b"v%d" % k) for k in range(1000)])
+        before = [scrape(n["metrics"]) for n in launcher.status(cluster.root)["nodes"]]
+        assert db.range_query(0, 10**6) == [(k, b"v%d" % k) for k in range(1000)]
+    after = [scrape(n["metrics"]) for n in launcher.status(cluster.root)["nodes"]]
+    used = sum(total(a, "raftkv_scan_pages_read_ahead_total", outcome="used")
+               - total(b, "raftkv_scan_pages_read_ahead_total", outcome="used") for a, b in zip(after, before, strict=True))
+    assert used >= 15, used  # 20 pages; the first is read on request, and a leader change may cost a few
