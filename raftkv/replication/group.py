@@ -858,6 +858,12 @@ class RaftGroup(SyncObj):
         return self._isLeader()
 
     @property
+    def commits_alone(self) -> bool:
+        """Leader with uncommitted entries and no other voter: its own durable copy is the majority,
+        so its next tick commits them, with no follower's reply to prompt that tick."""
+        return self._isLeader() and not self._SyncObj__otherNodes and self.raftCommitIndex < self.last_index
+
+    @property
     def leader_id(self) -> str | None:
         """The last known leader's node id."""
         leader = self._getLeader()

@@ -14,7 +14,9 @@ Each iteration, in this order (the order *is* the durability argument):
    commit only at its next tick, after step 8, so replication may overlap its
    disk write (Raft thesis 10.2.1);
 8. **fsync every journal that changed** -- one fdatasync per group per
-   iteration, shared by every write that arrived in it (group commit);
+   iteration, shared by every write that arrived in it (group commit); a
+   leader with no other voter is ticked again at once, since no reply will
+   come to prompt the tick that commits its own durable entries;
 9. only then release everything else: AppendEntries replies, votes, vote
    requests -- every message that promises something about this node's disk.
 
@@ -300,6 +302,10 @@ class RaftLoop:
                 for g in self.groups.values():
                     if g.journal.dirty:
                         self._sync_or_die(g)
+                        if g.commits_alone:
+                            # no reply will come to tick it: tick now, not at the next period (a
+                            # one-replica group's every write waited up to TICK, 50 ms)
+                            self._active.add(g.group_id)
                 for fn in self._durable:
                     self._durable_or_die(fn)
                 t0 = clock()

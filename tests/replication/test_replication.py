@@ -95,6 +95,25 @@ def test_lone_write_does_not_wait_for_the_heartbeat(tmp_path):
         c.close()
 
 
+def test_a_one_replica_group_commits_without_the_periodic_tick(tmp_path, monkeypatch):
+    """Trap: a leader's own copy counts toward a commit only at its next tick, and a group with no
+    other voter gets no reply to prompt that tick: each write of a one-node cluster waited for the
+    periodic one (50 ms).  With the period made an hour once the node leads, writes must still
+    commit: only the tick the loop schedules after the synced write can commit them."""
+    from raftkv.replication import loop as raft_loop
+
+    c = LocalCluster(str(tmp_path), n=1)
+    try:
+        c.leader(timeout=30)
+        monkeypatch.setattr(raft_loop, "TICK", 3600.0)
+        time.sleep(0.2)  # the loop takes the new period at its next periodic tick (within 50 ms)
+        for i in range(5):
+            c.write(commands.put([(i, b"x")]), timeout=20.0)  # raises if not committed in time
+        c.assert_replicated({i: b"x" for i in range(5)})
+    finally:
+        c.close()
+
+
 def test_large_random_binary_values_replicate(cluster):
     """Trap: pysyncobj's chunked pickle path corrupts binary entries from about 64 KiB up."""
     rng = random.Random(5)
