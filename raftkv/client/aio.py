@@ -406,8 +406,8 @@ class AsyncClient:
     * ``attempt_timeout=3.0``: seconds one attempt at one node may take before the client
       tries another replica (a frozen or partitioned leader keeps its socket open).
     * ``consistency="linearizable"``: reads see every write acknowledged before they
-      started; ``"serializable"`` reads one replica's local state, the replicas in turn, with
-      no ReadIndex round: faster, and it may miss recent writes, the client's own included.
+      started; ``"serializable"`` reads the leader's local state with no ReadIndex round:
+      faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
     * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``); sent
@@ -459,7 +459,6 @@ class AsyncClient:
         self._connecting: dict[str, asyncio.Task] = {}
         self._map: ShardMap | None = None
         self._leaders: dict[str, str] = {}
-        self._spread = 0  # serializable reads go to the replicas in turn (_target)
         self._nodes: dict[str, str] = {}  # node id -> the client address used for it (one of its advertised)
         self._advertised: dict[str, tuple[str, ...]] = {}  # node id -> every client address it advertises
         self._reached: dict[str, str] = {}  # node id -> the address it last answered at, as that node
@@ -887,23 +886,16 @@ class AsyncClient:
         if changed:
             self._choose_addresses()  # once, however many nodes the address was chosen for
 
-    def _target(self, shard: Shard, any_replica: bool = False) -> str:
-        """Where to send: the believed leader (``_forget_leader`` rotates it through the replicas), or
-        with ``any_replica`` the next voter in turn (a serializable read: every replica serves it, so
-        its load spreads over them as etcd's does over its members; a failed attempt moves on)."""
-        if any_replica:
-            self._spread += 1
-            return self._nodes.get(shard.replicas[self._spread % len(shard.replicas)]) or self._seeds[0]
+    def _target(self, shard: Shard) -> str:
+        """Where to send: the believed leader (``_forget_leader`` rotates it through the replicas)."""
         leader = self._leaders.get(shard.id)
         if leader is None or leader not in shard.replicas:
             leader = shard.replicas[0]
         return self._nodes.get(leader) or self._seeds[0]
 
-    async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float,
-                    any_replica: bool = False) -> Any:
-        """One attempt at the shard's believed leader, or any replica (:meth:`_target`); noted in the
-        call's :class:`_Seen`, if any."""
-        address = self._target(shard, any_replica)
+    async def _send(self, shard: Shard, op: str, fields: dict[str, Any], deadline: float) -> Any:
+        """One attempt at the shard's believed leader (noted in the call's :class:`_Seen`, if any)."""
+        address = self._target(shard)
         remaining = min(deadline - time.monotonic(), self.attempt_timeout)
         if remaining <= 0:
             raise _OutOfTime("deadline passed")
@@ -1026,11 +1018,10 @@ class AsyncClient:
 
     async def _on_key(self, key: int, op: str, fields: dict[str, Any]) -> Any:
         deadline = time.monotonic() + self.timeout
-        any_replica = fields.get("consistency") == "serializable"
 
         async def attempt() -> Any:
             shard = (await self._shard_map(deadline)).shard_for_key(key)
-            return await self._send(shard, op, fields, deadline, any_replica)
+            return await self._send(shard, op, fields, deadline)
 
         return await self._with_retry(attempt, deadline)
 

@@ -49,8 +49,8 @@ class Client:
     * ``attempt_timeout=3.0``: seconds one attempt at one node may take before the client
       tries another replica (a frozen or partitioned leader keeps its socket open).
     * ``consistency="linearizable"``: reads see every write acknowledged before they
-      started; ``"serializable"`` reads one replica's local state, the replicas in turn, with
-      no ReadIndex round: faster, and it may miss recent writes, the client's own included.
+      started; ``"serializable"`` reads the leader's local state with no ReadIndex round:
+      faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
     * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``).

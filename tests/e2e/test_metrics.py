@@ -136,26 +136,6 @@ def test_json_logs_carry_events_with_their_shard(tmp_path):
     assert os.path.exists(log_path)
 
 
-def test_serializable_gets_spread_over_the_replicas(make_cluster):
-    """A serializable point read goes to the shard's voters in turn (any replica may serve it), so every
-    node serves some: counted by each node's own request metric."""
-    cluster = make_cluster(nodes=3, shards=1)
-    addresses = [n["metrics"] for n in launcher.status(cluster.root)["nodes"]]
-    with Client(cluster.seeds) as db:
-        db.put(7, b"seven")
-        sid = db.shard_map().shards[0].id
-    for seed in cluster.seeds.split(","):  # every replica has applied it, so any may answer
-        wait_until(lambda s=seed: rpc.call(s, "get", shard=sid, key=7, consistency="serializable") == b"seven",
-                   30, "the write to reach every replica")
-    before = [scrape(a) for a in addresses]
-    with Client(cluster.seeds, consistency="serializable") as db:
-        assert all(db.get(7) == b"seven" for _ in range(30))
-    after = [scrape(a) for a in addresses]
-    served = [total(a, "raftkv_requests_total", op="get") - total(b, "raftkv_requests_total", op="get")
-              for a, b in zip(after, before, strict=True)]
-    assert sum(served) >= 30 and all(n >= 5 for n in served), served
-
-
 def test_scan_pages_are_read_ahead_and_taken(make_cluster):
     """A scan of many pages: after answering a page the leader reads the next one, and the client's
     next request takes it (the node's read-ahead counter); every row comes once, in order."""
