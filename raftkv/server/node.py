@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -524,9 +524,14 @@ class Node:
 
     def _require_in(self, shard: Shard, key: int, req: dict[str, Any]) -> int:
         """``key`` if ``shard`` owns it; otherwise the client routed with a stale map."""
-        if not shard.owns(key):
-            raise self._stale(f"key {key} is not in shard {shard.id}", req)
+        self._require_all_in(shard, (key,), req)
         return key
+
+    def _require_all_in(self, shard: Shard, keys: Iterable[int], req: dict[str, Any]) -> None:
+        """Raise StaleRoute unless ``shard`` owns every one of ``keys`` (a batch: one loop)."""
+        foreign = shard.first_foreign(keys)
+        if foreign is not None:
+            raise self._stale(f"key {foreign} is not in shard {shard.id}", req)
 
     def _leader(self, g: RaftGroup) -> None:
         if not g.is_leader:
@@ -713,9 +718,7 @@ class Node:
                 pair[1] = value = check_value(value)  # a str becomes its UTF-8, too long raises
             keys.append(key)
             size += len(value)
-        foreign = shard.first_foreign(keys)
-        if foreign is not None:
-            self._require_in(shard, foreign, req)
+        self._require_all_in(shard, keys, req)
         if size > commands.MAX_COMMAND_BYTES:
             raise InvalidArgument(f"a batch of {size} bytes exceeds the {commands.MAX_COMMAND_BYTES >> 20} MiB "
                                   "limit of one replicated command; send fewer pairs per request")
@@ -732,9 +735,7 @@ class Node:
         shard = self._shard(g, req)
         for k in keys:
             check_key(k)
-        foreign = shard.first_foreign(keys)
-        if foreign is not None:
-            self._require_in(shard, foreign, req)
+        self._require_all_in(shard, keys, req)
         return await self._replicate(g, commands.delete(keys, self._session(req)), self._timeout(req), req)
 
     def _bounds(self, g: RaftGroup, req: dict[str, Any]) -> tuple[int, int]:
@@ -778,7 +779,10 @@ class Node:
             return view.scan_raw(start, end, reverse=reverse, limit=limit, max_bytes=max_bytes, filter=match,
                                  deadline=time.monotonic() + SCAN_PAGE_SECONDS)
 
-        view, ready = await self._view(g, req, (start, end, reverse, limit, max_bytes, wire))
+        def request(start: int, end: int) -> tuple[Any, ...]:  # what a read-ahead page must answer
+            return start, end, reverse, limit, max_bytes, wire
+
+        view, ready = await self._view(g, req, request(start, end))
         with self._paging(g, view) as page:
             keys, values, page.resume = ready if ready is not None else read(view, start, end)
         if page.cursor is not None:
@@ -787,8 +791,8 @@ class Node:
             # in two turns of the event loop, so that this reply's write (queued in one turn, once
             # the handler returns: _ClientConnection.queue) goes out before the node reads on
             aloop = asyncio.get_running_loop()
-            aloop.call_soon(aloop.call_soon, self._cursors.read_ahead, page.cursor,
-                            (lo, hi, reverse, limit, max_bytes, wire), lambda v: read(v, lo, hi))
+            aloop.call_soon(aloop.call_soon, self._cursors.read_ahead, page.cursor, request(lo, hi),
+                            lambda v: read(v, lo, hi))
         # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
         return {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor}
 
