@@ -164,6 +164,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0  # read offset into _buf; compacted lazily so many small frames stay O(n)
         self._need: int | None = None  # body length of the frame being read, once its header is in
+        self.last_size = 0  # body length of the frame :meth:`next_message` returned last
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the transport."""
@@ -188,6 +189,7 @@ class FrameDecoder:
         body = bytes(self._buf[self._pos:end])
         self._pos = end
         self._need = None
+        self.last_size = len(body)
         return unpack(body, self.max_frame, self.max_objects)
 
     @property

@@ -87,7 +87,14 @@ class NodeCollector(Collector):
                                   value=node.loop.iterations)
         yield GaugeMetricFamily("raftkv_leveldb_bytes", "Bytes of the node's LevelDB files on disk",
                                 value=directory_bytes(node.registry.kv.path))
-        yield GaugeMetricFamily("raftkv_client_connections", "Open client connections", value=len(node._clients))
+        clients = _snapshot(node._clients)
+        yield GaugeMetricFamily("raftkv_client_connections", "Open client connections", value=len(clients))
+        yield GaugeMetricFamily("raftkv_client_requests_in_progress",
+                                "Client requests read and not yet answered, over every connection",
+                                value=sum(c.inflight_count for c in clients))
+        yield GaugeMetricFamily("raftkv_client_request_bytes_in_progress",
+                                "Frame bytes of those requests (each connection holds at most max_request_bytes)",
+                                value=sum(c.request_bytes for c in clients))
         yield GaugeMetricFamily("raftkv_open_cursors", "Scan cursors held for clients", value=len(node._cursors))
         ahead = CounterMetricFamily("raftkv_scan_pages_read_ahead", "Scan pages read before they were asked for, "
                                     "by whether the next request took them", labels=["outcome"])
@@ -101,6 +108,16 @@ class NodeCollector(Collector):
                                 value=sum(1 for g in groups.values() if g.is_leader))
         if len(groups) <= MAX_GROUP_SERIES:
             yield from _group_metrics(groups)
+
+
+def _snapshot(items: Any) -> list[Any]:
+    """A copy of a set the event loop changes while this thread reads it."""
+    for _ in range(10):
+        try:
+            return list(items)
+        except RuntimeError:  # changed size during the copy: take it again
+            continue
+    return []
 
 
 def _group_metrics(groups: dict[str, Any]) -> Iterator[Any]:

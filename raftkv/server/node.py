@@ -79,7 +79,12 @@ MAX_PAGE_KEYS = 10_000
 MAX_PAGE_BYTES = 4 << 20
 MAX_BATCH_KEYS = 10_000
 # client-port limits (design §6); ClientLimits lets a node override most of them
-MAX_INFLIGHT_PER_CONN = 256
+# Requests in progress per connection, by count and by bytes. 1,024 as TiKV's gRPC server allows
+# concurrent streams per connection: 256 capped one client at 256 puts per node, which left a
+# 6-node cluster half fed where a 3-node one was full (design §6). The bytes bound what those
+# requests hold: 1,024 frames of up to 8 MiB would be 8 GiB.
+MAX_INFLIGHT_PER_CONN = 1024
+MAX_REQUEST_BYTES_PER_CONN = 64 << 20
 MAX_HEAVY_PER_CONN = 8  # scans and aggregates: each reply may be a few MiB
 HEAVY_OPS = frozenset({"scan", "aggregate"})
 MAX_CONNECTIONS = 1024  # at the cap, the longest-idle connection with nothing in progress makes room
@@ -167,6 +172,7 @@ class ClientLimits:
 
     max_connections: int = MAX_CONNECTIONS
     max_inflight: int = MAX_INFLIGHT_PER_CONN
+    max_request_bytes: int = MAX_REQUEST_BYTES_PER_CONN
     max_unsent_bytes: int = MAX_UNSENT_REPLY_BYTES
     max_partial_bytes: int = MAX_PARTIAL_FRAME_BYTES
     frame_seconds: float = FRAME_READ_SECONDS
@@ -207,6 +213,9 @@ class _ClientConnection:
         self.limits = limits
         self.authenticated = authenticated  # False until a ``hello`` with the node's client token
         self.inflight = asyncio.Semaphore(limits.max_inflight)
+        self.inflight_count = 0  # requests in progress (take_slot, free_slot)
+        self.request_bytes = 0  # and their frame bytes
+        self._request_room = asyncio.Event()  # set when request_bytes last fell (or on close)
         self.heavy = asyncio.Semaphore(MAX_HEAVY_PER_CONN)
         self.tasks: set[asyncio.Task] = set()  # requests being answered
         self.pending = 0  # puts handed to Raft and not answered yet (they have no task: PendingWrites)
@@ -247,11 +256,32 @@ class _ClientConnection:
         if self.unsent < self.limits.max_unsent_bytes:
             self._room.set()
 
-    def finished(self, task: asyncio.Task) -> None:
+    async def take_slot(self, size: int) -> None:
+        """Wait for a request slot and for room for a request of ``size`` frame bytes; the reader
+        waits here, so a client over either bound only stalls itself.  A request larger than the
+        byte budget is taken once nothing else is in progress.  Raises if the connection closes."""
+        await self.inflight.acquire()
+        while self.request_bytes and self.request_bytes + size > self.limits.max_request_bytes:
+            if self.closing:
+                self.inflight.release()
+                raise _ConnectionClosing()
+            self._request_room.clear()
+            await self._request_room.wait()
+        self.request_bytes += size
+        self.inflight_count += 1
+
+    def free_slot(self, size: int) -> None:
+        """A request of ``size`` frame bytes is answered: free its slot and its bytes."""
+        self.inflight.release()
+        self.request_bytes -= size
+        self.inflight_count -= 1
+        self._request_room.set()
+        self.last_active = time.monotonic()
+
+    def finished(self, task: asyncio.Task, size: int) -> None:
         """Done-callback of a request's task: free its slot."""
         self.tasks.discard(task)
-        self.inflight.release()
-        self.last_active = time.monotonic()
+        self.free_slot(size)
 
     @property
     def busy(self) -> bool:
@@ -263,13 +293,12 @@ class _ClientConnection:
         self.pending += 1
         self._settled.clear()
 
-    def ended_pending(self) -> None:
-        """The callback-answered request is answered: free its slot."""
+    def ended_pending(self, size: int) -> None:
+        """The callback-answered request of ``size`` frame bytes is answered: free its slot."""
         self.pending -= 1
         if not self.pending:
             self._settled.set()
-        self.inflight.release()
-        self.last_active = time.monotonic()
+        self.free_slot(size)
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until every request received so far is answered."""
@@ -352,6 +381,7 @@ class _ClientConnection:
         self._flush_batch()  # replies already computed leave before the hang-up
         self.closing = True
         self._room.set()  # wake whatever waits for room: it sees ``closing`` and gives up
+        self._request_room.set()
         transport = self.writer.transport
         if error is not None and not transport.is_closing():
             with contextlib.suppress(RuntimeError, OSError):
@@ -655,7 +685,7 @@ class Node:
         await self._replicate(g, command, timeout, req)
         return count
 
-    def _put_now(self, msg: dict[str, Any], conn: _ClientConnection) -> None:
+    def _put_now(self, msg: dict[str, Any], conn: _ClientConnection, size: int) -> None:
         """Answer a put without a task: checked and handed to Raft now, answered by its commit's
         callback (or, if that is late, by the sweep of :attr:`_pending`): ``_reply`` in callbacks."""
         started = time.perf_counter()
@@ -666,7 +696,7 @@ class Node:
             self._leader(g)
         except Exception as exc:  # noqa: BLE001 -- answered, as _reply answers it
             self._answer_put(conn, msg, rid, started, None, exc)
-            conn.inflight.release()
+            conn.free_slot(size)
             return
         conn.began_pending()
 
@@ -678,7 +708,7 @@ class Node:
             else:
                 self._answer_put(conn, msg, rid, started, count, None)
             finally:
-                conn.ended_pending()
+                conn.ended_pending(size)
 
         token = self._pending.add(time.monotonic() + timeout, finish)
         mailbox, pending = self.mailbox, self._pending
@@ -1286,7 +1316,7 @@ class Node:
                     self._release_partial(conn)  # the frame it was reserved for is whole
                     if not conn.authenticated and not self._authenticate(msg, conn):
                         return
-                    await self._admit(msg, conn)
+                    await self._admit(msg, conn, decoder.last_size)
                 if decoder.buffered and began:
                     frame_left = limits.frame_seconds  # a new frame started in this chunk
                 self._reserve_partial(conn, decoder)
@@ -1295,24 +1325,25 @@ class Node:
                 conn.close(exc)
                 return
 
-    async def _admit(self, msg: Any, conn: _ClientConnection) -> None:
-        """Start answering ``msg`` once a slot is free and unsent replies are under budget.
+    async def _admit(self, msg: Any, conn: _ClientConnection, size: int) -> None:
+        """Start answering ``msg`` (a frame of ``size`` bytes) once a slot and room for its bytes
+        are free and unsent replies are under budget.
 
         Until then we read nothing more from this connection: a client that pipelines without
         reading its replies only stalls itself.
         """
-        await conn.inflight.acquire()
+        await conn.take_slot(size)
         try:
             await conn.room()
         except BaseException:
-            conn.inflight.release()
+            conn.free_slot(size)
             raise
         if type(msg) is dict and msg.get("op") == "put":
-            self._put_now(msg, conn)  # answered from its commit's callback: no task
+            self._put_now(msg, conn, size)  # answered from its commit's callback: no task
             return
         task = asyncio.create_task(self._answer(msg, conn))
         conn.tasks.add(task)
-        task.add_done_callback(conn.finished)
+        task.add_done_callback(lambda t: conn.finished(t, size))
 
     def _evict_idle(self) -> bool:
         """Make room for a new connection: close the longest-idle one with no request in progress."""

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from raftkv import AsyncClient, Client, errors
+from raftkv.cluster import launcher
 from raftkv.protocol.codec import (
     DEFAULT_MAX_FRAME,
     MAX_REQUEST_ID_CHARS,
@@ -32,11 +34,13 @@ from raftkv.server.node import CLIENT_LIMITS_ENV
 from ..helpers import recv_message, wait_until
 from ..replication.test_peer_hardening import assert_serves_clients, launched, node_log
 from .conftest import RunningCluster
+from .test_metrics import scrape, total
 
 pytestmark = pytest.mark.timeout(240)
 
 # the small-limits cluster: timeouts short enough to wait for, caps small enough to reach
-LIMITS = {"frame_seconds": 4.0, "idle_seconds": 4.0, "max_connections": 6, "max_partial_bytes": 10 << 20}
+LIMITS = {"frame_seconds": 4.0, "idle_seconds": 4.0, "max_connections": 6, "max_partial_bytes": 10 << 20,
+          "max_request_bytes": 3 << 20}
 
 
 def _connect(addr: str, timeout: float = 30.0) -> socket.socket:
@@ -182,6 +186,33 @@ def test_pipelined_puts_are_each_answered_once_even_after_the_client_half_closes
 
 
 # --- 2. what a client can pin ---------------------------------------------------------------------
+
+
+def test_pipelined_big_puts_over_the_request_byte_budget_are_each_answered(small_limits_cluster):
+    """Twelve 1 MiB puts sent at once against a 3 MiB budget of request bytes: the node takes them
+    a few at a time (the rest wait in the socket), answers each once, and holds nothing after."""
+    c = small_limits_cluster
+    with Client(c.seeds) as db:
+        shard = db.shard_map().shards[1]
+    leader = c.leader_of(shard.id)
+    node = next(n for n in c.info.nodes if n.id == leader)
+    metrics = next(n["metrics"] for n in launcher.status(c.root)["nodes"] if n["id"] == leader)
+    values = {shard.start + i: os.urandom(1 << 20) for i in range(12)}
+    frames = b"".join(encode({"id": i, "op": "put", "shard": shard.id, "pairs": [[k, v]], "timeout": 30})
+                      for i, (k, v) in enumerate(values.items()))
+    with socket.create_connection(node.client, timeout=60) as s:
+        sender = threading.Thread(target=s.sendall, args=(frames,), daemon=True)
+        sender.start()  # 12 MiB: more than the socket buffers hold while the node reads slowly
+        replies = _Replies(s)
+        got = [replies.next() for _ in range(len(values))]
+        sender.join(30)
+    assert sorted(r["id"] for r in got) == list(range(12)), got
+    assert all(r.get("ok") == 1 for r in got), got
+    samples = scrape(metrics)
+    assert total(samples, "raftkv_client_request_bytes_in_progress") == 0
+    assert total(samples, "raftkv_client_requests_in_progress") == 0
+    with Client(c.seeds) as db:
+        assert all(db.get(k) == v for k, v in values.items())
 
 
 def test_a_half_sent_frame_is_cut_off_after_the_read_timeout(small_limits_cluster):
