@@ -88,6 +88,17 @@ class WriteTracker:
         now = self._clamp(now)
         return self._sums(now)[2] / self._span(now)
 
+    def sustained_requests_per_s(self, now: float) -> float:
+        """Write requests per second in the quietest whole bucket of the window: a rate held in
+        every bucket, where :meth:`requests_per_s` averages (0.0 until a full window has passed)."""
+        current = math.floor(self._clamp(now) / self._bucket_s)
+        lowest = None
+        for bucket in range(current - self._full, current):
+            slot = bucket % len(self._ids)
+            n = self._requests[slot] if self._ids[slot] == bucket else 0
+            lowest = n if lowest is None else min(lowest, n)
+        return (lowest or 0) / self._bucket_s
+
     def append_fraction(self, now: float) -> float:
         """Share of the window's written keys that landed past the shard's largest key (0.0 if none)."""
         writes, appends, _ = self._sums(self._clamp(now))
@@ -134,9 +145,12 @@ class ShardStats:
     writes_per_s: float = 0.0
     append_fraction: float = 0.0
     median_key: int | None = None
+    # write requests/s held through the window (WriteTracker.sustained_requests_per_s)
     requests_per_s: float = 0.0
     # a sample of the keys written lately (any order): where the write load's middle is
     recent_keys: tuple[int, ...] = ()
+    # write requests/s of the other shards the same node leads: whether this one stands out
+    sibling_requests_per_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,11 @@ class SplitSettings:
     load_split_requests_per_s: float = 1000.0
     # fewer keys than this: too small to split on load (its load is a handful of hot keys)
     min_keys_to_load_split: int = 1000
+    # a shard splits on load only if it takes at least this many times the median rate of the
+    # other shards its node leads: when they are as busy, the node's load is already spread over
+    # shards and a split only makes the leader count uneven (12 uniform shards on 6 nodes split
+    # into 19 once the whole cluster passed 12 x the threshold, and lost a fifth of their throughput)
+    load_split_skew: float = 2.0
 
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.min_keys_to_split < 1:
@@ -174,6 +193,8 @@ class SplitSettings:
             raise ValueError("tail_stripes must be 0 (one per node) or a stripe count")
         if self.load_split_requests_per_s < 0 or self.min_keys_to_load_split < 2:
             raise ValueError("load_split_requests_per_s must be >= 0 (0: off), min_keys_to_load_split >= 2")
+        if not self.load_split_skew >= 1.0:
+            raise ValueError("load_split_skew must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -250,17 +271,25 @@ def maybe_split(stats: ShardStats, settings: SplitSettings) -> Split | None:
 def maybe_load_split(stats: ShardStats, settings: SplitSettings) -> Split | None:
     """The split a shard busy with writes should make now, or None.
 
-    A shard taking more than ``load_split_requests_per_s`` write requests per second (0 turns
-    this off), with at least ``min_keys_to_load_split`` keys, whose writes do not mostly land past
+    A shard taking more than ``load_split_requests_per_s`` write requests per second in every
+    second of the window (``stats.requests_per_s``, the sustained rate; 0 turns this off), with at least ``min_keys_to_load_split`` keys, whose writes do not mostly land past
     its largest key (a hot tail is striped instead: :func:`plan_segment`), splits at the median of
     ``recent_keys``, the keys written lately: each half then takes about half the load, and the
     leader balancer can hand one half to another node.  None when that median leaves no recent
     key on its left or does not lie strictly inside the shard.  Each half must take the rate again
     over a whole window before it splits in turn, so a busy cluster settles at about its write
     rate over the threshold shards.
+
+    Nor does a shard split while the other shards its node leads are about as busy (it takes less
+    than ``load_split_skew`` times their median rate): the load is spread already, as uniform keys
+    spread it, and more shards would only lead unevenly.  A node that leads no other shard, or
+    whose others idle, splits its hot one.
     """
     threshold = settings.load_split_requests_per_s
     if not threshold or stats.requests_per_s <= threshold or stats.keys < settings.min_keys_to_load_split:
+        return None
+    siblings = sorted(stats.sibling_requests_per_s)
+    if siblings and stats.requests_per_s < settings.load_split_skew * siblings[len(siblings) // 2]:
         return None
     if stats.append_fraction >= settings.tail_append_fraction or len(stats.recent_keys) < 2:
         return None

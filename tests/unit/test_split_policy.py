@@ -244,9 +244,10 @@ def test_write_tracker_counts_requests_apart_from_keys():
 
 # --- maybe_load_split ------------------------------------------------------------------------------
 
-def busy(requests=1100.0, keys=5000, appends=0.1, recent=tuple(range(1000, 1256)), start=0, end=END):
+def busy(requests=1100.0, keys=5000, appends=0.1, recent=tuple(range(1000, 1256)), start=0, end=END,
+         siblings=()):
     return ShardStats("s0001", start, end, 10 * MiB, keys, max(recent, default=None),
-                      min(recent, default=None), requests, appends, None, requests, tuple(recent))
+                      min(recent, default=None), requests, appends, None, requests, tuple(recent), siblings)
 
 
 @pytest.mark.parametrize("case, st, settings, expected", [
@@ -262,6 +263,13 @@ def busy(requests=1100.0, keys=5000, appends=0.1, recent=tuple(range(1000, 1256)
     ("median at the shard's start", busy(recent=(100, 100, 100, 50), start=100, end=200), S, None),
     ("median outside the shard (stale sample)", busy(recent=(300, 400, 500), start=100, end=200), S, None),
     ("lower threshold", busy(requests=60.0), SplitSettings(load_split_requests_per_s=50), 1128),
+    ("the node's other shards idle: split", busy(siblings=(0.0, 3.0, 12.0)), S, 1128),
+    ("the node's other shard as busy (uniform keys): no", busy(siblings=(1050.0,)), S, None),
+    ("most of the others as busy: no", busy(siblings=(0.0, 900.0, 1000.0)), S, None),
+    ("twice the median of the others: split", busy(requests=2000.0, siblings=(0.0, 1000.0, 1200.0)), S, 1128),
+    ("just under twice: no", busy(requests=1999.0, siblings=(0.0, 1000.0, 1200.0)), S, None),
+    ("skew 1: as busy as the others is enough", busy(siblings=(1100.0,)), SplitSettings(load_split_skew=1.0),
+     1128),
 ])
 def test_maybe_load_split_table(case, st, settings, expected):
     got = maybe_load_split(st, settings)
@@ -283,6 +291,28 @@ def test_maybe_load_split_leaves_recent_writes_on_both_sides(seed):
             continue
         left = sum(1 for k in recent if k < got.at)
         assert start < got.at < end and left >= 1 and len(recent) - left >= len(recent) // 2
+
+
+def test_sustained_rate_is_the_quietest_whole_second_of_the_window():
+    t = WriteTracker()
+    for second in range(12):  # 1,100 requests a second, but 700 in second 5
+        n = 700 if second == 5 else 1100
+        for i in range(n):
+            t.observe([i], second + i / n, None)
+    assert t.requests_per_s(11.5) > 1000  # the average is over a threshold of 1,000 ...
+    assert t.sustained_requests_per_s(11.5) == 700.0  # ... the rate held through the window is not
+    assert t.sustained_requests_per_s(16.5) == 0.0  # seconds 12-15 were silent
+    assert t.sustained_requests_per_s(17.0) == 0.0
+
+
+def test_a_young_tracker_has_no_sustained_rate():
+    t = WriteTracker()
+    for i in range(5000):  # 5 s of 1,000 a second
+        t.observe([i], i / 1000, None)
+    assert t.sustained_requests_per_s(5.0) == 0.0
+    for i in range(5000, 11_000):
+        t.observe([i], i / 1000, None)
+    assert t.sustained_requests_per_s(11.0) == 1000.0
 
 
 def test_write_tracker_young_tracker_does_not_overstate_a_burst():
@@ -427,6 +457,7 @@ def test_stripe_placement_invariants(seed):
 def test_settings_are_checked():
     for bad in (dict(max_stripes=MAX_STRIPES + 1), dict(max_stripes=1), dict(tail_append_fraction=1.5),
                 dict(tail_stripe_writes_per_s=0), dict(tail_stripes=-1), dict(split_bytes=0),
-                dict(load_split_requests_per_s=-1), dict(min_keys_to_load_split=1)):
+                dict(load_split_requests_per_s=-1), dict(min_keys_to_load_split=1), dict(load_split_skew=0.5),
+                dict(load_split_skew=float("nan"))):
         with pytest.raises(ValueError):
             SplitSettings(**bad)
