@@ -6,7 +6,7 @@ Each node process is put in a cgroup of its own limited to ``--cpu`` of one core
 (``../shared/tools/cpucap``; needs root), so that each node behaves like a small machine and
 more nodes can mean more throughput on this 2-core box (``../shared/scale-lab.md``).  One
 client keeps ``--inflight`` puts of 100-byte values in flight (several levels, by default
-512,1024,2048, run in turn on the same cluster):
+1024,2048,4096, run in turn on the same cluster):
 
 * ``ts``: increasing nanosecond timestamps (several writers interleaved, as sensors write them);
 * ``uniform``: uniformly random u64 keys;
@@ -27,9 +27,11 @@ before, while replicas move to it and after, and the seconds until it joined and
 cluster was balanced again (``"elastic_add_node"``).
 
 Why 0.15 of a core by default: the lab asks that the caps plus the client stay under about 1.6
-cores, so that the box itself is not what limits.  Six nodes need 1,000-2,000 puts in flight to
-fill, and the client then takes 0.3-0.45 of a core: at 0.2 per node that is 1.5-1.65 cores plus
-the kernel's share of the loopback traffic and fsyncs, which no cgroup here is charged for.
+cores, so that the box itself is not what limits.  Six nodes need 2,000-4,000 puts in flight to
+fill, and the client then takes 0.35-0.6 of a core: at 0.2 per node that would be 1.55-1.8 cores
+plus the kernel's share of the loopback traffic and fsyncs, which no cgroup here is charged for.
+(A node takes at most 1,024 requests in progress per connection, and the client opens one per
+node: 3 nodes are fed by 3,072 at most.)
 ``--shards`` sets how many range shards the cluster starts with (12, as ``raftkv cluster start``).
 """
 
@@ -349,7 +351,7 @@ def main() -> int:
     ap.add_argument("--nodes", default="3,6")
     ap.add_argument("--keys", default="ts,uniform")
     ap.add_argument("--cpu", type=float, default=0.15)
-    ap.add_argument("--inflight", default="512,1024,2048",
+    ap.add_argument("--inflight", default="1024,2048,4096",
                     help="puts kept in flight: one level, or several run in turn on the same cluster")
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds before measuring each later level")

@@ -272,8 +272,9 @@ def maybe_load_split(stats: ShardStats, settings: SplitSettings) -> Split | None
     """The split a shard busy with writes should make now, or None.
 
     A shard taking more than ``load_split_requests_per_s`` write requests per second in every
-    second of the window (``stats.requests_per_s``, the sustained rate; 0 turns this off), with at least ``min_keys_to_load_split`` keys, whose writes do not mostly land past
-    its largest key (a hot tail is striped instead: :func:`plan_segment`), splits at the median of
+    second of the window (``stats.requests_per_s``, the sustained rate; 0 turns this off), with
+    at least ``min_keys_to_load_split`` keys, whose writes do not mostly land past its largest
+    key (a hot tail is striped instead: :func:`plan_segment`), splits at the median of
     ``recent_keys``, the keys written lately: each half then takes about half the load, and the
     leader balancer can hand one half to another node.  None when that median leaves no recent
     key on its left or does not lie strictly inside the shard.  Each half must take the rate again

@@ -261,12 +261,15 @@ class _ClientConnection:
         waits here, so a client over either bound only stalls itself.  A request larger than the
         byte budget is taken once nothing else is in progress.  Raises if the connection closes."""
         await self.inflight.acquire()
-        while self.request_bytes and self.request_bytes + size > self.limits.max_request_bytes:
-            if self.closing:
-                self.inflight.release()
-                raise _ConnectionClosing()
-            self._request_room.clear()
-            await self._request_room.wait()
+        try:
+            while self.request_bytes and self.request_bytes + size > self.limits.max_request_bytes:
+                if self.closing:
+                    raise _ConnectionClosing()
+                self._request_room.clear()
+                await self._request_room.wait()
+        except BaseException:  # closing, or the reader cancelled: the slot goes back
+            self.inflight.release()
+            raise
         self.request_bytes += size
         self.inflight_count += 1
 
@@ -753,10 +756,9 @@ class Node:
                                   "limit of one replicated command; send fewer pairs per request")
         timeout = self._timeout(req)
         command = commands.put(pairs, self._session(req))
-        # Only a leader counts the write: a follower that refuses it must not count it either, or
-        # the burst of misrouted writes it refused while clients learnt the leaders reads as load
-        # once leadership moves to it, and a shard at half the threshold splits (seen at 4,096 puts
-        # in flight on 6 nodes: 12 uniform shards became 19).
+        # Only a leader counts the write toward the shard's load: a follower refusing misrouted
+        # writes while clients learn the leaders counted them, and they read as load once
+        # leadership moved to it.
         self._leader(g)
         self._observe(g, shard, keys)
         return g, command, len(pairs), timeout

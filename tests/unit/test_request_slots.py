@@ -104,3 +104,17 @@ def test_closing_wakes_a_waiter_and_returns_its_slot() -> None:
         assert conn.inflight._value == 1
 
     asyncio.run(_with_connection(ClientLimits(max_inflight=2, max_request_bytes=MiB), body))
+
+
+def test_a_waiter_cancelled_gives_its_count_slot_back() -> None:
+    async def body(conn: _ClientConnection) -> None:
+        await conn.take_slot(MiB)
+        waiter = asyncio.ensure_future(conn.take_slot(MiB))
+        await _turns()
+        waiter.cancel()
+        await _turns()
+        assert waiter.cancelled()
+        assert (conn.inflight_count, conn.request_bytes) == (1, MiB)
+        assert conn.inflight._value == 1  # of 2: only the request it holds took one
+
+    asyncio.run(_with_connection(ClientLimits(max_inflight=2, max_request_bytes=MiB), body))
