@@ -1,19 +1,9 @@
-"""Replica placement by rendezvous (highest-random-weight) hashing, and copysets for a new cluster.
+"""Replica placement by rendezvous (highest-random-weight) hashing.
 
 Each (shard, node) pair gets a pseudo-random weight; a shard's replicas are the
 ``factor`` nodes of highest weight.  Adding or removing a node changes only the
 shards for which that node is (or was) among the winners, so placement is
 stable -- the property later rebalancing relies on.
-
-A new cluster whose nodes divide into groups of ``factor`` places its initial
-shards in *copysets* instead (Cidon et al., USENIX ATC 2013): the sorted nodes
-form disjoint groups, and each shard lives wholly in one, in turn.  A node then
-shares shards with ``factor - 1`` peers rather than with every node, so its Raft
-messages come from two peers and batch as on a 3-node cluster (on 6 nodes HRW
-had each node hear from all 5 others, in more and smaller loop iterations), and
-losing any ``factor`` nodes at once loses a shard only if they form a copyset.
-The cost: a dead node's replicas are copied back from its two peers only.
-Nodes that join later are placed by the planner, which balances counts.
 """
 
 from __future__ import annotations
@@ -31,21 +21,3 @@ def place(shard_id: str, node_ids: list[str], factor: int) -> list[str]:
     """The ``factor`` nodes (or all, if fewer) that host ``shard_id``, best first."""
     ranked = sorted(node_ids, key=lambda n: (weight(shard_id, n), n), reverse=True)
     return ranked[: min(factor, len(ranked))]
-
-
-def copysets(node_ids: list[str], factor: int) -> list[list[str]] | None:
-    """The sorted nodes cut into disjoint groups of ``factor``, or None when they do not divide
-    into two or more such groups (then every placement is HRW's)."""
-    nodes = sorted(node_ids)
-    if factor < 2 or len(nodes) < 2 * factor or len(nodes) % factor:
-        return None
-    return [nodes[i:i + factor] for i in range(0, len(nodes), factor)]
-
-
-def initial_place(index: int, shard_id: str, node_ids: list[str], factor: int) -> list[str]:
-    """The replicas of a new cluster's ``index``-th shard: the next copyset in turn, else HRW's
-    choice; best first either way."""
-    groups = copysets(node_ids, factor)
-    if groups is None:
-        return place(shard_id, node_ids, factor)
-    return place(shard_id, groups[index % len(groups)], factor)
