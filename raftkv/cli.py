@@ -22,6 +22,10 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", type=int, default=None,
                    help="initial shard count (default: what the data dir was created with, else 12)")
     p.add_argument("--replication", type=int, default=3, help="replicas per shard (default 3)")
+    p.add_argument("--placement", choices=["hrw", "copysets"], default=None,
+                   help="how a new cluster places its initial shards: copysets (when the founders form two "
+                        "or more groups of --replication) or hrw (default: what the data dir was created "
+                        "with, else copysets)")
     p.add_argument("--bind", default=None, help="listen on this host instead of the one in --nodes")
     p.add_argument("--advertise-client", action="append", default=None, metavar="HOST:PORT",
                    help="a client address to advertise to clients instead of the one in --nodes (repeat it "
@@ -78,8 +82,7 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 def _cmd_node(args: argparse.Namespace) -> int:
     from .client import rpc
-    from .routing.shardmap import DEFAULT_SHARDS
-    from .server.config import NodeConfig, parse_nodes, parse_peer_via, read_token_file, recorded_identity
+    from .server.config import NodeConfig, parse_nodes, parse_peer_via, read_token_file, recorded_layout
     from .server.node import run_node
 
     secret = None
@@ -87,11 +90,10 @@ def _cmd_node(args: argparse.Namespace) -> int:
         with open(args.secret_file, "rb") as f:
             secret = f.read().strip()
     raft = json.loads(args.raft) if args.raft else json.loads(os.environ.get("RAFTKV_RAFT", "{}"))
+    # a data dir made before a default changed keeps its layout: its identity holds it
+    shards, scheme = recorded_layout(args.data_dir, args.shards, args.placement)
     config = NodeConfig(node_id=args.id, data_dir=args.data_dir, nodes=parse_nodes(args.nodes),
-                        # a data dir made before the default changed keeps its count: its identity holds it
-                        shards=args.shards if args.shards is not None
-                        else int((recorded_identity(args.data_dir) or {}).get("shards", DEFAULT_SHARDS)),
-                        replication=args.replication, bind_host=args.bind,
+                        shards=shards, placement=scheme, replication=args.replication, bind_host=args.bind,
                         secret=secret, raft=raft, peer_via=parse_peer_via(args.peer_via or ""),
                         split_bytes=args.split_bytes, tail_stripes=args.tail_stripes,
                         stripe_writes_per_s=args.stripe_writes_per_s, load_split_per_s=args.load_split_per_s,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ..routing import placement
 from ..routing.stripes import MAX_STRIPES
 
 SplitReason = Literal["size", "tail", "manual", "load"]
@@ -375,15 +376,24 @@ def place_stripe_leaders(k: int, nodes: list[str]) -> list[str]:
     return [order[i % len(order)] for i in range(k)]
 
 
-def stripe_replicas(stripe_index: int, k: int, nodes: list[str], factor: int) -> tuple[str, ...]:
+def stripe_replicas(stripe_index: int, k: int, nodes: list[str], factor: int,
+                    scheme: str = placement.HRW) -> tuple[str, ...]:
     """Replicas of stripe ``stripe_index`` of ``k``: its preferred leader from
-    :func:`place_stripe_leaders` first, then the nodes that follow it in ``nodes``'
-    order, wrapping around; ``factor`` distinct nodes, or all of them if fewer."""
+    :func:`place_stripe_leaders` first, then ``factor - 1`` more distinct nodes (all
+    of them if fewer): with the ``copysets`` scheme, when ``nodes`` form copysets, the
+    rest of the leader's copyset; else the nodes that follow it in ``nodes``' order,
+    wrapping around."""
     if not 0 <= stripe_index < k:
         raise ValueError(f"stripe index {stripe_index} is not in 0..{k - 1}")
     if factor < 1:
         raise ValueError("need at least one replica")
     order = _distinct(nodes)
-    first = order.index(place_stripe_leaders(k, order)[stripe_index])
+    leader = place_stripe_leaders(k, order)[stripe_index]
+    groups = placement.copysets(order, factor) if scheme == placement.COPYSETS else None
+    if groups is not None:
+        # a node then hears from its copyset peers only, as for the initial shards (placement.py)
+        group = next(g for g in groups if leader in g)
+        return (leader, *(n for n in group if n != leader))
+    first = order.index(leader)
     # consecutive windows of the ring: every node gets about the same number of replicas
     return tuple(order[(first + j) % len(order)] for j in range(min(factor, len(order))))

@@ -255,13 +255,14 @@ DEFAULT_SHARDS = 12
 
 
 def initial_map(node_ids: list[str], shard_count: int = DEFAULT_SHARDS, split_points: list[int] | None = None,
-                replication: int = 3) -> ShardMap:
-    """The deterministic map a new cluster starts with: equal ranges (or ``split_points``), HRW placement."""
+                replication: int = 3, scheme: str = placement.HRW) -> ShardMap:
+    """The deterministic map a new cluster starts with: equal ranges (or ``split_points``), placed by
+    ``scheme`` (``placement.initial_place``: HRW, or copysets when the nodes form them)."""
     points = split_points if split_points is not None else even_split_points(shard_count)
     shards = []
     for i, (start, end) in enumerate(ranges_from_split_points(points)):
         sid = shard_name(i)
-        shards.append(Shard(sid, start, end, tuple(placement.place(sid, node_ids, replication))))
+        shards.append(Shard(sid, start, end, tuple(placement.initial_place(i, sid, node_ids, replication, scheme))))
     return ShardMap(1, tuple(shards))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..routing.nodes import check_advertised
+from ..routing.placement import DEFAULT_SCHEME, HRW, SCHEMES
 from ..routing.shardmap import DEFAULT_SHARDS
 
 
@@ -84,6 +85,8 @@ class NodeConfig:
     nodes: list[NodeAddress]
     shards: int = DEFAULT_SHARDS
     replication: int = 3
+    # how the initial shards are placed (routing/placement.py); part of the cluster's identity
+    placement: str = DEFAULT_SCHEME
     bind_host: str | None = None  # listen here instead of the advertised host (containers)
     secret: bytes | None = None
     raft: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +127,8 @@ class NodeConfig:
     advertise_clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.placement not in SCHEMES:
+            raise InvalidArgument(f"unknown placement {self.placement!r}: one of {', '.join(SCHEMES)}")
         if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1 or \
                 self.load_split_per_s < 0:
             raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes and "
@@ -174,8 +179,13 @@ class NodeConfig:
         return list(self.founders) if self.founders is not None else [n.id for n in self.nodes]
 
     def cluster_identity(self) -> dict[str, Any]:
-        """What must not change across restarts of a data directory."""
-        return {"nodes": sorted(self.founder_ids()), "shards": self.shards, "replication": self.replication}
+        """What must not change across restarts of a data directory.  HRW placement is not named, so
+        that clusters made before copysets keep their identity (and cluster name) unchanged."""
+        ident: dict[str, Any] = {"nodes": sorted(self.founder_ids()), "shards": self.shards,
+                                 "replication": self.replication}
+        if self.placement != HRW:
+            ident["placement"] = self.placement
+        return ident
 
     def cluster_name(self) -> str:
         """What nodes tell clients their cluster is (``cluster`` in ``hello`` and ``map`` replies), so
@@ -281,6 +291,18 @@ def recorded_identity(data_dir: str) -> dict[str, Any] | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def recorded_layout(data_dir: str, shards: int | None, scheme: str | None) -> tuple[int, str]:
+    """The shard count and placement scheme a node starts with: those given, else those its data dir
+    was created with (a dir made before copysets records no scheme: HRW), else a new cluster's
+    defaults.  So a node deployed before a default changed restarts as it was made."""
+    stored = recorded_identity(data_dir)
+    if stored is None:
+        return (DEFAULT_SHARDS if shards is None else shards,
+                DEFAULT_SCHEME if scheme is None else scheme)
+    return (int(stored.get("shards", DEFAULT_SHARDS)) if shards is None else shards,
+            str(stored.get("placement", HRW)) if scheme is None else scheme)
 
 
 def check_data_dir(config: NodeConfig) -> None:

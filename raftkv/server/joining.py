@@ -4,7 +4,7 @@ On its first start the node asks any node of the cluster (``join``, forwarded to
 meta leader) to admit it.  The meta leader writes its node record and answers with
 what the node needs to start like any other: the founders (their ids fix the initial
 map and the meta group's first members on every node alike), their addresses, and
-the shard count and replication factor.  The answer is kept in ``DATA/joined.json``,
+the shard count, replication factor and placement scheme.  The answer is kept in ``DATA/joined.json``,
 so a restart needs no running cluster to know who it is; from then on the node
 follows the node records like every node does (``members.py``).
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import errors
 from ..client import rpc
+from ..routing.placement import HRW
 from ..storage.leveldb import write_file_atomic
 from . import maplink
 from .config import NodeAddress, NodeConfig, format_hostport, parse_hostport
@@ -62,5 +63,6 @@ def joined_config(config: NodeConfig, seeds: str) -> NodeConfig:
     founders = [NodeAddress(d["id"], parse_hostport(d["client"]), parse_hostport(d["peer"]))
                 for d in answer["founders"]]
     nodes = [n for n in founders if n.id != me.id] + [me]
+    # an answer from a cluster made before copysets names no placement: that cluster's was HRW
     return replace(config, nodes=nodes, founders=[n.id for n in founders], shards=int(answer["shards"]),
-                   replication=int(answer["replication"]))
+                   replication=int(answer["replication"]), placement=str(answer.get("placement", HRW)))

@@ -353,7 +353,8 @@ class Members:
         founders = [recs[f].to_dict() if f in recs else addresses[f] for f in self.config.founder_ids()
                     if f in recs or f in addresses]
         return {"records": [r.to_dict() for r in recs.values()], "founders": founders,
-                "shards": self.config.shards, "replication": self.config.replication}
+                "shards": self.config.shards, "replication": self.config.replication,
+                "placement": self.config.placement}
 
     async def op_decommission(self, req: dict[str, Any]) -> Any:
         """Start draining a node: no new replicas go to it, the mover moves its replicas (and so its

@@ -415,7 +415,7 @@ class Node:
         self.me = config.me()
         check_data_dir(config)
         ids = config.founder_ids()
-        self.initial_map = initial_map(ids, config.shards, replication=config.replication)
+        self.initial_map = initial_map(ids, config.shards, replication=config.replication, scheme=config.placement)
         self.meta_nodes = meta_replicas(ids, config.replication)
         self.options = RaftOptions(**config.raft)
         # loaded now, so that a bad certificate or key stops the node before it starts anything
@@ -985,7 +985,8 @@ class Node:
         # rotate which node leads stripe 0, so successive segments do not all start on one node
         nodes = nodes[first % len(nodes):] + nodes[:first % len(nodes)]
         stripes = [Shard(shard_name(first + i), at, end,
-                         stripe_replicas(i, k, nodes, self.config.replication), stripe=(i, k), born_empty=True)
+                         stripe_replicas(i, k, nodes, self.config.replication, self.config.placement),
+                         stripe=(i, k), born_empty=True)
                    for i in range(k)]
         tail = None if end == shard.end else Shard(shard_name(first + k), end, shard.end, shard.replicas,
                                                    born_empty=True)

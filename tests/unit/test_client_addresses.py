@@ -10,6 +10,7 @@ order; an address that gave no answer goes last.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -27,7 +28,8 @@ from raftkv.errors import InvalidArgument, Unavailable
 from raftkv.protocol.codec import NEED_DATA, FrameDecoder, encode
 from raftkv.routing.nodes import MAX_ADVERTISED, NodeRecord, check_advertised
 from raftkv.routing.shardmap import Shard, ShardMap
-from raftkv.server.config import NodeConfig, parse_nodes
+from raftkv.server.config import NodeConfig, check_data_dir, parse_nodes, recorded_layout
+from raftkv.server.joining import JOINED_FILE, joined_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -347,3 +349,50 @@ def test_a_map_from_another_cluster_is_not_adopted():
     assert epoch == 1
     # asked for its map once on the old connection; every later connection is refused at its hello
     assert other.ops[0] == "map" and set(other.ops[1:]) <= {"hello"}, other.ops
+
+
+SIX = ",".join(f"n{i}=127.0.0.1:{7000 + i}:{7100 + i}" for i in range(1, 7))
+
+
+def test_a_cluster_placed_by_hrw_keeps_the_identity_and_name_it_had_before_copysets(tmp_path):
+    old = NodeConfig("n1", str(tmp_path), parse_nodes(SIX), placement="hrw")
+    # what every data dir made before copysets recorded, and the name its clients pinned
+    assert old.cluster_identity() == {"nodes": [f"n{i}" for i in range(1, 7)], "shards": 12, "replication": 3}
+    assert old.cluster_name() == "d26469a314ffd1ee"
+    new = NodeConfig("n1", str(tmp_path), parse_nodes(SIX))
+    assert new.cluster_identity()["placement"] == "copysets"
+    assert new.cluster_name() != old.cluster_name()
+    with pytest.raises(InvalidArgument, match="unknown placement"):
+        NodeConfig("n1", str(tmp_path), parse_nodes(SIX), placement="random")
+
+
+def test_a_node_starts_with_the_layout_its_data_dir_was_made_with(tmp_path):
+    assert recorded_layout(str(tmp_path / "new"), None, None) == (12, "copysets")
+    assert recorded_layout(str(tmp_path / "new"), 4, "hrw") == (4, "hrw")
+    # a data dir made before copysets: its identity names no scheme, so it stays HRW
+    old = NodeConfig("n1", str(tmp_path / "old"), parse_nodes(SIX), shards=8, placement="hrw")
+    check_data_dir(old)
+    assert recorded_layout(old.data_dir, None, None) == (8, "hrw")
+    made = NodeConfig("n1", str(tmp_path / "made"), parse_nodes(SIX))
+    check_data_dir(made)
+    assert recorded_layout(made.data_dir, None, None) == (12, "copysets")
+    # a scheme given that contradicts the data dir: refused, the data dir unchanged
+    with pytest.raises(InvalidArgument, match="belongs to cluster"):
+        check_data_dir(NodeConfig("n1", old.data_dir, parse_nodes(SIX), shards=8, placement="copysets"))
+    assert recorded_layout(old.data_dir, None, None) == (8, "hrw")
+
+
+@pytest.mark.parametrize("scheme", [None, "hrw", "copysets"])
+def test_a_node_that_joined_takes_the_placement_the_cluster_answered(tmp_path, scheme):
+    # the answer a join kept (DATA/joined.json); a cluster made before copysets named no scheme
+    founders = [{"id": f"n{i}", "client": f"127.0.0.1:{7000 + i}", "peer": f"127.0.0.1:{7100 + i}"}
+                for i in range(1, 7)]
+    answer = {"records": [], "founders": founders, "shards": 12, "replication": 3}
+    if scheme is not None:
+        answer["placement"] = scheme
+    (tmp_path / JOINED_FILE).write_text(json.dumps(answer))
+    me = NodeConfig("n7", str(tmp_path), parse_nodes("n7=127.0.0.1:7007:7107"))  # a new dir: copysets
+    joined = joined_config(me, "127.0.0.1:1")  # the seeds are not asked: the answer is on disk
+    assert joined.placement == (scheme or "hrw")
+    founder = NodeConfig("n1", str(tmp_path), parse_nodes(SIX), placement=scheme or "hrw")
+    assert joined.cluster_name() == founder.cluster_name()

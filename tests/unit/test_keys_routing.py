@@ -1,10 +1,11 @@
 import random
+from collections import Counter
 
 import pytest
 
 from raftkv.errors import InvalidArgument, InvalidKey, InvalidValue
 from raftkv.keys import MAX_VALUE_BYTES, check_key, check_limit, check_value, decode_key, encode_key
-from raftkv.routing.placement import place
+from raftkv.routing.placement import COPYSETS, HRW, copysets, initial_place, place
 from raftkv.routing.ranges import even_split_points, inclusive_to_half_open, ranges_from_split_points
 from raftkv.routing.shardmap import ShardMap, initial_map
 
@@ -79,3 +80,45 @@ def test_rendezvous_moves_only_what_a_new_node_wins():
             assert len(set(before[sid]) - set(after[sid])) == 1  # it displaces exactly one replica
     moved = sum("n6" in a for a in after.values())
     assert 80 <= moved <= 160  # ~3/6 of shards gain the new node
+
+
+def test_a_new_cluster_of_six_places_its_shards_in_two_copysets():
+    nodes = ["n4", "n2", "n6", "n1", "n5", "n3"]  # any order: the groups come from the sorted ids
+    m = initial_map(nodes, 12, scheme=COPYSETS)
+    groups = {frozenset(s.replicas) for s in m.shards}
+    assert groups == {frozenset({"n1", "n2", "n3"}), frozenset({"n4", "n5", "n6"})}
+    per_node = Counter(n for s in m.shards for n in s.replicas)
+    assert set(per_node.values()) == {6}  # balanced: the planner has nothing to move
+    # each node shares shards with its two copyset peers only
+    peers = {n: {p for s in m.shards if n in s.replicas for p in s.replicas} - {n} for n in per_node}
+    assert all(len(p) == 2 for p in peers.values()), peers
+    assert initial_map(sorted(nodes), 12, scheme=COPYSETS) == m
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 7, 8])
+def test_nodes_that_do_not_form_two_copysets_are_placed_by_hrw(count):
+    nodes = [f"n{i}" for i in range(1, count + 1)]
+    factor = min(3, count)
+    m = initial_map(nodes, 8, replication=factor, scheme=COPYSETS)
+    assert [list(s.replicas) for s in m.shards] == [place(s.id, nodes, factor) for s in m.shards]
+
+
+@pytest.mark.parametrize("count", [6, 9])
+def test_the_hrw_scheme_places_as_clusters_made_before_copysets(count):
+    # what a data dir made before copysets records (no scheme): its initial map must not change
+    nodes = [f"n{i}" for i in range(1, count + 1)]
+    m = initial_map(nodes, 12)
+    assert m == initial_map(nodes, 12, scheme=HRW)
+    assert [list(s.replicas) for s in m.shards] == [place(s.id, nodes, 3) for s in m.shards]
+    assert m != initial_map(nodes, 12, scheme=COPYSETS)
+
+
+def test_copysets_of_nine_nodes_take_the_shards_in_turn():
+    nodes = [f"n{i}" for i in range(1, 10)]
+    assert copysets(nodes, 3) == [["n1", "n2", "n3"], ["n4", "n5", "n6"], ["n7", "n8", "n9"]]
+    m = initial_map(nodes, 12, scheme=COPYSETS)
+    for i, s in enumerate(m.shards):
+        assert set(s.replicas) == set(copysets(nodes, 3)[i % 3])
+    assert copysets(nodes, 1) is None and copysets(nodes[:6], 4) is None
+    with pytest.raises(ValueError, match="unknown placement"):
+        initial_place(0, "s0000", nodes, 3, "random")

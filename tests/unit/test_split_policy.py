@@ -18,6 +18,7 @@ from raftkv.replication.split_policy import (
     plan_segment,
     stripe_replicas,
 )
+from raftkv.routing.placement import COPYSETS, HRW
 from raftkv.routing.stripes import MAX_STRIPES
 
 pytestmark = pytest.mark.timeout(60)
@@ -429,8 +430,21 @@ def test_stripe_replicas_table():
         stripe_replicas(2, 2, nodes, 3)
 
 
+def test_stripes_of_a_copyset_cluster_stay_in_their_leaders_copyset():
+    nodes = ["n3", "n4", "n5", "n6", "n1", "n2"]  # rotated, as _stripe rotates who leads stripe 0
+    reps = [stripe_replicas(i, 6, nodes, 3, COPYSETS) for i in range(6)]
+    assert reps == [("n3", "n1", "n2"), ("n4", "n5", "n6"), ("n5", "n4", "n6"), ("n6", "n4", "n5"),
+                    ("n1", "n2", "n3"), ("n2", "n1", "n3")]
+    peers = {n: {p for r in reps if n in r for p in r} - {n} for n in nodes}
+    assert all(len(p) == 2 for p in peers.values()), peers  # where the ring gave each node 4
+    # nodes that form no copysets (or an HRW cluster): the ring
+    assert stripe_replicas(0, 4, ["n1", "n2", "n3", "n4"], 3, COPYSETS) == ("n1", "n2", "n3")
+    assert stripe_replicas(0, 6, nodes, 3, HRW) == ("n3", "n4", "n5")
+
+
+@pytest.mark.parametrize("scheme", [HRW, COPYSETS])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_stripe_placement_invariants(seed):
+def test_stripe_placement_invariants(seed, scheme):
     rng = random.Random(seed)
     for _ in range(300):
         nodes = [f"n{i}" for i in rng.sample(range(100), rng.randrange(1, 20))]
@@ -445,12 +459,12 @@ def test_stripe_placement_invariants(seed):
             assert max(counts) - min(counts) <= 1
         load = dict.fromkeys(nodes, 0)
         for i in range(k):
-            reps = stripe_replicas(i, k, nodes, factor)
+            reps = stripe_replicas(i, k, nodes, factor, scheme)
             assert reps[0] == leaders[i]
             assert len(reps) == len(set(reps)) == min(factor, len(nodes)) and set(reps) <= set(nodes)
             for n in reps:
                 load[n] += 1
-        if k % len(nodes) == 0:  # whole turns of the ring: every node holds as many replicas
+        if k % len(nodes) == 0:  # whole turns: every node holds as many replicas
             assert len(set(load.values())) == 1
 
 
