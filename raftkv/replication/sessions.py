@@ -99,12 +99,21 @@ class Session:
         if seq not in replies:
             heapq.heappush(order, seq)
         replies[seq] = reply
-        if len(replies) - len(forgotten) > MAX_REMEMBERED:
+        excess = len(replies) - len(forgotten) - MAX_REMEMBERED
+        if excess > 0:
             # Forget the oldest, and raise the mark past them: their late copies are then refused
-            # (never applied twice) instead of being mistaken for new requests.
-            kept = sorted(s for s in replies if s >= self.low)
-            forgotten += kept[: len(kept) - MAX_REMEMBERED]
-            self.low = kept[len(kept) - MAX_REMEMBERED]
+            # (never applied twice) instead of being mistaken for new requests.  From the heap: a
+            # client with more than MAX_REMEMBERED writes in flight reaches this on every write,
+            # and sorting the whole window each time made a write cost 150 us more
+            # (bench/elastic.py, 8,192 in flight).
+            while excess > 0:
+                s = heapq.heappop(order)
+                if s in replies:  # else forgotten before and left behind
+                    forgotten.append(s)
+                    excess -= 1
+            while order[0] not in replies:
+                heapq.heappop(order)
+            self.low = order[0]
         for s in forgotten:
             del replies[s]
         if len(order) > 2 * len(replies) + 64:  # forgotten numbers left behind by the cut above
