@@ -4,9 +4,11 @@
 
 Each node process is put in a cgroup of its own limited to ``--cpu`` of one core
 (``../shared/tools/cpucap``; needs root), so that each node behaves like a small machine and
-more nodes can mean more throughput on this 2-core box (``../shared/scale-lab.md``).  One
-client keeps ``--inflight`` puts of 100-byte values in flight (several levels, by default
-1024,2048,4096, run in turn on the same cluster):
+more nodes can mean more throughput on this 2-core box (``../shared/scale-lab.md``).
+``--clients`` client processes (2 by default) keep ``--inflight`` puts of 100-byte values in
+flight between them (several levels, by default 1024,2048,4096, run in turn on the same
+cluster).  One client process took 0.7 of a core to drive 6 capped nodes at 4,096 in flight and
+fell behind at 8,192 (nodes idle below their cap): the load generator must not be what limits.
 
 * ``ts``: increasing nanosecond timestamps (several writers interleaved, as sensors write them);
 * ``uniform``: uniformly random u64 keys;
@@ -41,6 +43,7 @@ import argparse
 import asyncio
 import collections
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -111,10 +114,11 @@ def make_key(kind: str, lane: int, rnd: random.Random) -> int:
 
 
 async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: float,
-                 on_tick) -> tuple[float, float, int, dict[str, int]]:
-    """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding, the client's CPU,
-    every put acknowledged (warm-up included), and the puts that failed while measuring, by error."""
-    rnd = random.Random(1)
+                 on_tick, first_lane: int = 0, seed: int = 1) -> tuple[float, float, int, dict[str, int]]:
+    """Puts/s over ``seconds`` after ``warmup``, with ``inflight`` puts outstanding (writers
+    ``first_lane`` on), the client's CPU, every put acknowledged (warm-up included), and the puts
+    that failed while measuring, by error."""
+    rnd = random.Random(seed)
     done = acked = 0
     failed: collections.Counter[str] = collections.Counter()
     counting = False
@@ -135,7 +139,7 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
                 if counting:
                     done += 1
 
-        tasks = [asyncio.create_task(worker(i)) for i in range(inflight)]
+        tasks = [asyncio.create_task(worker(first_lane + i)) for i in range(inflight)]
         t0 = time.monotonic()
         next_tick = t0
         while time.monotonic() < t0 + warmup:
@@ -155,6 +159,37 @@ async def ingest(seeds: str, kind: str, inflight: int, warmup: float, seconds: f
         client_cpu = (time.process_time() - cpu0) / elapsed
         await asyncio.gather(*tasks, return_exceptions=True)
     return done / elapsed, client_cpu, acked, dict(failed)
+
+
+def _ingest_process(out: Any, *args: Any) -> None:
+    out.put(asyncio.run(ingest(*args)))
+
+
+def ingest_clients(seeds: str, kind: str, inflight: int, warmup: float, seconds: float, on_tick,
+                   clients: int) -> tuple[float, float, int, dict[str, int]]:
+    """:func:`ingest` in ``clients`` processes sharing ``inflight`` (the first reports the shape):
+    total puts/s, total client CPU, puts acknowledged, and failures by error."""
+    if clients == 1:
+        return asyncio.run(ingest(seeds, kind, inflight, warmup, seconds, on_tick))
+    ctx = multiprocessing.get_context("fork")  # the target and its callback need no pickling
+    out = ctx.Queue()
+    shares = [inflight // clients + (i < inflight % clients) for i in range(clients)]
+    procs = [ctx.Process(target=_ingest_process, daemon=True,
+                         args=(out, seeds, kind, shares[i], warmup, seconds,
+                               on_tick if i == 0 else (lambda t: None), sum(shares[:i]), 1 + i))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    try:
+        results = [out.get(timeout=warmup + seconds + 300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    failed: collections.Counter[str] = collections.Counter()
+    for r in results:
+        failed.update(r[3])
+    return (sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results),
+            dict(failed))
 
 
 def node_cpu(info: launcher.ClusterInfo) -> dict[str, float]:
@@ -229,8 +264,8 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
         for i, inflight in enumerate(args.inflight):
             warmup = args.warmup if i == 0 else args.settle
             before, cpu_before, t0 = flushes(info), node_cpu(info), time.monotonic()
-            rate, client_cpu, acked, failed = asyncio.run(
-                ingest(info.seeds, kind, inflight, warmup, args.seconds, tick))
+            rate, client_cpu, acked, failed = ingest_clients(info.seeds, kind, inflight, warmup,
+                                                             args.seconds, tick, args.clients)
             after, cpu_after, t1 = flushes(info), node_cpu(info), time.monotonic()
             labels = {"nodes": nodes, "keys": kind, "inflight": inflight}
             print(json.dumps({"bench": "elastic_loop", **labels, **loop_profile(before, after, acked)}), flush=True)
@@ -240,8 +275,9 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
             print(json.dumps({"bench": "elastic_fsync", **labels, "fsyncs_per_s_per_node":
                               round(count / len(after) / (t1 - t0)),
                               "fsync_ms_mean": round(1000 * waited / max(count, 1), 2)}), flush=True)
-            # the client's own CPU (cores): near 1.0, it and not the nodes limits the figure
-            print(json.dumps({"bench": "elastic", **labels, "cpu_per_node": args.cpu,
+            # the client processes' CPU (cores, summed): near 1.0 each, they and not the nodes
+            # limit the figure
+            print(json.dumps({"bench": "elastic", **labels, "cpu_per_node": args.cpu, "clients": args.clients,
                               "puts_per_s": round(rate), "client_cpu": round(client_cpu, 2),
                               # puts that failed with an unknown outcome while measuring, by error
                               "failed": failed,
@@ -353,6 +389,7 @@ def main() -> int:
     ap.add_argument("--cpu", type=float, default=0.15)
     ap.add_argument("--inflight", default="1024,2048,4096",
                     help="puts kept in flight: one level, or several run in turn on the same cluster")
+    ap.add_argument("--clients", type=int, default=2, help="client processes sharing the puts in flight")
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds before measuring each later level")
     ap.add_argument("--seconds", type=float, default=30.0)
