@@ -72,6 +72,9 @@ class _QuietTruncation(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_QuietTruncation())
 
 SNAPSHOT_BACKLOG_LIMIT = 8 * 1024 * 1024
+# snapshot bytes one AppendEntries round may encode on the Raft thread: a round used to go on until
+# the heartbeat period (100 ms) was spent, and the node's other groups waited for it
+SNAPSHOT_ROUND_BYTES = 1024 * 1024
 PEER_BACKLOG_LIMIT = 32 * 1024 * 1024
 STREAM_PATIENCE = 120.0  # seconds a snapshot transfer may hold off compaction of the leader's log
 # A leader's log may grow to this many times ``compact_bytes`` while a connected follower still needs
@@ -292,6 +295,14 @@ def _fan_out(callbacks: list[Callable[[Any, int], None]], result: Any, err: int)
             cb(r, err)
 
 
+class StreamPaused(Exception):
+    """A snapshot stream to ``node`` waits: its link's backlog is full, or this round's share is sent."""
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.node = node
+
+
 class SnapshotSerializer:
     """Stands in for pysyncobj's ``Serializer``: compaction marks, streamed transfers, atomic installs."""
 
@@ -314,6 +325,8 @@ class SnapshotSerializer:
         self.sent = self.sent_bytes = self.received_bytes = 0
         self._install: _Install | None = None  # the install running in the background, if any
         self.notify: Callable[[], None] = lambda: None  # thread-safe: have the Raft loop tick us
+        self.round_bytes = 0  # snapshot bytes encoded in the current AppendEntries round
+        self.more_now = False  # a round stopped at its share with the link not full: go on soon
 
     # -- compaction (leader and followers alike) --
     def checkSerializing(self) -> tuple[int, Any]:  # noqa: N802
@@ -378,8 +391,14 @@ class SnapshotSerializer:
 
     # -- sending a snapshot to a lagging follower --
     def getTransmissionData(self, node: Any) -> Any:  # noqa: N802
+        # Not None when the stream must wait: pysyncobj then sends a heartbeat and asks again, in a
+        # loop that ends only when the heartbeat period is spent, flooding the follower with
+        # heartbeats while the Raft thread serves nothing else.  RaftGroup ends the round instead.
         if self._hub.backlog(node.id) > SNAPSHOT_BACKLOG_LIMIT:
-            return None  # let the socket drain; pysyncobj resumes on the next heartbeat
+            raise StreamPaused(node)  # the link drains first; the loop's next round goes on
+        if self.round_bytes >= SNAPSHOT_ROUND_BYTES:
+            self.more_now = True
+            raise StreamPaused(node)
         entry = self._outgoing.get(node)
         first = entry is None
         if entry is None:
@@ -399,6 +418,7 @@ class SnapshotSerializer:
                      extra=event("snapshot_sent", shard=self.label, to=node.id))
             return b"", first, True
         self.sent_bytes += len(chunk)
+        self.round_bytes += len(chunk)
         return chunk, first, False
 
     def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 (sic, pysyncobj's spelling)
@@ -888,6 +908,29 @@ class RaftGroup(SyncObj):
     def send_now(self) -> None:
         """Send AppendEntries to every follower now, instead of at the next heartbeat."""
         self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 -- wraps pysyncobj's
+        """pysyncobj's round of AppendEntries, except that a snapshot stream that must wait
+        (:class:`StreamPaused`) ends the round for its follower, and the others are still served.
+        pysyncobj would spin on it until the heartbeat period was spent."""
+        serializer = self.serializer
+        serializer.round_bytes = 0
+        serializer.more_now = False
+        voters, learners = self._SyncObj__otherNodes, self._SyncObj__readonlyNodes
+        waiting: set[Any] = set()
+        try:
+            while True:
+                try:
+                    # a retry serves again the followers served before the pause: one more
+                    # heartbeat to each, from the next index pysyncobj already advanced
+                    return super()._SyncObj__sendAppendEntries()
+                except StreamPaused as paused:
+                    waiting.add(paused.node)
+                    self._SyncObj__otherNodes = voters - waiting
+                    self._SyncObj__readonlyNodes = learners - waiting
+        finally:
+            if waiting:
+                self._SyncObj__otherNodes, self._SyncObj__readonlyNodes = voters, learners
 
     # --- quiescence (Raft thread) ---------------------------------------------------------------
 

@@ -284,8 +284,11 @@ class RaftLoop:
                     g.doTick(0.0)
                     if len(g.journal) != before:
                         g.busy_at = now
-                    if g.is_leader and (len(g.journal) != before or self._owes_heartbeat(g)):
-                        g.send_now()
+                    if g.is_leader and (len(g.journal) != before or self._owes_heartbeat(g)
+                                        or g.serializer.streaming):
+                        g.send_now()  # a snapshot stream goes on in shares, between other work
+                    if g.serializer.more_now:
+                        self._active.add(g.group_id)
                     g.publish_lease()
                     if periodic:
                         g.maybe_compact()

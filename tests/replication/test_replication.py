@@ -9,6 +9,7 @@ import time
 import pytest
 
 from raftkv.replication import commands
+from raftkv.replication import group as group_module
 from raftkv.replication.group import COMPACT_HOLD_FACTOR, RaftOptions
 
 from ..helpers import wait_until
@@ -170,8 +171,15 @@ def test_concurrent_writers_agree_with_a_model(cluster):
         assert dict(cluster.rows(nid)) == model
 
 
-def test_replica_down_during_compaction_catches_up_by_snapshot(tmp_path):
+@pytest.mark.parametrize("paced", [False, True])
+def test_replica_down_during_compaction_catches_up_by_snapshot(tmp_path, monkeypatch, paced):
     """A follower that missed entries every other replica compacted away receives a streamed snapshot.
+
+    ``paced``: the stream must wait for its link after every chunk (a backlog limit of one byte),
+    as it does for a real 200 MB snapshot.  It still arrives, in many rounds, and the leader never
+    answers a wait with a bare heartbeat: pysyncobj asked for the next chunk again and again until
+    its heartbeat period was spent, sending a heartbeat each time, while the Raft thread served
+    nothing else.
 
     Deterministic by construction.  The victim's log ends at index ``last``; we keep writing until
     *every* live replica's log starts after ``last`` (not only the current leader's: a leader
@@ -184,6 +192,17 @@ def test_replica_down_during_compaction_catches_up_by_snapshot(tmp_path):
     """
     opts = RaftOptions(heartbeat=0.05, election_min=0.4, election_max=0.8, compact_entries=50,
                        snapshot_chunk=16 * 1024)
+    waits = []  # AppendEntries that carried no chunk where a stream was under way
+    if paced:
+        monkeypatch.setattr(group_module, "SNAPSHOT_BACKLOG_LIMIT", 1)
+        monkeypatch.setattr(group_module, "SNAPSHOT_ROUND_BYTES", 16 * 1024)
+        send = group_module.GroupTransport.send
+
+        def watched(self, node, message):
+            if "serialized" in message and message["serialized"] is None:
+                waits.append(node.id)
+            return send(self, node, message)
+        monkeypatch.setattr(group_module.GroupTransport, "send", watched)
     c = LocalCluster(str(tmp_path), options=opts)
     try:
         expected = {}
@@ -226,6 +245,7 @@ def test_replica_down_during_compaction_catches_up_by_snapshot(tmp_path):
 
         wait_until(caught_up_by_snapshot, 60, f"{victim} to catch up by a snapshot")
         assert dict(c.rows(victim)) == expected
+        assert waits == []
         # and it keeps replicating normally afterwards
         c.put(12345, b"after")
         expected[12345] = b"after"
