@@ -424,6 +424,13 @@ class SnapshotSerializer:
     def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 (sic, pysyncobj's spelling)
         self._outgoing.pop(node, None)
 
+    def drop_streams_unless(self, needed: Callable[[Any], bool]) -> None:
+        """Forget the streams to followers that no longer need one.  A stream left behind (its
+        leader lost office mid-way, or the follower caught up otherwise) would read as
+        :attr:`streaming` for good, and resume mid-way from an old snapshot."""
+        for node in [n for n in self._outgoing if not needed(n)]:
+            del self._outgoing[node]
+
     # -- receiving one --
     @property
     def installing(self) -> bool:
@@ -917,6 +924,11 @@ class RaftGroup(SyncObj):
         serializer.round_bytes = 0
         serializer.more_now = False
         voters, learners = self._SyncObj__otherNodes, self._SyncObj__readonlyNodes
+        if serializer.streaming:
+            # pysyncobj streams to a follower exactly while its next index is not past the log's start
+            start, next_index = self._SyncObj__raftLog[0][1], self._SyncObj__raftNextIndex
+            serializer.drop_streams_unless(
+                lambda n: (n in voters or n in learners) and next_index.get(n, start + 1) <= start)
         waiting: set[Any] = set()
         try:
             while True:

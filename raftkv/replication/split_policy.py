@@ -389,7 +389,7 @@ def stripe_replicas(stripe_index: int, k: int, nodes: list[str], factor: int,
         raise ValueError("need at least one replica")
     order = _distinct(nodes)
     leader = place_stripe_leaders(k, order)[stripe_index]
-    groups = placement.copysets(order, factor) if scheme == placement.COPYSETS else None
+    groups = placement.copysets_of(scheme, order, factor)
     if groups is not None:
         # a node then hears from its copyset peers only, as for the initial shards (placement.py)
         group = next(g for g in groups if leader in g)

@@ -48,12 +48,17 @@ def copysets(node_ids: list[str], factor: int) -> list[list[str]] | None:
     return [nodes[i:i + factor] for i in range(0, len(nodes), factor)]
 
 
+def copysets_of(scheme: str, node_ids: list[str], factor: int) -> list[list[str]] | None:
+    """The copysets ``scheme`` places in (None: it places otherwise, or the nodes form none)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown placement {scheme!r}: one of {', '.join(SCHEMES)}")
+    return copysets(node_ids, factor) if scheme == COPYSETS else None
+
+
 def initial_place(index: int, shard_id: str, node_ids: list[str], factor: int, scheme: str = HRW) -> list[str]:
     """The replicas of a new cluster's ``index``-th shard under ``scheme``: with copysets (when the
     nodes form them) the next copyset in turn, else HRW's choice; best first either way."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown placement {scheme!r}: one of {', '.join(SCHEMES)}")
-    groups = copysets(node_ids, factor) if scheme == COPYSETS else None
+    groups = copysets_of(scheme, node_ids, factor)
     if groups is None:
         return place(shard_id, node_ids, factor)
     return place(shard_id, groups[index % len(groups)], factor)
