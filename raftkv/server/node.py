@@ -1458,7 +1458,7 @@ class Node:
         outcome = err["code"] if err is not None else "ok"
         self._complaints.log(f"slow {name}", logging.WARNING, "slow %s request%s: %.0f ms (%s)", name,
                              f" to {shard:.64}" if shard else "", took * 1000, outcome,
-                             extra=event("slow_request", op=name, shard=shard, ms=round(took * 1000, 1),
+                             extra=event("slow_request", op=name, shard=shard, ms=round(took * 1000, 3),
                                          outcome=outcome))
 
     # --- lifecycle ----------------------------------------------------------------------------
