@@ -93,6 +93,11 @@ READ_CHUNK = 256 * 1024  # also the StreamReader limit: it stops reading the soc
 MAX_UNSENT_REPLY_BYTES = 16 << 20  # per connection: replies computed but not yet written out
 MAX_PARTIAL_FRAME_BYTES = 64 << 20  # per node: declared sizes of the large frames being received
 SMALL_FRAME = 64 << 10  # frames up to this size never count against (nor are refused by) that budget
+# Replies queued in one loop turn leave in writes of at most this many: with 64 requests in flight
+# the whole turn's replies in one write made the client and the node take turns (each about half
+# idle); written in bursts, the client decodes the first while the node answers the rest
+# (gets at 64 in flight, one client: 48-51k -> 80k/s at the same node CPU per get).
+REPLY_BURST = 32
 # msgpack objects in one request: a filter may weigh 2**20 (query.predicate.MAX_FILTER_COST) and
 # every other field together holds far fewer than 2**16
 MAX_REQUEST_OBJECTS = (1 << 20) + (1 << 16)
@@ -328,6 +333,8 @@ class _ClientConnection:
         self._batch.append(frame)
         self._batch_bytes += len(frame)
         self.last_active = time.monotonic()
+        if len(self._batch) >= REPLY_BURST:
+            self._flush_batch()
         return True
 
     async def send(self, frame: bytes) -> None:
@@ -638,16 +645,7 @@ class Node:
 
     async def _readable(self, g: RaftGroup, req: dict[str, Any]) -> None:
         """Wait until a local read of ``g`` is allowed at the requested consistency."""
-        level = req.get("consistency", "linearizable")
-        if level == "serializable":
-            await self._reply_room()
-            return  # any replica's applied state: possibly stale, never torn
-        if level != "linearizable":
-            raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
-        self._leader(g)
-        if time.monotonic() < g.lease_until:
-            # the leader's lease (RaftGroup.lease_deadline): no other leader exists until then,
-            # and every write acknowledged so far was applied before its acknowledgement left
+        if self._readable_now(g, req):
             await self._reply_room()
             return
         fut, complete = self._raft_future()
@@ -655,6 +653,20 @@ class Node:
         self.loop.read_index(g.group_id, lambda err: complete(error=err), timeout)
         await asyncio.wait_for(fut, timeout + 1.0)
         await self._reply_room()  # last: the caller reads its result with no await in between
+
+    def _readable_now(self, g: RaftGroup, req: dict[str, Any]) -> bool:
+        """Whether a local read of ``g`` at the requested consistency is allowed right now, with no
+        ReadIndex round: at ``serializable`` always (any replica's applied state, possibly stale,
+        never torn), at ``linearizable`` while this node leads ``g`` under its lease
+        (RaftGroup.lease_deadline: no other leader exists until then, and every write acknowledged
+        so far was applied before its acknowledgement left).  Raises if this node cannot serve it."""
+        level = req.get("consistency", "linearizable")
+        if level == "serializable":
+            return True
+        if level != "linearizable":
+            raise InvalidArgument("consistency must be 'linearizable' or 'serializable'")
+        self._leader(g)
+        return time.monotonic() < g.lease_until
 
     async def op_map(self, req: dict[str, Any]) -> Any:
         """The shard map, this node's leader hints, and every node's client address.
@@ -673,8 +685,7 @@ class Node:
                 "clients": self.members.advertised_clients()}
 
     async def op_get(self, req: dict[str, Any]) -> Any:
-        g = self._group(req)
-        key = self._require_in(self._shard(g, req), check_key(req.get("key")), req)
+        g, key = self._get_target(req)
         await self._readable(g, req)
         value = g.store.get(key)
         # Checked again *after* the read: a split applied while the read waited for its ReadIndex
@@ -682,6 +693,33 @@ class Node:
         # bounds that still own the key now owned it when the value was read.
         self._require_in(self._shard(g, req), key, req)
         return value
+
+    def _get_target(self, req: dict[str, Any]) -> tuple[RaftGroup, int]:
+        """A get request checked: its group and its key (which the group's shard owns)."""
+        g = self._group(req)
+        return g, self._require_in(self._shard(g, req), check_key(req.get("key")), req)
+
+    def _get_now(self, msg: dict[str, Any], conn: _ClientConnection, size: int) -> bool:
+        """Answer a get without a task if its read is allowed now (:meth:`_readable_now`); False
+        (nothing done) if it must wait for a ReadIndex round, as :meth:`op_get` does.
+
+        The caller awaited reply room just before, and nothing awaits between the read and the
+        reply's charge, as :meth:`_ClientConnection.room` requires.
+        """
+        started = time.perf_counter()
+        rid = None
+        try:
+            rid = check_request_id(msg.get("id"))
+            g, key = self._get_target(msg)
+            if not self._readable_now(g, msg):
+                return False
+            value = g.store.get(key)
+        except Exception as exc:  # noqa: BLE001 -- answered, as _reply answers it
+            self._answer_now(conn, "get", msg, rid, started, None, exc)
+        else:
+            self._answer_now(conn, "get", msg, rid, started, value, None)
+        conn.free_slot(size)
+        return True
 
     async def op_put(self, req: dict[str, Any]) -> Any:
         g, command, count, timeout = self._put_command(req)
@@ -697,7 +735,7 @@ class Node:
             rid = check_request_id(msg.get("id"))
             g, command, count, timeout = self._put_command(msg)
         except Exception as exc:  # noqa: BLE001 -- answered, as _reply answers it
-            self._answer_put(conn, msg, rid, started, None, exc)
+            self._answer_now(conn, "put", msg, rid, started, None, exc)
             conn.free_slot(size)
             return
         conn.began_pending()
@@ -706,9 +744,9 @@ class Node:
             try:
                 self._write_outcome(g, result, err, timeout, msg)
             except Exception as exc:  # noqa: BLE001 -- the client's answer
-                self._answer_put(conn, msg, rid, started, None, exc)
+                self._answer_now(conn, "put", msg, rid, started, None, exc)
             else:
-                self._answer_put(conn, msg, rid, started, count, None)
+                self._answer_now(conn, "put", msg, rid, started, count, None)
             finally:
                 conn.ended_pending(size)
 
@@ -718,11 +756,12 @@ class Node:
         g.submit(command, lambda result, err: mailbox.post(lambda: pending.settle(token, result, err)))
         self.loop.poke(g.group_id)
 
-    def _answer_put(self, conn: _ClientConnection, msg: dict[str, Any], rid: Any, started: float,
-                    count: int | None, error: BaseException | None) -> None:
-        """Send a put's reply, recorded as ``_reply`` records every request's."""
-        reply = {"id": rid, "ok": count} if error is None else _error_reply("put", rid, error)
-        self._record("put", msg, started, reply.get("err"))
+    def _answer_now(self, conn: _ClientConnection, op: str, msg: dict[str, Any], rid: Any, started: float,
+                    result: Any, error: BaseException | None) -> None:
+        """Send the reply of a request answered without a task (a put, a get), recorded as
+        ``_reply`` records every request's."""
+        reply = {"id": rid, "ok": result} if error is None else _error_reply(op, rid, error)
+        self._record(op, msg, started, reply.get("err"))
         frame = encode(reply)
         conn.charge(frame)
         if not conn.queue(frame):
@@ -1353,8 +1392,11 @@ class Node:
         except BaseException:
             conn.free_slot(size)
             raise
-        if type(msg) is dict and msg.get("op") == "put":
+        op = msg.get("op") if type(msg) is dict else None
+        if op == "put":
             self._put_now(msg, conn, size)  # answered from its commit's callback: no task
+            return
+        if op == "get" and self._get_now(msg, conn, size):
             return
         task = asyncio.create_task(self._answer(msg, conn))
         conn.tasks.add(task)

@@ -185,6 +185,45 @@ def test_pipelined_puts_are_each_answered_once_even_after_the_client_half_closes
         assert db.get(shard.start + 4) == b"v4" and db.get(shard.start + 3) is None
 
 
+def test_pipelined_gets_answered_without_a_task_each_get_their_own_reply(small_limits_cluster):
+    """Gets the node may serve at once (serializable, or linearizable under the leader's lease) are
+    answered on arrival, without a task, in bursts: each still gets exactly one reply, with its
+    own value, and bad ones their error."""
+    c = small_limits_cluster
+    with Client(c.seeds) as db:
+        shard = db.shard_map().shards[3]
+        db.put_many([(shard.start + i, b"g%d" % i) for i in range(0, 400, 2)])  # odd keys stay missing
+    node = next(n for n in c.info.nodes if n.id == c.leader_of(shard.id))
+    reqs = []
+    for i in range(400):
+        req: dict[str, Any] = {"id": i, "op": "get", "shard": shard.id, "key": shard.start + i,
+                               "consistency": ("serializable", "linearizable")[i % 2]}
+        if i % 10 == 9:
+            req["key"] = "nine"  # not a key
+        elif i % 10 == 7:
+            req["shard"] = "s9999"  # not hosted here
+        elif i % 10 == 5:
+            req["consistency"] = "eventual"
+        reqs.append(req)
+    with socket.create_connection(node.client, timeout=30) as s:
+        s.sendall(b"".join(encode(r) for r in reqs))
+        replies = _Replies(s)
+        got: dict[int, Any] = {}
+        while len(got) < len(reqs):
+            reply = replies.next()
+            assert reply is not None and reply["id"] not in got, reply
+            got[reply["id"]] = reply
+    for i, reply in got.items():
+        if i % 10 == 9:
+            assert reply["err"]["code"] == "invalid_key", reply
+        elif i % 10 == 5:
+            assert reply["err"]["code"] == "invalid_argument", reply
+        elif i % 10 == 7:
+            assert reply["err"]["code"] == "shard_not_here", reply
+        else:
+            assert reply == {"id": i, "ok": b"g%d" % i if i % 2 == 0 else None}, reply
+
+
 # --- 2. what a client can pin ---------------------------------------------------------------------
 
 

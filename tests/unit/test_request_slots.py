@@ -7,10 +7,12 @@ admits every request through it (``Node._admit``), and the reader waits while it
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
-from raftkv.server.node import ClientLimits, _ClientConnection, _ConnectionClosing
+from raftkv.protocol.codec import encode
+from raftkv.server.node import REPLY_BURST, ClientLimits, _ClientConnection, _ConnectionClosing
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,3 +120,53 @@ def test_a_waiter_cancelled_gives_its_count_slot_back() -> None:
         assert conn.inflight._value == 1  # of 2: only the request it holds took one
 
     asyncio.run(_with_connection(ClientLimits(max_inflight=2, max_request_bytes=MiB), body))
+
+
+def test_replies_of_one_turn_leave_in_bursts() -> None:
+    """Replies queued in one loop turn are written every REPLY_BURST frames, the rest at the turn's
+    end: the client can decode the first burst while the node computes the next."""
+    async def main() -> None:
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer)
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname()[:2], timeout=5)
+        client.setblocking(True)  # MSG_DONTWAIT then raises at once when nothing waits
+        try:
+            conn = _ClientConnection(await accepted, ClientLimits())
+            frames = [encode({"id": i, "ok": i}) for i in range(2 * REPLY_BURST + 3)]
+            for frame in frames:  # one turn: nothing awaited in between
+                conn.charge(frame)
+                assert conn.queue(frame)
+            early = _received(client)
+            assert early == frames[:2 * REPLY_BURST]  # two bursts already left, the rest waits
+            await _turns()
+            assert _received(client) == frames[2 * REPLY_BURST:]  # the turn's end wrote the rest
+            conn.close()
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def _received(s: socket.socket) -> list[bytes]:
+    """The whole frames waiting in ``s`` now, without blocking."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    while data:
+        n = 4 + int.from_bytes(data[:4], "big")
+        frames.append(data[:n])
+        data = data[n:]
+    return frames
