@@ -43,6 +43,7 @@ the wire format does not depend on where a replica lives.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -908,6 +909,8 @@ def _scan_page(store: ShardStore, source: Any, start: int, end: int, reverse: bo
 
     See :meth:`ShardStore.scan` for the bounds.
     """
+    if filter is None:
+        return _plain_page(store, source, start, end, reverse, min(limit, max_examined), max_bytes, deadline)
     keys: list[bytes] = []
     values: list[bytes] = []
     size = examined = 0
@@ -937,6 +940,67 @@ def _scan_page(store: ShardStore, source: Any, start: int, end: int, reverse: bo
     finally:
         it.close()
     return b"".join(keys), values, None
+
+
+_PLAIN_CHUNK = 256  # rows of a plain page read between two looks at the clock
+
+
+def _plain_page(store: ShardStore, source: Any, start: int, end: int, reverse: bool, limit: int, max_bytes: int,
+                deadline: float | None) -> tuple[bytes, list[bytes], int | None]:
+    """:func:`_scan_page` without a filter, where every row read is a row returned: the row count
+    is bounded by ``islice``, the loop keeps only the byte count, and the keys are cut out of the
+    joined store keys by :func:`_wire_keys`.  A scan's node spent a fifth of its time on the
+    general loop's per-row tests and slices.
+    """
+    raws: list[bytes] = []
+    values: list[bytes] = []
+    size = 0
+    lower = store._reverse_start(start) if reverse else store._bound(start)
+    it = source.iterator(start=lower, stop=store._bound(end), reverse=reverse)
+    try:
+        while len(raws) < limit:
+            before = len(raws)
+            asked = min(limit - before, _PLAIN_CHUNK)
+            for raw, value in itertools.islice(it, asked):
+                size += len(value) + 8
+                if size > max_bytes and raws:
+                    return _wire_keys(store, raws), values, _resume(store, raw, reverse)
+                raws.append(raw)
+                values.append(value)
+            if len(raws) - before < asked:
+                return _wire_keys(store, raws), values, None  # the range ran out
+            if deadline is not None and len(raws) < limit and time.monotonic() > deadline:
+                break
+        following = next(it, None)
+    finally:
+        it.close()
+    return _wire_keys(store, raws), values, None if following is None else _resume(store, following[0], reverse)
+
+
+def _resume(store: ShardStore, raw: bytes, reverse: bool) -> int:
+    """Where a page that stops before store key ``raw`` resumes (an exclusive end if ``reverse``)."""
+    key = _KEY.unpack_from(raw, len(store._prefix) + len(DATA))[0]
+    return key + 1 if reverse else key
+
+
+def _wire_keys(store: ShardStore, raws: list[bytes]) -> bytes:
+    """The wire blob of a page's keys: each store key without its replica prefix, joined.
+
+    Every data key of a replica has the same length, so the blob is built column by column (one
+    strided copy per byte of a wire key) rather than by slicing each key.
+    """
+    if not raws:
+        return b""
+    cut = len(store._prefix)
+    stride = cut + len(DATA) + _KEY.size
+    width = stride - cut
+    joined = b"".join(raws)
+    if len(joined) != stride * len(raws):  # not one length: cannot happen in a replica's data keys
+        return b"".join(raw[cut:] for raw in raws)
+    out = bytearray(width * len(raws))
+    for j in range(width):
+        out[j::width] = joined[cut + j::stride]
+    return bytes(out)
 
 
 def _rows(page: tuple[bytes, list[bytes], int | None]) -> tuple[list[Row], int | None]:
