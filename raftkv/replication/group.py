@@ -993,7 +993,7 @@ class RaftGroup(SyncObj):
     HAND_OVER_SECONDS = 2.0
     # A leader appends the commands that arrived while its last batch was on its way to a
     # majority only once that batch commits (or after this long): one batch per round trip.
-    BATCH_WAIT = float(__import__("os").environ.get("RKV_BW", "0.005"))  # EXPERIMENT
+    BATCH_WAIT = 0.005
     # commands appended per tick (the rest wait for the next: other groups get their turn), and
     # the bytes of puts merged into one entry (well below commands.MAX_COMMAND_BYTES)
     MAX_APPEND_PER_TICK = 4096
