@@ -56,6 +56,7 @@ GOALS = {
     "serializable get, 64 in flight": 5.0,
     "bulk load": 6.0,
     "scan": 3.5,
+    "scan vs etcd unpaged": 2.0,
     "1 MiB puts": 2.5,
     "leader-kill stall (etcd / raftkv)": 1 / 0.8,  # issue 9: raftkv's stall at most 0.8 x etcd's
 }
@@ -94,7 +95,7 @@ def workload(rec: dict[str, Any]) -> str:
         return f"{rec.get('consistency', 'linearizable')} get, {rec.get('inflight')} in flight"
     if rec.get("better") == "lower":
         return "leader-kill stall (etcd / raftkv)" if bench == "failover" else f"{bench} (etcd / raftkv)"
-    return {"bulk_load": "bulk load", "put_1MiB": "1 MiB puts"}.get(bench, bench)
+    return {"bulk_load": "bulk load", "put_1MiB": "1 MiB puts", "scan_unpaged": "scan vs etcd unpaged"}.get(bench, bench)
 
 
 @dataclasses.dataclass(frozen=True)

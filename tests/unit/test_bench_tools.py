@@ -123,6 +123,7 @@ def _write_inputs(directory: pathlib.Path, capsys) -> list[str]:
             quick.emit(**compare.latency("get", 64, [0.002] * 10, [0.005] * 10, consistency=level))
         quick.emit(**compare.comparison("bulk_load", "keys/s", 126_000 * scale, 33_000.0, keys=1_000_000))
         quick.emit(**compare.comparison("scan", "keys/s", 900_000 * scale, 330_000.0, keys=[1_000_000] * 2))
+        quick.emit(**compare.comparison("scan_unpaged", "keys/s", 900_000 * scale, 450_000.0, keys=[1_000_000] * 2))
         quick.emit(**compare.comparison("put_1MiB", "MB/s", 160 * scale, 97.0, inflight=4))
         for inflight in (4, 16, 128):
             rl = [0.001 * inflight ** 0.5] * 50
@@ -154,6 +155,8 @@ def test_report_maps_each_figure_to_its_limit(tmp_path, capsys):
     put1 = next(r for label, r in rows.items() if label.startswith("put, 1 in flight"))
     assert put1.limit == pytest.approx(1 / (300e-6 + 2 / 40_000))
     ratio = {r.workload: r for r in report.ratios(records)}
+    assert ratio["scan vs etcd unpaged"].median == pytest.approx(round(900_000 * 1.1) / 450_000, abs=0.01)
+    assert "scan vs etcd unpaged" in report.GOALS
     assert ratio["bulk load"].runs == 3 and ratio["bulk load"].median == pytest.approx(round(126_000 * 1.1) / 33_000,
                                                                                         abs=0.01)
     lat = report.latencies(records)
