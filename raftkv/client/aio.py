@@ -357,6 +357,11 @@ class NodeConnection:
             await asyncio.gather(self._reader_task, return_exceptions=True)
 
 
+# A session's numbers in flight, newest minus oldest awaited: a shard remembers at most
+# replication.sessions.MAX_REMEMBERED of them (a unit test keeps the two equal).
+WRITE_WINDOW = 4096
+
+
 class _WriteSession:
     """This client's session: what makes a retried write take effect at most once.
 
@@ -370,6 +375,17 @@ class _WriteSession:
         self.id = os.urandom(16)
         self._next = 1
         self._open: dict[int, None] = {}  # numbers awaiting an outcome, oldest first (insertion order)
+        self._moved = asyncio.Event()  # set whenever a number ends: the window may have room again
+
+    async def room(self) -> None:
+        """Wait until a new number stays within :data:`WRITE_WINDOW` of the oldest one awaiting an
+        outcome.  A shard remembers at most that many of a session's numbers above the mark; past
+        it, it would forget replies this client may still retry for, and answer such a retry
+        "outcome unknown".  So a client with more writes in flight waits here instead: behind its
+        oldest write, for at most that write's deadline."""
+        while self._open and self._next - next(iter(self._open)) >= WRITE_WINDOW:
+            self._moved.clear()
+            await self._moved.wait()
 
     def begin(self) -> list[Any]:
         """A new write's ``session`` field, ``[client id, seq, low-water mark]``; hand it to :meth:`end`."""
@@ -381,6 +397,7 @@ class _WriteSession:
     def end(self, session: list[Any]) -> None:
         """The write ``session`` was opened for has its outcome: its number stops holding the mark down."""
         self._open.pop(session[1], None)
+        self._moved.set()
 
     @contextlib.contextmanager
     def write(self, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -497,6 +514,7 @@ class AsyncClient:
     async def put(self, key: KeyLike, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
         key, value = coerce_key(key), check_value(value)
+        await self._session.room()
         with self._session.write({"pairs": [[key, value]]}) as fields:
             await self._on_key(key, "put", fields)
 
@@ -508,6 +526,7 @@ class AsyncClient:
     async def delete(self, key: KeyLike) -> bool:
         """Delete ``key``; True if it existed."""
         key = coerce_key(key)
+        await self._session.room()
         with self._session.write({"keys": [key]}) as fields:
             return bool(await self._on_key(key, "delete", fields))
 
@@ -594,6 +613,7 @@ class AsyncClient:
                         for shard in shards:
                             done = cursor
                             while done < stop:
+                                await self._session.room()
                                 with self._session.write({"start": done, "end": end_to_wire(stop),
                                                           "filter": filter}) as fields:
                                     reply = await self._with_retry(
@@ -606,6 +626,7 @@ class AsyncClient:
                     cursor = stop
                     continue
                 if session is None:
+                    await self._session.room()
                     session = self._session.begin()
                 fields = {"start": cursor, "end": end_to_wire(stop), "filter": filter, "session": session}
                 try:
@@ -1072,6 +1093,8 @@ class AsyncClient:
 
         async def one(grouped_by: Shard, batch: list[list[Any]]) -> None:
             async with sem:
+                if session is None:
+                    await self._session.room()
                 own = self._session.begin() if session is None else None
                 fields = {"pairs": batch, "session": own if own is not None else session}
                 try:
