@@ -123,8 +123,9 @@ def test_a_waiter_cancelled_gives_its_count_slot_back() -> None:
 
 
 def test_replies_of_one_turn_leave_in_bursts() -> None:
-    """Replies queued in one loop turn are written every REPLY_BURST frames, the rest at the turn's
-    end: the client can decode the first burst while the node computes the next."""
+    """Replies queued in one loop turn with ``burst`` (gets answered on arrival) are written every
+    REPLY_BURST frames, the rest at the turn's end: the client can decode the first burst while
+    the node computes the next.  Without it (puts) the whole turn leaves in one write."""
     async def main() -> None:
         accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -139,11 +140,17 @@ def test_replies_of_one_turn_leave_in_bursts() -> None:
             frames = [encode({"id": i, "ok": i}) for i in range(2 * REPLY_BURST + 3)]
             for frame in frames:  # one turn: nothing awaited in between
                 conn.charge(frame)
-                assert conn.queue(frame)
+                assert conn.queue(frame, burst=True)
             early = _received(client)
             assert early == frames[:2 * REPLY_BURST]  # two bursts already left, the rest waits
             await _turns()
             assert _received(client) == frames[2 * REPLY_BURST:]  # the turn's end wrote the rest
+            for frame in frames:
+                conn.charge(frame)
+                assert conn.queue(frame)
+            assert _received(client) == []  # not a burst: all of it at the turn's end
+            await _turns()
+            assert _received(client) == frames
             conn.close()
         finally:
             client.close()
