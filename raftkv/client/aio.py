@@ -357,6 +357,10 @@ class NodeConnection:
             await asyncio.gather(self._reader_task, return_exceptions=True)
 
 
+# The client's own source of jitter (seed choice, retry pauses): drawing from the random module's
+# shared state would shift the sequence of an application that seeds it for reproducible runs.
+_JITTER = random.Random()
+
 # A session's numbers in flight, newest minus oldest awaited: a shard remembers at most
 # replication.sessions.MAX_REMEMBERED of them (a unit test keeps the two equal).
 WRITE_WINDOW = 4096
@@ -794,7 +798,7 @@ class AsyncClient:
             # the known nodes in id order, then the seeds: the order failures are reported in
             ordered = list(dict.fromkeys([*(a for _, a in sorted(self._nodes.items(), key=_node_order)),
                                           *self._seeds]))
-            candidates = random.sample(ordered, len(ordered))
+            candidates = _JITTER.sample(ordered, len(ordered))
             for address in candidates:
                 try:
                     conn = await self._conn(address, deadline)
@@ -1018,7 +1022,7 @@ class AsyncClient:
             # capped low, as etcd's client does (25 ms): through an election a client mostly waits,
             # and a long pause would outlast the election it waits for (0.5 s added ~0.4 s to the
             # write stall after a leader's kill)
-            pause = min(MAX_RETRY_PAUSE, 0.01 * 2 ** min(n, 6)) * (0.5 + random.random())
+            pause = min(MAX_RETRY_PAUSE, 0.01 * 2 ** min(n, 6)) * (0.5 + _JITTER.random())
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             if n % 4 == 3:
                 try:

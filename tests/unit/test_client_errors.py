@@ -7,6 +7,7 @@ accepts but never answers is waited for until the deadline, and then named too.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -165,3 +166,13 @@ def test_only_a_connection_hung_up_on_at_its_first_request_is_asked_whether_it_s
     after_first, after_second = asyncio.run(scenario())
     assert after_first == 2  # the connection and the probe
     assert after_second == 3  # one more connection, no probe
+
+
+def test_the_client_leaves_the_random_module_alone(silent_port) -> None:
+    """Retries draw their jitter from the client's own generator: an application that seeds the
+    random module for a reproducible run gets the same sequence with a client retrying beside it."""
+    random.seed(20261201)
+    state = random.getstate()
+    refused = free_ports(1)[0]
+    first_call_error([f"127.0.0.1:{refused}", f"127.0.0.1:{silent_port}"], timeout=1.5, attempt_timeout=0.3)
+    assert random.getstate() == state
