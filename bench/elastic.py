@@ -46,6 +46,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -291,6 +292,7 @@ def run(nodes: int, kind: str, args: argparse.Namespace) -> dict[int, float]:
     finally:
         uncap(names)
         launcher.stop(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # the cluster's data: hundreds of MB in /tmp otherwise
 
 
 def balanced(seeds: str, factor: int) -> bool:
@@ -380,6 +382,7 @@ def add_node_run(kind: str, args: argparse.Namespace) -> None:
     finally:
         uncap(names)
         launcher.stop(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # the cluster's data: hundreds of MB in /tmp otherwise
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +50,7 @@ def main() -> int:
                               "all_leaders_after_s": round(ready, 2)}))
     finally:
         launcher.stop(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # the cluster's data: hundreds of MB in /tmp otherwise
     return 0
 
 

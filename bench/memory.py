@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -85,6 +86,7 @@ def main() -> int:
                               "load_keys_per_s": round(loaded / seconds) if seconds else None}), flush=True)
     finally:
         launcher.stop(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # the cluster's data: hundreds of MB in /tmp otherwise
     return 0
 
 
