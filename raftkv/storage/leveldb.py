@@ -969,7 +969,7 @@ def _plain_page(store: ShardStore, source: Any, start: int, end: int, reverse: b
                 values.append(value)
             if len(raws) - before < asked:
                 return _wire_keys(store, raws), values, None  # the range ran out
-            if deadline is not None and len(raws) < limit and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 break
         following = next(it, None)
     finally:
