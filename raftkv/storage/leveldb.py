@@ -2,11 +2,18 @@
 
 Rules this module keeps:
 
-* **One LevelDB per node.**  Every replica a node hosts lives in the node's one
-  database (:class:`NodeStore`) under its own key prefix, so its cache, write
-  buffer and open files are node-wide budgets, and a thousand replicas cost a
-  handful of descriptors, not four thousand.  One write-ahead log also means
-  one fsync makes every replica's writes durable.
+* **One state LevelDB per node, and one for its Raft logs.**  Every replica a node
+  hosts keeps its state in the node's state database (:class:`NodeStore`) under
+  its own key prefix, so its cache, write buffer and open files are node-wide
+  budgets, and a thousand replicas cost a handful of descriptors, not four
+  thousand.  Every replica's Raft log, term, vote and commit hint live in a
+  second database beside it (``<path>-raft``), so one fsync makes every
+  replica's journal writes durable.  The logs are kept out of the state
+  database because its compactions are its largest cost: log entries (as big
+  as the rows they carry, deleted soon after) written beside increasing keys
+  made every flushed table span the log's keys as well as the new rows, so
+  tables overlapped and LevelDB rewrote the rows again and again instead of
+  moving them down a level (design §9 has the figures).
 * **Applied index in the same batch.**  Every write carries the Raft index it
   applies, stored under a system key in the *same* ``WriteBatch`` as the data,
   so after any crash LevelDB holds a prefix of the applied log and says exactly
@@ -16,7 +23,11 @@ Rules this module keeps:
   record; LevelDB state can always be rebuilt from it down to the last
   snapshot.  :meth:`ShardStore.make_durable` (a ``sync=True`` write, which
   LevelDB turns into an fsync of its log after all earlier writes) is called
-  before the journal is compacted past what LevelDB holds.
+  before the journal is compacted past what LevelDB holds.  That is the one
+  order between the two databases that durability needs, and both paths keep
+  it: the journal deletes entries only after the state database has synced
+  their effect (``make_durable`` before a compaction; a snapshot install's
+  synced switch before the journal is reset to the snapshot).
 * **Snapshots install atomically.**  A replica's keys carry a *generation*; a
   snapshot is written under the next one, then one synced write points the
   replica at it.  A crash leaves either the old state or the new one, never a
@@ -27,15 +38,21 @@ Rules this module keeps:
   process, which silently lets another process in.  A process-wide registry
   refuses the second open before LevelDB sees it.
 
-Keys, in the node's database:
+Keys, in the node's state database:
 
 * ``b"c" + name`` -> the replica's current generation (8 bytes, big-endian);
-* ``b"j" + name + b"/" + index`` -> a Raft log entry: 8-byte term + command (:class:`RaftLogSlot`);
-* ``b"m" + name`` -> the replica's commit hint; ``b"r" + name`` -> its Raft term and vote;
 * ``b"g" + name + b"/" + generation`` + a replica key, where a replica key is
   ``b"k" + 8-byte big-endian key`` for user data, ``b"s" + name`` for system
   entries.  ``/`` never occurs in a name, so no name's keys are a prefix of
   another's; the ``k``/``s`` split keeps system keys out of every user scan.
+
+In the node's Raft database (:class:`RaftLogSlot`):
+
+* ``b"j" + name + b"/" + index`` -> a Raft log entry: 8-byte term + command;
+* ``b"m" + name`` -> the replica's commit hint; ``b"r" + name`` -> its Raft term and vote.
+
+Before the Raft database existed these keys lived in the state database; the
+first open moves them (:meth:`NodeStore._move_raft_keys`).
 
 Snapshots and pages carry replica keys (``b"k" + 8 bytes``), not the prefix:
 the wire format does not depend on where a replica lives.
@@ -77,12 +94,34 @@ _PURGE_BATCH = 5_000  # keys deleted per batch when a dropped generation is clea
 CACHE_BYTES = 64 << 20
 WRITE_BUFFER_BYTES = 16 << 20
 MAX_OPEN_FILES = 256
+# The Raft database is read only when a journal opens, and its entries are deleted soon after they
+# are written: a small cache, and a memtable big enough that most entries die in it.
+RAFT_CACHE_BYTES = 4 << 20
+RAFT_WRITE_BUFFER_BYTES = 8 << 20
+RAFT_SUFFIX = "-raft"  # the Raft database's directory: the state database's path + this
+_RAFT_PREFIXES = (_LOG, _COMMIT, _HARD)  # what the Raft database holds (and the state one once did)
+_MOVE_BATCH = 2_000  # keys per batch when moving them from the state database to the Raft one
 
 _open_paths: set[str] = set()
 _open_lock = threading.Lock()
 
 Row = tuple[int, bytes]
 Filter = Callable[[int, bytes], bool]
+
+
+def _open_db(path: str, **options: Any) -> plyvel.DB:
+    """Open (creating) the LevelDB at ``path``; StorageError if LevelDB refuses."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        return plyvel.DB(path, create_if_missing=True, **options)
+    except plyvel.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+
+
+def _sync(db: plyvel.DB) -> None:
+    """Make every earlier write to ``db`` durable: a synced write of a key nothing uses (LevelDB
+    fsyncs its log, which holds every earlier write)."""
+    db.delete(b"\x00sync", sync=True)
 
 
 def fsync_dir(path: str) -> None:
@@ -121,7 +160,8 @@ def _prefix(raw_name: bytes, gen: int) -> bytes:
 
 
 class NodeStore:
-    """The one LevelDB of a node: a keyspace per replica (:meth:`replica`), generations, purging.
+    """The LevelDBs of a node: state, with a keyspace per replica (:meth:`replica`), generations
+    and purging; and Raft logs (:meth:`raft_log`), flushed durably together (:meth:`flush_durable`).
 
     Thread-safe.  A background thread deletes the keys of generations no replica uses any more
     (replaced by a snapshot, or of a replica dropped); work left over by a crash is found again
@@ -135,15 +175,18 @@ class NodeStore:
             if self.path in _open_paths:
                 raise StorageError(f"{self.path} is already open in this process")
             _open_paths.add(self.path)
+        self._db: Any = None
+        self._raft_db: Any = None
         try:
-            os.makedirs(self.path, exist_ok=True)
-            self._db = plyvel.DB(self.path, create_if_missing=True, bloom_filter_bits=10,
-                                 max_open_files=max_open_files, lru_cache_size=cache_bytes,
-                                 write_buffer_size=write_buffer_bytes)
-        except plyvel.Error as exc:
-            self._release()
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            self._db = _open_db(self.path, bloom_filter_bits=10, max_open_files=max_open_files,
+                                lru_cache_size=cache_bytes, write_buffer_size=write_buffer_bytes)
+            self._raft_db = _open_db(self.path + RAFT_SUFFIX, max_open_files=64,
+                                     lru_cache_size=RAFT_CACHE_BYTES, write_buffer_size=RAFT_WRITE_BUFFER_BYTES)
+            self._move_raft_keys()
         except BaseException:
+            for db in (self._db, self._raft_db):
+                if db is not None:
+                    db.close()
             self._release()
             raise
         self._lock = threading.Lock()
@@ -161,6 +204,39 @@ class NodeStore:
         with _open_lock:
             _open_paths.discard(self.path)
 
+    def _move_raft_keys(self) -> None:
+        """Move Raft logs, terms, votes and commit hints that an older version kept in the state
+        database into the Raft database.
+
+        Safe to repeat after a crash at any point: every key is copied (overwriting the same value)
+        and the copies synced before any original is deleted, and nothing else writes the Raft
+        database before this returns.
+        """
+        moved = 0
+        for prefix in _RAFT_PREFIXES:
+            it = self._db.iterator(prefix=prefix)
+            try:
+                for chunk in iter(lambda it=it: list(itertools.islice(it, _MOVE_BATCH)), []):
+                    with self._raft_db.write_batch() as wb:
+                        for key, value in chunk:
+                            wb.put(key, value)
+                    moved += len(chunk)
+            finally:
+                it.close()
+        if not moved:
+            return
+        _sync(self._raft_db)  # every copy is durable before an original goes
+        for prefix in _RAFT_PREFIXES:
+            it = self._db.iterator(prefix=prefix, include_value=False)
+            try:
+                for chunk in iter(lambda it=it: list(itertools.islice(it, _MOVE_BATCH)), []):
+                    with self._db.write_batch() as wb:
+                        for key in chunk:
+                            wb.delete(key)
+            finally:
+                it.close()
+        _sync(self._db)
+
     # --- replicas -----------------------------------------------------------------------------
 
     def replica(self, name: str) -> ShardStore:
@@ -177,7 +253,11 @@ class NodeStore:
 
     def drop(self, name: str) -> None:
         """Delete replica ``name``'s state (it must not be open): durably forgotten now, its keys
-        deleted in the background."""
+        deleted in the background.
+
+        The Raft database first: a crash before the state database's write leaves the replica
+        listed by :meth:`names`, and what lists it drops it again.
+        """
         raw = _check_name(name)
         with self._lock:
             if raw in self._open:
@@ -188,15 +268,16 @@ class NodeStore:
             for key in (_HARD + raw, _COMMIT + raw):
                 self._pending.pop(key, None)
         gen = self.current(raw)
-        it = self._db.iterator(prefix=log, include_value=False)
+        it = self._raft_db.iterator(prefix=log, include_value=False)
         try:
-            with self._db.write_batch(sync=True) as wb:  # a log is bounded by compaction: gone now
+            with self._raft_db.write_batch(sync=True) as wb:  # a log is bounded by compaction: gone now
                 for key in it:
                     wb.delete(key)
-                for key in (_CURRENT + raw, _HARD + raw, _COMMIT + raw):
-                    wb.delete(key)
+                wb.delete(_HARD + raw)
+                wb.delete(_COMMIT + raw)
         finally:
             it.close()
+        self._db.delete(_CURRENT + raw, sync=True)
         if gen is not None:
             self._schedule_purge(_prefix(raw, gen))
 
@@ -253,7 +334,7 @@ class NodeStore:
             pending, self._pending = self._pending, {}
         if pending:
             started = time.perf_counter()
-            with self._db.write_batch(sync=True) as wb:
+            with self._raft_db.write_batch(sync=True) as wb:
                 for key, value in pending.items():
                     if value is None:
                         wb.delete(key)
@@ -336,8 +417,13 @@ class NodeStore:
 
     @property
     def db(self) -> plyvel.DB:
-        """The LevelDB handle (the replicas' stores use it; nothing else should)."""
+        """The state database (the replicas' stores use it; nothing else should)."""
         return self._db
+
+    @property
+    def raft_db(self) -> plyvel.DB:
+        """The Raft database (:class:`RaftLogSlot` uses it; nothing else should)."""
+        return self._raft_db
 
     def close(self) -> None:
         """Close the database (every replica should be closed first); pending purges resume at the
@@ -348,14 +434,16 @@ class NodeStore:
             purger = self._purger
         if purger is not None:
             purger.join()
-        if not self._db.closed:
+        if not self._raft_db.closed:
             self.flush_durable()  # journals closing after the loop's last flush staged these
+            self._raft_db.close()
+        if not self._db.closed:
             self._db.close()
         self._release()
 
 
 class RaftLogSlot:
-    """One replica's Raft log, term, vote and commit hint in its node's database.
+    """One replica's Raft log, term, vote and commit hint in its node's Raft database.
 
     The journal (``replication/journal.py``) keeps the log in memory and stages its changes
     here; :meth:`NodeStore.flush_durable` makes them durable, for every replica at once.
@@ -374,7 +462,7 @@ class RaftLogSlot:
         if flush:
             self._node.flush_durable()  # nothing staged may hide from a reader
         cut = len(self._log)
-        it = self._node.db.iterator(prefix=self._log)
+        it = self._node.raft_db.iterator(prefix=self._log)
         try:
             found = {key: value for key, value in it}
         finally:
@@ -393,7 +481,7 @@ class RaftLogSlot:
         return out
 
     def entry_key(self, index: int) -> bytes:
-        """The node-database key of log entry ``index``."""
+        """The Raft-database key of log entry ``index``."""
         return self._log + _KEY.pack(index)
 
     @staticmethod
@@ -402,7 +490,7 @@ class RaftLogSlot:
         return _KEY.pack(term) + command
 
     def hard_state_key(self) -> bytes:
-        """The node-database key of the term and vote."""
+        """The Raft-database key of the term and vote."""
         return _HARD + self._raw_name
 
     def hard_state(self, flush: bool = True, staged: bool = False) -> bytes | None:
@@ -413,7 +501,7 @@ class RaftLogSlot:
             with self._node._lock:
                 if _HARD + self._raw_name in self._node._pending:
                     return self._node._pending[_HARD + self._raw_name]
-        return self._node.db.get(_HARD + self._raw_name)
+        return self._node.raft_db.get(_HARD + self._raw_name)
 
     def stage(self, changes: dict[bytes, bytes | None]) -> None:
         """Hand writes to the node's next durable flush."""
@@ -421,12 +509,12 @@ class RaftLogSlot:
 
     def commit_hint(self) -> int | None:
         """The saved commit index (a replay hint; not synced, may be behind or missing)."""
-        raw = self._node.db.get(_COMMIT + self._raw_name)
+        raw = self._node.raft_db.get(_COMMIT + self._raw_name)
         return _KEY.unpack(raw)[0] if raw else None
 
     def set_commit_hint(self, index: int) -> None:
         """Save the commit hint without syncing: it only ever helps a restart replay sooner."""
-        self._node.db.put(_COMMIT + self._raw_name, _KEY.pack(index))
+        self._node.raft_db.put(_COMMIT + self._raw_name, _KEY.pack(index))
 
 
 class ShardStore:

@@ -152,7 +152,7 @@ def test_term_vote_must_be_whole(kv):
     j.setCurrentTerm(4, "n3")
     j.sync()
     kv.flush_durable()
-    kv.db.put(b"rg", b"\xc1garbage")
+    kv.raft_db.put(b"rg", b"\xc1garbage")
     with pytest.raises(StorageError, match="term and vote"):
         DurableJournal(kv.raft_log("g"))  # a node that lost its vote must not start as if it never voted
 

@@ -1,4 +1,4 @@
-"""One LevelDB per node: replicas as keyspaces of it, their generations, purging, crash repair.
+"""A node's LevelDBs (state and Raft logs): replicas as keyspaces of the state one, their generations, purging, crash repair.
 
 Real LevelDB files throughout.  What a crash leaves is made by writing exactly what the
 interrupted step would have written, then closing and reopening the database.
@@ -7,11 +7,13 @@ interrupted step would have written, then closing and reopening the database.
 from __future__ import annotations
 
 import os
+import shutil
 
 import plyvel
 import pytest
 
 from raftkv.errors import StorageError
+from raftkv.replication.journal import DurableJournal
 from raftkv.storage import leveldb
 from raftkv.storage.leveldb import NodeStore, ShardStore, migrate_legacy
 
@@ -181,3 +183,99 @@ def test_a_store_of_its_own_keeps_the_path_api(tmp_path):
             ShardStore(path)
     finally:
         s.close()
+
+
+def _raft_keys(db: plyvel.DB) -> dict[bytes, bytes]:
+    """Every Raft-log, term/vote and commit-hint key in ``db``."""
+    out = {}
+    for prefix in (b"j", b"m", b"r"):
+        it = db.iterator(prefix=prefix)
+        try:
+            out.update(it)
+        finally:
+            it.close()
+    return out
+
+
+def _old_layout(tmp_path, crash: str) -> tuple[str, dict[bytes, bytes], dict[bytes, bytes]]:
+    """A node store as the layout before the Raft database left it (logs in the state database),
+    or as a move of it that a crash cut short (``crash``): its path, its Raft keys, its rows."""
+    path = str(tmp_path / "store")
+    node = NodeStore(path)
+    for n, name in enumerate(("s0001", "s0002")):
+        j = DurableJournal(node.raft_log(name))
+        for i in range(1, 3001):  # more than one move batch
+            j.add(b"cmd %d" % i, i, 1 + n)
+        j.setCurrentTerm(1 + n, "n2")
+        j.setRaftCommitIndex(2500)
+        j.sync()
+        j._slot.set_commit_hint(2500)
+        node.replica(name).apply(7, puts=[(k, b"row") for k in range(100)])
+    node.close()
+    raft = plyvel.DB(path + leveldb.RAFT_SUFFIX)
+    keys = _raft_keys(raft)
+    raft.close()
+    state = plyvel.DB(path)
+    with state.write_batch() as wb:
+        for k, v in keys.items():
+            wb.put(k, v)
+    if crash == "deleting":  # the copies were synced, and some originals deleted
+        for k in sorted(keys)[:1000]:
+            state.delete(k)
+    state.close()
+    shutil.rmtree(path + leveldb.RAFT_SUFFIX)
+    if crash == "copying":  # part of the keys copied
+        raft = plyvel.DB(path + leveldb.RAFT_SUFFIX, create_if_missing=True)
+        for k in sorted(keys)[::3]:
+            raft.put(k, keys[k])
+        raft.close()
+    elif crash == "deleting":
+        raft = plyvel.DB(path + leveldb.RAFT_SUFFIX, create_if_missing=True)
+        for k, v in keys.items():
+            raft.put(k, v)
+        raft.close()
+    return path, keys, {k: b"row" for k in range(100)}
+
+
+@pytest.mark.parametrize("crash", ["none", "copying", "deleting"])
+def test_raft_logs_kept_in_the_state_database_move_to_the_raft_database(tmp_path, crash):
+    path, keys, rows = _old_layout(tmp_path, crash)
+    assert len(keys) == 2 * (3000 + 2)
+    node = NodeStore(path)
+    try:
+        assert _raft_keys(node.db) == {} and _raft_keys(node.raft_db) == keys
+        for n, name in enumerate(("s0001", "s0002")):
+            j = DurableJournal(node.raft_log(name))
+            assert [e[1] for e in j[:]] == list(range(1, 3001)) and j[-1][0] == b"cmd 3000"
+            assert (j.getCurrentTerm(), j.getVotedForNodeId()) == (1 + n, "n2")
+            assert node.raft_log(name).commit_hint() == 2500
+            s = node.replica(name)
+            assert dict(_all(s)) == rows and s.applied_index == 7
+            s._check()
+            s.close()
+    finally:
+        node.close()
+    node = NodeStore(path)  # moved once: a second open finds nothing to move and changes nothing
+    try:
+        assert _raft_keys(node.db) == {} and _raft_keys(node.raft_db) == keys
+    finally:
+        node.close()
+
+
+def test_a_dropped_replica_leaves_nothing_in_either_database(tmp_path):
+    path = str(tmp_path / "store")
+    node = NodeStore(path)
+    j = DurableJournal(node.raft_log("s0003"))
+    j.add(b"x", 1, 1)
+    j.setCurrentTerm(1, "n1")
+    j.sync()
+    node.flush_durable()
+    node.raft_log("s0003").set_commit_hint(1)
+    node.replica("s0003").close()
+    node.replica("s0004").close()
+    assert len(_raft_keys(node.raft_db)) == 3
+    node.drop("s0003")
+    try:
+        assert _raft_keys(node.raft_db) == {} and node.names() == ["s0004"]
+    finally:
+        node.close()
