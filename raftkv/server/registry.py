@@ -1,7 +1,8 @@
 """The groups a node hosts: found on disk at start-up, created by splits at run time.
 
-Each replica has a directory ``DATA/groups/<id>/`` (its Raft log, its compaction
-marker) and a keyspace of the node's one LevelDB, ``DATA/store/`` (its state).
+Each replica has a directory ``DATA/groups/<id>/`` (its snapshot marker and
+membership files), a keyspace of the node's state LevelDB, ``DATA/store/``, and its
+Raft log, term and vote in the node's Raft LevelDB, ``DATA/store-raft/``.
 The directory says the replica exists: a keyspace without one is left over from a
 crash and is dropped at start-up.  A replica made at run time also has a ``members`` file:
 the shard it was made for, and -- for the right side of a split -- its parent
