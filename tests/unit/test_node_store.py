@@ -1,4 +1,5 @@
-"""A node's LevelDBs (state and Raft logs): replicas as keyspaces of the state one, their generations, purging, crash repair.
+"""A node's LevelDBs: replicas as keyspaces of the state one, their generations, purging, crash
+repair; Raft logs in the other one, and their move there from the state one.
 
 Real LevelDB files throughout.  What a crash leaves is made by writing exactly what the
 interrupted step would have written, then closing and reopening the database.
@@ -207,9 +208,8 @@ def _old_layout(tmp_path, crash: str) -> tuple[str, dict[bytes, bytes], dict[byt
         for i in range(1, 3001):  # more than one move batch
             j.add(b"cmd %d" % i, i, 1 + n)
         j.setCurrentTerm(1 + n, "n2")
-        j.setRaftCommitIndex(2500)
         j.sync()
-        j._slot.set_commit_hint(2500)
+        node.raft_log(name).set_commit_hint(2500)
         node.replica(name).apply(7, puts=[(k, b"row") for k in range(100)])
     node.close()
     raft = plyvel.DB(path + leveldb.RAFT_SUFFIX)
