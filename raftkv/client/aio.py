@@ -104,6 +104,28 @@ class RangeStep:
     reply: Any = None
 
 
+def put_batches(pairs: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
+    """``pairs`` (of one shard) cut, in order, into put requests of at most :data:`BATCH_KEYS`
+    pairs and :data:`BATCH_BYTES` (values plus 16 a pair) each, never empty.
+
+    A run of :data:`BATCH_KEYS` pairs that fits goes whole, as small values' runs do: a bulk load
+    sums its values' sizes once per run instead of testing the limits pair by pair.
+    """
+    i, n = 0, len(pairs)
+    while i < n:
+        run = pairs[i:i + BATCH_KEYS]
+        if sum(len(p[1]) for p in run) + 16 * len(run) <= BATCH_BYTES:
+            yield run
+            i += len(run)
+            continue
+        j, size = i, 0
+        while j < n and j - i < BATCH_KEYS and (j == i or size + len(pairs[j][1]) + 16 <= BATCH_BYTES):
+            size += len(pairs[j][1]) + 16
+            j += 1
+        yield pairs[i:j]
+        i = j
+
+
 def patched_map(current: ShardMap | None, details: dict[str, Any]) -> ShardMap | None:
     """``current`` patched with the shards a StaleRoute's ``details`` carry (``epoch``, ``shards``).
 
@@ -1062,11 +1084,9 @@ class AsyncClient:
         open until every piece has its outcome.
         """
         smap = await self._shard_map(deadline)
-        by_shard: dict[str, list[list[Any]]] = {}
-        for k, v in pairs:
-            by_shard.setdefault(smap.shard_for_key(k).id, []).append([k, v])
-        batches: list[tuple[Shard, list[list[Any]]]] = []
-        for shard_id, shard_pairs in by_shard.items():
+        # (key, value) tuples go out as they are: msgpack sends a tuple as an array, as a list
+        batches: list[tuple[Shard, list[tuple[int, bytes]]]] = []
+        for shard_id, shard_pairs in smap.group_by_shard(pairs).items():
             grouped_by = smap.shard_by_id(shard_id)
             assert grouped_by is not None
             if session is not None:
@@ -1075,18 +1095,10 @@ class AsyncClient:
                 # only split, never merge, so pieces of one batch never meet on one shard again.)
                 batches.append((grouped_by, shard_pairs))
                 continue
-            batch: list[list[Any]] = []
-            size = 0
-            for pair in shard_pairs:
-                if batch and (len(batch) >= BATCH_KEYS or size + len(pair[1]) > BATCH_BYTES):
-                    batches.append((grouped_by, batch))
-                    batch, size = [], 0
-                batch.append(pair)
-                size += len(pair[1]) + 16
-            batches.append((grouped_by, batch))
+            batches.extend((grouped_by, batch) for batch in put_batches(shard_pairs))
         sem = asyncio.Semaphore(8)
 
-        async def attempt(grouped_by: Shard, batch: list[list[Any]], fields: dict[str, Any]) -> Any:
+        async def attempt(grouped_by: Shard, batch: list[tuple[int, bytes]], fields: dict[str, Any]) -> Any:
             shard = (await self._shard_map(deadline)).shard_for_key(batch[0][0])
             # every key was routed to ``grouped_by``: while the map keeps those bounds they all still
             # belong, and hashing each key of a striped batch again was a sixth of a bulk load's
@@ -1095,7 +1107,7 @@ class AsyncClient:
                 raise _Resplit()
             return await self._send(shard, "put", fields, deadline)
 
-        async def one(grouped_by: Shard, batch: list[list[Any]]) -> None:
+        async def one(grouped_by: Shard, batch: list[tuple[int, bytes]]) -> None:
             async with sem:
                 if session is None:
                     await self._session.room()
@@ -1105,7 +1117,7 @@ class AsyncClient:
                     try:
                         await self._with_retry(lambda: attempt(grouped_by, batch, fields), deadline)
                     except _Resplit:
-                        await self._put_batches([(k, v) for k, v in batch], deadline, fields["session"])
+                        await self._put_batches(batch, deadline, fields["session"])
                 finally:
                     if own is not None:
                         self._session.end(own)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +170,31 @@ class ShardMap:
         """The shard owning ``key``."""
         seg = self._segment(bisect.bisect_right(self._starts, key) - 1)
         return seg[0] if len(seg) == 1 else seg[stripe_of(key, len(seg))]
+
+    def group_by_shard(self, pairs: Iterable[Sequence[Any]]) -> dict[str, list[Any]]:
+        """``pairs`` (each with its key first) grouped by the id of the shard owning the key, in
+        input order within a group: :meth:`shard_for_key` over a whole batch, with one segment
+        lookup per run of keys in one segment (a bulk load's sorted keys stay in one for
+        thousands of pairs), the stripe hash only for keys of a striped segment."""
+        out: dict[str, list[Any]] = {}
+        lo = hi = 0  # the current segment's bounds: none yet
+        target: list[Any] | None = None  # the current segment's group, unless it is striped
+        stripes: list[list[Any]] = []
+        for pair in pairs:
+            k = pair[0]
+            if not lo <= k < hi:
+                seg = self._segment(bisect.bisect_right(self._starts, k) - 1)
+                lo, hi = seg[0].start, seg[0].end
+                if len(seg) == 1:
+                    target = out.setdefault(seg[0].id, [])
+                else:
+                    target = None
+                    stripes = [out.setdefault(s.id, []) for s in seg]
+            if target is not None:
+                target.append(pair)
+            else:
+                stripes[stripe_of(k, len(stripes))].append(pair)
+        return {sid: group for sid, group in out.items() if group}
 
     def shard_by_id(self, shard_id: str) -> Shard | None:
         """The shard named ``shard_id``, or None."""
