@@ -1123,12 +1123,21 @@ class RaftGroup(SyncObj):
             r = self._prevote
             if r is not None and not leader and r.term == self.term + 1:  # not a round overtaken
                 r.answer(peer_id, term)
-                if r.won:
+                if r.won and self.sticky():
+                    # We heard from a live leader since the round began (its answers came late):
+                    # the round is stale.  Campaigning on it would unseat, within election_min of
+                    # our last answer to it, a leader whose lease counts that answer.
+                    self._prevote = None
+                elif r.won:
                     self._SyncObj__raftElectionDeadline = 0.0  # campaign at the next tick
-        elif term > self.term and peer_id in self.peer_ids and (kind == STALE_TERM or not leader):
+        elif term > self.term and peer_id in self.peer_ids and \
+                (kind == STALE_TERM or not (leader or self.sticky())):
             # A voter's term is ahead of ours: catch up (Raft's rule for any higher term).  A
             # leader told so by a follower steps down: the follower ignores its appends, and
-            # one election at the higher term brings it back (etcd does the same).
+            # one election at the higher term brings it back (etcd does the same).  A follower
+            # that heard a live leader lately keeps its term, as it refuses votes (etcd's rule
+            # for a server in lease): catching up would drop its leader, and with it the
+            # stickiness that the leader's lease counts on.
             log.info("%s: %s is at term %d, above ours (%d)%s", self.group_id, peer_id, term, self.term,
                      ": stepping down" if leader else "")
             self._SyncObj__setCurrentTerm(term, None)

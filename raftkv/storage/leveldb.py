@@ -183,6 +183,8 @@ class NodeStore:
         try:
             self._db = _open_db(self.path, bloom_filter_bits=10, max_open_files=max_open_files,
                                 lru_cache_size=cache_bytes, write_buffer_size=write_buffer_bytes)
+            if not os.path.isdir(self.path + RAFT_SUFFIX):
+                self._check_raft_db_not_lost()
             self._raft_db = _open_db(self.path + RAFT_SUFFIX, max_open_files=64,
                                      lru_cache_size=RAFT_CACHE_BYTES, write_buffer_size=RAFT_WRITE_BUFFER_BYTES)
             self._move_raft_keys()
@@ -206,6 +208,25 @@ class NodeStore:
     def _release(self) -> None:
         with _open_lock:
             _open_paths.discard(self.path)
+
+    def _check_raft_db_not_lost(self) -> None:
+        """Refuse to start over the Raft database missing beside a state database that has
+        replicas and no Raft keys of an older layout to move: it was deleted, or the state
+        database was copied without it.  Started anyway, every replica would come up with no term,
+        no vote and no log, and could vote twice in a term it already voted in."""
+        if not self._has_prefix(_CURRENT) or any(self._has_prefix(p) for p in _RAFT_PREFIXES):
+            return  # a new node, or one of the layout that kept the logs in the state database
+        raise StorageError(
+            f"{self.path}{RAFT_SUFFIX} is missing, but {self.path} holds replicas: their Raft terms, "
+            f"votes and logs are gone with it. Put the Raft database back, or clear this node's data "
+            f"directory and add it to the cluster again as a new node")
+
+    def _has_prefix(self, prefix: bytes) -> bool:
+        it = self._db.iterator(prefix=prefix, include_value=False)
+        try:
+            return next(it, None) is not None
+        finally:
+            it.close()
 
     def _move_raft_keys(self) -> None:
         """Move Raft logs, terms, votes and commit hints that an older version kept in the state

@@ -279,3 +279,20 @@ def test_a_dropped_replica_leaves_nothing_in_either_database(tmp_path):
         assert _raft_keys(node.raft_db) == {} and node.names() == ["s0004"]
     finally:
         node.close()
+
+
+def test_a_lost_raft_database_is_refused_not_started_empty(tmp_path):
+    path = str(tmp_path / "store")
+    node = NodeStore(path)
+    j = DurableJournal(node.raft_log("s0005"))
+    j.add(b"x", 1, 4)
+    j.setCurrentTerm(4, "n2")
+    j.sync()
+    node.replica("s0005").close()
+    node.close()
+    shutil.rmtree(path + leveldb.RAFT_SUFFIX)  # deleted, or a backup that copied the state database alone
+    with pytest.raises(StorageError, match="Raft terms, votes and logs are gone"):
+        NodeStore(path)
+    assert not os.path.exists(path + leveldb.RAFT_SUFFIX)  # nothing made in its place
+    NodeStore(path + "-new").close()  # a new node's first open makes both
+    assert os.path.isdir(path + "-new" + leveldb.RAFT_SUFFIX)
