@@ -117,18 +117,25 @@ def test_a_round_needs_a_majority_of_the_voters_and_ignores_others():
     assert prevote.Round(3, frozenset({"a"}), "a", 0.0).won  # alone: nobody to ask
 
 
-def test_a_round_won_after_the_leader_was_heard_again_starts_no_election(cluster):
-    """A follower's timer fires while its leader's heartbeats are late (a loaded machine), so it
-    starts a pre-vote round; the heartbeats resume, and only then does a voter's yes arrive.  The
-    round is stale: campaigning on it would unseat, within election_min of this follower's last
-    answer, a leader whose lease counts that answer (the cut-off leader of test_lease served reads
-    after another leader's write this way, once, in CI)."""
+def _follower_hearing_its_leader(cluster):
+    """A settled group: its leader and term, a follower that heard the leader lately (its group
+    too), and the other follower."""
     cluster.put(1, b"v")
     leader, g = cluster.leader()
     f, other = [n for n in cluster.ids if n != leader]
     fg = cluster.loops[f].groups["g1"]
     term = _on_loop(cluster, leader, lambda: g.term)
     wait_until(lambda: _on_loop(cluster, f, fg.sticky), 10, f"{f} hearing {leader}")
+    return leader, term, f, fg, other
+
+
+def test_a_round_won_after_the_leader_was_heard_again_starts_no_election(cluster):
+    """A follower's timer fires while its leader's heartbeats are late (a loaded machine), so it
+    starts a pre-vote round; the heartbeats resume, and only then does a voter's yes arrive.  The
+    round is stale: campaigning on it would unseat, within election_min of this follower's last
+    answer, a leader whose lease counts that answer (the cut-off leader of test_lease served reads
+    after another leader's write this way, once, in CI)."""
+    leader, term, f, fg, other = _follower_hearing_its_leader(cluster)
 
     def stale_round_won() -> tuple[bool, float]:
         fg._prevote = prevote.Round(fg.term + 1, frozenset(fg.config.voters), f, 0.0)
@@ -145,12 +152,7 @@ def test_a_follower_hearing_its_leader_keeps_its_term_when_a_voter_answers_with_
     """A voter whose term ran ahead answers a pre-vote ask with its term.  The asker catches up
     with it -- but not while it hears a live leader: that would drop its leader, and the
     stickiness the leader's lease counts on, and let it vote at once in the higher term."""
-    cluster.put(1, b"v")
-    leader, g = cluster.leader()
-    f, other = [n for n in cluster.ids if n != leader]
-    fg = cluster.loops[f].groups["g1"]
-    term = _on_loop(cluster, leader, lambda: g.term)
-    wait_until(lambda: _on_loop(cluster, f, fg.sticky), 10, f"{f} hearing {leader}")
+    leader, term, f, fg, other = _follower_hearing_its_leader(cluster)
     _on_loop(cluster, f, lambda: fg.on_election_message(other, prevote.NO, {"type": prevote.NO, "term": term + 5}))
     assert _state(cluster, f)[:2] == (term, leader)
     assert _on_loop(cluster, f, fg.sticky)

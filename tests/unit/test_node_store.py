@@ -262,16 +262,21 @@ def test_raft_logs_kept_in_the_state_database_move_to_the_raft_database(tmp_path
         node.close()
 
 
+def _voted_replica(node: NodeStore, name: str) -> None:
+    """A replica ``name`` on ``node`` with a durable log entry, term and vote, and commit hint."""
+    j = DurableJournal(node.raft_log(name))
+    j.add(b"x", 1, 4)
+    j.setCurrentTerm(4, "n2")
+    j.sync()
+    node.flush_durable()
+    node.raft_log(name).set_commit_hint(1)
+    node.replica(name).close()
+
+
 def test_a_dropped_replica_leaves_nothing_in_either_database(tmp_path):
     path = str(tmp_path / "store")
     node = NodeStore(path)
-    j = DurableJournal(node.raft_log("s0003"))
-    j.add(b"x", 1, 1)
-    j.setCurrentTerm(1, "n1")
-    j.sync()
-    node.flush_durable()
-    node.raft_log("s0003").set_commit_hint(1)
-    node.replica("s0003").close()
+    _voted_replica(node, "s0003")
     node.replica("s0004").close()
     assert len(_raft_keys(node.raft_db)) == 3
     node.drop("s0003")
@@ -284,11 +289,7 @@ def test_a_dropped_replica_leaves_nothing_in_either_database(tmp_path):
 def test_a_lost_raft_database_is_refused_not_started_empty(tmp_path):
     path = str(tmp_path / "store")
     node = NodeStore(path)
-    j = DurableJournal(node.raft_log("s0005"))
-    j.add(b"x", 1, 4)
-    j.setCurrentTerm(4, "n2")
-    j.sync()
-    node.replica("s0005").close()
+    _voted_replica(node, "s0005")
     node.close()
     shutil.rmtree(path + leveldb.RAFT_SUFFIX)  # deleted, or a backup that copied the state database alone
     with pytest.raises(StorageError, match="Raft terms, votes and logs are gone"):
