@@ -420,15 +420,21 @@ class _WriteSession:
         self._open[seq] = None
         return [self.id, seq, next(iter(self._open))]
 
+    async def open(self) -> list[Any]:
+        """:meth:`begin` once the window has :meth:`room`: how every write of the client starts."""
+        await self.room()
+        return self.begin()
+
     def end(self, session: list[Any]) -> None:
         """The write ``session`` was opened for has its outcome: its number stops holding the mark down."""
         self._open.pop(session[1], None)
         self._moved.set()
 
-    @contextlib.contextmanager
-    def write(self, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """``fields`` plus this write's ``session``, its number held open until the block exits."""
-        session = self.begin()
+    @contextlib.asynccontextmanager
+    async def write(self, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """``fields`` plus this write's ``session`` (:meth:`open`), its number held open until the
+        block exits."""
+        session = await self.open()
         try:
             yield {**fields, "session": session}
         finally:
@@ -540,8 +546,7 @@ class AsyncClient:
     async def put(self, key: KeyLike, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
         key, value = coerce_key(key), check_value(value)
-        await self._session.room()
-        with self._session.write({"pairs": [[key, value]]}) as fields:
+        async with self._session.write({"pairs": [[key, value]]}) as fields:
             await self._on_key(key, "put", fields)
 
     async def get(self, key: KeyLike) -> bytes | None:
@@ -552,8 +557,7 @@ class AsyncClient:
     async def delete(self, key: KeyLike) -> bool:
         """Delete ``key``; True if it existed."""
         key = coerce_key(key)
-        await self._session.room()
-        with self._session.write({"keys": [key]}) as fields:
+        async with self._session.write({"keys": [key]}) as fields:
             return bool(await self._on_key(key, "delete", fields))
 
     async def put_many(self, pairs: Iterable[tuple[KeyLike, bytes | str]] | Mapping[KeyLike, bytes | str]) -> int:
@@ -639,8 +643,7 @@ class AsyncClient:
                         for shard in shards:
                             done = cursor
                             while done < stop:
-                                await self._session.room()
-                                with self._session.write({"start": done, "end": end_to_wire(stop),
+                                async with self._session.write({"start": done, "end": end_to_wire(stop),
                                                           "filter": filter}) as fields:
                                     reply = await self._with_retry(
                                         lambda s=shard, f=fields, lo=done, hi=stop: self._send_routed(
@@ -652,8 +655,7 @@ class AsyncClient:
                     cursor = stop
                     continue
                 if session is None:
-                    await self._session.room()
-                    session = self._session.begin()
+                    session = await self._session.open()
                 fields = {"start": cursor, "end": end_to_wire(stop), "filter": filter, "session": session}
                 try:
                     reply = await self._with_retry(
@@ -1109,9 +1111,7 @@ class AsyncClient:
 
         async def one(grouped_by: Shard, batch: list[tuple[int, bytes]]) -> None:
             async with sem:
-                if session is None:
-                    await self._session.room()
-                own = self._session.begin() if session is None else None
+                own = await self._session.open() if session is None else None
                 fields = {"pairs": batch, "session": own if own is not None else session}
                 try:
                     try:
