@@ -162,9 +162,12 @@ class SplitSettings:
     # "most writes land past the largest key": the tail is where the writes go
     tail_append_fraction: float = 0.8
     min_keys_to_split: int = 2
-    # tail load (keys/s) above which the tail is striped: one group whose leader has 0.2 of a core
-    # on the development machines takes about 1,700 single-key puts/s (bench/elastic.py)
-    tail_stripe_writes_per_s: float = 1000.0
+    # tail load (keys/s) above which the tail is striped: about a third of what one group carries
+    # when each node has a core (15.6k-17.1k single-key puts/s at 64 in flight, three nodes sharing
+    # two cores), so a tail is striped well before its group saturates and not while it is light.
+    # The scale lab's nodes have 0.2 of a core (about 1,700 puts/s a group): bench/elastic.py
+    # passes 1,000 for them
+    tail_stripe_writes_per_s: float = 5000.0
     tail_stripes: int = 0  # K; 0 means "the number of nodes"
     max_stripes: int = MAX_STRIPES
     # write requests/s above which a shard that is not a hot tail splits on load (0: never): the

@@ -98,7 +98,7 @@ class NodeConfig:
     # stripes of a hot tail segment (0: the number of nodes, at most 16)
     tail_stripes: int = 0
     # appends (keys/s) to one shard above which its tail is striped
-    stripe_writes_per_s: int = 1000
+    stripe_writes_per_s: int = 5000
     # write requests/s to one shard (not a hot tail) above which it splits on load (0: never)
     load_split_per_s: int = 1000
     # a node silent this long (seconds) is declared dead and its replicas re-created elsewhere

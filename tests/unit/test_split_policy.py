@@ -376,7 +376,7 @@ def test_plan_segment_thresholds():
 
 def test_a_segment_is_sized_so_its_stripes_fill_to_split_bytes():
     cfg = SplitSettings(split_bytes=64 << 20)
-    wps, row = 5000.0, 100.0
+    wps, row = 8000.0, 100.0  # above the stripe threshold
     plan = plan_segment(tail(wps), cfg, 4, RATE, row)
     seconds = (plan.end - plan.at) / RATE  # how long the appends take to cross it
     assert seconds * wps * row == pytest.approx(4 * (64 << 20), rel=1e-6)
