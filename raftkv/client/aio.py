@@ -226,9 +226,11 @@ class _RequestTimedOut(Exception):
     """A request's own deadline passed (``NodeConnection.request``)."""
 
 
-def _time_out(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(_RequestTimedOut())
+# A connection checks its requests' deadlines in one sweep every SWEEP_SECONDS while any is
+# outstanding, rather than with a timer per request: making, heaping and cancelling a TimerHandle
+# per request (asyncio orders its heap in Python) cost more of a busy client's CPU than the
+# request's encoding.  So a request times out up to SWEEP_SECONDS after its deadline.
+SWEEP_SECONDS = 0.05
 
 
 class NodeConnection:
@@ -250,6 +252,8 @@ class NodeConnection:
         self.cluster: str | None = None  # the cluster that node named, once it did
         self._ids = itertools.count(_FIRST_REQUEST)
         self._pending: dict[int, asyncio.Future] = {}
+        self._due: dict[int, float] = {}  # request id -> its deadline (loop time), swept by _sweep
+        self._sweeping = False
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []  # requests of this event-loop turn, written in one go (_flush)
         self._reader_task: asyncio.Task | None = None
@@ -343,20 +347,36 @@ class NodeConnection:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending[rid] = fut
+        # failed by _sweep once late, not by wait_for (a second future and its callbacks per request
+        # were a fifth of a busy client's CPU) nor by a timer per request (see SWEEP_SECONDS)
+        self._due[rid] = loop.time() + timeout
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(SWEEP_SECONDS, self._sweep)
         if not self._out:
             loop.call_soon(self._flush)
         self._out.append(encode({**msg, "id": rid}))
-        # a timer that fails the future, not wait_for: a second future and its callbacks per
-        # request were a fifth of a busy client's CPU
-        timer = loop.call_later(timeout, _time_out, fut)
         try:
             return await fut
         except _RequestTimedOut:
             raise _NoAnswerInTime(f"{self.address} did not answer within {timeout:.1f} s",
                                   self.address, "timeout") from None
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
+            self._due.pop(rid, None)
+
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline has passed; runs again while any request is outstanding."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for rid in [rid for rid, due in self._due.items() if due <= now]:
+            fut = self._pending.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_exception(_RequestTimedOut())
+        if self._due:
+            loop.call_later(SWEEP_SECONDS, self._sweep)
+        else:
+            self._sweeping = False
 
     def _flush(self) -> None:
         """Write the requests made in this turn of the event loop with one call (one send, not one
@@ -409,7 +429,7 @@ class _WriteSession:
         it, it would forget replies this client may still retry for, and answer such a retry
         "outcome unknown".  So a client with more writes in flight waits here instead: behind its
         oldest write, for at most that write's deadline."""
-        while self._open and self._next - next(iter(self._open)) >= WRITE_WINDOW:
+        while self._full():
             self._moved.clear()
             await self._moved.wait()
 
@@ -425,6 +445,14 @@ class _WriteSession:
         await self.room()
         return self.begin()
 
+    def try_begin(self) -> list[Any] | None:
+        """:meth:`begin` if the window has room now, else None (then :meth:`open` waits for it)."""
+        return None if self._full() else self.begin()
+
+    def _full(self) -> bool:
+        """Whether a new number would be :data:`WRITE_WINDOW` or more past the oldest one awaited."""
+        return bool(self._open) and self._next - next(iter(self._open)) >= WRITE_WINDOW
+
     def end(self, session: list[Any]) -> None:
         """The write ``session`` was opened for has its outcome: its number stops holding the mark down."""
         self._open.pop(session[1], None)
@@ -434,7 +462,7 @@ class _WriteSession:
     async def write(self, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """``fields`` plus this write's ``session`` (:meth:`open`), its number held open until the
         block exits."""
-        session = await self.open()
+        session = self.try_begin() or await self.open()
         try:
             yield {**fields, "session": session}
         finally:
@@ -546,8 +574,13 @@ class AsyncClient:
     async def put(self, key: KeyLike, value: bytes | str) -> None:
         """Store ``value`` under ``key``; returns once committed (fsynced) on a majority."""
         key, value = coerce_key(key), check_value(value)
-        async with self._session.write({"pairs": [[key, value]]}) as fields:
-            await self._on_key(key, "put", fields)
+        # begun and ended by hand, not with ``_session.write``: an async context manager per put was
+        # a tenth of a busy client's CPU
+        session = self._session.try_begin() or await self._session.open()
+        try:
+            await self._on_key(key, "put", {"pairs": [[key, value]], "session": session})
+        finally:
+            self._session.end(session)
 
     async def get(self, key: KeyLike) -> bytes | None:
         """The value under ``key``, or None."""
@@ -867,19 +900,28 @@ class AsyncClient:
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
 
     async def _conn(self, address: str, deadline: float) -> NodeConnection:
-        conn = self._conns.get(address)
-        if conn is not None and not conn.closed:
-            expect = self._expected(address)
-            if expect is not None and conn.node is not None and conn.node != expect:
-                # open already, to another node (a seed, say): that is no address of this one from here
-                raise _NoAnswer(f"{address} is node {conn.node}, not {expect}", address, "wrong node")
-            if not same_cluster(self._cluster, conn.cluster):
-                raise _NoAnswer(f"{address} is node {conn.node} of another cluster", address, "wrong node")
+        conn = self._open_conn(address)
+        if conn is not None:
             return conn
         task = self._connecting.get(address)
         if task is None or task.done():
             task = self._connecting[address] = asyncio.create_task(self._open(address, deadline))
         return await asyncio.shield(task)
+
+    def _open_conn(self, address: str) -> NodeConnection | None:
+        """The open connection to ``address``, or None; raises :class:`_NoAnswer` if it leads to
+        another node than the one wanted there.  (Not a coroutine: the common case of every
+        request, where awaiting one cost as much as the check.)"""
+        conn = self._conns.get(address)
+        if conn is None or conn.closed:
+            return None
+        expect = self._expected(address)
+        if expect is not None and conn.node is not None and conn.node != expect:
+            # open already, to another node (a seed, say): that is no address of this one from here
+            raise _NoAnswer(f"{address} is node {conn.node}, not {expect}", address, "wrong node")
+        if not same_cluster(self._cluster, conn.cluster):
+            raise _NoAnswer(f"{address} is node {conn.node} of another cluster", address, "wrong node")
+        return conn
 
     async def _open(self, address: str, deadline: float) -> NodeConnection:
         expect = self._expected(address)
@@ -948,13 +990,13 @@ class AsyncClient:
         remaining = min(deadline - time.monotonic(), self.attempt_timeout)
         if remaining <= 0:
             raise _OutOfTime("deadline passed")
-        seen = _SEEN.get() or _Seen()
         try:
             # connecting is part of the attempt: a node that refuses (restarting, or dead) is left for
             # the next replica, as a node that does not answer is
-            conn = await self._conn(address, deadline)
+            conn = self._open_conn(address) or await self._conn(address, deadline)
             return await conn.request({"op": op, "shard": shard.id, "timeout": remaining, **fields}, remaining + 0.5)
         except NotLeader as exc:
+            seen = _seen()
             hint = exc.leader if exc.leader in shard.replicas else None
             seen.answered(address, shard.id, None if hint else "no leader")
             if hint and hint != self._leaders.get(shard.id):
@@ -963,15 +1005,15 @@ class AsyncClient:
             self._forget_leader(shard)
             raise
         except _NoAnswer as exc:
-            seen.no_answer(exc, shard.id)
+            _seen().no_answer(exc, shard.id)
             self._address_failed(address)
             self._forget_leader(shard)
             raise
         except StaleRoute:
-            seen.reached(address)  # about the map, not about who leads
+            _seen().reached(address)  # about the map, not about who leads
             raise
         except Unavailable:
-            seen.answered(address, shard.id, "acted")  # e.g. its own Timeout: a leader that cannot commit
+            _seen().answered(address, shard.id, "acted")  # e.g. its own Timeout: a leader that cannot commit
             self._forget_leader(shard)
             raise
 
@@ -1069,8 +1111,8 @@ class AsyncClient:
         deadline = time.monotonic() + self.timeout
 
         async def attempt() -> Any:
-            shard = (await self._shard_map(deadline)).shard_for_key(key)
-            return await self._send(shard, op, fields, deadline)
+            smap = self._map if self._map is not None else await self._shard_map(deadline)
+            return await self._send(smap.shard_for_key(key), op, fields, deadline)
 
         return await self._with_retry(attempt, deadline)
 
@@ -1437,6 +1479,12 @@ class _Seen:
 # the _Seen of the _with_retry call running in this task (a context variable, so that concurrent
 # calls on one client -- each in its own task -- keep their observations apart)
 _SEEN: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("raftkv_client_seen", default=None)
+
+
+def _seen() -> _Seen:
+    """The running call's :class:`_Seen` (a throwaway one outside ``_with_retry``): read only when an
+    attempt fails, not on every request."""
+    return _SEEN.get() or _Seen()
 
 
 def deadline_error(timeout: float, leaderless: Sequence[str], silent: Sequence[str],

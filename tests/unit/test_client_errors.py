@@ -176,3 +176,35 @@ def test_the_client_leaves_the_random_module_alone(silent_port) -> None:
     refused = free_ports(1)[0]
     first_call_error([f"127.0.0.1:{refused}", f"127.0.0.1:{silent_port}"], timeout=1.5, attempt_timeout=0.3)
     assert random.getstate() == state
+
+
+def test_requests_to_a_silent_node_time_out_each_at_its_own_deadline_and_the_sweep_stops(silent_port) -> None:
+    """Deadlines are checked by one sweep per connection, not a timer per request: each request
+    still fails no earlier than its own timeout, in deadline order, and once none is outstanding
+    the sweep stops rescheduling itself."""
+    from raftkv.client.aio import SWEEP_SECONDS, NodeConnection, _NoAnswerInTime
+
+    async def main() -> None:
+        conn = NodeConnection(f"127.0.0.1:{silent_port}")
+        await conn.open(2.0)  # no hello without a token: the connection is up once the kernel accepts
+        try:
+            timeouts = [0.3, 0.1, 0.2]
+            failed: list[tuple[float, float]] = []
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def one(t: float) -> None:
+                with pytest.raises(_NoAnswerInTime, match=f"did not answer within {t:.1f} s"):
+                    await conn.request({"op": "get", "key": 1}, t)
+                failed.append((t, loop.time() - started))
+
+            await asyncio.gather(*(one(t) for t in timeouts))
+            assert [t for t, _ in failed] == sorted(timeouts)
+            for t, took in failed:
+                assert t <= took < t + FAST
+            await asyncio.sleep(3 * SWEEP_SECONDS)
+            assert not conn._sweeping and not conn._due
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
