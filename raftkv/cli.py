@@ -71,7 +71,7 @@ def add_split_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--tail-stripes", type=int, default=0 if defaults else None,
                    help="stripes of a hot tail segment (default 0: one per node, at most 16)")
     p.add_argument("--stripe-writes-per-s", type=int, default=5000 if defaults else None,
-                   help="keys/s of appends above which a shard's tail is striped (default 5000)")
+                   help="keys/s of appends above which a shard's tail is striped (default 5000; 0: never)")
     p.add_argument("--load-split-per-s", type=int, default=1000 if defaults else None,
                    help="write requests/s above which a shard that is not a hot tail splits at the middle "
                         "of its recent writes, so its halves' leaders can spread (default 1000; 0: never)")

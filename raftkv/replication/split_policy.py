@@ -166,7 +166,8 @@ class SplitSettings:
     # when each node has a core (15.6k-17.1k single-key puts/s at 64 in flight, three nodes sharing
     # two cores), so a tail is striped well before its group saturates and not while it is light.
     # The scale lab's nodes have 0.2 of a core (about 1,700 puts/s a group): bench/elastic.py
-    # passes 1,000 for them
+    # passes 1,000 for them.  0: never stripe (the local launcher's choice when its nodes share
+    # fewer cores than there are nodes, cluster/launcher.py)
     tail_stripe_writes_per_s: float = 5000.0
     tail_stripes: int = 0  # K; 0 means "the number of nodes"
     max_stripes: int = MAX_STRIPES
@@ -183,13 +184,18 @@ class SplitSettings:
     # into 19 once the whole cluster passed 12 x the threshold, and lost a fifth of their throughput)
     load_split_skew: float = 2.0
 
+    @property
+    def stripes_tails(self) -> bool:
+        """Whether hot tails are striped at all (``tail_stripe_writes_per_s`` 0: never)."""
+        return self.tail_stripe_writes_per_s > 0
+
     def __post_init__(self) -> None:
         if self.split_bytes < 1 or self.min_keys_to_split < 1:
             raise ValueError("split_bytes and min_keys_to_split must be positive")
         if not 0.0 <= self.tail_append_fraction <= 1.0:
             raise ValueError("tail_append_fraction must be in [0, 1]")
-        if not self.tail_stripe_writes_per_s > 0:
-            raise ValueError("tail_stripe_writes_per_s must be positive")
+        if not self.tail_stripe_writes_per_s >= 0:
+            raise ValueError("tail_stripe_writes_per_s must be >= 0 (0: never stripe)")
         # the shard map refuses a segment of more than MAX_STRIPES stripes
         if not 2 <= self.max_stripes <= MAX_STRIPES:
             raise ValueError(f"max_stripes must be in 2..{MAX_STRIPES}")
@@ -334,7 +340,7 @@ def plan_segment(stats: ShardStats, settings: SplitSettings, node_count: int, ke
                  row_bytes: float) -> StripePlan | None:
     """Where a hot tail's striped segment goes, or None (the shard is a range shard, not a stripe).
 
-    Only a shard taking more than ``tail_stripe_writes_per_s`` keys/s, most of them past its
+    Only a shard taking more than ``tail_stripe_writes_per_s`` keys/s (0: none), most of them past its
     largest key (``append_fraction >= tail_append_fraction``), is striped, over
     ``K = tail_stripes or node_count`` stripes (at most ``max_stripes``; one node alone gains
     nothing from stripes).  The segment:
@@ -346,7 +352,8 @@ def plan_segment(stats: ShardStats, settings: SplitSettings, node_count: int, ke
       (``row_bytes`` per key), or at the shard's end.  The range after it stays one shard,
       striped in turn when its appends grow hot, so a striped segment never needs re-cutting.
     """
-    if stats.writes_per_s <= settings.tail_stripe_writes_per_s or stats.largest_key is None:
+    if not settings.stripes_tails or stats.writes_per_s <= settings.tail_stripe_writes_per_s \
+            or stats.largest_key is None:
         return None
     if stats.append_fraction < settings.tail_append_fraction or not key_rate > 0:
         return None

@@ -97,7 +97,7 @@ class NodeConfig:
     split_bytes: int = 64 << 20
     # stripes of a hot tail segment (0: the number of nodes, at most 16)
     tail_stripes: int = 0
-    # appends (keys/s) to one shard above which its tail is striped
+    # appends (keys/s) to one shard above which its tail is striped (0: never)
     stripe_writes_per_s: int = 5000
     # write requests/s to one shard (not a hot tail) above which it splits on load (0: never)
     load_split_per_s: int = 1000
@@ -129,9 +129,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if self.placement not in SCHEMES:
             raise InvalidArgument(f"unknown placement {self.placement!r}: one of {', '.join(SCHEMES)}")
-        if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 1 or \
+        if self.split_bytes < 1 or self.tail_stripes < 0 or self.stripe_writes_per_s < 0 or \
                 self.load_split_per_s < 0:
-            raise InvalidArgument("split_bytes and stripe_writes_per_s must be positive, tail_stripes and "
+            raise InvalidArgument("split_bytes must be positive; tail_stripes, stripe_writes_per_s and "
                                   "load_split_per_s >= 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise InvalidArgument("metrics_port must be a port number (0: any free one)")

@@ -1089,11 +1089,12 @@ class Node:
         requests = load.tracker.sustained_requests_per_s(now)
         busy = bool(settings.load_split_requests_per_s) and requests > settings.load_split_requests_per_s
         outgrown = g.store.approximate_size() + g.store.unflushed_bytes > settings.split_bytes
-        if rate <= settings.tail_stripe_writes_per_s and not busy and not outgrown:
+        hot_tail = settings.stripes_tails and rate > settings.tail_stripe_writes_per_s
+        if not hot_tail and not busy and not outgrown:
             return
         shard = state.shard
         appends = load.tracker.append_fraction(now)
-        if rate > settings.tail_stripe_writes_per_s and appends >= settings.tail_append_fraction:
+        if hot_tail and appends >= settings.tail_append_fraction:
             plan = await self._plan_segment(g, shard, load, rate, appends)
             if plan is not None:
                 await self._stripe(g, shard, plan.at, plan.end, plan.stripes, MAX_OP_TIMEOUT,

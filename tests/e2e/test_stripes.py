@@ -10,6 +10,7 @@ import pytest
 
 from raftkv import Client, errors
 from raftkv.client import rpc
+from raftkv.cluster import launcher
 from raftkv.keys import MAX_KEY
 from raftkv.routing.stripes import stripe_of
 
@@ -152,3 +153,25 @@ def test_a_hot_tail_is_striped_by_itself_and_nothing_is_lost(make_cluster, tmp_p
         assert stripes, "no striped segment took any of the writes"
         # the appends past the segment's start spread over its stripes
         assert all(any(s.owns(k) for k in got) for s in stripes)
+
+
+@pytest.mark.slow
+def test_with_striping_off_a_hot_tail_stays_one_group_and_nothing_is_lost(make_cluster):
+    """``stripe_writes_per_s`` 0, what the launcher picks when the nodes outnumber the cores: a tail
+    written at ten times the threshold of the test above is never striped."""
+    cluster = make_cluster(shards=1, settings={"stripe_writes_per_s": 0, "split_bytes": 64 << 20})
+    base = time.time_ns()
+
+    def batch(lane: int, i: int) -> list[tuple[int, bytes]]:
+        key = base + i * 1000 + lane
+        return [(key + j * 10, b"t") for j in range(5)]
+
+    def hot() -> bool:
+        return sum(s.get("writes_per_s") or 0 for s in launcher.status(cluster.root)["shards"]) > 1500
+
+    with Appenders(cluster.seeds, 4, batch) as writers:
+        wait_until(hot, 60, "the tail to take more than 1,500 keys/s")
+        time.sleep(5)  # the split policy looks every second: the test above stripes at 150 keys/s within this
+        acked = writers.acked
+    assert not any(s.get("stripe") for m in maps(cluster) for s in m["shards"])
+    assert_none_lost(cluster.seeds, acked)

@@ -103,6 +103,20 @@ def test_launcher_security_settings(tmp_path: Path) -> None:
         launcher.check_security({"tls_cert": str(tmp_path / "c.pem")})
 
 
+def test_a_local_cluster_with_fewer_cores_than_nodes_does_not_stripe_tails() -> None:
+    settings, why = launcher.first_settings(3, 2, None)
+    assert settings == {"stripe_writes_per_s": 0} and "3 nodes share 2 cores" in why
+    assert launcher.first_settings(6, 1, {"split_bytes": 1 << 20}) == (
+        {"split_bytes": 1 << 20, "stripe_writes_per_s": 0}, "6 nodes share 1 core here: hot tails will not be "
+        "striped (stripe_writes_per_s 0), since stripes would only share the same cores; "
+        "--stripe-writes-per-s N turns it on")
+    # the caller's value stands, without a word; enough cores: nothing added
+    assert launcher.first_settings(3, 2, {"stripe_writes_per_s": 1000}) == ({"stripe_writes_per_s": 1000}, None)
+    assert launcher.first_settings(3, 3, None) == ({}, None)
+    assert launcher.first_settings(3, 16, {"dead_after": 9}) == ({"dead_after": 9}, None)
+    assert launcher.usable_cores() >= 1
+
+
 @pytest.fixture
 def clean_rpc_credentials() -> Iterator[None]:
     saved = dict(rpc._BY_ADDRESS), rpc._DEFAULT

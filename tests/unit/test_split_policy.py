@@ -374,6 +374,14 @@ def test_plan_segment_thresholds():
     assert plan_segment(tail(10 * th), S, 1, RATE, 100) is None  # one node: stripes gain nothing
 
 
+def test_a_zero_stripe_threshold_means_tails_are_never_striped():
+    off = SplitSettings(tail_stripe_writes_per_s=0)
+    assert not off.stripes_tails and S.stripes_tails
+    for wps in (1.0, S.tail_stripe_writes_per_s + 1, 10**9):
+        assert plan_segment(tail(wps), S, 3, RATE, 100) is not None or wps <= S.tail_stripe_writes_per_s
+        assert plan_segment(tail(wps), off, 3, RATE, 100) is None
+
+
 def test_a_segment_is_sized_so_its_stripes_fill_to_split_bytes():
     cfg = SplitSettings(split_bytes=64 << 20)
     wps, row = 8000.0, 100.0  # above the stripe threshold
@@ -470,7 +478,7 @@ def test_stripe_placement_invariants(seed, scheme):
 
 def test_settings_are_checked():
     for bad in (dict(max_stripes=MAX_STRIPES + 1), dict(max_stripes=1), dict(tail_append_fraction=1.5),
-                dict(tail_stripe_writes_per_s=0), dict(tail_stripes=-1), dict(split_bytes=0),
+                dict(tail_stripe_writes_per_s=-1), dict(tail_stripes=-1), dict(split_bytes=0),
                 dict(load_split_requests_per_s=-1), dict(min_keys_to_load_split=1), dict(load_split_skew=0.5),
                 dict(load_split_skew=float("nan"))):
         with pytest.raises(ValueError):
