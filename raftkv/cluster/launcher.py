@@ -971,11 +971,10 @@ def first_settings(nodes: int, cores: int, given: dict[str, int] | None) -> tupl
     use ``cores`` cores, when ``given`` these; and a notice to show when the launcher chose one.
 
     With fewer cores than nodes, hot tails are not striped (``stripe_writes_per_s`` 0) unless
-    ``given`` says otherwise.  A
-    striped segment spreads a tail's writes over groups led by different nodes, which pays when
-    those nodes bring CPU of their own; here they would share the cores the one group already
-    had, and every write would cost more (smaller batches, a stripe hash per key, and sequential
-    keys interleaved in each node's LevelDB).  Measured on 2 cores with 3 nodes: a 1M-key bulk
+    ``given`` says otherwise.  A striped segment spreads a tail's writes over groups led by
+    different nodes, which pays when those nodes bring CPU of their own; here they would share
+    the cores the one group already had, and every write would cost more (smaller batches, a
+    stripe hash per key, and sequential keys interleaved in each node's LevelDB).  Measured on 2 cores with 3 nodes: a 1M-key bulk
     load 9-23 % faster without striping, the next million 32-41 % (docs/design.md, §5a).  The
     scale lab, whose capped nodes stand for machines of their own, passes its own value.
     """
