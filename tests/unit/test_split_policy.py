@@ -378,8 +378,8 @@ def test_a_zero_stripe_threshold_means_tails_are_never_striped():
     off = SplitSettings(tail_stripe_writes_per_s=0)
     assert not off.stripes_tails and S.stripes_tails
     for wps in (1.0, S.tail_stripe_writes_per_s + 1, 10**9):
-        assert plan_segment(tail(wps), S, 3, RATE, 100) is not None or wps <= S.tail_stripe_writes_per_s
         assert plan_segment(tail(wps), off, 3, RATE, 100) is None
+    assert plan_segment(tail(10**9), S, 3, RATE, 100) is not None  # the same tail, striped by default
 
 
 def test_a_segment_is_sized_so_its_stripes_fill_to_split_bytes():
