@@ -66,7 +66,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import plyvel
@@ -125,6 +125,17 @@ def _sync(db: plyvel.DB) -> None:
     """Make every earlier write to ``db`` durable: a synced write of a key nothing uses (LevelDB
     fsyncs its log, which holds every earlier write)."""
     db.delete(b"\x00sync", sync=True)
+
+
+def _chunks(db: plyvel.DB, prefixes: Iterable[bytes], include_value: bool = True) -> Iterator[list[Any]]:
+    """The items (or keys) under each of ``prefixes`` in ``db``, in lists of at most :data:`_MOVE_BATCH`."""
+    for prefix in prefixes:
+        it = db.iterator(prefix=prefix, include_value=include_value)
+        try:
+            while chunk := list(itertools.islice(it, _MOVE_BATCH)):
+                yield chunk
+        finally:
+            it.close()
 
 
 def fsync_dir(path: str) -> None:
@@ -237,28 +248,18 @@ class NodeStore:
         database before this returns.
         """
         moved = 0
-        for prefix in _RAFT_PREFIXES:
-            it = self._db.iterator(prefix=prefix)
-            try:
-                for chunk in iter(lambda it=it: list(itertools.islice(it, _MOVE_BATCH)), []):
-                    with self._raft_db.write_batch() as wb:
-                        for key, value in chunk:
-                            wb.put(key, value)
-                    moved += len(chunk)
-            finally:
-                it.close()
+        for chunk in _chunks(self._db, _RAFT_PREFIXES):
+            with self._raft_db.write_batch() as wb:
+                for key, value in chunk:
+                    wb.put(key, value)
+            moved += len(chunk)
         if not moved:
             return
         _sync(self._raft_db)  # every copy is durable before an original goes
-        for prefix in _RAFT_PREFIXES:
-            it = self._db.iterator(prefix=prefix, include_value=False)
-            try:
-                for chunk in iter(lambda it=it: list(itertools.islice(it, _MOVE_BATCH)), []):
-                    with self._db.write_batch() as wb:
-                        for key in chunk:
-                            wb.delete(key)
-            finally:
-                it.close()
+        for chunk in _chunks(self._db, _RAFT_PREFIXES, include_value=False):
+            with self._db.write_batch() as wb:
+                for key in chunk:
+                    wb.delete(key)
         _sync(self._db)
 
     # --- replicas -----------------------------------------------------------------------------
