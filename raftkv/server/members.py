@@ -518,16 +518,32 @@ class Members:
             log.debug("shard %s: move step (add %s, remove %s): %s", shard.id, add, remove, reply.get("why"))
 
     async def run(self) -> None:
-        """Every node: heartbeats and following the records; the meta leader: the mover too."""
+        """Every node: heartbeats, and following the records; the meta leader: the mover too.
+
+        The heartbeats go on a loop of their own.  Following the records asks the meta replicas in
+        turn, 2 s each that does not answer, and the mover's steps take their time: behind either,
+        a live node's heartbeats could fall 3 s apart and the meta leader would call it suspect
+        (with ``--dead-after 5``, dead) while one meta replica is merely slow.
+        """
+        await asyncio.gather(self._beat(), self._tend())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self.heartbeat()
+            except Exception as exc:  # noqa: BLE001 -- never let this loop die; the next round may work
+                self._complaints.log("heartbeat", logging.WARNING, "membership: %s: %s", type(exc).__name__, exc)
+
+    async def _tend(self) -> None:
         next_move = time.monotonic()
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
                 await self.follow()
                 self.sync()
-                await self.heartbeat()
             except Exception as exc:  # noqa: BLE001 -- never let this loop die; the next round may work
-                self._complaints.log("heartbeat", logging.WARNING, "membership: %s: %s", type(exc).__name__, exc)
+                self._complaints.log("follow", logging.WARNING, "membership: %s: %s", type(exc).__name__, exc)
             if time.monotonic() >= next_move:
                 next_move = time.monotonic() + MOVE_INTERVAL
                 try:
