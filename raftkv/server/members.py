@@ -68,7 +68,7 @@ class Members:
         self.me = node.me.id
         self.dead_after = node.config.dead_after
         self.liveness = nodes.Liveness(time.monotonic())
-        self.leading = False  # whether we led the meta group at the last round
+        self._watch_term: int | None = None  # the meta term whose liveness self.liveness holds
         self.reports: dict[str, dict[str, int]] = {}  # node -> its last heartbeat's counts
         self._path = os.path.join(node.config.data_dir, NODES_FILE)
         self._followed: dict[str, NodeRecord] | None = self._load()
@@ -195,7 +195,7 @@ class Members:
         meta = self.node.loop.groups.get(META_GROUP)
         if meta is not None and meta.is_leader:
             now = time.monotonic()
-            states = self.liveness.states(recs, now, self.dead_after)
+            states = self._watching(meta).states(recs, now, self.dead_after)
             counts = self._replica_counts()
             out["states"] = {nid: {"state": st, "replicas": counts.get(nid, 0),
                                    "leaders": self.reports.get(nid, {}).get("leaders")}
@@ -244,13 +244,28 @@ class Members:
                                                                  req.get("proof")):
             raise InvalidArgument("malformed or unauthenticated heartbeat")
         meta = self._meta_leader()
-        self.liveness.observe(node_id, time.monotonic())
+        self._watching(meta).observe(node_id, time.monotonic())
         self.reports[node_id] = {k: req[k] for k in ("replicas", "leaders") if type(req.get(k)) is int}
         if "clients" in req:  # nodes that predate --advertise-client do not send it
             self._note_advertised(node_id, req["clients"], req.get("clients_proof"))
         # the answer says where the meta group is now: a node whose meta replica moved away, or
         # that should start one, learns it here
         return {"meta": meta.config.to_wire(), "tag": self._records_tag()}
+
+    def _watching(self, meta: Any) -> nodes.Liveness:
+        """Meta leader: its liveness view, begun afresh in each term it leads.
+
+        Keyed by the term, not by "led at the last mover round": a leader that lost the meta group
+        and won it back between two rounds would otherwise judge by what it heard in its old term,
+        and miss every heartbeat sent to the other leader in between (a live node then reads
+        suspect, or dead).  Every reader of liveness (heartbeats, ``nodes``, the mover) goes
+        through here, so none of them sees an old term's view.
+        """
+        term = meta.term
+        if term != self._watch_term:
+            self._watch_term = term
+            self.liveness.reset(time.monotonic())
+        return self.liveness
 
     def _meta_leader(self) -> Any:
         meta = self.node.loop.groups.get(META_GROUP)
@@ -342,7 +357,7 @@ class Members:
         known = self.records().get(record.id)
         if known is None:
             await self._change_node(meta, record.id, 0, record, req)
-            self.liveness.observe(record.id, time.monotonic())  # heard from just now, not dead since we lead
+            self._watching(meta).observe(record.id, time.monotonic())  # heard from just now, not dead since we lead
             log.info("node %s joins (client %s, peer %s)", record.id, record.client, record.peer)
         elif (known.client, known.peer) != (record.client, record.peer):
             raise InvalidArgument(f"node id {record.id} is taken by a node at {known.client}")
@@ -411,12 +426,8 @@ class Members:
         meta = self.node.loop.groups.get(META_GROUP)
         now = time.monotonic()
         if meta is None or not meta.leader_ready:
-            self.leading = False
             return []
-        if not self.leading:
-            self.leading = True
-            self.liveness.reset(now)  # judge only by what this term of leadership sees
-        self.liveness.observe(self.me, now)
+        self._watching(meta).observe(self.me, now)
         recs = self.records()
         states = self.liveness.states(recs, now, self.dead_after)
         smap = self.node.current_map()
@@ -528,12 +539,18 @@ class Members:
         await asyncio.gather(self._beat(), self._tend())
 
     async def _beat(self) -> None:
+        # The first beat goes at once: the meta leader counted a joining node as heard when it
+        # admitted it, and the node has HEARTBEAT_INTERVAL * 3 from then to be heard again.  Beats
+        # then start HEARTBEAT_INTERVAL apart, start to start: one that takes its whole 2 s
+        # timeout is followed at once by the next, not after another interval (3 s: suspect).
+        clock = asyncio.get_running_loop().time
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            started = clock()
             try:
                 await self.heartbeat()
             except Exception as exc:  # noqa: BLE001 -- never let this loop die; the next round may work
                 self._complaints.log("heartbeat", logging.WARNING, "membership: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.0, HEARTBEAT_INTERVAL - (clock() - started)))
 
     async def _tend(self) -> None:
         next_move = time.monotonic()

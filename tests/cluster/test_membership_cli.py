@@ -48,6 +48,16 @@ def node_entry(data_dir: Path, node_id: str) -> dict[str, Any]:
     return next(n for n in launcher.status(data_dir)["nodes"] if n["id"] == node_id)
 
 
+def membership_lines(data_dir: Path) -> str:
+    """Each node's last warnings and membership and leadership lines: all a failure in CI leaves."""
+    out = []
+    for log in sorted(data_dir.glob("n*/node.log")):
+        lines = [ln.rstrip()[:200] for ln in log.read_text(errors="replace").splitlines()
+                 if any(w in ln for w in ("WARNING", "ERROR", "members", " leads ", "leadership"))]
+        out += [f"--- {log.parent.name}", *lines[-12:]]
+    return "\n".join(out)
+
+
 def shards(seeds: str) -> list[dict[str, Any]]:
     return rpc.call_any(seeds, "map", timeout=2.0)["map"]["shards"]
 
@@ -204,7 +214,7 @@ def test_add_node_joins_takes_replicas_serves_data_and_leaves_through_connect(cl
 
     wait_until(lambda: (node_entry(cluster_dir, "n4")["replicas"] or 0) > 0, 90, "replicas moved to n4")
     entry = node_entry(cluster_dir, "n4")
-    assert entry["up"] and entry["state"] == "up"
+    assert entry["up"] and entry["state"] == "up", (entry, membership_lines(cluster_dir))
     wait_until(lambda: all_readable(n4_address), 60, "the data written before, read through n4")
     out = raftkv_cli("cluster", "status", "--data-dir", str(cluster_dir), "--json")
     st = json.loads(out.stdout)

@@ -237,3 +237,40 @@ def test_a_node_joins_under_writes_and_scans_and_takes_its_share(make_cluster):
             t.join(timeout=60)
     assert not problems, problems[:5]
     assert_none_lost(cluster.seeds, writers.acked)
+
+
+def test_a_new_meta_leader_judges_liveness_by_its_own_term_only(make_cluster):
+    """The meta leader is killed; the node that takes over must not judge the survivors by what it
+    saw (or never saw) before it led.  Its first ``nodes`` answer shows every live node up: each
+    gets a fresh grace from the new term, as the mover's own view always did."""
+    cluster = make_cluster(nodes=3, settings={"dead_after": 5})
+    # The same leader for 7 s: what any survivor last heard as leader (at its start, or in a
+    # term it led before balancing moved the meta group's lead) is then old enough that judging
+    # by it would call a live node suspect or dead.
+    seen: dict[str, Any] = {"leader": None, "since": time.monotonic()}
+
+    def steady_leader() -> str | None:
+        leader, now = meta_leader(cluster), time.monotonic()
+        if leader != seen["leader"]:
+            seen.update(leader=leader, since=now)
+        return leader if leader is not None and now - seen["since"] >= 7.0 else None
+
+    victim = wait_until(steady_leader, 60, "a meta leader that stays 7 s", interval=0.2)
+    survivors = [n.id for n in cluster.info.nodes if n.id != victim]
+    cluster.kill(victim)
+
+    def first_states() -> tuple[str, dict[str, Any]] | None:
+        for node in survivors:
+            try:
+                reply = rpc.call(cluster.address(node), "nodes", timeout=1.0)
+            except Exception:  # noqa: BLE001 -- busy electing; ask again
+                continue
+            if "states" in reply:
+                return node, reply["states"]
+        return None
+
+    # polled closely, so that the first answer a new leader gives is the one checked
+    leader, states = wait_until(first_states, 30, "a new meta leader's liveness", interval=0.005)
+    for node in survivors:
+        assert states[node]["state"] == "up", (leader, states, _diagnosis(cluster))
+    wait_until(lambda: node_states(cluster).get(victim, {}).get("state") == "dead", 30, f"{victim} declared dead")
