@@ -540,7 +540,7 @@ class Members:
 
     async def _beat(self) -> None:
         # The first beat goes at once: the meta leader counted a joining node as heard when it
-        # admitted it, and the node has HEARTBEAT_INTERVAL * 3 from then to be heard again.  Beats
+        # admitted it, and the node has 3 s (nodes.DEFAULT_SUSPECT_AFTER) from then to be heard again.  Beats
         # then start HEARTBEAT_INTERVAL apart, start to start: one that takes its whole 2 s
         # timeout is followed at once by the next, not after another interval (3 s: suspect).
         clock = asyncio.get_running_loop().time
