@@ -94,16 +94,30 @@ def ctrl_c_when_main_waits_for_a_future(timeout: float = 30.0) -> None:
     signal that arrives while the main thread runs bytecode unhandled until the main thread
     next blocks, which would make the test depend on timing.
     """
-    main = threading.main_thread().ident
+    main = threading.main_thread().ident or 0
 
-    def waiting() -> bool:
-        frame = sys._current_frames().get(main or 0)
+    def result_frame() -> Any:
+        frame = sys._current_frames().get(main)
         while frame is not None:
             if frame.f_code.co_name == "result" and frame.f_code.co_filename.endswith(
                     os.path.join("concurrent", "futures", "_base.py")):
-                return True
+                return frame
             frame = frame.f_back
-        return False
+        return None
 
-    wait_until(waiting, timeout, "the main thread waiting for a future", interval=0.005)
-    signal.pthread_kill(main or 0, signal.SIGINT)
+    waiting = wait_until(result_frame, timeout, "the main thread waiting for a future", interval=0.005)
+    # The main thread drops the GIL inside lock.acquire() just before it sleeps on the futex, and
+    # that is exactly when this thread gets the GIL back: a signal sent then is only noted by
+    # Python's handler, no system call is interrupted, and the main thread sleeps on (on a loaded
+    # machine, often). A real Ctrl-C cannot aim at that window; this helper is woken into it. So
+    # send again while that same result() call still waits: a new wait (the cancel's own) is a
+    # different frame and gets no second Ctrl-C.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        signal.pthread_kill(main, signal.SIGINT)
+        time.sleep(0.05)
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame is not waiting:
+            frame = frame.f_back
+        if frame is None:
+            return
