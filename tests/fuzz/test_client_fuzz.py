@@ -93,21 +93,36 @@ def fuzzed(tmp_path_factory) -> Iterator[_Fuzzed]:
 
 # --- strategies ------------------------------------------------------------------------------------
 
+# Values too big to print: drawn by name. Hypothesis puts a strategy's repr into the message of
+# each draw that exceeds max_leaves and keeps those messages, so a multi-MiB constant inside
+# sampled_from cost seconds of formatting and about 1.4 MB of the test process per example.
+BIG = {"str 70k": "x" * 70_000, "bytes 1MiB": b"\xff" * (1 << 20), "bytes 1MiB+1": b"b" * ((1 << 20) + 1),
+       "id 7MiB": "i" * (7 << 20)}
+
+
+def _by_name(name: str) -> Any:
+    return BIG[name]
+
+
+def _big(*names: str) -> st.SearchStrategy[Any]:
+    return st.sampled_from(names).map(_by_name)  # a function: a bound method's repr shows the dict
+
+
 scalars = st.one_of(
     st.none(), st.booleans(),
     st.integers(-(2**63), 2**64 - 1),  # all msgpack can carry: huge, negative, edge
     st.sampled_from([0, 1, -1, 2**63, 2**64 - 1, 10**9, 2**32]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30), st.binary(max_size=40),
-    st.sampled_from(["x" * 70_000, b"\xff" * (1 << 20), b"b" * ((1 << 20) + 1), "linearizable", "serializable",
-                     *FUZZ_SHARDS, META_GROUP]),
+    _big("str 70k", "bytes 1MiB", "bytes 1MiB+1"),
+    st.sampled_from(["linearizable", "serializable", *FUZZ_SHARDS, META_GROUP]),
 )
 values = st.recursive(scalars, lambda kids: st.one_of(
     st.lists(kids, max_size=6),
     st.dictionaries(st.one_of(st.sampled_from(FIELDS + ["id", "op"]), st.text(max_size=8)), kids, max_size=6)),
     max_leaves=25)
 ids = st.one_of(values, st.integers(-(2**63), 2**64 - 1), st.text(max_size=80),
-                st.sampled_from(["i" * (7 << 20), "i" * 65, "i" * 64]))
+                _big("id 7MiB"), st.sampled_from(["i" * 65, "i" * 64]))
 keys = st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 2**62), values)
 field_values = {
     "shard": st.one_of(*[st.sampled_from(FUZZ_SHARDS)] * 4, st.sampled_from([META_GROUP, "s999"]), values),
