@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import psutil
@@ -96,14 +96,15 @@ def ctrl_c_when_main_waits_for_a_future(timeout: float = 30.0) -> None:
     """
     main = threading.main_thread().ident or 0
 
-    def result_frame() -> Any:
+    def stack() -> Iterator[Any]:
         frame = sys._current_frames().get(main)
         while frame is not None:
-            if frame.f_code.co_name == "result" and frame.f_code.co_filename.endswith(
-                    os.path.join("concurrent", "futures", "_base.py")):
-                return frame
+            yield frame
             frame = frame.f_back
-        return None
+
+    def result_frame() -> Any:
+        return next((f for f in stack() if f.f_code.co_name == "result" and f.f_code.co_filename.endswith(
+            os.path.join("concurrent", "futures", "_base.py"))), None)
 
     waiting = wait_until(result_frame, timeout, "the main thread waiting for a future", interval=0.005)
     # The main thread drops the GIL inside lock.acquire() just before it sleeps on the futex, and
@@ -116,8 +117,5 @@ def ctrl_c_when_main_waits_for_a_future(timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         signal.pthread_kill(main, signal.SIGINT)
         time.sleep(0.05)
-        frame = sys._current_frames().get(main)
-        while frame is not None and frame is not waiting:
-            frame = frame.f_back
-        if frame is None:
+        if not any(f is waiting for f in stack()):
             return
