@@ -67,6 +67,7 @@ from ..routing.nodes import check_advertised
 from ..routing.ranges import end_to_wire, inclusive_to_half_open
 from ..routing.shardmap import Shard, ShardMap
 from ..server.config import Credentials, parse_hostport
+from . import spread
 from .addresses import after_failure, candidates, is_loopback, pin_cluster, preferred_order, same_cluster
 from .params import Param, bind
 
@@ -488,6 +489,8 @@ class AsyncClient:
       faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
+    * ``spread_scans=True``: read a scan of many pages of one shard from all its replicas at once,
+      in chunks that all show the state of the scan's first page (:mod:`raftkv.client.spread`).
     * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``); sent
       in a ``hello`` that opens every connection.  A wrong or missing token raises
       :class:`~raftkv.errors.Unauthenticated` at once (not retried).
@@ -519,6 +522,7 @@ class AsyncClient:
     def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
                  attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
                  page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES,
+                 spread_scans: bool = True,
                  token: str | None = None, tls: bool = False, tls_ca: str | None = None) -> None:
         """Check the options and remember the seeds; nothing is contacted before the first call."""
         self._seeds = _split_seeds(seeds)
@@ -533,6 +537,7 @@ class AsyncClient:
         self.consistency = consistency
         self.page_keys = page_keys
         self.page_bytes = page_bytes
+        self.spread_scans = bool(spread_scans)
         self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Task] = {}
         self._map: ShardMap | None = None
@@ -644,8 +649,12 @@ class AsyncClient:
             return
         remaining = limit
         # closed on the way out, so a LIMIT reached drops the prefetches at once, not when collected
-        async with contextlib.aclosing(self._pages(span[0], span[1], reverse, filter,
-                                                   page_keys or self.page_keys)) as pages:
+        page_keys = page_keys or self.page_keys
+        # spread only a scan that may run to many pages: a LIMIT of a few pages is read at the
+        # leader alone, without the cuts and the shared snapshot a spread scan costs the node
+        spreads = self.spread_scans and (limit is None or limit > 2 * spread.CHUNK_PAGES * page_keys)
+        async with contextlib.aclosing(self._pages(span[0], span[1], reverse, filter, page_keys,
+                                                   spreads)) as pages:
             async for page in pages:
                 if remaining is not None:
                     page = page[:remaining]
@@ -1013,10 +1022,26 @@ class AsyncClient:
         except StaleRoute:
             _seen().reached(address)  # about the map, not about who leads
             raise
+        except errors.CursorExpired:
+            _seen().answered(address, shard.id, "acted")  # about a snapshot, not about who leads
+            raise
         except Unavailable:
             _seen().answered(address, shard.id, "acted")  # e.g. its own Timeout: a leader that cannot commit
             self._forget_leader(shard)
             raise
+
+    async def _ask_replica(self, shard: Shard, node: str, op: str, fields: dict[str, Any], deadline: float) -> Any:
+        """One attempt at replica ``node`` of ``shard``, whoever leads it; no retries, no redirects."""
+        address = self._nodes.get(node)
+        remaining = min(deadline - time.monotonic(), self.attempt_timeout)
+        if address is None or remaining <= 0:
+            raise Unavailable(f"no address for node {node}, or no time left")
+        conn = self._open_conn(address) or await self._conn(address, deadline)
+        return await conn.request({"op": op, "shard": shard.id, "timeout": remaining, **fields}, remaining + 0.5)
+
+    async def _release_snapshot(self, shard: Shard, handle: list[Any]) -> None:
+        """Let go of a spread scan's shared snapshot at the node that holds it (one attempt)."""
+        await self._ask_replica(shard, handle[0], "release", {"snapshot": handle}, time.monotonic() + 1.0)
 
     async def _repair_map(self, exc: StaleRoute, deadline: float) -> bool:
         """Bring the cached map up to what a StaleRoute said; True if the cache changed.
@@ -1191,7 +1216,7 @@ class AsyncClient:
         return await self._with_retry(attempt, deadline)
 
     async def _pages(self, lo: int, hi: int, reverse: bool, filter: Any,
-                     page_keys: int) -> AsyncIterator[list[Row]]:
+                     page_keys: int, spreads: bool = False) -> AsyncIterator[list[Row]]:
         """Pages of ``[lo, hi)`` in key order (descending if ``reverse``), prefetching ahead; bounded memory.
 
         The range is a work list, in visiting order, of key intervals not routed yet and of
@@ -1208,7 +1233,7 @@ class AsyncClient:
             while work:
                 smap = await self._shard_map(time.monotonic() + self.timeout)
                 unit = route_ahead(work, smap, reverse, lambda shards, u_lo, u_hi: _ScanUnit(
-                    self, shards, u_lo, u_hi, reverse, fields))
+                    self, shards, u_lo, u_hi, reverse, fields, spreads))
                 try:
                     while (rows := await unit.next_page()) is not None:
                         stalled = None
@@ -1574,6 +1599,9 @@ class _Stream:
         self.cursor: Any = None
         self.task: asyncio.Task | None = None
         self.finished = False
+        # a spread scan's plan, from the first reply: the chunks past this stream's (narrowed) range,
+        # in visiting order, the snapshot's index and the leader's handle on it (client/spread.py)
+        self.chunks: tuple[list[tuple[int, int]], int, Any] | None = None
 
     def launch(self) -> asyncio.Task:
         """Send the request for what is left."""
@@ -1598,9 +1626,26 @@ class _Stream:
             self.hi = resume
         else:
             self.lo = resume
+        if "spread" in self.fields:  # asked on the first request only
+            self.fields = {k: v for k, v in self.fields.items() if k != "spread"}
+            self._plan(reply)
         self.cursor = reply.get("cursor")
         self.launch()
         return reply
+
+    def _plan(self, reply: dict[str, Any]) -> None:
+        """Take a spread scan's plan from the first reply, if it has one: this stream goes on to
+        the first cut only, the chunks past it are read by :class:`_ChunkReader`."""
+        cuts, index = reply.get("chunks"), reply.get("index")
+        if cuts is None:
+            return
+        handle = reply.get("snapshot")
+        if type(index) is not int or index < 0 or not (isinstance(handle, list) and len(handle) == 2):
+            raise errors.RemoteProtocolError(f"a spread scan's plan needs its index and snapshot, not "
+                                             f"{index!r:.40} and {handle!r:.40}")
+        bounds = spread.chunk_bounds(cuts, self.lo, self.hi, self.reverse)
+        self.lo, self.hi = bounds[0]
+        self.chunks = (bounds[1:], index, handle)
 
     def close(self) -> None:
         """Drop the request in flight, if any."""
@@ -1691,13 +1736,22 @@ class _ScanUnit:
     """One segment of a scan, ``[lo, hi)``: one shard's pages, or a striped segment's stripes merged."""
 
     def __init__(self, client: AsyncClient, shards: tuple[Shard, ...], lo: int, hi: int, reverse: bool,
-                 fields: dict[str, Any]) -> None:
+                 fields: dict[str, Any], spreads: bool = False) -> None:
+        self.client = client
         self.shards = shards
         self.lo, self.hi = lo, hi
         self.reverse = reverse
+        if spreads and len(shards) == 1 and len(shards[0].replicas) > 1:
+            fields = {**fields, "spread": fields["limit"] * spread.CHUNK_PAGES}
         self.streams = [_Stream(client, s, "scan", lo, hi, fields, reverse, False) for s in shards]
         self.merge = KeyMerge(len(shards), reverse) if len(shards) > 1 else None
         self.started = False
+        # a spread scan's chunks past the first stream's range: those not started, those reading
+        self.waiting: collections.deque[_ChunkReader] = collections.deque()
+        self.reading: collections.deque[_ChunkReader] = collections.deque()
+        self.unreachable: set[str] = set()  # replicas that did not answer: their chunks go to the leader
+        self.planned = False  # the chunks of the plan are made
+        self.handle: Any = None  # the leader's shared snapshot, until the chunks are done with it
 
     def start(self) -> None:
         """Ask for the first page of every shard."""
@@ -1714,7 +1768,12 @@ class _ScanUnit:
             self.start()
         if self.merge is None:
             stream = self.streams[0]
-            return None if stream.finished else _rows(await stream.next())
+            if not stream.finished:
+                rows = _rows(await stream.next())
+                if stream.chunks is not None and not self.planned:
+                    self._plan_chunks(stream)
+                return rows
+            return await self._chunk_page()
         merge = self.merge
         while True:
             for i in merge.hungry():
@@ -1727,10 +1786,56 @@ class _ScanUnit:
             if rows:
                 return rows
 
+    def _plan_chunks(self, stream: _Stream) -> None:
+        """Make a reader per chunk of the plan the first page brought, and start the first few."""
+        assert stream.chunks is not None
+        bounds, index, handle = stream.chunks
+        self.planned = True
+        self.handle = handle
+        shard = self.shards[0]
+        order = spread.replica_order(shard.replicas, self.client._leaders.get(shard.id))
+        for i, (lo, hi) in enumerate(bounds):
+            self.waiting.append(_ChunkReader(self, lo, hi, index, handle, order[i % len(order)]))
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.waiting and len(self.reading) < spread.CHUNKS_AHEAD + 1:
+            reader = self.waiting.popleft()
+            reader.start()
+            self.reading.append(reader)
+
+    async def _chunk_page(self) -> list[Row] | None:
+        """The next page of the spread scan's chunks, in order; None when the last is out."""
+        while self.reading:
+            reader = self.reading[0]
+            rows, _ = await reader.next()
+            if rows is None:
+                self.reading.popleft()
+                self._fill()
+                continue
+            return rows
+        self._release()
+        return None
+
+    def _release(self) -> None:
+        """Tell the leader the chunks are done with its snapshot (not awaited; it expires anyway)."""
+        handle, self.handle = self.handle, None
+        if handle is None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the client is going away
+            task = asyncio.get_running_loop().create_task(self.client._release_snapshot(self.shards[0], handle))
+            task.add_done_callback(_retrieve)
+
     def remainder(self) -> tuple[int, int] | None:
         """The interval this unit has not returned yet (None if nothing is left)."""
-        if self.merge is None:
+        if self.merge is None and self.planned and self.streams[0].finished:
+            # a spread scan whose first stream is done: from where the chunks' rows got to
+            at = self.reading[0].position if self.reading else (self.lo if self.reverse else self.hi)
+            lo, hi = (self.lo, at) if self.reverse else (at, self.hi)
+        elif self.merge is None:
             lo, hi = self.streams[0].lo, self.streams[0].hi
+            if self.streams[0].chunks is not None:  # narrowed to the first chunk: the rest is left too
+                lo, hi = (self.lo, hi) if self.reverse else (lo, self.hi)
         else:
             # the stripes stopped at different keys: go on from the last key the merge let out
             lo, hi, last = self.lo, self.hi, self.merge.last
@@ -1742,6 +1847,94 @@ class _ScanUnit:
         """Drop every request in flight."""
         for stream in self.streams:
             stream.close()
+        for reader in self.reading:
+            reader.close()
+        self._release()
+
+
+class _ChunkReader:
+    """One chunk ``[lo, hi)`` of a spread scan, read ahead (a few pages, bounded) on one replica at
+    the snapshot's ``index``; from the leader's snapshot (``handle``) if that replica cannot, and as a
+    fresh linearizable read if the leader lost that snapshot too (as a cursor that expires does)."""
+
+    def __init__(self, unit: _ScanUnit, lo: int, hi: int, index: int, handle: Any, node: str) -> None:
+        self.unit = unit
+        self.lo, self.hi = lo, hi
+        self.index, self.handle, self.node = index, handle, node
+        self.position = hi if unit.reverse else lo  # the next row out is on this side of it
+        self.pages: asyncio.Queue[tuple[list[Row] | None, int] | BaseException] = asyncio.Queue(spread.PAGES_AHEAD)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Begin reading."""
+        self.task = asyncio.create_task(self._run())
+
+    async def next(self) -> tuple[list[Row] | None, int]:
+        """The next page and where the chunk goes on after it; ``(None, end)`` when the chunk is done."""
+        item = await self.pages.get()
+        if isinstance(item, BaseException):
+            raise item
+        self.position = item[1]
+        return item
+
+    def close(self) -> None:
+        """Stop reading."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        try:
+            await self._read()
+        except Exception as exc:  # noqa: BLE001 -- handed to whoever takes this chunk's pages
+            await self.pages.put(exc)
+
+    async def _read(self) -> None:
+        unit, client = self.unit, self.unit.client
+        shard, reverse = unit.shards[0], unit.reverse
+        fields = {k: v for k, v in unit.streams[0].fields.items() if k != "spread"}
+        lo, hi, cursor = self.lo, self.hi, None
+        at_replica = self.node not in unit.unreachable
+        while True:
+            deadline = time.monotonic() + client.timeout
+            if at_replica:
+                try:
+                    reply = await client._ask_replica(shard, self.node, "scan", {
+                        **fields, "start": lo, "end": end_to_wire(hi), "at": self.index, "cursor": cursor}, deadline)
+                    if reply.get("index") != self.index:  # e.g. a node that does not know ``at``
+                        raise errors.RemoteProtocolError(f"chunk read at index {reply.get('index')!r:.40}, "
+                                                         f"not the scan's {self.index}")
+                except Exception as exc:  # noqa: BLE001 -- whatever failed, the leader's snapshot will do
+                    if isinstance(exc, _NoAnswer):
+                        unit.unreachable.add(self.node)
+                    at_replica, cursor = False, None  # the leader's snapshot has the same state
+                    continue
+            else:
+                try:
+                    reply = await client._step(shard, "scan", lo, hi, {**fields, "snapshot": self.handle}, cursor,
+                                               True, deadline)
+                except _RestartPart:
+                    if cursor is not None:
+                        cursor = None  # the cursor went (evicted, idle): the snapshot may still be held
+                        continue
+                    raise _Reroute() from None  # the snapshot went too: the rest starts over afresh
+                if reply.get("index") != self.index:
+                    # not the scan's state (a node that ignored ``snapshot``): the rest starts over,
+                    # as a scan that lost its cursor goes on from a fresh snapshot
+                    raise _Reroute()
+            resume = reply["resume"]
+            rows = _rows(reply)
+            if resume is None:
+                await self.pages.put((rows, lo if reverse else hi))
+                await self.pages.put((None, lo if reverse else hi))
+                return
+            if type(resume) is not int or not lo < resume < hi:
+                raise errors.RemoteProtocolError(f"resume {resume!r:.40} is not inside [{lo}, {hi})")
+            if reverse:
+                hi = resume
+            else:
+                lo = resume
+            cursor = reply.get("cursor")
+            await self.pages.put((rows, resume))
 
 
 def first_segment(smap: ShardMap, lo: int, hi: int, reverse: bool = False) -> tuple[tuple[Shard, ...], int, int]:

@@ -53,6 +53,7 @@ class Client:
       faster, may miss the very latest writes after a failover.
     * ``page_keys=4000``: rows per scan page asked of a shard (1..10000).
     * ``page_bytes=1048576``: bytes per scan page asked of a shard (1 B..4 MiB).
+    * ``spread_scans=True``: read a scan of many pages of one shard from all its replicas at once.
     * ``token=None``: the cluster's client token (nodes started with ``--client-token-file``).
     * ``tls=False``: speak TLS to the nodes; ``tls_ca=None``: the CA file that signed their
       certificates (implies ``tls=True``).  A wrong token or a failed TLS handshake raises
@@ -72,10 +73,12 @@ class Client:
     def __init__(self, seeds: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT,
                  attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, consistency: str = DEFAULT_CONSISTENCY,
                  page_keys: int = DEFAULT_PAGE_KEYS, page_bytes: int = DEFAULT_PAGE_BYTES,
+                 spread_scans: bool = True,
                  token: str | None = None, tls: bool = False, tls_ca: str | None = None) -> None:
         """Check the options and start the client's thread; nothing is contacted before the first call."""
         self._aio = AsyncClient(seeds, timeout=timeout, attempt_timeout=attempt_timeout, consistency=consistency,
-                                page_keys=page_keys, page_bytes=page_bytes, token=token, tls=tls, tls_ca=tls_ca)
+                                page_keys=page_keys, page_bytes=page_bytes, spread_scans=spread_scans, token=token,
+                                tls=tls, tls_ca=tls_ca)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()

@@ -96,11 +96,19 @@ class NodeCollector(Collector):
                                 "Frame bytes of those requests (each connection holds at most max_request_bytes)",
                                 value=sum(c.request_bytes for c in clients))
         yield GaugeMetricFamily("raftkv_open_cursors", "Scan cursors held for clients", value=len(node._cursors))
+        yield GaugeMetricFamily("raftkv_shared_scan_snapshots", "Snapshots held for the chunks of spread scans",
+                                value=node._cursors.shared)
         ahead = CounterMetricFamily("raftkv_scan_pages_read_ahead", "Scan pages read before they were asked for, "
                                     "by whether the next request took them", labels=["outcome"])
         for outcome, count in node._cursors.ahead_pages.items():
             ahead.add_metric([outcome], count)
         yield ahead
+        chunks = CounterMetricFamily("raftkv_scan_chunks", "Chunks of spread scans begun on this node, by how: "
+                                     "at the scan's index, refused (the replica wrote into the chunk since, or lags), "
+                                     "or from the leader's snapshot", labels=["how"])
+        for how, count in node.chunk_reads.items():
+            chunks.add_metric([how], count)
+        yield chunks
         yield GaugeMetricFamily("raftkv_peers_up", "Peer links up", value=len(node.loop.hub.up_peers()))
         groups = dict(node.loop.groups)
         yield GaugeMetricFamily("raftkv_replicas", "Raft groups (replicas) on this node", value=len(groups))

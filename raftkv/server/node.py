@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import errors, logs
 from ..errors import (
+    CursorExpired,
     InvalidArgument,
     NotLeader,
     OutcomeUnknown,
@@ -107,6 +108,8 @@ IDLE_SECONDS = 300.0  # a connection with nothing in progress and no traffic thi
 SEND_STALL_SECONDS = 60.0  # a reply the peer takes nothing of for this long closes the connection
 CLOSE_LINGER_SECONDS = 5.0  # a closing connection's last frame gets this long to flush, then it is cut
 SCAN_PAGE_SECONDS = 0.05  # a page returns early (with 'resume') rather than hold the node longer
+MAX_CHUNK_CUTS = 64  # keys cutting a spread scan's rest into chunks, per first page
+AT_WAIT_SECONDS = 1.0  # a chunk read at an index waits this long at most for its replica to apply it
 DEFAULT_OP_TIMEOUT = 10.0
 MAX_OP_TIMEOUT = 60.0
 AGG_STEP_ROWS = 50_000
@@ -455,6 +458,8 @@ class Node:
         self._next_balance = time.monotonic() + BALANCE_INTERVAL
         self._balance_tried: dict[str, float] = {}  # group -> when we last asked to hand it away
         self._cursors = Cursors(self.me.id)  # scans' snapshots, and the pages read ahead for them
+        # spread scans' chunks begun here, by how: at the scan's index, refused, from the leader's snapshot
+        self.chunk_reads = {"at_index": 0, "refused": 0, "from_snapshot": 0}
         self.stats = OpStats(self.OPS)  # requests by operation, for the metrics endpoint
         self._metrics: MetricsServer | None = None
         self._clients: set[_ClientConnection] = set()
@@ -840,6 +845,15 @@ class Node:
         linearizable) and, if more pages follow, opens a LevelDB snapshot kept under a
         cursor: later pages read that frozen state, so a scan of one shard sees one
         consistent state and pays the ReadIndex round once, not once per page.
+
+        A *spread* scan reads the rest on every replica at once.  Its first page, asked with
+        ``spread`` (rows per chunk), also returns ``chunks``: keys cutting what is left past
+        this page into chunks (this page's ``cursor`` goes on to the first cut only), the
+        snapshot's Raft ``index``, and a ``snapshot`` handle on it.  Any replica reads a chunk's
+        first page asked with ``at`` (that index) if its rows of the chunk are exactly those of
+        the state at ``at`` (``ShardStore.open_view_at``), else it answers
+        :class:`~raftkv.errors.CursorExpired`; the leader reads any chunk from the snapshot
+        itself when asked with ``snapshot``.  Every chunk thus shows the same state as the first page.
         """
         g = self._group(req)
         start, end = self._bounds(g, req)
@@ -851,6 +865,11 @@ class Node:
             raise InvalidArgument(f"page max_bytes must be 1..{MAX_PAGE_BYTES}")
         wire, match = self._filter(req)
         reverse = bool(req.get("reverse"))
+        spread = req.get("spread")
+        if spread is not None and (type(spread) is not int or not 0 < spread <= 1 << 40):
+            raise InvalidArgument("spread must be rows per chunk, 1..2**40")
+        if spread is not None and (req.get("at") is not None or req.get("snapshot") is not None):
+            raise InvalidArgument("spread is asked on a scan's first page, not on a chunk's (at, snapshot)")
 
         def read(view: StoreView, start: int, end: int) -> Page:
             return view.scan_raw(start, end, reverse=reverse, limit=limit, max_bytes=max_bytes, filter=match,
@@ -859,19 +878,45 @@ class Node:
         def request(start: int, end: int) -> tuple[Any, ...]:  # what a read-ahead page must answer
             return start, end, reverse, limit, max_bytes, wire
 
-        view, ready = await self._view(g, req, request(start, end))
+        view, ready = await self._view(g, req, request(start, end), chunks=True)
+        index = view.index
         with self._paging(g, view) as page:
             keys, values, page.resume = ready if ready is not None else read(view, start, end)
+        # ``index``: the Raft index of the state read (a chunk's reader checks it is the scan's)
+        reply = {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor, "index": index}
         if page.cursor is not None:
             # what the client asks next: the rest of the range, past what this page returned
             lo, hi = (start, page.resume) if reverse else (page.resume, end)
+            if spread is not None and req.get("cursor") is None:
+                cuts = self._chunk_cuts(g, start, end, lo, hi, len(keys) // 9, spread, reverse)
+                handle = self._cursors.share(g.group_id, view, time.monotonic()) if cuts else None
+                if handle is not None:
+                    # the cursor goes on to the first cut; the chunks past it are read on every replica
+                    lo, hi = (cuts[0], hi) if reverse else (lo, cuts[0])
+                    reply.update(chunks=cuts, snapshot=handle)
             # in two turns of the event loop, so that this reply's write (queued in one turn, once
             # the handler returns: _ClientConnection.queue) goes out before the node reads on
             aloop = asyncio.get_running_loop()
             aloop.call_soon(aloop.call_soon, self._cursors.read_ahead, page.cursor, request(lo, hi),
                             lambda v: read(v, lo, hi))
         # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
-        return {"keys": keys, "values": values, "resume": page.resume, "cursor": page.cursor}
+        return reply
+
+    @staticmethod
+    def _chunk_cuts(g: RaftGroup, start: int, end: int, lo: int, hi: int, rows: int,
+                    spread: int, reverse: bool) -> list[int]:
+        """Keys cutting the rest ``[lo, hi)`` of a first page into chunks of about ``spread`` rows,
+        in visiting order (descending if ``reverse``); the page read ``rows`` rows of ``[start, end)``."""
+        if rows <= 0:
+            return []
+        sample = (hi, end, rows) if reverse else (start, lo, rows)  # what the page itself covered
+        cuts = g.store.chunk_cuts(lo, hi, spread, sample, MAX_CHUNK_CUTS)
+        return cuts[::-1] if reverse else cuts
+
+    async def op_release(self, req: dict[str, Any]) -> Any:
+        """Let go of the snapshot a spread scan shared (its ``snapshot`` handle): the scan is done."""
+        g = self._group(req)
+        return self._cursors.release(req.get("snapshot"), g.group_id)
 
     async def op_aggregate(self, req: dict[str, Any]) -> Any:
         """Partial aggregates of the rows of ``[start, end)`` passing ``filter``, a bounded step at a time.
@@ -897,10 +942,13 @@ class Node:
             raise InvalidArgument(f"more than {MAX_GROUPS} groups in one step: use a wider time bucket")
         return {"partials": partials, "resume": page.resume, "cursor": page.cursor}
 
-    async def _view(self, g: RaftGroup, req: dict[str, Any],
-                    request: tuple[Any, ...] | None = None) -> tuple[StoreView, Page | None]:
+    async def _view(self, g: RaftGroup, req: dict[str, Any], request: tuple[Any, ...] | None = None,
+                    chunks: bool = False) -> tuple[StoreView, Page | None]:
         """The snapshot a paged read continues (``cursor``), or a new one once the read is allowed;
         and the page read ahead on that cursor if it answers ``request`` (:mod:`.cursors`).
+        With ``chunks`` (scans), a spread scan's chunk: the view ``at`` an index, or a fork of the
+        scan's ``snapshot``.  A view at an index holds only for the range it was opened for, so a
+        cursor on it continues only inside that range.
 
         A new one is checked against the shard's bounds again *after* it is taken: a split applied
         while the read waited for its ReadIndex round has already moved rows out of the store,
@@ -910,15 +958,53 @@ class Node:
         cursor = req.get("cursor")
         if cursor is not None:
             await self._reply_room()
-            return self._cursors.take(cursor, g.group_id, request)
-        await self._readable(g, req)
-        view = g.store.open_view()
+            view, page = self._cursors.take(cursor, g.group_id, request)
+            if view.bounds is not None:
+                try:
+                    start, end = self._bounds(g, req)
+                except BaseException:
+                    view.close()
+                    raise
+                if not view.bounds[0] <= start <= end <= view.bounds[1]:
+                    view.close()
+                    raise CursorExpired("this cursor continues only inside the chunk it was opened for")
+            return view, page
+        handle, at = (req.get("snapshot"), req.get("at")) if chunks else (None, None)
+        if handle is not None:
+            if not (isinstance(handle, list) and len(handle) == 2 and isinstance(handle[0], str)
+                    and type(handle[1]) is int):
+                raise InvalidArgument("snapshot must be the handle a scan's first page returned")
+            await self._reply_room()
+            view = self._cursors.fork(handle, g.group_id, time.monotonic())
+            self.chunk_reads["from_snapshot"] += 1
+        elif at is not None:
+            view = await self._view_at(g, req, at)
+        else:
+            await self._readable(g, req)
+            view = g.store.open_view()
         try:
             self._bounds(g, req)
         except BaseException:
             view.close()
             raise
         return view, None
+
+    async def _view_at(self, g: RaftGroup, req: dict[str, Any], at: Any) -> StoreView:
+        """A view of this replica showing the state at index ``at`` within the request's range, on any
+        replica, leader or not: waits a moment for the replica to apply that far."""
+        if type(at) is not int or at < 0:
+            raise InvalidArgument("at must be a Raft index (int >= 0)")
+        start, end = self._bounds(g, req)
+        give_up = time.monotonic() + min(AT_WAIT_SECONDS, self._timeout(req))
+        while g.store.applied_index < at and time.monotonic() < give_up:
+            await asyncio.sleep(0.005)
+        await self._reply_room()
+        view = g.store.open_view_at(at, start, end)
+        self.chunk_reads["refused" if view is None else "at_index"] += 1
+        if view is None:
+            raise CursorExpired(f"node {self.me.id} cannot show shard {g.group_id}'s keys "
+                                f"[{start}, {end}) as of index {at}; ask its leader with the scan's snapshot")
+        return view
 
     @contextlib.contextmanager
     def _paging(self, g: RaftGroup, view: StoreView) -> Iterator[_Page]:
@@ -1235,7 +1321,8 @@ class Node:
                 "groups": groups, "raft_iterations": self.loop.iterations, "fsyncs": self.loop.fsyncs,
                 "fsync_seconds": round(self.loop.fsync_seconds, 3),
                 "loop_cpu_seconds": {k: round(v, 3) for k, v in self.loop.cpu_seconds.items()},
-                "peers_up": self.loop.hub.up_peers(),
+                "peers_up": self.loop.hub.up_peers(), "chunk_reads": dict(self.chunk_reads),
+                "shared_snapshots": self._cursors.shared,
                 "metrics": None if self._metrics is None else self._metrics.address}
 
     async def op_compact(self, req: dict[str, Any]) -> Any:
@@ -1247,7 +1334,7 @@ class Node:
 
     OPS: dict[str, str] = {"map": "op_map", "get": "op_get", "put": "op_put", "delete": "op_delete",
                            "scan": "op_scan", "aggregate": "op_aggregate", "delete_range": "op_delete_range",
-                           "status": "op_status", "compact": "op_compact", "split": "op_split",
+                           "status": "op_status", "compact": "op_compact", "release": "op_release", "split": "op_split",
                            "map_change": "op_map_change", "map_alloc": "op_map_alloc", "stripe": "op_stripe",
                            "nodes": "members.op_nodes", "heartbeat": "members.op_heartbeat",
                            "reconfigure": "members.op_reconfigure", "join": "members.op_join",

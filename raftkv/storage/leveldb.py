@@ -74,6 +74,7 @@ import plyvel
 from ..errors import StorageError
 from ..protocol.pages import decode_raw_keys
 from ..stats import FSYNC_BUCKETS, Histogram
+from .recent import RecentWrites
 
 DATA = b"k"  # replica key prefix of user data
 SYSTEM = b"s"  # replica key prefix of system entries
@@ -578,6 +579,7 @@ class ShardStore:
         self._use(gen)
         raw = self._db.get(self._applied_key)
         self._applied = _KEY.unpack(raw)[0] if raw else 0
+        self._recent = RecentWrites(self._applied)  # what the latest entries wrote (open_view_at)
         self.unflushed_bytes = 0  # written since open: may still be in the memtable (see estimate())
         self._last_on_disk = 0
         self._closed = False
@@ -640,7 +642,22 @@ class ShardStore:
     def open_view(self) -> StoreView:
         """A frozen, consistent view of the store for paging through a large scan."""
         with self._lock:
-            view = StoreView(self, self._db.snapshot())
+            view = StoreView(self, self._db.snapshot(), self._applied)
+            self._views.add(view)
+            return view
+
+    def open_view_at(self, index: int, start: int, end: int) -> StoreView | None:
+        """A view whose rows in ``[start, end)`` are exactly those of the state at Raft index ``index``.
+
+        The store may have applied entries past ``index``: the view stands for that state within
+        the range when none of them wrote a key of it (:class:`~raftkv.storage.recent.RecentWrites`).
+        None when it cannot: the store is behind ``index``, or an entry since wrote into the range,
+        or entries that far back are no longer remembered.
+        """
+        with self._lock:
+            if not self._recent.unchanged(index, self._applied, start, end):
+                return None
+            view = StoreView(self, self._db.snapshot(), index, (start, end))
             self._views.add(view)
             return view
 
@@ -684,7 +701,9 @@ class ShardStore:
                     else:
                         wb.put(self._system + name, raw)
                 wb.put(self._applied_key, _KEY.pack(index))
-        self._applied = index
+            # under the lock, with the batch: a view opened now sees rows and index agree
+            self._applied = index
+            self._recent.record(index, puts, deletes, delete_span, size)
         return True
 
     def put_system(self, name: bytes, value: bytes) -> None:
@@ -731,7 +750,7 @@ class ShardStore:
             with self._db.write_batch() as wb:
                 wb.put(self._system + name, value)
                 wb.put(self._applied_key, _KEY.pack(index))
-        self._applied = index
+            self._applied = index
         return True
 
     def make_durable(self) -> None:
@@ -790,10 +809,11 @@ class ShardStore:
             raise
         with self._lock:
             for view in list(self._views):  # they read the replaced state; a reader starts over
-                view.close()
+                view.release()
             old = self._prefix
             self._use(gen)
             self._applied = index
+            self._recent.reset(index)
             self.unflushed_bytes = 0
         self._node._schedule_purge(old)
 
@@ -891,6 +911,45 @@ class ShardStore:
                     hi = mid
         return hi if span[0] < hi <= span[1] else None
 
+    def chunk_cuts(self, start: int, end: int, rows_per_chunk: int, sample: tuple[int, int, int],
+                   max_cuts: int = 64, cells: int = 256) -> list[int]:
+        """Keys cutting ``[start, end)`` into chunks of about ``rows_per_chunk`` rows, ascending
+        (empty: too small to cut, or no estimate).
+
+        ``sample`` ``(lo, hi, rows)``: a page just read held ``rows`` rows in ``[lo, hi)``; with
+        LevelDB's on-disk size of that range it turns on-disk bytes (compressed) into rows.  The
+        range's key span is divided into ``cells`` equal key intervals whose on-disk sizes come
+        from one LevelDB call, and the cuts fall on cell edges.  Data still in the memtable counts
+        as nothing: it lands in the last chunks.  Cheap (two seeks and one size call), and only an
+        estimate: a chunk may hold many more or fewer rows than asked.
+        """
+        span = self.key_span(start, end)
+        if span is None or span[0] == span[1] or rows_per_chunk <= 0 or max_cuts <= 0:
+            return []
+        lo, hi = span[0], span[1] + 1
+        step = max(1, -(-(hi - lo) // cells))
+        edges = list(range(lo, hi, step)) + [hi]
+        with self._lock:
+            sampled = self._db.approximate_size(self._bound(sample[0]), self._bound(sample[1]))
+            sizes = self._db.approximate_sizes(*((self._bound(a), self._bound(b))
+                                                 for a, b in itertools.pairwise(edges)))
+        total = sum(sizes)
+        if sampled <= 0 or total <= 0 or sample[2] <= 0:
+            return []
+        chunk_bytes = max(1.0, rows_per_chunk * sampled / sample[2])
+        parts = min(max_cuts + 1, int(total // chunk_bytes))
+        if parts < 2:
+            return []
+        cuts: list[int] = []
+        done = 0
+        for edge, size in zip(edges[1:-1], sizes, strict=False):
+            done += size
+            if done * parts >= total * (len(cuts) + 1) and start < edge < end:
+                cuts.append(edge)
+                if len(cuts) == parts - 1:
+                    break
+        return cuts
+
     def approximate_size(self) -> int:
         """LevelDB's on-disk size estimate of the user data (0 for data still in the memtable)."""
         with self._lock:
@@ -926,7 +985,7 @@ class ShardStore:
         """Close this replica (and the database, if it is the store's own)."""
         with self._lock:
             for view in list(self._views):
-                view.close()
+                view.release()
             if self._closed:
                 return
             self._closed = True
@@ -971,13 +1030,29 @@ def migrate_legacy(store: ShardStore, path: str) -> bool:
 
 
 class StoreView:
-    """A LevelDB snapshot of one store: pages of a long scan all see the same state."""
+    """A LevelDB snapshot of one store: pages of a long scan all see the same state.
 
-    def __init__(self, store: ShardStore, snapshot: Any) -> None:
+    ``index`` is the Raft index of the state it shows: within ``bounds`` only, if not None (a view
+    opened by :meth:`ShardStore.open_view_at`).  Several readers may hold one view (:meth:`share`);
+    the snapshot goes when the last of them closes it.
+    """
+
+    def __init__(self, store: ShardStore, snapshot: Any, index: int, bounds: tuple[int, int] | None = None) -> None:
         self._store = store
         self._snap = snapshot
+        self.index = index
+        self.bounds = bounds
+        self._holders = 1
         # Its own lock, not the store's: a long page must not stall the Raft thread's writes.
         self._lock = threading.Lock()
+
+    def share(self) -> StoreView:
+        """One more holder of this view (each holder closes it once); returns the view."""
+        with self._lock:
+            if self._snap is None:
+                raise StorageError("this view of the store was closed")
+            self._holders += 1
+        return self
 
     @property
     def closed(self) -> bool:
@@ -1006,8 +1081,18 @@ class StoreView:
                               deadline)
 
     def close(self) -> None:
-        """Release the snapshot (waits for a page being read from it)."""
+        """Let go of the view; the last holder's close releases the snapshot (waits for a page
+        being read from it)."""
         with self._lock:
+            self._holders -= 1
+            if self._holders > 0:
+                return
+        self.release()
+
+    def release(self) -> None:
+        """Release the snapshot now, whoever still holds the view (the store replaced or closed)."""
+        with self._lock:
+            self._holders = 0
             if self._snap is not None:
                 self._snap.close()
                 self._snap = None

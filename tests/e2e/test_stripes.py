@@ -158,7 +158,9 @@ def test_a_hot_tail_is_striped_by_itself_and_nothing_is_lost(make_cluster, tmp_p
 @pytest.mark.slow
 def test_with_striping_off_a_hot_tail_stays_one_group_and_nothing_is_lost(make_cluster):
     """``stripe_writes_per_s`` 0, what the launcher picks when the nodes outnumber the cores: a tail
-    written at ten times the threshold of the test above is never striped."""
+    written at five times the threshold of the test above is never striped.  (Ten times, 1,500
+    keys/s, was more than four appenders reached within 60 s on a slow day with the suite's other
+    worker busy beside them.)"""
     cluster = make_cluster(shards=1, settings={"stripe_writes_per_s": 0, "split_bytes": 64 << 20})
     base = time.time_ns()
 
@@ -167,10 +169,10 @@ def test_with_striping_off_a_hot_tail_stays_one_group_and_nothing_is_lost(make_c
         return [(key + j * 10, b"t") for j in range(5)]
 
     def hot() -> bool:
-        return sum(s.get("writes_per_s") or 0 for s in launcher.status(cluster.root)["shards"]) > 1500
+        return sum(s.get("writes_per_s") or 0 for s in launcher.status(cluster.root)["shards"]) > 750
 
     with Appenders(cluster.seeds, 4, batch) as writers:
-        wait_until(hot, 60, "the tail to take more than 1,500 keys/s")
+        wait_until(hot, 60, "the tail to take more than 750 keys/s")
         time.sleep(5)  # the split policy looks every second: the test above stripes at 150 keys/s within this
         acked = writers.acked
     assert not any(s.get("stripe") for m in maps(cluster) for s in m["shards"])

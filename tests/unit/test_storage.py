@@ -13,13 +13,6 @@ from raftkv.storage.leveldb import ShardStore
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = ShardStore(str(tmp_path / "store"))
-    yield s
-    s.close()
-
-
 def test_applied_index_makes_replay_idempotent(tmp_path):
     path = str(tmp_path / "s")
     s = ShardStore(path)
