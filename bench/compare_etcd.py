@@ -288,11 +288,11 @@ async def run(info: launcher.ClusterInfo, raftkv_root: str, etcd: Etcd, keys: in
                          how={"raftkv": "put_many, 50k pairs per call", "etcd": "txn of 128 puts, 8 in flight"})
 
         if "scan" in only:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             got = 0
             async for page in r.scan_pages(start, start + keys - 1):
                 got += len(page)
-            rsecs = time.perf_counter() - t0
+            rsecs, rcpu = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             egot = await etcd_scan_paged(e, start, start + keys, 10_000)
             esecs = time.perf_counter() - t0
@@ -305,6 +305,19 @@ async def run(info: launcher.ClusterInfo, raftkv_root: str, etcd: Etcd, keys: in
             wsecs = time.perf_counter() - t0
             side_by_side("scan_unpaged", "keys/s", got / rsecs, wgot / wsecs, keys=[got, wgot],
                          pages={"raftkv": f"{r.page_keys} keys / 1 MiB, parallel shards", "etcd": "one reply"})
+            # the same scan read at each shard's leader alone (no spread over replicas), after etcd's:
+            # what spreading brings, in this run (a line of its own, not a comparison with etcd)
+            async with AsyncClient(seeds, timeout=60, spread_scans=False) as lone:
+                t0, c0 = time.perf_counter(), time.process_time()
+                lgot = 0
+                async for page in lone.scan_pages(start, start + keys - 1):
+                    lgot += len(page)
+                lsecs, lcpu = time.perf_counter() - t0, time.process_time() - c0
+            # the client's CPU per key (this process: etcd's client threads idle meanwhile)
+            emit(bench="scan_spread", unit="keys/s", spread=round(got / rsecs, 1),
+                 leader_only=round(lgot / lsecs, 1), keys=[got, lgot],
+                 client_us_per_key={"spread": round(rcpu / max(got, 1) * 1e6, 3),
+                                    "leader_only": round(lcpu / max(lgot, 1) * 1e6, 3)})
 
         if "put_1MiB" in only:
             big = os.urandom(1 << 20)

@@ -550,6 +550,7 @@ class AsyncClient:
         self._cluster: str | None = None  # the cluster the first answer named: others' nodes are refused
         self._via_loopback = False  # reached through a loopback seed: loopback addresses may be tried
         self._refreshing: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()  # requests nobody awaits (spread scans' releases)
         self._session = _WriteSession()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -570,6 +571,7 @@ class AsyncClient:
         # an opening connection already runs its read loop while its hello is under way: cancelled,
         # its open closes it (left alone, an unclosed client's exit found that loop still pending)
         opening, self._connecting = list(self._connecting.values()), {}
+        opening += self._background
         for task in opening:
             task.cancel()
         conns, self._conns = list(self._conns.values()), {}
@@ -1039,9 +1041,18 @@ class AsyncClient:
         conn = self._open_conn(address) or await self._conn(address, deadline)
         return await conn.request({"op": op, "shard": shard.id, "timeout": remaining, **fields}, remaining + 0.5)
 
-    async def _release_snapshot(self, shard: Shard, handle: list[Any]) -> None:
-        """Let go of a spread scan's shared snapshot at the node that holds it (one attempt)."""
-        await self._ask_replica(shard, handle[0], "release", {"snapshot": handle}, time.monotonic() + 1.0)
+    def _release_snapshot(self, shard: Shard, handle: list[Any]) -> None:
+        """Let go of a spread scan's shared snapshot at the node that holds it: one request, not
+        awaited, and only on a connection already open (the snapshot expires anyway)."""
+        address = self._nodes.get(handle[0]) if isinstance(handle[0], str) else None
+        conn = self._conns.get(address) if address is not None else None
+        if conn is None or conn.closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            conn.request({"op": "release", "shard": shard.id, "snapshot": handle}, 1.0))
+        self._background.add(task)  # cancelled by close()
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve)
 
     async def _repair_map(self, exc: StaleRoute, deadline: float) -> bool:
         """Bring the cached map up to what a StaleRoute said; True if the cache changed.
@@ -1823,8 +1834,7 @@ class _ScanUnit:
         if handle is None:
             return
         with contextlib.suppress(RuntimeError):  # no running loop: the client is going away
-            task = asyncio.get_running_loop().create_task(self.client._release_snapshot(self.shards[0], handle))
-            task.add_done_callback(_retrieve)
+            self.client._release_snapshot(self.shards[0], handle)
 
     def remainder(self) -> tuple[int, int] | None:
         """The interval this unit has not returned yet (None if nothing is left)."""
