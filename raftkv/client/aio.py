@@ -1591,6 +1591,14 @@ def _rows(reply: dict[str, Any]) -> list[Row]:
     return list(zip(decode_raw_keys(reply["keys"]), reply["values"], strict=True))
 
 
+def _past_page(lo: int, hi: int, resume: Any, reverse: bool) -> tuple[int, int]:
+    """What is left of ``[lo, hi)`` after a page that says where to ``resume`` (a node's reply)."""
+    if type(resume) is not int or not lo < resume < hi:
+        # every page moves on (a node examines at least one row): anything else would loop forever
+        raise errors.RemoteProtocolError(f"resume {resume!r:.40} is not inside [{lo}, {hi})")
+    return (lo, resume) if reverse else (resume, hi)
+
+
 class _Stream:
     """One shard's share of ``[lo, hi)``, read a request at a time (``resume``/``cursor``).
 
@@ -1630,13 +1638,7 @@ class _Stream:
         if resume is None:
             self.finished = True
             return reply
-        if type(resume) is not int or not self.lo < resume < self.hi:
-            # every page moves on (a node examines at least one row): anything else would loop forever
-            raise errors.RemoteProtocolError(f"resume {resume!r:.40} is not inside [{self.lo}, {self.hi})")
-        if self.reverse:
-            self.hi = resume
-        else:
-            self.lo = resume
+        self.lo, self.hi = _past_page(self.lo, self.hi, resume, self.reverse)
         if "spread" in self.fields:  # asked on the first request only
             self.fields = {k: v for k, v in self.fields.items() if k != "spread"}
             self._plan(reply)
@@ -1864,8 +1866,9 @@ class _ScanUnit:
 
 class _ChunkReader:
     """One chunk ``[lo, hi)`` of a spread scan, read ahead (a few pages, bounded) on one replica at
-    the snapshot's ``index``; from the leader's snapshot (``handle``) if that replica cannot, and as a
-    fresh linearizable read if the leader lost that snapshot too (as a cursor that expires does)."""
+    the snapshot's ``index``, or from the leader's snapshot (``handle``) if that replica cannot.  If
+    the leader lost that snapshot too, the chunk raises :class:`_Reroute` when its turn comes: the
+    rest of the scan starts over from a fresh first page, as after a lost cursor."""
 
     def __init__(self, unit: _ScanUnit, lo: int, hi: int, index: int, handle: Any, node: str) -> None:
         self.unit = unit
@@ -1937,12 +1940,7 @@ class _ChunkReader:
                 await self.pages.put((rows, lo if reverse else hi))
                 await self.pages.put((None, lo if reverse else hi))
                 return
-            if type(resume) is not int or not lo < resume < hi:
-                raise errors.RemoteProtocolError(f"resume {resume!r:.40} is not inside [{lo}, {hi})")
-            if reverse:
-                hi = resume
-            else:
-                lo = resume
+            lo, hi = _past_page(lo, hi, resume, reverse)
             cursor = reply.get("cursor")
             await self.pages.put((rows, resume))
 
