@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from raftkv import errors
@@ -68,5 +70,11 @@ def test_page_key_blob_round_trip():
     keys = [0, 1, 2**63, 2**64 - 1]
     assert decode_raw_keys(b"".join(b"k" + encode_key(k) for k in keys)) == keys
     assert decode_raw_keys(b"") == []
+    # every byte position of a key lands where it belongs, whatever the tag byte holds
+    rng = random.Random(7)
+    many = [rng.getrandbits(64) for _ in range(1000)] + [0x0102030405060708, 0xFF000000000000FF]
+    blob = b"".join(bytes([rng.getrandbits(8)]) + encode_key(k) for k in many)
+    assert decode_raw_keys(blob) == many
+    assert all(type(k) is int for k in decode_raw_keys(blob))
     with pytest.raises(ValueError):
         decode_raw_keys(b"k\x00\x00")
