@@ -1587,8 +1587,16 @@ def _check_stall(since: float | None, timeout: float) -> float:
 
 
 def _rows(reply: dict[str, Any]) -> list[Row]:
-    """The rows of a ``scan`` reply (keys come as one blob, decoded in C)."""
-    return list(zip(decode_raw_keys(reply["keys"]), reply["values"], strict=True))
+    """The rows of a ``scan`` reply (keys come as one blob, decoded in C); RemoteProtocolError if
+    the page is not one, rather than rows made up from whatever a broken node sent."""
+    keys, values = reply.get("keys"), reply.get("values")
+    if type(keys) is not bytes or type(values) is not list:
+        raise errors.RemoteProtocolError(f"a scan page needs a bytes blob of keys and a list of values, "
+                                         f"not {type(keys).__name__} and {type(values).__name__}")
+    try:
+        return list(zip(decode_raw_keys(keys), values, strict=True))
+    except ValueError as exc:
+        raise errors.RemoteProtocolError(f"malformed scan page: {exc}") from None
 
 
 def _past_page(lo: int, hi: int, resume: Any, reverse: bool) -> tuple[int, int]:

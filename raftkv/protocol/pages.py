@@ -25,6 +25,8 @@ def decode_raw_keys(blob: bytes) -> list[int]:
     ``array`` and byte-swapped in C: half the cost per key of unpacking a tuple per record, on a
     path every scanned row takes (0.021 against 0.043 µs a key, 4,000-key pages).
     """
+    if not isinstance(blob, bytes | bytearray):
+        raise ValueError(f"a key blob is bytes, not {type(blob).__name__}")
     count, extra = divmod(len(blob), KEY_RECORD.size)
     if extra:
         raise ValueError("key blob is not a whole number of records")

@@ -78,3 +78,21 @@ def test_page_key_blob_round_trip():
     assert all(type(k) is int for k in decode_raw_keys(blob))
     with pytest.raises(ValueError):
         decode_raw_keys(b"k\x00\x00")
+    # a list of small ints would slice and copy like bytes: refused, not decoded into keys
+    with pytest.raises(ValueError):
+        decode_raw_keys(list(blob))
+
+
+@pytest.mark.parametrize("reply", [
+    {"keys": [0] * 9, "values": [b"v"]},                       # keys not a blob
+    {"keys": b"k" + bytes(8), "values": b"v"},                  # values not a list
+    {"values": [b"v"]},                                         # no keys at all
+    {"keys": b"k" + bytes(8), "values": [b"v", b"w"]},          # one key, two values
+    {"keys": b"k" + bytes(7), "values": []},                    # not a whole record
+])
+def test_client_refuses_a_malformed_scan_page(reply):
+    from raftkv.client.aio import _rows
+
+    with pytest.raises(errors.RemoteProtocolError):
+        _rows(reply)
+    assert _rows({"keys": b"k" + bytes(7) + b"\x05", "values": [b"v"]}) == [(5, b"v")]
