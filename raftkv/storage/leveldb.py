@@ -920,8 +920,10 @@ class ShardStore:
         LevelDB's on-disk size of that range it turns on-disk bytes (compressed) into rows.  The
         range's key span is divided into ``cells`` equal key intervals whose on-disk sizes come
         from one LevelDB call, and the cuts fall on cell edges.  Data still in the memtable counts
-        as nothing: it lands in the last chunks.  Cheap (two seeks and one size call), and only an
-        estimate: a chunk may hold many more or fewer rows than asked.
+        as nothing there: when LevelDB can size none of the range or none of the page (all of it
+        recent, say, as a time series' newest rows are), the cuts divide the key span evenly at
+        the page's own density instead (:meth:`_cuts_by_span`).  Cheap (a few seeks and one size
+        call), and only an estimate: a chunk may hold many more or fewer rows than asked.
         """
         span = self.key_span(start, end)
         if span is None or span[0] == span[1] or rows_per_chunk <= 0 or max_cuts <= 0:
@@ -934,8 +936,10 @@ class ShardStore:
             sizes = self._db.approximate_sizes(*((self._bound(a), self._bound(b))
                                                  for a, b in itertools.pairwise(edges)))
         total = sum(sizes)
-        if sampled <= 0 or total <= 0 or sample[2] <= 0:
+        if sample[2] <= 0:
             return []
+        if sampled <= 0 or total <= 0:
+            return self._cuts_by_span(lo, hi, rows_per_chunk, sample, max_cuts)
         chunk_bytes = max(1.0, rows_per_chunk * sampled / sample[2])
         parts = min(max_cuts + 1, int(total // chunk_bytes))
         if parts < 2:
@@ -949,6 +953,19 @@ class ShardStore:
                 if len(cuts) == parts - 1:
                     break
         return cuts
+
+    def _cuts_by_span(self, lo: int, hi: int, rows_per_chunk: int, sample: tuple[int, int, int],
+                      max_cuts: int) -> list[int]:
+        """:meth:`chunk_cuts` for keys LevelDB cannot size yet: ``[lo, hi)`` (the span of the keys
+        to cut) in equal key intervals, as many as the page's density of rows per key gives."""
+        page = self.key_span(sample[0], sample[1])
+        if page is None or sample[2] < 2 or page[1] <= page[0]:
+            return []  # one row, or one key: no density to go by
+        rows = (sample[2] - 1) * (hi - lo) // (page[1] - page[0])
+        parts = min(max_cuts + 1, rows // rows_per_chunk)
+        if parts < 2:
+            return []
+        return sorted({lo + (hi - lo) * i // parts for i in range(1, parts)} - {lo})
 
     def approximate_size(self) -> int:
         """LevelDB's on-disk size estimate of the user data (0 for data still in the memtable)."""
