@@ -168,7 +168,7 @@ def test_rows_still_in_the_memtable_are_cut_by_key_span_at_the_pages_density(sto
     assert cuts == sorted(set(cuts)) and all(page_end < c < end for c in cuts)
     edges = [page_end, *cuts, end]
     sizes = [sum(1 for k in keys if a <= k < b) for a, b in zip(edges, edges[1:], strict=False)]
-    assert len(sizes) == 4 and max(sizes) - min(sizes) <= 2, sizes  # 19,000 rows, about 4,000 each
+    assert len(sizes) == 4 and max(sizes) - min(sizes) <= 2, sizes  # 19,000 rows: 4 chunks of 4,750
     # the page's density, not the width of the range it was asked for: a scan from 0 reads the
     # same page and gets the same cuts
     assert store.chunk_cuts(page_end, end, 4000, (0, page_end, 1000)) == cuts
