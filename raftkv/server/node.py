@@ -899,7 +899,7 @@ class Node:
             aloop = asyncio.get_running_loop()
             aloop.call_soon(aloop.call_soon, self._cursors.read_ahead, page.cursor, request(lo, hi),
                             lambda v: read(v, lo, hi))
-        # keys: one blob of 9-byte raw store keys, decoded by the client in C (struct.iter_unpack)
+        # keys: one blob of 9-byte raw store keys, decoded by the client in C (decode_raw_keys)
         return reply
 
     @staticmethod

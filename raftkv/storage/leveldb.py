@@ -926,7 +926,7 @@ class ShardStore:
         call), and only an estimate: a chunk may hold many more or fewer rows than asked.
         """
         span = self.key_span(start, end)
-        if span is None or span[0] == span[1] or rows_per_chunk <= 0 or max_cuts <= 0:
+        if span is None or span[0] == span[1] or rows_per_chunk <= 0 or max_cuts <= 0 or sample[2] <= 0:
             return []
         lo, hi = span[0], span[1] + 1
         step = max(1, -(-(hi - lo) // cells))
@@ -936,8 +936,6 @@ class ShardStore:
             sizes = self._db.approximate_sizes(*((self._bound(a), self._bound(b))
                                                  for a, b in itertools.pairwise(edges)))
         total = sum(sizes)
-        if sample[2] <= 0:
-            return []
         if sampled <= 0 or total <= 0:
             return self._cuts_by_span(lo, hi, rows_per_chunk, sample, max_cuts)
         chunk_bytes = max(1.0, rows_per_chunk * sampled / sample[2])
